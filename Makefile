@@ -1,0 +1,41 @@
+# wgflow build. `make test` and `make demo` install their own dependencies first.
+CLANG   ?= clang-14
+ARCH_INC = /usr/include/$(shell gcc -dumpmachine)
+BPF_CFLAGS = -O2 -g -target bpf -mcpu=v3 -Wall -Werror -I$(ARCH_INC) -Ibpf
+
+ADDON = native/build/Release/wgflow_native.node
+
+.PHONY: all deps build bpf native ts test bench demo clean
+
+all: build
+
+deps:
+	@bash scripts/install-deps.sh
+
+build: bpf native ts
+
+bpf: bpf/wgflow.bpf.o
+
+bpf/wgflow.bpf.o: bpf/wgflow.bpf.c bpf/wgflow.h
+	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
+
+native: $(ADDON)
+
+$(ADDON): native/src/addon.cc native/CMakeLists.txt bpf/wgflow.h
+	npx cmake-js compile -d native -O native/build --log-level warn
+
+ts:
+	npx tsc -p tsconfig.json
+
+# The README's test command: installs, builds, runs every test (privileged ones need root).
+test: deps build
+	node scripts/run-tests.mjs
+
+bench: deps build
+	node scripts/run-bench.mjs
+
+demo: deps build
+	./bin/wgflow demo
+
+clean:
+	rm -rf dist native/build bpf/wgflow.bpf.o

@@ -1,0 +1,730 @@
+// wgflow native addon: loads the BPF object, attaches it to interfaces, and moves kernel
+// records to JavaScript in batches (one ArrayBuffer per call, never one call per record).
+//
+// Layouts come from bpf/wgflow.h; src/datapath/records.ts decodes the buffers returned here.
+
+#include <napi.h>
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <errno.h>
+#include <net/if_arp.h>
+#include <net/if.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdarg>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+extern "C" {
+#include "../../bpf/wgflow.h"
+}
+
+namespace {
+
+// Not in Debian 12's UAPI headers (kernel 6.6+); values are ABI.
+constexpr int kTcxIngress = 46;
+constexpr int kTcxEgress = 47;
+// clsact fallback: our filters' handle and priority, so a restart can find and replace them.
+constexpr __u32 kTcHandle = 0x5766;   // "Wf"
+constexpr __u32 kTcPriority = 0x5766;
+constexpr size_t kBatchEntries = 4096;
+
+// libbpf's messages (verifier log included) go to a bounded buffer that errors quote.
+std::mutex g_log_mu;
+std::string g_log;
+
+int CaptureLibbpfLog(enum libbpf_print_level level, const char *fmt, va_list args) {
+  if (level == LIBBPF_DEBUG) return 0;
+  char buf[1024];
+  int n = vsnprintf(buf, sizeof(buf), fmt, args);
+  std::lock_guard<std::mutex> lock(g_log_mu);
+  g_log.append(buf, n > 0 ? std::min<size_t>(n, sizeof(buf) - 1) : 0);
+  if (g_log.size() > 16384) g_log.erase(0, g_log.size() - 16384);
+  return 0;
+}
+
+std::string TakeLog() {
+  std::lock_guard<std::mutex> lock(g_log_mu);
+  std::string s;
+  s.swap(g_log);
+  // Keep the end of the log: the verifier's reason is at the bottom.
+  if (s.size() > 4000) s = "..." + s.substr(s.size() - 4000);
+  return s;
+}
+
+const char *ErrnoName(int err) {
+  switch (err) {
+    case EPERM: return "EPERM";
+    case EACCES: return "EACCES";
+    case ENOENT: return "ENOENT";
+    case ENODEV: return "ENODEV";
+    case EEXIST: return "EEXIST";
+    case EINVAL: return "EINVAL";
+    case ENOMEM: return "ENOMEM";
+    case E2BIG: return "E2BIG";
+    case EBUSY: return "EBUSY";
+    case ENOTSUP: return "ENOTSUP";
+    case ERANGE: return "ERANGE";
+    default: return "EUNKNOWN";
+  }
+}
+
+// A JS Error carrying errno and its symbolic code, so callers can branch on err.code.
+Napi::Error ErrnoError(Napi::Env env, int err, const std::string &msg) {
+  if (err < 0) err = -err;
+  Napi::Error e = Napi::Error::New(env, msg + " (" + ErrnoName(err) + ": " + strerror(err) + ")");
+  e.Set("errno", Napi::Number::New(env, err));
+  e.Set("code", Napi::String::New(env, ErrnoName(err)));
+  return e;
+}
+
+std::string PrivilegeHint(int err) {
+  if (err < 0) err = -err;
+  if (err == EPERM || err == EACCES)
+    return "; wgflow needs root or the capabilities CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN";
+  return "";
+}
+
+struct Attachment {
+  int ifindex = 0;
+  std::string mode;  // "tcx" or "clsact"
+  int l3_offset = 0;
+  int link_fd[2] = {-1, -1};  // TCX links: closing them detaches
+};
+
+// ARPHRD type of an interface of this process's network namespace (sysfs may show another one).
+int LinkType(const std::string &name, int *type) {
+  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -errno;
+  struct ifreq ifr;
+  memset(&ifr, 0, sizeof(ifr));
+  strncpy(ifr.ifr_name, name.c_str(), IFNAMSIZ - 1);
+  int rc = ioctl(fd, SIOCGIFHWADDR, &ifr);
+  int err = rc < 0 ? -errno : 0;
+  close(fd);
+  if (!err) *type = ifr.ifr_hwaddr.sa_family;
+  return err;
+}
+
+class Datapath;
+
+// Collects ring records for one poll() call. Runs on a libuv threadpool thread.
+struct RingBatch {
+  std::vector<uint8_t> data;
+  size_t max_records = 0;
+  size_t records = 0;
+};
+
+int OnRingRecord(void *ctx, void *data, size_t size) {
+  auto *batch = static_cast<RingBatch *>(ctx);
+  if (size != sizeof(struct wgf_record)) return 0;  // cannot happen: one record type
+  const uint8_t *p = static_cast<const uint8_t *>(data);
+  batch->data.insert(batch->data.end(), p, p + size);
+  // libbpf has already consumed this record; a negative return just stops the loop (batch full).
+  return ++batch->records >= batch->max_records ? -ENOSPC : 0;
+}
+
+class Datapath : public Napi::ObjectWrap<Datapath> {
+ public:
+  static Napi::Object Init(Napi::Env env, Napi::Object exports);
+  explicit Datapath(const Napi::CallbackInfo &info);
+  ~Datapath() override { Destroy(); }
+
+  // Shared with the async workers below.
+  int flows_fd(int family) const { return family == 6 ? flows6_fd_ : flows4_fd_; }
+  struct ring_buffer *ring() const { return ring_; }
+  RingBatch *ring_batch() { return &ring_batch_; }
+  void PollDone() {
+    polling_ = false;
+    if (closing_) Destroy();
+  }
+
+ private:
+  Napi::Value Attach(const Napi::CallbackInfo &info);
+  Napi::Value Detach(const Napi::CallbackInfo &info);
+  Napi::Value Attachments(const Napi::CallbackInfo &info);
+  Napi::Value SetConfig(const Napi::CallbackInfo &info);
+  Napi::Value GetConfig(const Napi::CallbackInfo &info);
+  Napi::Value Poll(const Napi::CallbackInfo &info);
+  Napi::Value ReadFlows(const Napi::CallbackInfo &info);
+  Napi::Value DeleteFlows(const Napi::CallbackInfo &info);
+  Napi::Value Stats(const Napi::CallbackInfo &info);
+  Napi::Value MapInfo(const Napi::CallbackInfo &info);
+  Napi::Value TestRun(const Napi::CallbackInfo &info);
+  Napi::Value Close(const Napi::CallbackInfo &info);
+
+  void CheckOpen(Napi::Env env) const {
+    if (!obj_ || closing_) throw Napi::Error::New(env, "the datapath is closed");
+  }
+  int DetachOne(Attachment &a);
+  void Destroy();
+
+  struct bpf_object *obj_ = nullptr;
+  struct ring_buffer *ring_ = nullptr;
+  RingBatch ring_batch_;
+  int flows4_fd_ = -1, flows6_fd_ = -1, config_fd_ = -1, stats_fd_ = -1;
+  std::map<std::string, Attachment> attached_;
+  bool polling_ = false;
+  bool closing_ = false;
+};
+
+struct bpf_map *MapByName(struct bpf_object *obj, const char *name) {
+  struct bpf_map *m = bpf_object__find_map_by_name(obj, name);
+  return m;
+}
+
+// new Datapath({ objectPath, maxFlows, maxFlowsV6, ringBytes, pinDir })
+Datapath::Datapath(const Napi::CallbackInfo &info) : Napi::ObjectWrap<Datapath>(info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsObject()) throw Napi::TypeError::New(env, "Datapath: options object expected");
+  Napi::Object o = info[0].As<Napi::Object>();
+  std::string path = o.Get("objectPath").As<Napi::String>();
+  uint32_t max4 = o.Get("maxFlows").As<Napi::Number>().Uint32Value();
+  uint32_t max6 = o.Get("maxFlowsV6").As<Napi::Number>().Uint32Value();
+  uint32_t ring_bytes = o.Get("ringBytes").As<Napi::Number>().Uint32Value();
+  std::string pin_dir = o.Has("pinDir") && o.Get("pinDir").IsString()
+                            ? o.Get("pinDir").As<Napi::String>().Utf8Value()
+                            : "";
+
+  libbpf_set_print(CaptureLibbpfLog);
+  TakeLog();
+  obj_ = bpf_object__open_file(path.c_str(), nullptr);
+  if (!obj_) {
+    int err = errno;
+    throw ErrnoError(env, err, "cannot open BPF object " + path + ": " + TakeLog());
+  }
+  struct bpf_map *m4 = MapByName(obj_, "wgf_flows4"), *m6 = MapByName(obj_, "wgf_flows6"),
+                 *ev = MapByName(obj_, "wgf_events");
+  if (!m4 || !m6 || !ev) {
+    Destroy();
+    throw Napi::Error::New(env, "BPF object " + path + " lacks wgflow's maps (wrong file?)");
+  }
+  bpf_map__set_max_entries(m4, max4);
+  bpf_map__set_max_entries(m6, max6);
+  bpf_map__set_max_entries(ev, ring_bytes);
+  if (!pin_dir.empty()) {
+    // Pinned flow maps survive a restart: the next daemon adopts in-progress flows.
+    // libbpf reuses an existing pin if it is compatible and refuses otherwise.
+    for (struct bpf_map *m : {m4, m6}) {
+      std::string p = pin_dir + "/" + bpf_map__name(m);
+      bpf_map__set_pin_path(m, p.c_str());
+    }
+  }
+  int err = bpf_object__load(obj_);
+  if (err) {
+    std::string log = TakeLog();
+    Destroy();
+    std::string hint = PrivilegeHint(err);
+    if (!pin_dir.empty() && log.find("couldn't reuse pinned map") != std::string::npos)
+      hint = "; the maps pinned in " + pin_dir +
+             " have another size or layout: remove them or start with the same flow limits";
+    throw ErrnoError(env, err, "loading the BPF programs failed" + hint + "\n" + log);
+  }
+  flows4_fd_ = bpf_map__fd(m4);
+  flows6_fd_ = bpf_map__fd(m6);
+  config_fd_ = bpf_map__fd(MapByName(obj_, "wgf_config"));
+  stats_fd_ = bpf_map__fd(MapByName(obj_, "wgf_stats"));
+
+  struct wgf_config cfg = {1, 4096};  // counting on; wake the consumer every 4 KiB
+  __u32 zero = 0;
+  if (bpf_map_update_elem(config_fd_, &zero, &cfg, BPF_ANY)) {
+    err = errno;
+    Destroy();
+    throw ErrnoError(env, err, "cannot write the BPF config map");
+  }
+  ring_ = ring_buffer__new(bpf_map__fd(ev), OnRingRecord, &ring_batch_, nullptr);
+  if (!ring_) {
+    err = errno;
+    Destroy();
+    throw ErrnoError(env, err, "cannot map the BPF ring buffer");
+  }
+}
+
+void Datapath::Destroy() {
+  for (auto &kv : attached_) DetachOne(kv.second);
+  attached_.clear();
+  if (ring_) ring_buffer__free(ring_);
+  ring_ = nullptr;
+  if (obj_) bpf_object__close(obj_);
+  obj_ = nullptr;
+  flows4_fd_ = flows6_fd_ = config_fd_ = stats_fd_ = -1;
+}
+
+int Datapath::DetachOne(Attachment &a) {
+  int rc = 0;
+  if (a.mode == "tcx") {
+    for (int &fd : a.link_fd)
+      if (fd >= 0) {
+        close(fd);
+        fd = -1;
+      }
+    return 0;
+  }
+  for (auto point : {BPF_TC_INGRESS, BPF_TC_EGRESS}) {
+    DECLARE_LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = a.ifindex, .attach_point = point);
+    DECLARE_LIBBPF_OPTS(bpf_tc_opts, opts, .handle = kTcHandle, .priority = kTcPriority);
+    int err = bpf_tc_detach(&hook, &opts);
+    // Gone already (device deleted, or removed by hand) is fine.
+    if (err && err != -ENOENT && err != -ENODEV && err != -EINVAL) rc = err;
+  }
+  return rc;
+}
+
+// attach(ifname, mode: 'auto'|'tcx'|'clsact') -> { ifindex, mode, l3Offset }
+Napi::Value Datapath::Attach(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  CheckOpen(env);
+  std::string name = info[0].As<Napi::String>();
+  std::string want = info.Length() > 1 && info[1].IsString() ? info[1].As<Napi::String>().Utf8Value()
+                                                              : "auto";
+  if (attached_.count(name))
+    throw ErrnoError(env, EEXIST, "already attached to " + name + " (detach it first)");
+  int ifindex = if_nametoindex(name.c_str());
+  if (!ifindex) throw ErrnoError(env, ENODEV, "interface " + name + " does not exist in this network namespace");
+  if (ifindex > 0xffff)
+    throw ErrnoError(env, ERANGE, "interface " + name + " has ifindex " + std::to_string(ifindex) +
+                                      " but flow keys hold 16 bits");
+  int type = 0;
+  int err = LinkType(name, &type);
+  if (err) throw ErrnoError(env, err, "cannot read the link type of " + name);
+  int l3 = 0;
+  if (type == ARPHRD_ETHER || type == ARPHRD_LOOPBACK)
+    l3 = 14;
+  else if (type == ARPHRD_NONE)
+    l3 = 0;  // WireGuard, tun: packets start at the IP header
+  else
+    throw ErrnoError(env, ENOTSUP, "interface " + name + " has link type " + std::to_string(type) +
+                                       "; wgflow supports WireGuard/tun (none) and Ethernet");
+
+  struct bpf_program *ping = bpf_object__find_program_by_name(obj_, l3 ? "wgflow_ingress_eth" : "wgflow_ingress");
+  struct bpf_program *pegr = bpf_object__find_program_by_name(obj_, l3 ? "wgflow_egress_eth" : "wgflow_egress");
+  int fds[2] = {bpf_program__fd(ping), bpf_program__fd(pegr)};
+
+  Attachment a;
+  a.ifindex = ifindex;
+  a.l3_offset = l3;
+  if (want == "auto" || want == "tcx") {
+    int l0 = bpf_link_create(fds[0], ifindex, (enum bpf_attach_type)kTcxIngress, nullptr);
+    int e0 = l0 < 0 ? -errno : 0;
+    int l1 = l0 >= 0 ? bpf_link_create(fds[1], ifindex, (enum bpf_attach_type)kTcxEgress, nullptr) : -1;
+    int e1 = l0 >= 0 && l1 < 0 ? -errno : 0;
+    if (l0 >= 0 && l1 >= 0) {
+      a.mode = "tcx";
+      a.link_fd[0] = l0;
+      a.link_fd[1] = l1;
+    } else {
+      if (l0 >= 0) close(l0);
+      err = e0 ? e0 : e1;
+      if (want == "tcx" || err == -EPERM || err == -EACCES)
+        throw ErrnoError(env, err, "attaching TCX links to " + name + " failed" + PrivilegeHint(err));
+    }
+  }
+  if (a.mode.empty()) {
+    // Classic clsact: filters outlive the process, so replace any left by an earlier run.
+    DECLARE_LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex, .attach_point = BPF_TC_INGRESS);
+    err = bpf_tc_hook_create(&hook);
+    if (err && err != -EEXIST)
+      throw ErrnoError(env, err, "creating the clsact qdisc on " + name + " failed" + PrivilegeHint(err));
+    a.mode = "clsact";
+    int i = 0;
+    for (auto point : {BPF_TC_INGRESS, BPF_TC_EGRESS}) {
+      hook.attach_point = point;
+      DECLARE_LIBBPF_OPTS(bpf_tc_opts, opts, .prog_fd = fds[i++], .flags = BPF_TC_F_REPLACE,
+                          .handle = kTcHandle, .priority = kTcPriority);
+      err = bpf_tc_attach(&hook, &opts);
+      if (err) {
+        DetachOne(a);
+        throw ErrnoError(env, err, "attaching the clsact filter to " + name + " failed" + PrivilegeHint(err));
+      }
+    }
+  }
+  attached_[name] = a;
+  Napi::Object r = Napi::Object::New(env);
+  r.Set("ifindex", ifindex);
+  r.Set("mode", a.mode);
+  r.Set("l3Offset", l3);
+  return r;
+}
+
+Napi::Value Datapath::Detach(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  CheckOpen(env);
+  std::string name = info[0].As<Napi::String>();
+  auto it = attached_.find(name);
+  if (it == attached_.end()) throw ErrnoError(env, ENOENT, "not attached to " + name);
+  int err = DetachOne(it->second);
+  attached_.erase(it);
+  if (err) throw ErrnoError(env, err, "detaching from " + name + " failed");
+  return env.Undefined();
+}
+
+Napi::Value Datapath::Attachments(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  Napi::Array arr = Napi::Array::New(env);
+  uint32_t i = 0;
+  for (auto &kv : attached_) {
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("name", kv.first);
+    o.Set("ifindex", kv.second.ifindex);
+    o.Set("mode", kv.second.mode);
+    o.Set("l3Offset", kv.second.l3_offset);
+    arr.Set(i++, o);
+  }
+  return arr;
+}
+
+// setConfig({ counting: boolean, wakeupBatch?: number })
+Napi::Value Datapath::SetConfig(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  CheckOpen(env);
+  Napi::Object o = info[0].As<Napi::Object>();
+  __u32 zero = 0;
+  struct wgf_config cfg;
+  if (bpf_map_lookup_elem(config_fd_, &zero, &cfg)) throw ErrnoError(env, errno, "cannot read the BPF config map");
+  if (o.Has("counting")) cfg.counting = o.Get("counting").ToBoolean() ? 1 : 0;
+  if (o.Has("wakeupBatch")) cfg.wakeup_batch = o.Get("wakeupBatch").As<Napi::Number>().Uint32Value();
+  // One array element written whole: the programs see the old or the new config, never a mix.
+  if (bpf_map_update_elem(config_fd_, &zero, &cfg, BPF_ANY)) throw ErrnoError(env, errno, "cannot write the BPF config map");
+  return env.Undefined();
+}
+
+Napi::Value Datapath::GetConfig(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  CheckOpen(env);
+  __u32 zero = 0;
+  struct wgf_config cfg;
+  if (bpf_map_lookup_elem(config_fd_, &zero, &cfg)) throw ErrnoError(env, errno, "cannot read the BPF config map");
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("counting", cfg.counting != 0);
+  o.Set("wakeupBatch", cfg.wakeup_batch);
+  return o;
+}
+
+// poll(timeoutMs, maxRecords) -> Promise<ArrayBuffer> of struct wgf_record, possibly empty.
+class PollWorker : public Napi::AsyncWorker {
+ public:
+  PollWorker(Napi::Env env, Datapath *dp, int timeout_ms, size_t max_records)
+      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), dp_(dp),
+        timeout_ms_(timeout_ms) {
+    dp_->Ref();
+    batch_ = dp_->ring_batch();
+    batch_->data.clear();
+    batch_->records = 0;
+    batch_->max_records = max_records;
+    batch_->data.reserve(std::min<size_t>(max_records, 65536) * sizeof(struct wgf_record));
+  }
+  Napi::Promise Promise() { return deferred_.Promise(); }
+
+  void Execute() override {
+    // Take what is waiting first: producers batch their wake-ups, so epoll may stay silent.
+    int n = ring_buffer__consume(dp_->ring());
+    if (n == 0 && batch_->records == 0) {
+      n = ring_buffer__poll(dp_->ring(), timeout_ms_);
+      if (n >= 0 && batch_->records == 0) n = ring_buffer__consume(dp_->ring());
+    }
+    if (n < 0 && n != -ENOSPC && n != -EINTR) {
+      err_ = n;
+      SetError("ring buffer poll failed");
+    }
+  }
+  void OnOK() override {
+    Napi::Env env = Env();
+    Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env, batch_->data.size());
+    if (!batch_->data.empty()) memcpy(ab.Data(), batch_->data.data(), batch_->data.size());
+    batch_->data.clear();
+    Finish();
+    deferred_.Resolve(ab);
+  }
+  void OnError(const Napi::Error &) override {
+    Finish();
+    deferred_.Reject(ErrnoError(Env(), err_, "ring buffer poll failed").Value());
+  }
+
+ private:
+  void Finish() {
+    dp_->PollDone();
+    dp_->Unref();
+  }
+  Napi::Promise::Deferred deferred_;
+  Datapath *dp_;
+  RingBatch *batch_;
+  int timeout_ms_;
+  int err_ = 0;
+};
+
+Napi::Value Datapath::Poll(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  CheckOpen(env);
+  if (polling_) throw Napi::Error::New(env, "poll() is already in progress: await it before polling again");
+  int timeout = info.Length() > 0 ? info[0].As<Napi::Number>().Int32Value() : 100;
+  size_t max_records = info.Length() > 1 ? info[1].As<Napi::Number>().Uint32Value() : 65536;
+  if (max_records == 0) max_records = 1;
+  polling_ = true;
+  auto *w = new PollWorker(env, this, timeout, max_records);
+  Napi::Promise p = w->Promise();
+  w->Queue();
+  return p;
+}
+
+// Reads (or drains) a whole flow map with batched syscalls, off the JS thread.
+class ReadFlowsWorker : public Napi::AsyncWorker {
+ public:
+  ReadFlowsWorker(Napi::Env env, Datapath *dp, int family, bool drain)
+      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), dp_(dp),
+        fd_(dp->flows_fd(family)), drain_(drain),
+        key_size_(family == 6 ? sizeof(struct wgf_key6) : sizeof(struct wgf_key4)) {
+    dp_->Ref();
+  }
+  Napi::Promise Promise() { return deferred_.Promise(); }
+
+  void Execute() override {
+    __u32 token = 0;
+    bool first = true;
+    for (;;) {
+      size_t at = count_;
+      keys_.resize((at + kBatchEntries) * key_size_);
+      values_.resize((at + kBatchEntries) * sizeof(struct wgf_flow));
+      __u32 n = kBatchEntries;
+      int rc = drain_ ? bpf_map_lookup_and_delete_batch(fd_, first ? nullptr : &token, &token,
+                                                        &keys_[at * key_size_],
+                                                        &values_[at * sizeof(struct wgf_flow)], &n, nullptr)
+                      : bpf_map_lookup_batch(fd_, first ? nullptr : &token, &token,
+                                             &keys_[at * key_size_],
+                                             &values_[at * sizeof(struct wgf_flow)], &n, nullptr);
+      int err = rc ? -errno : 0;
+      if (err && err != -ENOENT) {
+        err_ = err;
+        SetError("flow map batch read failed");
+        return;
+      }
+      count_ += n;
+      first = false;
+      if (err == -ENOENT) break;  // walked every bucket
+    }
+    keys_.resize(count_ * key_size_);
+    values_.resize(count_ * sizeof(struct wgf_flow));
+  }
+  void OnOK() override {
+    Napi::Env env = Env();
+    Napi::Object r = Napi::Object::New(env);
+    Napi::ArrayBuffer k = Napi::ArrayBuffer::New(env, keys_.size());
+    Napi::ArrayBuffer v = Napi::ArrayBuffer::New(env, values_.size());
+    if (!keys_.empty()) memcpy(k.Data(), keys_.data(), keys_.size());
+    if (!values_.empty()) memcpy(v.Data(), values_.data(), values_.size());
+    r.Set("count", Napi::Number::New(env, count_));
+    r.Set("keys", k);
+    r.Set("values", v);
+    dp_->Unref();
+    deferred_.Resolve(r);
+  }
+  void OnError(const Napi::Error &) override {
+    dp_->Unref();
+    deferred_.Reject(ErrnoError(Env(), err_, drain_ ? "draining the flow map failed" : "reading the flow map failed").Value());
+  }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  Datapath *dp_;
+  int fd_;
+  bool drain_;
+  size_t key_size_;
+  size_t count_ = 0;
+  std::vector<uint8_t> keys_, values_;
+  int err_ = 0;
+};
+
+// readFlows(family: 4|6, drain: boolean) -> Promise<{count, keys, values}>
+Napi::Value Datapath::ReadFlows(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  CheckOpen(env);
+  int family = info[0].As<Napi::Number>().Int32Value();
+  if (family != 4 && family != 6) throw Napi::RangeError::New(env, "family must be 4 or 6");
+  bool drain = info.Length() > 1 && info[1].ToBoolean();
+  auto *w = new ReadFlowsWorker(env, this, family, drain);
+  Napi::Promise p = w->Promise();
+  w->Queue();
+  return p;
+}
+
+// Deletes chosen flows and returns their final values atomically (no packet counted after the
+// read is lost): one lookup_and_delete per key, off the JS thread.
+class DeleteFlowsWorker : public Napi::AsyncWorker {
+ public:
+  DeleteFlowsWorker(Napi::Env env, Datapath *dp, int family, const uint8_t *keys, size_t n)
+      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), dp_(dp),
+        fd_(dp->flows_fd(family)),
+        key_size_(family == 6 ? sizeof(struct wgf_key6) : sizeof(struct wgf_key4)),
+        keys_(keys, keys + n * key_size_), values_(n * sizeof(struct wgf_flow)), found_(n) {
+    dp_->Ref();
+  }
+  Napi::Promise Promise() { return deferred_.Promise(); }
+  void Execute() override {
+    size_t n = found_.size();
+    for (size_t i = 0; i < n; i++) {
+      int rc = bpf_map_lookup_and_delete_elem(fd_, &keys_[i * key_size_], &values_[i * sizeof(struct wgf_flow)]);
+      found_[i] = rc == 0;
+    }
+  }
+  void OnOK() override {
+    Napi::Env env = Env();
+    Napi::Object r = Napi::Object::New(env);
+    Napi::ArrayBuffer v = Napi::ArrayBuffer::New(env, values_.size());
+    if (!values_.empty()) memcpy(v.Data(), values_.data(), values_.size());
+    Napi::Uint8Array f = Napi::Uint8Array::New(env, found_.size());
+    for (size_t i = 0; i < found_.size(); i++) f[i] = found_[i];
+    r.Set("values", v);
+    r.Set("found", f);
+    dp_->Unref();
+    deferred_.Resolve(r);
+  }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  Datapath *dp_;
+  int fd_;
+  size_t key_size_;
+  std::vector<uint8_t> keys_, values_;
+  std::vector<uint8_t> found_;
+};
+
+// deleteFlows(family, keys: ArrayBuffer|TypedArray) -> Promise<{values, found}>
+Napi::Value Datapath::DeleteFlows(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  CheckOpen(env);
+  int family = info[0].As<Napi::Number>().Int32Value();
+  if (family != 4 && family != 6) throw Napi::RangeError::New(env, "family must be 4 or 6");
+  size_t key_size = family == 6 ? sizeof(struct wgf_key6) : sizeof(struct wgf_key4);
+  const uint8_t *data;
+  size_t len;
+  if (info[1].IsArrayBuffer()) {
+    auto ab = info[1].As<Napi::ArrayBuffer>();
+    data = static_cast<const uint8_t *>(ab.Data());
+    len = ab.ByteLength();
+  } else if (info[1].IsTypedArray()) {
+    auto ta = info[1].As<Napi::TypedArray>();
+    data = static_cast<const uint8_t *>(ta.ArrayBuffer().Data()) + ta.ByteOffset();
+    len = ta.ByteLength();
+  } else {
+    throw Napi::TypeError::New(env, "deleteFlows: keys must be an ArrayBuffer or a typed array");
+  }
+  if (len % key_size) throw Napi::RangeError::New(env, "deleteFlows: keys length is not a multiple of the key size");
+  auto *w = new DeleteFlowsWorker(env, this, family, data, len / key_size);
+  Napi::Promise p = w->Promise();
+  w->Queue();
+  return p;
+}
+
+// stats() -> ArrayBuffer holding one struct wgf_stats summed over CPUs.
+Napi::Value Datapath::Stats(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  CheckOpen(env);
+  int ncpu = libbpf_num_possible_cpus();
+  if (ncpu <= 0) throw ErrnoError(env, -ncpu, "cannot count possible CPUs");
+  std::vector<struct wgf_stats> per_cpu(ncpu);
+  __u32 zero = 0;
+  if (bpf_map_lookup_elem(stats_fd_, &zero, per_cpu.data())) throw ErrnoError(env, errno, "cannot read the BPF statistics");
+  Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env, sizeof(struct wgf_stats));
+  auto *sum = static_cast<__u64 *>(ab.Data());
+  memset(sum, 0, sizeof(struct wgf_stats));
+  for (int c = 0; c < ncpu; c++) {
+    const __u64 *f = reinterpret_cast<const __u64 *>(&per_cpu[c]);
+    for (int i = 0; i < WGF_STATS_FIELDS; i++) sum[i] += f[i];
+  }
+  return ab;
+}
+
+// mapInfo() -> [{ name, type, keySize, valueSize, maxEntries, id }] for memory accounting.
+Napi::Value Datapath::MapInfo(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  CheckOpen(env);
+  Napi::Array arr = Napi::Array::New(env);
+  uint32_t i = 0;
+  struct bpf_map *m;
+  bpf_object__for_each_map(m, obj_) {
+    struct bpf_map_info mi;
+    __u32 len = sizeof(mi);
+    memset(&mi, 0, sizeof(mi));
+    if (bpf_obj_get_info_by_fd(bpf_map__fd(m), &mi, &len)) continue;
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("name", bpf_map__name(m));
+    o.Set("id", mi.id);
+    o.Set("keySize", mi.key_size);
+    o.Set("valueSize", mi.value_size);
+    o.Set("maxEntries", mi.max_entries);
+    arr.Set(i++, o);
+  }
+  return arr;
+}
+
+// testRun(program, packet, { repeat, gsoSegs, gsoSize }) -> { retval, durationNs }
+// BPF_PROG_TEST_RUN always supplies an Ethernet frame: use the *_eth programs.
+Napi::Value Datapath::TestRun(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  CheckOpen(env);
+  std::string prog_name = info[0].As<Napi::String>();
+  Napi::Buffer<uint8_t> pkt = info[1].As<Napi::Buffer<uint8_t>>();
+  Napi::Object o = info.Length() > 2 && info[2].IsObject() ? info[2].As<Napi::Object>() : Napi::Object::New(env);
+  struct bpf_program *prog = bpf_object__find_program_by_name(obj_, prog_name.c_str());
+  if (!prog) throw ErrnoError(env, ENOENT, "no BPF program named " + prog_name);
+  struct __sk_buff ctx;
+  memset(&ctx, 0, sizeof(ctx));
+  ctx.gso_segs = o.Has("gsoSegs") ? o.Get("gsoSegs").As<Napi::Number>().Uint32Value() : 0;
+  ctx.gso_size = o.Has("gsoSize") ? o.Get("gsoSize").As<Napi::Number>().Uint32Value() : 0;
+  DECLARE_LIBBPF_OPTS(bpf_test_run_opts, opts, .data_in = pkt.Data(), .data_size_in = (__u32)pkt.Length(),
+                      .ctx_in = &ctx, .ctx_size_in = sizeof(ctx),
+                      .repeat = o.Has("repeat") ? (int)o.Get("repeat").As<Napi::Number>().Uint32Value() : 1);
+  int err = bpf_prog_test_run_opts(bpf_program__fd(prog), &opts);
+  if (err) throw ErrnoError(env, errno, "BPF_PROG_TEST_RUN of " + prog_name + " failed");
+  Napi::Object r = Napi::Object::New(env);
+  r.Set("retval", Napi::Number::New(env, (int32_t)opts.retval));
+  r.Set("durationNs", Napi::Number::New(env, opts.duration));
+  return r;
+}
+
+Napi::Value Datapath::Close(const Napi::CallbackInfo &info) {
+  // A poll in flight still uses the ring: free everything when it returns.
+  closing_ = true;
+  if (!polling_) Destroy();
+  return info.Env().Undefined();
+}
+
+Napi::Object Datapath::Init(Napi::Env env, Napi::Object exports) {
+  Napi::Function cls = DefineClass(env, "Datapath",
+                                   {
+                                       InstanceMethod("attach", &Datapath::Attach),
+                                       InstanceMethod("detach", &Datapath::Detach),
+                                       InstanceMethod("attachments", &Datapath::Attachments),
+                                       InstanceMethod("setConfig", &Datapath::SetConfig),
+                                       InstanceMethod("getConfig", &Datapath::GetConfig),
+                                       InstanceMethod("poll", &Datapath::Poll),
+                                       InstanceMethod("readFlows", &Datapath::ReadFlows),
+                                       InstanceMethod("deleteFlows", &Datapath::DeleteFlows),
+                                       InstanceMethod("stats", &Datapath::Stats),
+                                       InstanceMethod("mapInfo", &Datapath::MapInfo),
+                                       InstanceMethod("testRun", &Datapath::TestRun),
+                                       InstanceMethod("close", &Datapath::Close),
+                                   });
+  exports.Set("Datapath", cls);
+  Napi::Object sizes = Napi::Object::New(env);
+  sizes.Set("key4", (uint32_t)sizeof(struct wgf_key4));
+  sizes.Set("key6", (uint32_t)sizeof(struct wgf_key6));
+  sizes.Set("flow", (uint32_t)sizeof(struct wgf_flow));
+  sizes.Set("record", (uint32_t)sizeof(struct wgf_record));
+  sizes.Set("stats", (uint32_t)sizeof(struct wgf_stats));
+  exports.Set("sizes", sizes);
+  return exports;
+}
+
+}  // namespace
+
+Napi::Object InitAll(Napi::Env env, Napi::Object exports) { return Datapath::Init(env, exports); }
+
+NODE_API_MODULE(wgflow_native, InitAll)

@@ -1,0 +1,252 @@
+// Typed wrapper over the native addon: load, attach, configure, and read kernel records in batches.
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, statfsSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { defaultObjectPath, loadNative, NativeAttachment, NativeDatapath, NativeMapInfo } from './native';
+import {
+  decodeCounters,
+  decodeFlows,
+  decodeRecords,
+  decodeStats,
+  FLOW_SIZE,
+  FlowCounters,
+  FlowEntry,
+  FlowKey,
+  KernelStats,
+  RingRecord,
+} from './records';
+
+export interface DatapathOptions {
+  /** IPv4 flow map size (default 65,536). */
+  maxFlows?: number;
+  /** IPv6 flow map size (default: maxFlows). */
+  maxFlowsV6?: number;
+  /** Ring buffer size in bytes: a power of two, at least 4096 (default 1 MiB = 16,384 records). */
+  ringBytes?: number;
+  /** bpffs directory to pin the flow maps in, so a restarted daemon adopts live flows. */
+  pinDir?: string;
+  /** The compiled BPF object (default: bpf/wgflow.bpf.o of this checkout). */
+  objectPath?: string;
+}
+
+export type AttachMode = 'auto' | 'tcx' | 'clsact';
+export type Attachment = NativeAttachment;
+
+export const DEFAULT_MAX_FLOWS = 65_536;
+export const DEFAULT_RING_BYTES = 1 << 20;
+const MAX_FLOWS_LIMIT = 1 << 26;
+const BPF_FS_MAGIC = 0xcafe4a11;
+
+/** An error from the datapath, with the kernel errno where there is one. */
+export class DatapathError extends Error {
+  constructor(message: string, readonly code: string, readonly errno?: number) {
+    super(message);
+    this.name = 'DatapathError';
+  }
+}
+
+function wrap<T>(fn: () => T): T {
+  try {
+    return fn();
+  } catch (err) {
+    throw toDatapathError(err);
+  }
+}
+
+function toDatapathError(err: unknown): DatapathError {
+  if (err instanceof DatapathError) return err;
+  const e = err as { message?: string; code?: string; errno?: number };
+  return new DatapathError(e.message ?? String(err), e.code ?? 'EDATAPATH', e.errno);
+}
+
+function checkCount(name: string, v: number, min: number, max: number): number {
+  if (!Number.isInteger(v) || v < min || v > max) {
+    throw new DatapathError(`${name} must be an integer from ${min} to ${max}, got ${v}`, 'EINVAL');
+  }
+  return v;
+}
+
+/** Make sure dir is on a mounted bpffs; mount /sys/fs/bpf if nothing is there yet. */
+export function ensureBpffs(dir: string): void {
+  const isBpffs = (p: string): boolean => {
+    try {
+      return statfsSync(p).type === BPF_FS_MAGIC;
+    } catch {
+      return false;
+    }
+  };
+  if (dir.startsWith('/sys/fs/bpf') && !isBpffs('/sys/fs/bpf')) {
+    try {
+      execFileSync('mount', ['-t', 'bpf', 'bpf', '/sys/fs/bpf'], { stdio: 'pipe' });
+    } catch (err) {
+      throw new DatapathError(
+        `bpffs is not mounted at /sys/fs/bpf and mounting it failed (${(err as Error).message.trim()}); ` +
+          'run "mount -t bpf bpf /sys/fs/bpf" as root',
+        'ENOBPFFS',
+      );
+    }
+  }
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  if (!isBpffs(dir)) {
+    throw new DatapathError(`${dir} is not on a bpffs mount (mount -t bpf bpf ${dirname(dir)})`, 'ENOBPFFS');
+  }
+}
+
+export class Datapath {
+  private closed = false;
+
+  private constructor(private readonly native: NativeDatapath, readonly options: Required<Omit<DatapathOptions, 'pinDir'>> & { pinDir?: string }) {}
+
+  /** Load the BPF programs and maps. Needs root or CAP_BPF + CAP_PERFMON + CAP_NET_ADMIN. */
+  static open(opts: DatapathOptions = {}): Datapath {
+    const maxFlows = checkCount('maxFlows', opts.maxFlows ?? DEFAULT_MAX_FLOWS, 1, MAX_FLOWS_LIMIT);
+    const maxFlowsV6 = checkCount('maxFlowsV6', opts.maxFlowsV6 ?? maxFlows, 1, MAX_FLOWS_LIMIT);
+    const ringBytes = checkCount('ringBytes', opts.ringBytes ?? DEFAULT_RING_BYTES, 4096, 1 << 30);
+    if ((ringBytes & (ringBytes - 1)) !== 0) {
+      throw new DatapathError(`ringBytes must be a power of two, got ${ringBytes}`, 'EINVAL');
+    }
+    const objectPath = opts.objectPath ?? defaultObjectPath();
+    if (opts.pinDir) ensureBpffs(opts.pinDir);
+    const mod = wrap(() => loadNative());
+    const native = wrap(() => new mod.Datapath({ objectPath, maxFlows, maxFlowsV6, ringBytes, pinDir: opts.pinDir }));
+    return new Datapath(native, { maxFlows, maxFlowsV6, ringBytes, objectPath, pinDir: opts.pinDir });
+  }
+
+  /**
+   * Attach the ingress and egress programs to an interface of this network namespace.
+   * 'auto' prefers TCX links (gone when the process exits, even by a crash) and falls back to
+   * clsact filters (which outlive the process; a later attach replaces them). Attaching twice
+   * to the same interface from one Datapath is refused with EEXIST.
+   */
+  attach(ifname: string, mode: AttachMode = 'auto'): Attachment {
+    this.check();
+    return wrap(() => this.native.attach(ifname, mode));
+  }
+
+  detach(ifname: string): void {
+    this.check();
+    wrap(() => this.native.detach(ifname));
+  }
+
+  attachments(): Required<Attachment>[] {
+    this.check();
+    return this.native.attachments();
+  }
+
+  /** Kernel byte/packet counting on or off, at once, without detaching or losing flows. */
+  setCounting(on: boolean): void {
+    this.check();
+    wrap(() => this.native.setConfig({ counting: on }));
+  }
+
+  counting(): boolean {
+    this.check();
+    return wrap(() => this.native.getConfig().counting);
+  }
+
+  /** Wake the consumer once this many bytes of records wait (the poll timeout bounds latency anyway). */
+  setWakeupBatch(bytes: number): void {
+    this.check();
+    wrap(() => this.native.setConfig({ wakeupBatch: checkCount('wakeupBatch', bytes, 0, this.options.ringBytes) }));
+  }
+
+  /** One raw batch of ring records (56 bytes each), waiting at most timeoutMs when the ring is empty. */
+  pollRaw(timeoutMs = 100, maxRecords = 65_536): Promise<ArrayBuffer> {
+    this.check();
+    return this.native.poll(timeoutMs, maxRecords).catch((err: unknown) => {
+      throw toDatapathError(err);
+    });
+  }
+
+  /** One decoded batch of ring records. */
+  async poll(timeoutMs = 100, maxRecords = 65_536): Promise<RingRecord[]> {
+    return decodeRecords(await this.pollRaw(timeoutMs, maxRecords));
+  }
+
+  /** Decoded batches until close(); each iteration waits at most timeoutMs. */
+  async *batches(timeoutMs = 100, maxRecords = 65_536): AsyncGenerator<RingRecord[]> {
+    while (!this.closed) {
+      const batch = await this.poll(timeoutMs, maxRecords);
+      if (batch.length > 0) yield batch;
+    }
+  }
+
+  /** Every flow entry of both maps (batched syscalls, off the event loop). */
+  async readFlows(): Promise<FlowEntry[]> {
+    return this.readBoth(false);
+  }
+
+  /** Every flow entry, deleting them as they are read (shutdown, benchmarks). */
+  async drainFlows(): Promise<FlowEntry[]> {
+    return this.readBoth(true);
+  }
+
+  /**
+   * Delete these flows and return their final counters, read atomically with the delete so no
+   * packet counted in between is lost. undefined where the flow was already gone.
+   */
+  async deleteFlows(keys: FlowKey[]): Promise<(FlowCounters | undefined)[]> {
+    this.check();
+    const out: (FlowCounters | undefined)[] = new Array(keys.length);
+    for (const family of [4, 6] as const) {
+      const idx: number[] = [];
+      keys.forEach((k, i) => k.family === family && idx.push(i));
+      if (idx.length === 0) continue;
+      const size = keys[idx[0]].raw.byteLength;
+      const buf = new Uint8Array(idx.length * size);
+      idx.forEach((i, j) => buf.set(keys[i].raw, j * size));
+      const r = await this.native.deleteFlows(family, buf).catch((err: unknown) => {
+        throw toDatapathError(err);
+      });
+      const view = new DataView(r.values);
+      idx.forEach((i, j) => {
+        out[i] = r.found[j] ? decodeCounters(view, j * FLOW_SIZE) : undefined;
+      });
+    }
+    return out;
+  }
+
+  /** Drop/overflow statistics summed over CPUs. */
+  stats(): KernelStats {
+    this.check();
+    return decodeStats(wrap(() => this.native.stats()));
+  }
+
+  mapInfo(): NativeMapInfo[] {
+    this.check();
+    return wrap(() => this.native.mapInfo());
+  }
+
+  /** BPF_PROG_TEST_RUN: the *_eth programs take the Ethernet frame the kernel supplies. */
+  testRun(program: string, packet: Buffer, opts: { repeat?: number; gsoSegs?: number; gsoSize?: number } = {}): { retval: number; durationNs: number } {
+    this.check();
+    return wrap(() => this.native.testRun(program, packet, opts));
+  }
+
+  /** Detach from every interface and free the programs (pinned maps stay for the next run). */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.native.close();
+  }
+
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
+  private async readBoth(drain: boolean): Promise<FlowEntry[]> {
+    this.check();
+    const out: FlowEntry[] = [];
+    for (const family of [4, 6] as const) {
+      const r = await this.native.readFlows(family, drain).catch((err: unknown) => {
+        throw toDatapathError(err);
+      });
+      for (const e of decodeFlows(family, r.keys, r.values, r.count)) out.push(e);
+    }
+    return out;
+  }
+
+  private check(): void {
+    if (this.closed) throw new DatapathError('the datapath is closed', 'ECLOSED');
+  }
+}

@@ -1,0 +1,72 @@
+// Typed view of the C++ addon (native/src/addon.cc). Only src/datapath/ talks to it.
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+
+export interface NativeOptions {
+  objectPath: string;
+  maxFlows: number;
+  maxFlowsV6: number;
+  ringBytes: number;
+  pinDir?: string;
+}
+
+export interface NativeAttachment {
+  name?: string;
+  ifindex: number;
+  mode: 'tcx' | 'clsact';
+  l3Offset: number;
+}
+
+export interface NativeMapRead {
+  count: number;
+  keys: ArrayBuffer;
+  values: ArrayBuffer;
+}
+
+export interface NativeMapInfo {
+  name: string;
+  id: number;
+  keySize: number;
+  valueSize: number;
+  maxEntries: number;
+}
+
+export interface NativeDatapath {
+  attach(ifname: string, mode?: 'auto' | 'tcx' | 'clsact'): NativeAttachment;
+  detach(ifname: string): void;
+  attachments(): Required<NativeAttachment>[];
+  setConfig(cfg: { counting?: boolean; wakeupBatch?: number }): void;
+  getConfig(): { counting: boolean; wakeupBatch: number };
+  poll(timeoutMs: number, maxRecords: number): Promise<ArrayBuffer>;
+  readFlows(family: 4 | 6, drain: boolean): Promise<NativeMapRead>;
+  deleteFlows(family: 4 | 6, keys: Uint8Array): Promise<{ values: ArrayBuffer; found: Uint8Array }>;
+  stats(): ArrayBuffer;
+  mapInfo(): NativeMapInfo[];
+  testRun(program: string, packet: Buffer, opts?: { repeat?: number; gsoSegs?: number; gsoSize?: number }): { retval: number; durationNs: number };
+  close(): void;
+}
+
+export interface NativeModule {
+  Datapath: new (opts: NativeOptions) => NativeDatapath;
+  sizes: { key4: number; key6: number; flow: number; record: number; stats: number };
+}
+
+/** Repository root, whether running from src/ (vitest) or dist/ (built). */
+export const REPO_ROOT = join(__dirname, '..', '..');
+
+let cached: NativeModule | undefined;
+
+export function loadNative(): NativeModule {
+  if (cached) return cached;
+  const path = join(REPO_ROOT, 'native', 'build', 'Release', 'wgflow_native.node');
+  if (!existsSync(path)) {
+    throw new Error(`the native addon is not built (${path} is missing): run "make build" first`);
+  }
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  cached = require(path) as NativeModule;
+  return cached;
+}
+
+export function defaultObjectPath(): string {
+  return join(REPO_ROOT, 'bpf', 'wgflow.bpf.o');
+}

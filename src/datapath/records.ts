@@ -1,0 +1,228 @@
+// The one TypeScript mirror of bpf/wgflow.h. Every byte offset used in user space is here.
+// test/datapath/records.test.ts checks these sizes against the compiled addon.
+
+export const KEY4_SIZE = 16;
+export const KEY6_SIZE = 40;
+export const FLOW_SIZE = 40;
+export const RECORD_SIZE = 56;
+export const STATS_SIZE = 64;
+const RECORD_KEY_OFFSET = 16;
+
+/** enum wgf_kind: what the key's port fields mean. */
+export enum FlowKind {
+  Ports = 0,
+  Icmp = 1,
+  Other = 2,
+  Fragment = 3,
+}
+
+/** enum wgf_dir. Ingress = arrived over the interface (rx); egress = sent through it (tx). */
+export const DIR_INGRESS = 0;
+export const DIR_EGRESS = 1;
+
+/** enum wgf_record_type */
+export enum RecordType {
+  Start = 1,
+  Fin = 2,
+  Rst = 3,
+}
+
+/** WGF_F_* bits of wgf_flow.flags (bits 0-15 hold TCP flags: 0-7 ingress, 8-15 egress). */
+export const FLAG_INIT_EGRESS = 1 << 16;
+export const FLAG_INIT_B = 1 << 17;
+export const FLAG_START_LOST = 1 << 18;
+export const FLAG_UNCOUNTED = 1 << 19;
+export const FLAG_FIN_INGRESS_SENT = 1 << 20;
+export const FLAG_FIN_EGRESS_SENT = 1 << 21;
+export const FLAG_RST_SENT = 1 << 22;
+export const FLAG_HINT_LOST = 1 << 23;
+
+/** WGF_LAST_SEEN_SHIFT: last_seen is CLOCK_MONOTONIC ns >> 20, truncated to 32 bits. */
+export const LAST_SEEN_SHIFT = 20;
+
+export interface FlowKey {
+  family: 4 | 6;
+  /** Canonical endpoints: a is the lower address (or port when the addresses are equal). */
+  addrA: string;
+  addrB: string;
+  /** TCP/UDP: the ports of a and b. ICMP: portA = echo identifier, portB = type << 8 | code. */
+  portA: number;
+  portB: number;
+  proto: number;
+  kind: FlowKind;
+  ifindex: number;
+  /** Identity of the flow in user space: the raw key bytes as a string (fast Map key). */
+  id: string;
+  /** The raw key bytes, as the kernel map wants them back (deleteFlows). */
+  raw: Uint8Array;
+}
+
+export interface FlowCounters {
+  /** CLOCK_MONOTONIC ns of the first packet. */
+  firstNs: number;
+  /** Raw 32-bit coarse timestamp; see lastSeenNs(). */
+  lastSeen: number;
+  rxBytes: number;
+  txBytes: number;
+  /** 32-bit in the kernel: wrap-around is widened by the flow tracker. */
+  rxPackets: number;
+  txPackets: number;
+  flags: number;
+}
+
+export interface FlowEntry {
+  key: FlowKey;
+  value: FlowCounters;
+}
+
+export interface RingRecord {
+  type: RecordType;
+  /** DIR_INGRESS or DIR_EGRESS of the packet that caused the record. */
+  dir: number;
+  tcpFlags: number;
+  flags: number;
+  tsNs: number;
+  key: FlowKey;
+}
+
+export interface KernelStats {
+  flowsCreated: number;
+  mapFull: number;
+  mapFullBytes: number;
+  ringbufFull: number;
+  nonIp: number;
+  malformed: number;
+  malformedBytes: number;
+  fragments: number;
+}
+
+function ipv4(b: Uint8Array, o: number): string {
+  return `${b[o]}.${b[o + 1]}.${b[o + 2]}.${b[o + 3]}`;
+}
+
+function ipv6(b: Uint8Array, o: number): string {
+  // RFC 5952 text form: longest run of zero groups (>= 2) becomes "::".
+  const g: number[] = [];
+  for (let i = 0; i < 8; i++) g.push((b[o + 2 * i] << 8) | b[o + 2 * i + 1]);
+  if (g[0] === 0 && g[1] === 0 && g[2] === 0 && g[3] === 0 && g[4] === 0 && g[5] === 0xffff) {
+    return `::ffff:${ipv4(b, o + 12)}`;
+  }
+  let bestAt = -1, bestLen = 0;
+  for (let i = 0; i < 8; ) {
+    if (g[i] !== 0) { i++; continue; }
+    let j = i;
+    while (j < 8 && g[j] === 0) j++;
+    if (j - i > bestLen && j - i >= 2) { bestAt = i; bestLen = j - i; }
+    i = j;
+  }
+  const hex = g.map((x) => x.toString(16));
+  if (bestAt < 0) return hex.join(':');
+  return `${hex.slice(0, bestAt).join(':')}::${hex.slice(bestAt + bestLen).join(':')}`;
+}
+
+function u64(v: DataView, o: number): number {
+  // Counters and monotonic ns stay exact below 2^53 (9 PB, or 104 days of uptime in ns; beyond
+  // that a timestamp loses at most a few ns).
+  return v.getUint32(o, true) + v.getUint32(o + 4, true) * 0x1_0000_0000;
+}
+
+/** Decode a key of the given family at byte offset o of buf. */
+export function decodeKey(buf: Uint8Array, o: number, family: 4 | 6): FlowKey {
+  const size = family === 4 ? KEY4_SIZE : KEY6_SIZE;
+  const addrLen = family === 4 ? 4 : 16;
+  const raw = buf.subarray(o, o + size);
+  const p = o + 2 * addrLen;
+  return {
+    family,
+    addrA: family === 4 ? ipv4(buf, o) : ipv6(buf, o),
+    addrB: family === 4 ? ipv4(buf, o + 4) : ipv6(buf, o + 16),
+    portA: (buf[p] << 8) | buf[p + 1],
+    portB: (buf[p + 2] << 8) | buf[p + 3],
+    proto: buf[p + 4],
+    kind: buf[p + 5] as FlowKind,
+    ifindex: buf[p + 6] | (buf[p + 7] << 8),
+    id: keyId(raw, family),
+    raw: Uint8Array.from(raw),
+  };
+}
+
+/** The user-space identity of a flow key: family + raw bytes, as a compact string. */
+export function keyId(raw: Uint8Array, family: 4 | 6): string {
+  return family + Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength).toString('latin1');
+}
+
+export function decodeCounters(view: DataView, o: number): FlowCounters {
+  return {
+    firstNs: u64(view, o),
+    rxBytes: u64(view, o + 8),
+    txBytes: u64(view, o + 16),
+    rxPackets: view.getUint32(o + 24, true),
+    txPackets: view.getUint32(o + 28, true),
+    lastSeen: view.getUint32(o + 32, true),
+    flags: view.getUint32(o + 36, true),
+  };
+}
+
+/** Decode the parallel key/value buffers of a batched map read. */
+export function decodeFlows(family: 4 | 6, keys: ArrayBuffer, values: ArrayBuffer, count: number): FlowEntry[] {
+  const kb = new Uint8Array(keys);
+  const vv = new DataView(values);
+  const size = family === 4 ? KEY4_SIZE : KEY6_SIZE;
+  const out: FlowEntry[] = new Array(count);
+  for (let i = 0; i < count; i++) {
+    out[i] = { key: decodeKey(kb, i * size, family), value: decodeCounters(vv, i * FLOW_SIZE) };
+  }
+  return out;
+}
+
+/** Decode one batch from the ring buffer. Records with an unknown family are skipped. */
+export function decodeRecords(buf: ArrayBuffer): RingRecord[] {
+  const b = new Uint8Array(buf);
+  const v = new DataView(buf);
+  const n = Math.floor(b.byteLength / RECORD_SIZE);
+  const out: RingRecord[] = [];
+  for (let i = 0; i < n; i++) {
+    const o = i * RECORD_SIZE;
+    const family = b[o + 1];
+    if (family !== 4 && family !== 6) continue;
+    out.push({
+      type: b[o] as RecordType,
+      dir: b[o + 2],
+      tcpFlags: b[o + 3],
+      flags: v.getUint32(o + 4, true),
+      tsNs: u64(v, o + 8),
+      key: decodeKey(b, o + RECORD_KEY_OFFSET, family),
+    });
+  }
+  return out;
+}
+
+export function decodeStats(buf: ArrayBuffer): KernelStats {
+  const v = new DataView(buf);
+  return {
+    flowsCreated: u64(v, 0),
+    mapFull: u64(v, 8),
+    mapFullBytes: u64(v, 16),
+    ringbufFull: u64(v, 24),
+    nonIp: u64(v, 32),
+    malformed: u64(v, 40),
+    malformedBytes: u64(v, 48),
+    fragments: u64(v, 56),
+  };
+}
+
+/**
+ * Widen the kernel's 32-bit coarse last-seen stamp to CLOCK_MONOTONIC ns, given the current
+ * monotonic time (the stamp is always in the past and less than ~52 days old).
+ */
+export function lastSeenNs(lastSeen: number, nowNs: number): number {
+  const unit = 2 ** LAST_SEEN_SHIFT;
+  const nowUnits = Math.floor(nowNs / unit);
+  const age = (nowUnits - lastSeen) >>> 0; // modulo 2^32
+  return (nowUnits - age) * unit;
+}
+
+/** TCP flags the kernel saw in one direction (DIR_INGRESS/DIR_EGRESS). */
+export function tcpFlagsOf(flags: number, dir: number): number {
+  return (flags >>> (dir * 8)) & 0xff;
+}

@@ -1,0 +1,85 @@
+// The flow event: what the flow engine emits, what the spool stores, what the gRPC exporter sends
+// and what the JSON writers print. One shape for all of them so no layer re-invents a field.
+
+/** START: first packet seen. UPDATE: interim report of a long flow. END: closed, idle or forced. DROP: blocked. */
+export type FlowEventType = 'START' | 'UPDATE' | 'END' | 'DROP';
+
+/** INGRESS: the flow's first packet arrived over the WireGuard interface; EGRESS: it left through it. */
+export type FlowDirection = 'INGRESS' | 'EGRESS';
+
+/** Why a flow ended (END events only). Mirrors IPFIX flowEndReason. */
+export type FlowEndReason = 'idle' | 'tcp_fin' | 'tcp_rst' | 'forced' | 'lack_of_resources';
+
+/** What an address is, from the reporter's attribution tables (NetBird's JSON vocabulary). */
+export type EndpointType = 'PEER' | 'HOST_RESOURCE' | 'SUBNET_RESOURCE' | 'DOMAIN_RESOURCE' | 'UNKNOWN';
+
+export interface FlowEndpoint {
+  /** Textual IPv4 or IPv6 address. */
+  ip: string;
+  /** TCP/UDP port; 0 for other protocols. */
+  port: number;
+  /** Peer id or resource id, '' when unknown. */
+  id: string;
+  name: string;
+  type: EndpointType;
+  dnsLabel: string;
+  os: string;
+  /** Set for peers: base64 WireGuard public key. */
+  publicKey: string;
+}
+
+export interface FlowUser {
+  id: string;
+  name: string;
+  email: string;
+}
+
+export interface FlowEvent {
+  /** UUID (text form) unique to this event; the collector de-duplicates by it. */
+  eventId: string;
+  /** UUID shared by every event of one flow. */
+  flowId: string;
+  type: FlowEventType;
+  /** When the event happened, epoch milliseconds UTC (START: the first packet). */
+  timestampMs: number;
+  reporterId: string;
+  /** Base64 WireGuard public key of the reporting peer ('' if not configured). */
+  reporterPublicKey: string;
+  direction: FlowDirection;
+  /** IP protocol number (1 ICMP, 6 TCP, 17 UDP, 58 ICMPv6, ...). */
+  protocol: number;
+  /** The initiator of the flow. */
+  source: FlowEndpoint;
+  /** The responder. */
+  destination: FlowEndpoint;
+  /** ICMP/ICMPv6 type and code (protocol 1 or 58), else 0. */
+  icmpType: number;
+  icmpCode: number;
+  /**
+   * Counters from the reporter's point of view (tx = sent by this peer; rx = received by it).
+   * START: zero (an announcement). UPDATE: what moved in [windowStartMs, windowEndMs], i.e. since
+   * the previous UPDATE of the flow (or its first packet). END: the flow's totals over its whole life.
+   * So END minus the sum of the flow's UPDATEs is what moved after the last UPDATE (docs/events.md).
+   */
+  rxPackets: number;
+  txPackets: number;
+  rxBytes: number;
+  txBytes: number;
+  /** Id and name of the first allowing policy ('' when none matched). */
+  ruleId: string;
+  policyName: string;
+  user: FlowUser;
+  // wgflow extensions (proto field numbers >= 100)
+  /** WireGuard interface the flow crossed. */
+  interfaceName: string;
+  /** END only. */
+  endReason?: FlowEndReason;
+  /** The counting window the counters cover, epoch ms (UPDATE and END; START: first packet to report). */
+  windowStartMs?: number;
+  windowEndMs?: number;
+  /** False if kernel byte reporting was off for some or all of the window: counters are then partial. */
+  countersEnabled: boolean;
+  /** OR of TCP flags seen from the initiator / from the responder. */
+  tcpFlagsInitiator: number;
+  tcpFlagsResponder: number;
+}

@@ -1,0 +1,207 @@
+// The datapath on a real WireGuard tunnel (wireguard-go or kernel wg): per-flow packets and bytes
+// in each direction must equal what crossed the interface, on both peers.
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { Testbed, WgEndpoint } from '../../src/testbed/testbed';
+import { FLAG_INIT_B, FLAG_INIT_EGRESS, FLAG_UNCOUNTED } from '../../src/datapath/records';
+import { Capture, describePrivileged, killBackground, Probe, REPO, run, sleep, spawnIn, waitForLine } from '../helpers/env';
+import { CapturedPacket } from '../helpers/pcap';
+
+interface Entry {
+  key: { family: 4 | 6; addrA: string; addrB: string; portA: number; portB: number; proto: number; kind: number; ifindex: number };
+  value: { rxBytes: number; txBytes: number; rxPackets: number; txPackets: number; flags: number; firstNs: number };
+}
+
+const TRAFFIC = `${REPO}/test/helpers/traffic.cjs`;
+
+function find(entries: Entry[], proto: number, port: number, family: 4 | 6): Entry {
+  const hits = entries.filter((e) => e.key.proto === proto && e.key.family === family && (e.key.portA === port || e.key.portB === port));
+  expect(hits, `flows with proto ${proto} port ${port} v${family}`).toHaveLength(1);
+  return hits[0];
+}
+
+function initiator(e: Entry): string {
+  return e.value.flags & FLAG_INIT_B ? e.key.addrB : e.key.addrA;
+}
+
+/** Packets and IP bytes in the capture, split by who sent them. */
+function witness(pkts: CapturedPacket[], local: string, remote: string, proto: number, port: number): { tx: [number, number]; rx: [number, number] } {
+  const tx: [number, number] = [0, 0], rx: [number, number] = [0, 0];
+  for (const p of pkts) {
+    if (p.proto !== proto || (port && p.sport !== port && p.dport !== port)) continue;
+    if (p.src === local && p.dst === remote) { tx[0]++; tx[1] += p.length; }
+    if (p.src === remote && p.dst === local) { rx[0]++; rx[1] += p.length; }
+  }
+  return { tx, rx };
+}
+
+function sums(entries: Entry[]): { rxBytes: number; txBytes: number; rxPackets: number; txPackets: number } {
+  const s = { rxBytes: 0, txBytes: 0, rxPackets: 0, txPackets: 0 };
+  for (const e of entries) {
+    s.rxBytes += e.value.rxBytes; s.txBytes += e.value.txBytes;
+    s.rxPackets += e.value.rxPackets; s.txPackets += e.value.txPackets;
+  }
+  return s;
+}
+
+describePrivileged('datapath on a real WireGuard tunnel', () => {
+  let tb: Testbed;
+  let a: WgEndpoint, b: WgEndpoint;
+  let pa: Probe, pb: Probe;
+
+  beforeAll(async () => {
+    tb = new Testbed();
+    ({ a, b } = tb.wgPair());
+    pa = await Probe.start(a.ns);
+    pb = await Probe.start(b.ns);
+    await pa.call('attach', { ifname: a.ifname });
+    await pb.call('attach', { ifname: b.ifname });
+    await run(a.ns, 'ping', ['-c', '1', '-W', '3', b.ip4]); // handshake
+  });
+
+  afterAll(async () => {
+    await pa?.stop();
+    await pb?.stop();
+    await killBackground();
+    await tb?.destroy();
+  });
+
+  /** Run traffic with captures on both ends and interface counters around it; return everything. */
+  async function observe(traffic: () => Promise<void>) {
+    const [ca, cb] = [await Capture.start(a.ns, a.ifname), await Capture.start(b.ns, b.ifname)];
+    const before = { a: Testbed.counters(a.ns, a.ifname), b: Testbed.counters(b.ns, b.ifname), fa: sums(await pa.call<Entry[]>('flows')), fb: sums(await pb.call<Entry[]>('flows')) };
+    await traffic();
+    await sleep(300);
+    const after = { a: Testbed.counters(a.ns, a.ifname), b: Testbed.counters(b.ns, b.ifname), fa: await pa.call<Entry[]>('flows'), fb: await pb.call<Entry[]>('flows') };
+    const [capA, capB] = [await ca.stop(), await cb.stop()];
+    // All flows together account for exactly what the interface counted, on both peers.
+    for (const [side, c0, c1, f0, f1] of [['A', before.a, after.a, before.fa, sums(after.fa)], ['B', before.b, after.b, before.fb, sums(after.fb)]] as const) {
+      expect({ side, rxB: f1.rxBytes - f0.rxBytes, txB: f1.txBytes - f0.txBytes, rxP: f1.rxPackets - f0.rxPackets, txP: f1.txPackets - f0.txPackets })
+        .toEqual({ side, rxB: c1.rxBytes - c0.rxBytes, txB: c1.txBytes - c0.txBytes, rxP: c1.rxPackets - c0.rxPackets, txP: c1.txPackets - c0.txPackets });
+    }
+    return { fa: after.fa, fb: after.fb, capA, capB };
+  }
+
+  for (const family of [4, 6] as const) {
+    it(`TCP over IPv${family}: a 4 MB transfer (GSO at egress) matches the capture on both peers`, async () => {
+      const port = 5000 + family;
+      const srv = spawnIn(b.ns, 'node', [TRAFFIC, 'tcp-server', String(port)]);
+      await waitForLine(srv, /ready/);
+      const dst = family === 4 ? b.ip4 : b.ip6;
+      const { fa, fb, capA, capB } = await observe(async () => {
+        await run(a.ns, 'node', [TRAFFIC, 'tcp-client', dst, String(port), String(4 << 20)]);
+      });
+      srv.kill('SIGKILL');
+      const [la, lb] = family === 4 ? [a.ip4, b.ip4] : [a.ip6, b.ip6];
+      const ea = find(fa, 6, port, family), eb = find(fb, 6, port, family);
+      const wa = witness(capA, la, lb, 6, port), wb = witness(capB, lb, la, 6, port);
+      expect(wa.tx[1]).toBeGreaterThan(4 << 20);
+      expect([ea.value.txPackets, ea.value.txBytes, ea.value.rxPackets, ea.value.rxBytes]).toEqual([...wa.tx, ...wa.rx]);
+      expect([eb.value.txPackets, eb.value.txBytes, eb.value.rxPackets, eb.value.rxBytes]).toEqual([...wb.tx, ...wb.rx]);
+      // A initiated: its first packet left A's interface and arrived over B's.
+      expect(initiator(ea)).toBe(la);
+      expect(initiator(eb)).toBe(la);
+      expect(ea.value.flags & FLAG_INIT_EGRESS).toBeTruthy();
+      expect(eb.value.flags & FLAG_INIT_EGRESS).toBeFalsy();
+      // Both saw SYN and FIN each way.
+      expect(ea.value.flags & 0x03).toBe(0x03);
+      expect((ea.value.flags >> 8) & 0x03).toBe(0x03);
+    });
+
+    it(`UDP over IPv${family}: 50 echoed datagrams of 1000 bytes, exact counts`, async () => {
+      const port = 5100 + family;
+      const srv = spawnIn(b.ns, 'node', [TRAFFIC, 'udp-echo', String(port)]);
+      await waitForLine(srv, /ready/);
+      const dst = family === 4 ? b.ip4 : b.ip6;
+      const { fa, fb } = await observe(async () => {
+        await run(a.ns, 'node', [TRAFFIC, 'udp-client', dst, String(port), '50', '1000']);
+      });
+      srv.kill('SIGKILL');
+      const size = 1000 + 8 + (family === 4 ? 20 : 40);
+      const ea = find(fa, 17, port, family), eb = find(fb, 17, port, family);
+      expect([ea.value.txPackets, ea.value.txBytes, ea.value.rxPackets, ea.value.rxBytes]).toEqual([50, 50 * size, 50, 50 * size]);
+      expect([eb.value.txPackets, eb.value.txBytes, eb.value.rxPackets, eb.value.rxBytes]).toEqual([50, 50 * size, 50, 50 * size]);
+      expect(initiator(ea)).toBe(family === 4 ? a.ip4 : a.ip6);
+      expect(initiator(eb)).toBe(family === 4 ? a.ip4 : a.ip6);
+      expect(eb.value.flags & FLAG_INIT_EGRESS).toBeFalsy();
+    });
+
+    it(`ICMP${family === 6 ? 'v6' : ''} echo: request and reply in one flow, keyed by identifier`, async () => {
+      const dst = family === 4 ? b.ip4 : b.ip6;
+      const { fa, fb } = await observe(async () => {
+        await run(a.ns, 'ping', [family === 4 ? '-4' : '-6', '-c', '5', '-i', '0.2', dst]);
+      });
+      const proto = family === 4 ? 1 : 58;
+      const typeCode = family === 4 ? 8 << 8 : 128 << 8;
+      const size = family === 4 ? 84 : 104;
+      const pick = (es: Entry[]) => es.filter((e) => e.key.proto === proto && e.key.family === family && e.key.portB === typeCode && e.value.firstNs > 0)
+        .sort((x, y) => y.value.firstNs - x.value.firstNs)[0];
+      const ea = pick(fa), eb = pick(fb);
+      expect(ea.key.kind).toBe(1);
+      expect([ea.value.txPackets, ea.value.txBytes, ea.value.rxPackets, ea.value.rxBytes]).toEqual([5, 5 * size, 5, 5 * size]);
+      expect([eb.value.txPackets, eb.value.txBytes, eb.value.rxPackets, eb.value.rxBytes]).toEqual([5, 5 * size, 5, 5 * size]);
+      expect(initiator(ea)).toBe(family === 4 ? a.ip4 : a.ip6);
+      expect(initiator(eb)).toBe(family === 4 ? a.ip4 : a.ip6);
+    });
+  }
+
+  it('byte counting off: flows still appear with zero counters; back on mid-flow: counting resumes in the same flow', async () => {
+    const port = 5200;
+    const srv = spawnIn(b.ns, 'node', [TRAFFIC, 'udp-echo', String(port)]);
+    await waitForLine(srv, /ready/);
+    await pa.call('counting', { on: false });
+    try {
+      await run(a.ns, 'node', [TRAFFIC, 'udp-client', b.ip4, String(port), '10', '100', '41000']);
+      await sleep(100);
+      const off = find(await pa.call<Entry[]>('flows'), 17, port, 4);
+      expect([off.value.txPackets, off.value.txBytes, off.value.rxPackets, off.value.rxBytes]).toEqual([0, 0, 0, 0]);
+      expect(off.value.flags & FLAG_UNCOUNTED).toBeTruthy();
+      const starts = (await pa.call<Array<{ type: number; key: Entry['key'] }>>('records')).filter((r) => r.type === 1 && r.key.proto === 17 && (r.key.portA === port || r.key.portB === port));
+      expect(starts).toHaveLength(1);
+    } finally {
+      await pa.call('counting', { on: true });
+    }
+    await run(a.ns, 'node', [TRAFFIC, 'udp-client', b.ip4, String(port), '10', '100', '41000']);
+    await sleep(100);
+    const on = find(await pa.call<Entry[]>('flows'), 17, port, 4);
+    expect([on.value.txPackets, on.value.txBytes, on.value.rxPackets, on.value.rxBytes]).toEqual([10, 1280, 10, 1280]);
+    const starts = (await pa.call<Array<{ type: number; key: Entry['key'] }>>('records')).filter((r) => r.type === 1 && r.key.proto === 17 && (r.key.portA === port || r.key.portB === port));
+    expect(starts, 'no second START for the same flow').toHaveLength(0);
+    srv.kill('SIGKILL');
+  });
+
+  it('refuses a second attach to the same interface, and detach leaves nothing attached', async () => {
+    await expect(pa.call('attach', { ifname: a.ifname })).rejects.toMatchObject({ code: 'EEXIST' });
+    await expect(pa.call('attach', { ifname: 'nosuch0' })).rejects.toThrow(/nosuch0 does not exist/);
+    const att = await pa.call<Array<{ name: string; mode: string }>>('attachments');
+    expect(att).toEqual([expect.objectContaining({ name: a.ifname, mode: 'tcx', l3Offset: 0 })]);
+    await pa.call('detach', { ifname: a.ifname });
+    expect(await pa.call('attachments')).toEqual([]);
+    const snap = sums(await pa.call<Entry[]>('flows'));
+    await run(a.ns, 'ping', ['-c', '3', '-i', '0.2', b.ip4]);
+    expect(sums(await pa.call<Entry[]>('flows'))).toEqual(snap);
+    // clsact mode: a filter shows in tc while attached, and is gone after detach.
+    await pa.call('attach', { ifname: a.ifname, mode: 'clsact' });
+    expect(await run(a.ns, 'tc', ['filter', 'show', 'dev', a.ifname, 'egress'])).toMatch(/wgflow_egress/);
+    await pa.call('detach', { ifname: a.ifname });
+    expect(await run(a.ns, 'tc', ['filter', 'show', 'dev', a.ifname, 'egress'])).not.toMatch(/wgflow/);
+    expect(await run(a.ns, 'tc', ['filter', 'show', 'dev', a.ifname, 'ingress'])).not.toMatch(/wgflow/);
+    await pa.call('attach', { ifname: a.ifname });
+  });
+
+  it('a killed process leaves no TCX program attached', async () => {
+    const p = await Probe.start(b.ns);
+    await p.call('attach', { ifname: b.ifname });
+    const progsWhile = await run(null, 'bpftool', ['prog', 'show']);
+    const count = (s: string) => (s.match(/name wgflow_ingress\b/g) ?? []).length;
+    p.child.kill('SIGKILL');
+    await new Promise((r) => p.child.once('exit', r));
+    // Freed asynchronously (RCU): wait for the program count to drop.
+    let progsAfter = '';
+    for (let i = 0; i < 50; i++) {
+      progsAfter = await run(null, 'bpftool', ['prog', 'show']);
+      if (count(progsAfter) < count(progsWhile)) break;
+      await sleep(100);
+    }
+    expect(count(progsAfter)).toBe(count(progsWhile) - 1);
+  });
+});

@@ -1,0 +1,60 @@
+// Traffic for tests, run inside a namespace: node traffic.cjs MODE ARGS...
+//   tcp-server PORT          accept connections, read until EOF, reply "ok", print {"bytes":N} per connection
+//   tcp-client HOST PORT N   send N bytes, half-close, wait for the reply and the close
+//   udp-echo PORT            echo every datagram
+//   udp-client HOST PORT COUNT SIZE [LPORT]   send COUNT datagrams of SIZE bytes (from LPORT), wait for each echo
+const net = require('node:net');
+const dgram = require('node:dgram');
+const [mode, ...a] = process.argv.slice(2);
+
+if (mode === 'tcp-server') {
+  const srv = net.createServer((s) => {
+    let n = 0;
+    s.on('data', (d) => (n += d.length));
+    s.on('end', () => {
+      s.end('ok');
+      process.stdout.write(JSON.stringify({ bytes: n }) + '\n');
+    });
+    s.on('error', () => {});
+  });
+  srv.listen(Number(a[0]), '::', () => process.stdout.write('ready\n'));
+} else if (mode === 'tcp-client') {
+  const total = Number(a[2]);
+  const s = net.connect({ host: a[0], port: Number(a[1]) }, () => {
+    const chunk = Buffer.alloc(65536, 0x61);
+    let left = total;
+    const pump = () => {
+      while (left > 0) {
+        const n = Math.min(left, chunk.length);
+        left -= n;
+        if (!s.write(n === chunk.length ? chunk : chunk.subarray(0, n))) return void s.once('drain', pump);
+      }
+      s.end();
+    };
+    pump();
+  });
+  let reply = '';
+  s.on('data', (d) => (reply += d));
+  s.on('close', () => process.exit(reply === 'ok' ? 0 : 3));
+  s.on('error', (e) => { console.error(e.message); process.exit(2); });
+} else if (mode === 'udp-echo') {
+  const s = dgram.createSocket('udp6');
+  s.on('message', (m, r) => s.send(m, r.port, r.address));
+  s.bind(Number(a[0]), '::', () => process.stdout.write('ready\n'));
+} else if (mode === 'udp-client') {
+  const [host, port, count, size] = [a[0], Number(a[1]), Number(a[2]), Number(a[3])];
+  const s = dgram.createSocket(host.includes(':') ? 'udp6' : 'udp4');
+  let got = 0;
+  const timer = setTimeout(() => { console.error(`udp: ${got}/${count} echoes`); process.exit(2); }, 10000);
+  s.on('message', () => {
+    got += 1;
+    if (got === count) { clearTimeout(timer); s.close(); }
+    else s.send(Buffer.alloc(size, 0x62), port, host);
+  });
+  const go = () => s.send(Buffer.alloc(size, 0x62), port, host);
+  if (a[4]) s.bind(Number(a[4]), go);
+  else go();
+} else {
+  console.error(`unknown mode ${mode}`);
+  process.exit(2);
+}
