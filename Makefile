@@ -14,9 +14,12 @@ deps:
 
 build: bpf native ts
 
-bpf: bpf/wgflow.bpf.o
+bpf: bpf/wgflow.bpf.o bench/bpf/baseline.bpf.o
 
 bpf/wgflow.bpf.o: bpf/wgflow.bpf.c bpf/wgflow.h
+	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
+
+bench/bpf/baseline.bpf.o: bench/bpf/baseline.bpf.c
 	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
 
 native: $(ADDON)
@@ -26,6 +29,7 @@ $(ADDON): native/src/addon.cc native/CMakeLists.txt bpf/wgflow.h
 
 ts:
 	npx tsc -p tsconfig.json
+	npx tsc -p tsconfig.bench.json
 
 # The README's test command: installs, builds, runs every test (privileged ones need root).
 test: deps build
@@ -38,4 +42,4 @@ demo: deps build
 	./bin/wgflow demo
 
 clean:
-	rm -rf dist native/build bpf/wgflow.bpf.o
+	rm -rf dist build native/build bpf/wgflow.bpf.o bench/bpf/*.o

@@ -7,7 +7,7 @@
  * compile-time constant per program so the hot path has no branch on it; user space picks the
  * program per interface at attach time (ARPHRD of the device).
  *
- * Hot path (known flow): parse, one hash lookup, two atomic adds, a coarse clock store.
+ * Hot path (known flow): parse, one hash lookup, two atomic adds, a jiffies store.
  * New flows are inserted with BPF_NOEXIST so that two CPUs racing on the same new flow
  * produce exactly one entry and one START record.
  */
@@ -63,6 +63,7 @@ struct {
 #define TCP_RST 0x04
 #define TCP_ACK 0x10
 #define IPV6_EXT_MAX 6		/* bounded walk over extension headers */
+#define WGF_RINGBUF_SLOT (sizeof(struct wgf_record) + 8)	/* record + ring header */
 
 /* What the parser learned about one packet. */
 struct pkt {
@@ -83,37 +84,24 @@ static __always_inline struct wgf_stats *stats(void)
 	return bpf_map_lookup_elem(&wgf_stats, &zero);
 }
 
-/*
- * Parse the L4 header at off (bounded). Returns the L4 header length used for GSO correction,
- * or -1 if the header is truncated (the packet is then counted as malformed).
- */
-static __always_inline int parse_l4(struct __sk_buff *skb, __u32 off, struct pkt *p, int v6)
+/* Read the L4 fields from h (checked: 16 bytes, or the bytes this protocol needs). */
+static __always_inline int l4_fields(const __u8 *h, struct pkt *p, int v6)
 {
-	__u8 h[16] __attribute__((aligned(4)));
-
-	if (p->kind == WGF_KIND_FRAGMENT)
-		return 0;
 	switch (p->proto) {
 	case IPPROTO_TCP:
-		if (bpf_skb_load_bytes(skb, off, h, 14))
-			return -1;
 		p->sport = *(__u16 *)&h[0];
 		p->dport = *(__u16 *)&h[2];
 		p->tcp_flags = h[13];
 		p->flip = (h[13] & (TCP_SYN | TCP_ACK)) == (TCP_SYN | TCP_ACK);
 		return (h[12] >> 4) * 4;
 	case IPPROTO_UDP:
-		if (bpf_skb_load_bytes(skb, off, h, 4))
-			return -1;
 		p->sport = *(__u16 *)&h[0];
 		p->dport = *(__u16 *)&h[2];
 		return 8;
-	case IPPROTO_ICMP:
-	case IPPROTO_ICMPV6_: {
+	default: {
+		/* ICMP / ICMPv6 */
 		__u8 req = v6 ? 128 : 8, rep = v6 ? 129 : 0;
 
-		if (bpf_skb_load_bytes(skb, off, h, 8))
-			return -1;
 		p->kind = WGF_KIND_ICMP;
 		if (h[0] == req || h[0] == rep) {
 			/* Request and reply share a flow: keyed by identifier, type folded to the request. */
@@ -126,10 +114,47 @@ static __always_inline int parse_l4(struct __sk_buff *skb, __u32 off, struct pkt
 		}
 		return 8;
 	}
+	}
+}
+
+/*
+ * Parse the L4 header at off (bounded). Returns the L4 header length used for GSO correction,
+ * or -1 if the header is truncated (the packet is then counted as malformed).
+ */
+static __always_inline int parse_l4(struct __sk_buff *skb, void *data, void *data_end, __u32 off,
+				    struct pkt *p, int v6)
+{
+	__u8 buf[16] __attribute__((aligned(4)));
+	__u8 *h = data + off;
+	__u32 need;
+
+	if (p->kind == WGF_KIND_FRAGMENT)
+		return 0;
+	switch (p->proto) {
+	case IPPROTO_TCP:
+		need = 14;
+		break;
+	case IPPROTO_UDP:
+		need = 4;
+		break;
+	case IPPROTO_ICMP:
+	case IPPROTO_ICMPV6_:
+		need = 8;
+		break;
 	default:
 		p->kind = WGF_KIND_OTHER;
 		return 0;
 	}
+	/*
+	 * Common case: the header is in the linear area. The empty asm stops clang from rewriting
+	 * h + 16 as data + (off + 16), a different pointer the verifier would not link to h.
+	 */
+	asm volatile("" : "+r"(h));
+	if ((void *)(h + 16) <= data_end)
+		return l4_fields(h, p, v6);
+	if (bpf_skb_load_bytes(skb, off, buf, need))
+		return -1;
+	return l4_fields(buf, p, v6);
 }
 
 /* Packets and bytes that really crossed the interface: a GSO super-packet counts per segment. */
@@ -149,7 +174,7 @@ static __always_inline void submit(struct wgf_record *r, void *key, __u32 keylen
 				   __u8 type, __u32 dir, __u8 tcp_flags, __u32 flags, __u64 ts,
 				   const struct wgf_config *cfg)
 {
-	__u64 wake = BPF_RB_NO_WAKEUP;
+	__u64 wake = BPF_RB_NO_WAKEUP, avail;
 
 	r->type = type;
 	r->family = family;
@@ -161,8 +186,12 @@ static __always_inline void submit(struct wgf_record *r, void *key, __u32 keylen
 		__builtin_memcpy(&r->k4, key, sizeof(struct wgf_key4));
 	else
 		__builtin_memcpy(&r->k6, key, sizeof(struct wgf_key6));
-	/* Batch wake-ups: the consumer also polls on a short timer, so nothing waits long. */
-	if (bpf_ringbuf_query(&wgf_events, BPF_RB_AVAIL_DATA) >= cfg->wakeup_batch)
+	/*
+	 * Batch wake-ups: wake the consumer only when the waiting data crosses the threshold (every
+	 * record past it would cost an irq_work each). Its poll timeout bounds the latency of the rest.
+	 */
+	avail = bpf_ringbuf_query(&wgf_events, BPF_RB_AVAIL_DATA);
+	if (avail >= cfg->wakeup_batch && avail < (__u64)cfg->wakeup_batch + WGF_RINGBUF_SLOT)
 		wake = BPF_RB_FORCE_WAKEUP;
 	bpf_ringbuf_submit(r, wake);
 }
@@ -192,7 +221,7 @@ static __always_inline void track(void *map, void *key, __u32 keylen, __u8 famil
 		long err;
 
 		nf.first_ns = now;
-		nf.last_seen = now >> WGF_LAST_SEEN_SHIFT;
+		nf.last_seen = bpf_jiffies64();
 		nf.flags = ((__u32)p->tcp_flags << WGF_TCP_FLAGS_SHIFT(dir)) |
 			   (init_b ? WGF_F_INIT_B : 0) | (init_egress ? WGF_F_INIT_EGRESS : 0);
 		if (cfg->counting) {
@@ -235,7 +264,7 @@ static __always_inline void track(void *map, void *key, __u32 keylen, __u8 famil
 		__sync_fetch_and_add(&f->packets[dir & 1], p->segs);
 		__sync_fetch_and_add(&f->bytes[dir & 1], p->bytes);
 	}
-	f->last_seen = bpf_ktime_get_coarse_ns() >> WGF_LAST_SEEN_SHIFT;
+	f->last_seen = bpf_jiffies64();	/* inlined by the verifier: a load, not a call */
 
 	want = (__u32)p->tcp_flags << WGF_TCP_FLAGS_SHIFT(dir);
 	if (!cfg->counting)
@@ -290,7 +319,7 @@ static __always_inline void handle_v4(struct __sk_buff *skb, __u32 l3off, __u32 
 	p.proto = ip->protocol;
 	if (ip->frag_off & bpf_htons(0x1fff))
 		p.kind = WGF_KIND_FRAGMENT;	/* no L4 header: counted per address pair */
-	l4len = parse_l4(skb, l3off + ihl, &p, 0);
+	l4len = parse_l4(skb, data, data_end, l3off + ihl, &p, 0);
 	if (l4len < 0)
 		goto bad;
 	gso_correct(skb, &p, l3off, ihl + l4len);
@@ -395,7 +424,7 @@ static __always_inline void handle_v6(struct __sk_buff *skb, __u32 l3off, __u32 
 	}
 	l4len = 0;
 	if (p.kind != WGF_KIND_OTHER) {
-		l4len = parse_l4(skb, off, &p, 1);
+		l4len = parse_l4(skb, data, data_end, off, &p, 1);
 		if (l4len < 0)
 			goto bad;
 	}
@@ -467,6 +496,13 @@ SEC("tc")
 int wgflow_egress_eth(struct __sk_buff *skb)
 {
 	return handle(skb, ETH_HLEN, WGF_DIR_EGRESS);
+}
+
+/* Clock calibration for user space: BPF_PROG_TEST_RUN returns the low 32 bits of jiffies. */
+SEC("tc")
+int wgflow_clock(struct __sk_buff *skb)
+{
+	return (__u32)bpf_jiffies64();
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -60,11 +60,9 @@ struct wgf_flow {
 	__u64 first_ns;		/* CLOCK_MONOTONIC (bpf_ktime_get_ns) of the first packet */
 	__u64 bytes[2];		/* [WGF_DIR_*]: IP bytes, GSO-corrected */
 	__u32 packets[2];	/* [WGF_DIR_*]: wrap at 2^32, user space widens them */
-	__u32 last_seen;	/* coarse CLOCK_MONOTONIC >> WGF_LAST_SEEN_SHIFT, wraps */
+	__u32 last_seen;	/* jiffies (low 32 bits) of the last packet: cheapest clock there is */
 	__u32 flags;		/* TCP flags per direction (bits 0-7 ingress, 8-15 egress), WGF_F_* */
 };
-
-#define WGF_LAST_SEEN_SHIFT 20	/* ~1.05 ms units: a shift, not a division, on the hot path */
 
 #define WGF_TCP_FLAGS_SHIFT(dir) ((dir) * 8)
 #define WGF_F_INIT_EGRESS	(1u << 16)	/* the initiator's first packet left through the interface */

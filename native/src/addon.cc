@@ -43,10 +43,17 @@ std::string g_log;
 
 int CaptureLibbpfLog(enum libbpf_print_level level, const char *fmt, va_list args) {
   if (level == LIBBPF_DEBUG) return 0;
-  char buf[1024];
-  int n = vsnprintf(buf, sizeof(buf), fmt, args);
+  // One message can be a whole verifier log: size it first, keep the tail (the reason is last).
+  va_list copy;
+  va_copy(copy, args);
+  int n = vsnprintf(nullptr, 0, fmt, copy);
+  va_end(copy);
+  if (n <= 0) return 0;
+  std::string msg(n + 1, '\0');
+  vsnprintf(&msg[0], msg.size(), fmt, args);
+  msg.resize(n);
   std::lock_guard<std::mutex> lock(g_log_mu);
-  g_log.append(buf, n > 0 ? std::min<size_t>(n, sizeof(buf) - 1) : 0);
+  g_log += msg;
   if (g_log.size() > 16384) g_log.erase(0, g_log.size() - 16384);
   return 0;
 }
@@ -86,9 +93,10 @@ Napi::Error ErrnoError(Napi::Env env, int err, const std::string &msg) {
   return e;
 }
 
+// EPERM is missing capabilities; EACCES on load is the verifier refusing a program.
 std::string PrivilegeHint(int err) {
   if (err < 0) err = -err;
-  if (err == EPERM || err == EACCES)
+  if (err == EPERM)
     return "; wgflow needs root or the capabilities CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN";
   return "";
 }
@@ -664,15 +672,14 @@ Napi::Value Datapath::MapInfo(const Napi::CallbackInfo &info) {
   return arr;
 }
 
-// testRun(program, packet, { repeat, gsoSegs, gsoSize }) -> { retval, durationNs }
-// BPF_PROG_TEST_RUN always supplies an Ethernet frame: use the *_eth programs.
-Napi::Value Datapath::TestRun(const Napi::CallbackInfo &info) {
+// BPF_PROG_TEST_RUN of one program of obj: { retval, durationNs }. The kernel always supplies an
+// Ethernet frame; gsoSegs/gsoSize go into the __sk_buff context.
+Napi::Value RunTest(const Napi::CallbackInfo &info, struct bpf_object *obj) {
   Napi::Env env = info.Env();
-  CheckOpen(env);
   std::string prog_name = info[0].As<Napi::String>();
   Napi::Buffer<uint8_t> pkt = info[1].As<Napi::Buffer<uint8_t>>();
   Napi::Object o = info.Length() > 2 && info[2].IsObject() ? info[2].As<Napi::Object>() : Napi::Object::New(env);
-  struct bpf_program *prog = bpf_object__find_program_by_name(obj_, prog_name.c_str());
+  struct bpf_program *prog = bpf_object__find_program_by_name(obj, prog_name.c_str());
   if (!prog) throw ErrnoError(env, ENOENT, "no BPF program named " + prog_name);
   struct __sk_buff ctx;
   memset(&ctx, 0, sizeof(ctx));
@@ -687,6 +694,12 @@ Napi::Value Datapath::TestRun(const Napi::CallbackInfo &info) {
   r.Set("retval", Napi::Number::New(env, (int32_t)opts.retval));
   r.Set("durationNs", Napi::Number::New(env, opts.duration));
   return r;
+}
+
+// testRun(program, packet, { repeat, gsoSegs, gsoSize }) -> { retval, durationNs }
+Napi::Value Datapath::TestRun(const Napi::CallbackInfo &info) {
+  CheckOpen(info.Env());
+  return RunTest(info, obj_);
 }
 
 Napi::Value Datapath::Close(const Napi::CallbackInfo &info) {
@@ -723,8 +736,49 @@ Napi::Object Datapath::Init(Napi::Env env, Napi::Object exports) {
   return exports;
 }
 
+// Any other BPF object (benchmark baselines): load it and test-run its programs.
+class ProgramSet : public Napi::ObjectWrap<ProgramSet> {
+ public:
+  static void Init(Napi::Env env, Napi::Object exports) {
+    exports.Set("ProgramSet", DefineClass(env, "ProgramSet",
+                                          {InstanceMethod("testRun", &ProgramSet::TestRun),
+                                           InstanceMethod("close", &ProgramSet::Close)}));
+  }
+  explicit ProgramSet(const Napi::CallbackInfo &info) : Napi::ObjectWrap<ProgramSet>(info) {
+    Napi::Env env = info.Env();
+    std::string path = info[0].As<Napi::String>();
+    libbpf_set_print(CaptureLibbpfLog);
+    obj_ = bpf_object__open_file(path.c_str(), nullptr);
+    if (!obj_) throw ErrnoError(env, errno, "cannot open BPF object " + path);
+    int err = bpf_object__load(obj_);
+    if (err) {
+      bpf_object__close(obj_);
+      obj_ = nullptr;
+      throw ErrnoError(env, err, "loading " + path + " failed" + PrivilegeHint(err) + "\n" + TakeLog());
+    }
+  }
+  ~ProgramSet() override {
+    if (obj_) bpf_object__close(obj_);
+  }
+
+ private:
+  Napi::Value TestRun(const Napi::CallbackInfo &info) {
+    if (!obj_) throw Napi::Error::New(info.Env(), "the program set is closed");
+    return RunTest(info, obj_);
+  }
+  Napi::Value Close(const Napi::CallbackInfo &info) {
+    if (obj_) bpf_object__close(obj_);
+    obj_ = nullptr;
+    return info.Env().Undefined();
+  }
+  struct bpf_object *obj_ = nullptr;
+};
+
 }  // namespace
 
-Napi::Object InitAll(Napi::Env env, Napi::Object exports) { return Datapath::Init(env, exports); }
+Napi::Object InitAll(Napi::Env env, Napi::Object exports) {
+  ProgramSet::Init(env, exports);
+  return Datapath::Init(env, exports);
+}
 
 NODE_API_MODULE(wgflow_native, InitAll)

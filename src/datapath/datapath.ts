@@ -14,6 +14,7 @@ import {
   FlowKey,
   KernelStats,
   RingRecord,
+  setJiffiesClock,
 } from './records';
 
 export interface DatapathOptions {
@@ -92,6 +93,34 @@ export function ensureBpffs(dir: string): void {
   }
 }
 
+let clockCalibrated = false;
+
+/**
+ * Learn how jiffies (the kernel's last-seen stamps) map to CLOCK_MONOTONIC: two samples taken at
+ * tick edges ~100 ms apart give HZ (rounded to a kernel value) and the offset. Once per process.
+ */
+function calibrateJiffies(native: NativeDatapath): void {
+  if (clockCalibrated) return;
+  const frame = Buffer.alloc(60);
+  frame.writeUInt16BE(0x88b5, 12); // local experimental ethertype: the clock program ignores it
+  const mono = (): number => Number(process.hrtime.bigint());
+  const jiffies = (): number => native.testRun('wgflow_clock', frame).retval >>> 0;
+  const edge = (): { j: number; t: number } => {
+    const start = jiffies();
+    for (;;) {
+      const j = jiffies();
+      if (j !== start) return { j, t: mono() };
+    }
+  };
+  const a = edge();
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 100);
+  const b = edge();
+  const measured = ((b.j - a.j) >>> 0) / ((b.t - a.t) / 1e9);
+  const hz = [100, 250, 300, 1000].reduce((best, h) => (Math.abs(h - measured) < Math.abs(best - measured) ? h : best));
+  setJiffiesClock({ hz, jiffies: b.j, monoNs: b.t });
+  clockCalibrated = true;
+}
+
 export class Datapath {
   private closed = false;
 
@@ -109,6 +138,12 @@ export class Datapath {
     if (opts.pinDir) ensureBpffs(opts.pinDir);
     const mod = wrap(() => loadNative());
     const native = wrap(() => new mod.Datapath({ objectPath, maxFlows, maxFlowsV6, ringBytes, pinDir: opts.pinDir }));
+    try {
+      wrap(() => calibrateJiffies(native));
+    } catch (err) {
+      native.close();
+      throw err;
+    }
     return new Datapath(native, { maxFlows, maxFlowsV6, ringBytes, objectPath, pinDir: opts.pinDir });
   }
 

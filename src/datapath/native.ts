@@ -1,6 +1,6 @@
 // Typed view of the C++ addon (native/src/addon.cc). Only src/datapath/ talks to it.
 import { existsSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 
 export interface NativeOptions {
   objectPath: string;
@@ -42,17 +42,37 @@ export interface NativeDatapath {
   deleteFlows(family: 4 | 6, keys: Uint8Array): Promise<{ values: ArrayBuffer; found: Uint8Array }>;
   stats(): ArrayBuffer;
   mapInfo(): NativeMapInfo[];
-  testRun(program: string, packet: Buffer, opts?: { repeat?: number; gsoSegs?: number; gsoSize?: number }): { retval: number; durationNs: number };
+  testRun(program: string, packet: Buffer, opts?: TestRunOptions): { retval: number; durationNs: number };
+  close(): void;
+}
+
+export interface TestRunOptions {
+  repeat?: number;
+  gsoSegs?: number;
+  gsoSize?: number;
+}
+
+/** Any other BPF object (benchmark baselines), test-run through the same harness. */
+export interface NativeProgramSet {
+  testRun(program: string, packet: Buffer, opts?: TestRunOptions): { retval: number; durationNs: number };
   close(): void;
 }
 
 export interface NativeModule {
   Datapath: new (opts: NativeOptions) => NativeDatapath;
+  ProgramSet: new (objectPath: string) => NativeProgramSet;
   sizes: { key4: number; key6: number; flow: number; record: number; stats: number };
 }
 
-/** Repository root, whether running from src/ (vitest) or dist/ (built). */
-export const REPO_ROOT = join(__dirname, '..', '..');
+/** The checkout this code runs from (src/ under vitest, dist/ or build/ when compiled). */
+function findRoot(start: string): string {
+  for (let d = start; dirname(d) !== d; d = dirname(d)) {
+    if (existsSync(join(d, 'package.json')) && existsSync(join(d, 'bpf', 'wgflow.h'))) return d;
+  }
+  return join(start, '..', '..');
+}
+
+export const REPO_ROOT = findRoot(__dirname);
 
 let cached: NativeModule | undefined;
 

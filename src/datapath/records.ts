@@ -37,9 +37,6 @@ export const FLAG_FIN_EGRESS_SENT = 1 << 21;
 export const FLAG_RST_SENT = 1 << 22;
 export const FLAG_HINT_LOST = 1 << 23;
 
-/** WGF_LAST_SEEN_SHIFT: last_seen is CLOCK_MONOTONIC ns >> 20, truncated to 32 bits. */
-export const LAST_SEEN_SHIFT = 20;
-
 export interface FlowKey {
   family: 4 | 6;
   /** Canonical endpoints: a is the lower address (or port when the addresses are equal). */
@@ -60,7 +57,7 @@ export interface FlowKey {
 export interface FlowCounters {
   /** CLOCK_MONOTONIC ns of the first packet. */
   firstNs: number;
-  /** Raw 32-bit coarse timestamp; see lastSeenNs(). */
+  /** Raw 32-bit jiffies stamp of the last packet; see lastSeenNs(). */
   lastSeen: number;
   rxBytes: number;
   txBytes: number;
@@ -212,14 +209,44 @@ export function decodeStats(buf: ArrayBuffer): KernelStats {
 }
 
 /**
- * Widen the kernel's 32-bit coarse last-seen stamp to CLOCK_MONOTONIC ns, given the current
- * monotonic time (the stamp is always in the past and less than ~52 days old).
+ * How kernel jiffies relate to CLOCK_MONOTONIC: one sample of both, and the tick rate.
+ * Datapath.open() measures it once per process (setJiffiesClock); the default suits tests that
+ * build last-seen stamps with lastSeenStamp().
+ */
+export interface JiffiesClock {
+  hz: number;
+  jiffies: number;
+  monoNs: number;
+}
+
+let jiffiesClock: JiffiesClock = { hz: 1000, jiffies: 0, monoNs: 0 };
+
+export function setJiffiesClock(c: JiffiesClock): void {
+  jiffiesClock = c;
+}
+
+export function getJiffiesClock(): JiffiesClock {
+  return jiffiesClock;
+}
+
+/** Jiffies at a CLOCK_MONOTONIC time, by the calibrated clock (not wrapped). */
+function jiffiesAt(monoNs: number): number {
+  const c = jiffiesClock;
+  return c.jiffies + Math.floor(((monoNs - c.monoNs) * c.hz) / 1e9);
+}
+
+/** The 32-bit stamp the kernel would store for a packet at monoNs (for tests and tools). */
+export function lastSeenStamp(monoNs: number): number {
+  return jiffiesAt(monoNs) >>> 0;
+}
+
+/**
+ * Widen the kernel's 32-bit jiffies stamp to CLOCK_MONOTONIC ns, given the current monotonic
+ * time: the stamp is in the past, less than 2^32 ticks ago. Precision: one tick (1-10 ms).
  */
 export function lastSeenNs(lastSeen: number, nowNs: number): number {
-  const unit = 2 ** LAST_SEEN_SHIFT;
-  const nowUnits = Math.floor(nowNs / unit);
-  const age = (nowUnits - lastSeen) >>> 0; // modulo 2^32
-  return (nowUnits - age) * unit;
+  const age = (jiffiesAt(nowNs) - lastSeen) >>> 0; // ticks, modulo 2^32
+  return nowNs - (age * 1e9) / jiffiesClock.hz;
 }
 
 /** TCP flags the kernel saw in one direction (DIR_INGRESS/DIR_EGRESS). */

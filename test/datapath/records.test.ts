@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { existsSync } from 'node:fs';
 import {
   decodeCounters, decodeFlows, decodeRecords, decodeStats, FLOW_SIZE, KEY4_SIZE, KEY6_SIZE, keyId,
-  lastSeenNs, RECORD_SIZE, RecordType, STATS_SIZE, tcpFlagsOf,
+  getJiffiesClock, lastSeenNs, lastSeenStamp, RECORD_SIZE, setJiffiesClock, RecordType, STATS_SIZE, tcpFlagsOf,
 } from '../../src/datapath/records';
 import { loadNative, REPO_ROOT } from '../../src/datapath/native';
 
@@ -88,11 +88,18 @@ describe('record decoding', () => {
     });
   });
 
-  it('widens the 32-bit coarse last-seen stamp, across its wrap-around', () => {
-    const unit = 2 ** 20;
-    const now = 5e15; // ~58 days of uptime: the 32-bit unit counter has wrapped
-    const nowUnits = Math.floor(now / unit);
-    expect(lastSeenNs(nowUnits % 2 ** 32, now)).toBe(nowUnits * unit);
-    expect(lastSeenNs((nowUnits - 1000) % 2 ** 32, now)).toBe((nowUnits - 1000) * unit);
+  it('widens the 32-bit jiffies stamp to monotonic time, across its wrap-around', () => {
+    const saved = getJiffiesClock();
+    try {
+      // HZ=250, 2^32 - 100 ticks at t=1 s: the 32-bit stamp wraps 0.4 s later.
+      setJiffiesClock({ hz: 250, jiffies: 2 ** 32 - 100, monoNs: 1e9 });
+      const t = 1e9 + 2e9; // 500 ticks later: past the wrap
+      expect(lastSeenStamp(t)).toBe(400);
+      expect(lastSeenNs(lastSeenStamp(t), t)).toBe(t);
+      expect(lastSeenNs(lastSeenStamp(1.2e9), t)).toBe(1.2e9);
+      expect(lastSeenNs(2 ** 32 - 50, t)).toBe(1e9 + 50 * 4e6);
+    } finally {
+      setJiffiesClock(saved);
+    }
   });
 });
