@@ -48,7 +48,10 @@ export interface FlowKey {
   proto: number;
   kind: FlowKind;
   ifindex: number;
-  /** Identity of the flow in user space: the raw key bytes as a string (fast Map key). */
+  /**
+   * Identity of the flow in user space: the raw key bytes as a latin1 string (a fast Map key;
+   * IPv4 and IPv6 keys differ in length, so they never collide).
+   */
   id: string;
   /** The raw key bytes, as the kernel map wants them back (deleteFlows). */
   raw: Uint8Array;
@@ -123,29 +126,78 @@ function u64(v: DataView, o: number): number {
   return v.getUint32(o, true) + v.getUint32(o + 4, true) * 0x1_0000_0000;
 }
 
+/**
+ * A flow key decoded on demand from its id (the raw key bytes as a latin1 string). Batches carry
+ * many keys whose addresses are never looked at (known flows, FIN hints): building the id is one
+ * substring, everything else waits until a field is read.
+ */
+class KeyView implements FlowKey {
+  constructor(readonly id: string, readonly family: 4 | 6) {}
+
+  private bytes(o: number, n: number): Uint8Array {
+    const b = new Uint8Array(n);
+    for (let i = 0; i < n; i++) b[i] = this.id.charCodeAt(o + i);
+    return b;
+  }
+  private get portOffset(): number {
+    return this.family === 4 ? 8 : 32;
+  }
+  get addrA(): string {
+    return this.family === 4 ? ipv4(this.bytes(0, 4), 0) : ipv6(this.bytes(0, 16), 0);
+  }
+  get addrB(): string {
+    return this.family === 4 ? ipv4(this.bytes(4, 4), 0) : ipv6(this.bytes(16, 16), 0);
+  }
+  get portA(): number {
+    const o = this.portOffset;
+    return (this.id.charCodeAt(o) << 8) | this.id.charCodeAt(o + 1);
+  }
+  get portB(): number {
+    const o = this.portOffset + 2;
+    return (this.id.charCodeAt(o) << 8) | this.id.charCodeAt(o + 1);
+  }
+  get proto(): number {
+    return this.id.charCodeAt(this.portOffset + 4);
+  }
+  get kind(): FlowKind {
+    return this.id.charCodeAt(this.portOffset + 5) as FlowKind;
+  }
+  get ifindex(): number {
+    const o = this.portOffset + 6;
+    return this.id.charCodeAt(o) | (this.id.charCodeAt(o + 1) << 8);
+  }
+  get raw(): Uint8Array {
+    return this.bytes(0, this.id.length);
+  }
+  /** Plain object with every field (JSON, logs, tests). */
+  toJSON(): Omit<FlowKey, 'raw' | 'id'> {
+    const { family, addrA, addrB, portA, portB, proto, kind, ifindex } = this;
+    return { family, addrA, addrB, portA, portB, proto, kind, ifindex };
+  }
+}
+
+/** The flow key whose id (raw bytes as latin1) is given; fields decode on demand. */
+export function keyFromId(id: string): FlowKey {
+  if (id.length !== KEY4_SIZE && id.length !== KEY6_SIZE) throw new RangeError(`not a flow key id (length ${id.length})`);
+  return new KeyView(id, id.length === KEY4_SIZE ? 4 : 6);
+}
+
 /** Decode a key of the given family at byte offset o of buf. */
 export function decodeKey(buf: Uint8Array, o: number, family: 4 | 6): FlowKey {
   const size = family === 4 ? KEY4_SIZE : KEY6_SIZE;
-  const addrLen = family === 4 ? 4 : 16;
-  const raw = buf.subarray(o, o + size);
-  const p = o + 2 * addrLen;
-  return {
-    family,
-    addrA: family === 4 ? ipv4(buf, o) : ipv6(buf, o),
-    addrB: family === 4 ? ipv4(buf, o + 4) : ipv6(buf, o + 16),
-    portA: (buf[p] << 8) | buf[p + 1],
-    portB: (buf[p + 2] << 8) | buf[p + 3],
-    proto: buf[p + 4],
-    kind: buf[p + 5] as FlowKind,
-    ifindex: buf[p + 6] | (buf[p + 7] << 8),
-    id: keyId(raw, family),
-    raw: Uint8Array.from(raw),
-  };
+  return new KeyView(Buffer.from(buf.buffer, buf.byteOffset + o, size).toString('latin1'), family);
 }
 
-/** The user-space identity of a flow key: family + raw bytes, as a compact string. */
+/** The user-space identity of a flow key: its raw bytes as a latin1 string. */
 export function keyId(raw: Uint8Array, family: 4 | 6): string {
-  return family + Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength).toString('latin1');
+  const size = family === 4 ? KEY4_SIZE : KEY6_SIZE;
+  if (raw.byteLength !== size) throw new RangeError(`an IPv${family} key has ${size} bytes, got ${raw.byteLength}`);
+  return Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength).toString('latin1');
+}
+
+/** One latin1 string of a whole batch: key ids are then substrings, not one Buffer each. */
+function latin1(buf: ArrayBuffer): string {
+  return Buffer.from(buf).toString('latin1');
 }
 
 export function decodeCounters(view: DataView, o: number): FlowCounters {
@@ -162,12 +214,12 @@ export function decodeCounters(view: DataView, o: number): FlowCounters {
 
 /** Decode the parallel key/value buffers of a batched map read. */
 export function decodeFlows(family: 4 | 6, keys: ArrayBuffer, values: ArrayBuffer, count: number): FlowEntry[] {
-  const kb = new Uint8Array(keys);
+  const ks = latin1(keys);
   const vv = new DataView(values);
   const size = family === 4 ? KEY4_SIZE : KEY6_SIZE;
   const out: FlowEntry[] = new Array(count);
   for (let i = 0; i < count; i++) {
-    out[i] = { key: decodeKey(kb, i * size, family), value: decodeCounters(vv, i * FLOW_SIZE) };
+    out[i] = { key: new KeyView(ks.substring(i * size, (i + 1) * size), family), value: decodeCounters(vv, i * FLOW_SIZE) };
   }
   return out;
 }
@@ -176,19 +228,21 @@ export function decodeFlows(family: 4 | 6, keys: ArrayBuffer, values: ArrayBuffe
 export function decodeRecords(buf: ArrayBuffer): RingRecord[] {
   const b = new Uint8Array(buf);
   const v = new DataView(buf);
+  const s = latin1(buf);
   const n = Math.floor(b.byteLength / RECORD_SIZE);
   const out: RingRecord[] = [];
   for (let i = 0; i < n; i++) {
     const o = i * RECORD_SIZE;
     const family = b[o + 1];
     if (family !== 4 && family !== 6) continue;
+    const k = o + RECORD_KEY_OFFSET;
     out.push({
       type: b[o] as RecordType,
       dir: b[o + 2],
       tcpFlags: b[o + 3],
       flags: v.getUint32(o + 4, true),
       tsNs: u64(v, o + 8),
-      key: decodeKey(b, o + RECORD_KEY_OFFSET, family),
+      key: new KeyView(s.substring(k, k + (family === 4 ? KEY4_SIZE : KEY6_SIZE)), family),
     });
   }
   return out;

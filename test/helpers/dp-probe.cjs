@@ -17,7 +17,7 @@ let polling = true;
 (async () => {
   while (polling) {
     try {
-      for (const r of await dp.poll(20)) records.push({ ...r, key: { ...r.key, raw: undefined, id: undefined } });
+      for (const r of await dp.poll(20)) records.push({ ...r, key: r.key.toJSON() });
     } catch (err) {
       if (polling) process.stderr.write(`poll: ${err.message}\n`);
       break;
@@ -25,7 +25,7 @@ let polling = true;
   }
 })();
 
-const strip = (e) => ({ key: { ...e.key, raw: undefined, id: undefined }, value: e.value });
+const strip = (e) => ({ key: e.key.toJSON(), value: e.value });
 const handlers = {
   attach: (c) => dp.attach(c.ifname, c.mode),
   detach: (c) => dp.detach(c.ifname),
