@@ -1,5 +1,5 @@
 # wgflow build. `make test` and `make demo` install their own dependencies first.
-CLANG   ?= clang-14
+CLANG   ?= clang
 ARCH_INC = /usr/include/$(shell gcc -dumpmachine)
 BPF_CFLAGS = -O2 -g -target bpf -mcpu=v3 -Wall -Werror -I$(ARCH_INC) -Ibpf
 
