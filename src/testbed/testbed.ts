@@ -133,6 +133,9 @@ export class Testbed {
     for (const [i, ns] of [nsA, nsB].entries()) {
       const ifname = `wgf${i === 0 ? 'a' : 'b'}${this.id}`.slice(0, 15);
       this.addWgInterface(ns, ifname);
+      // A quiet interface: no router solicitations or link-local address (and its MLD/DAD) on a
+      // point-to-point tunnel, so tests see only the traffic they make.
+      nsExec(ns, 'sysctl', ['-qw', `net.ipv6.conf.${ifname}.router_solicitations=0`, `net.ipv6.conf.${ifname}.addr_gen_mode=1`]);
       const priv = sh('wg', ['genkey']).trim();
       const pub = sh('wg', ['pubkey'], priv).trim();
       ends.push({ ns, ifname, ip4: `10.${net}.0.${i + 1}`, ip6: `fd00:${net}::${i + 1}`, publicKey: pub });
@@ -175,12 +178,12 @@ export class Testbed {
   }
 
   /** Interface counters (rx/tx packets and bytes) of ifname in ns. */
-  static counters(ns: string, ifname: string): { rxPackets: number; rxBytes: number; txPackets: number; txBytes: number } {
+  static counters(ns: string, ifname: string): { rxPackets: number; rxBytes: number; txPackets: number; txBytes: number; rxDropped: number; txDropped: number } {
     const j = JSON.parse(nsExec(ns, 'ip', ['-s', '-j', 'link', 'show', 'dev', ifname])) as Array<{
-      stats64: { rx: { bytes: number; packets: number }; tx: { bytes: number; packets: number } };
+      stats64: { rx: { bytes: number; packets: number; dropped: number }; tx: { bytes: number; packets: number; dropped: number } };
     }>;
     const s = j[0].stats64;
-    return { rxPackets: s.rx.packets, rxBytes: s.rx.bytes, txPackets: s.tx.packets, txBytes: s.tx.bytes };
+    return { rxPackets: s.rx.packets, rxBytes: s.rx.bytes, txPackets: s.tx.packets, txBytes: s.tx.bytes, rxDropped: s.rx.dropped, txDropped: s.tx.dropped };
   }
 
   /** Stop what we started (by PID; SIGKILL after 3 s) and delete our namespaces. Safe to call twice. */

@@ -65,18 +65,33 @@ describePrivileged('datapath on a real WireGuard tunnel', () => {
     await tb?.destroy();
   });
 
+  /**
+   * Interface counters and flows of one peer taken together: counters, flows, counters again,
+   * retried until the two counter reads agree, so no stray packet falls between the reads.
+   */
+  async function snapshot(end: WgEndpoint, probe: Probe) {
+    for (;;) {
+      const c = Testbed.counters(end.ns, end.ifname);
+      const flows = await probe.call<Entry[]>('flows');
+      const again = Testbed.counters(end.ns, end.ifname);
+      if (JSON.stringify(c) === JSON.stringify(again)) return { c, flows };
+    }
+  }
+
   /** Run traffic with captures on both ends and interface counters around it; return everything. */
   async function observe(traffic: () => Promise<void>) {
     const [ca, cb] = [await Capture.start(a.ns, a.ifname), await Capture.start(b.ns, b.ifname)];
-    const before = { a: Testbed.counters(a.ns, a.ifname), b: Testbed.counters(b.ns, b.ifname), fa: sums(await pa.call<Entry[]>('flows')), fb: sums(await pb.call<Entry[]>('flows')) };
+    const [sa0, sb0] = [await snapshot(a, pa), await snapshot(b, pb)];
+    const before = { a: sa0.c, b: sb0.c, fa: sums(sa0.flows), fb: sums(sb0.flows) };
     await traffic();
     await sleep(300);
-    const after = { a: Testbed.counters(a.ns, a.ifname), b: Testbed.counters(b.ns, b.ifname), fa: await pa.call<Entry[]>('flows'), fb: await pb.call<Entry[]>('flows') };
+    const [sa1, sb1] = [await snapshot(a, pa), await snapshot(b, pb)];
+    const after = { a: sa1.c, b: sb1.c, fa: sa1.flows, fb: sb1.flows };
     const [capA, capB] = [await ca.stop(), await cb.stop()];
     // All flows together account for exactly what the interface counted, on both peers.
     for (const [side, c0, c1, f0, f1] of [['A', before.a, after.a, before.fa, sums(after.fa)], ['B', before.b, after.b, before.fb, sums(after.fb)]] as const) {
-      expect({ side, rxB: f1.rxBytes - f0.rxBytes, txB: f1.txBytes - f0.txBytes, rxP: f1.rxPackets - f0.rxPackets, txP: f1.txPackets - f0.txPackets })
-        .toEqual({ side, rxB: c1.rxBytes - c0.rxBytes, txB: c1.txBytes - c0.txBytes, rxP: c1.rxPackets - c0.rxPackets, txP: c1.txPackets - c0.txPackets });
+      expect({ side, rxB: f1.rxBytes - f0.rxBytes, txB: f1.txBytes - f0.txBytes, rxP: f1.rxPackets - f0.rxPackets, txP: f1.txPackets - f0.txPackets, drops: 0 })
+        .toEqual({ side, rxB: c1.rxBytes - c0.rxBytes, txB: c1.txBytes - c0.txBytes, rxP: c1.rxPackets - c0.rxPackets, txP: c1.txPackets - c0.txPackets, drops: c1.txDropped - c0.txDropped + c1.rxDropped - c0.rxDropped });
     }
     return { fa: after.fa, fb: after.fb, capA, capB };
   }
