@@ -3,7 +3,7 @@
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { Testbed, WgEndpoint } from '../../src/testbed/testbed';
 import { FLAG_INIT_B, FLAG_INIT_EGRESS, FLAG_UNCOUNTED } from '../../src/datapath/records';
-import { Capture, describePrivileged, killBackground, Probe, REPO, run, sleep, spawnIn, waitForLine } from '../helpers/env';
+import { AUTO_MODE, Capture, describePrivileged, killBackground, Probe, REPO, run, sleep, spawnIn, TCX, waitForLine } from '../helpers/env';
 import { CapturedPacket } from '../helpers/pcap';
 
 interface Entry {
@@ -188,7 +188,7 @@ describePrivileged('datapath on a real WireGuard tunnel', () => {
     await expect(pa.call('attach', { ifname: a.ifname })).rejects.toMatchObject({ code: 'EEXIST' });
     await expect(pa.call('attach', { ifname: 'nosuch0' })).rejects.toThrow(/nosuch0 does not exist/);
     const att = await pa.call<Array<{ name: string; mode: string }>>('attachments');
-    expect(att).toEqual([expect.objectContaining({ name: a.ifname, mode: 'tcx', l3Offset: 0 })]);
+    expect(att).toEqual([expect.objectContaining({ name: a.ifname, mode: AUTO_MODE, l3Offset: 0 })]);
     await pa.call('detach', { ifname: a.ifname });
     expect(await pa.call('attachments')).toEqual([]);
     const snap = sums(await pa.call<Entry[]>('flows'));
@@ -203,20 +203,29 @@ describePrivileged('datapath on a real WireGuard tunnel', () => {
     await pa.call('attach', { ifname: a.ifname });
   });
 
-  it('a killed process leaves no TCX program attached', async () => {
+  it('a killed process leaves nothing attached (TCX); a clsact filter left behind is replaced by the next attach', async () => {
+    const count = (s: string, name: string) => (s.match(new RegExp(`name ${name}\\b`, 'g')) ?? []).length;
+    const mode = TCX ? 'tcx' : 'clsact';
     const p = await Probe.start(b.ns);
-    await p.call('attach', { ifname: b.ifname });
+    await p.call('attach', { ifname: b.ifname, mode });
     const progsWhile = await run(null, 'bpftool', ['prog', 'show']);
-    const count = (s: string) => (s.match(/name wgflow_ingress\b/g) ?? []).length;
     p.child.kill('SIGKILL');
     await new Promise((r) => p.child.once('exit', r));
-    // Freed asynchronously (RCU): wait for the program count to drop.
-    let progsAfter = '';
-    for (let i = 0; i < 50; i++) {
-      progsAfter = await run(null, 'bpftool', ['prog', 'show']);
-      if (count(progsAfter) < count(progsWhile)) break;
-      await sleep(100);
+    if (TCX) {
+      // Freed asynchronously (RCU): wait for the program count to drop.
+      let progsAfter = '';
+      for (let i = 0; i < 50; i++) {
+        progsAfter = await run(null, 'bpftool', ['prog', 'show']);
+        if (count(progsAfter, 'wgflow_ingress') < count(progsWhile, 'wgflow_ingress')) break;
+        await sleep(100);
+      }
+      expect(count(progsAfter, 'wgflow_ingress')).toBe(count(progsWhile, 'wgflow_ingress') - 1);
     }
-    expect(count(progsAfter)).toBe(count(progsWhile) - 1);
+    // Whatever the mode, a new process can attach cleanly and its detach leaves no filter.
+    const q = await Probe.start(b.ns);
+    await q.call('attach', { ifname: b.ifname, mode: 'clsact' });
+    await q.call('detach', { ifname: b.ifname });
+    expect(await run(b.ns, 'tc', ['filter', 'show', 'dev', b.ifname, 'ingress'])).not.toMatch(/wgflow/);
+    await q.stop();
   });
 });
