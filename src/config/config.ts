@@ -1,0 +1,161 @@
+// wgflow's configuration: one file (YAML or JSON), overridden by environment variables, overridden
+// by flags. The schema below is the reference; docs/config.md describes every key.
+import { readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { parse as parseYaml } from 'yaml';
+import {
+  bool, Check, ConfigError, field, hostPort, int, list, obj, oneOf, onOff, optional, section, str,
+} from './check';
+
+const IFNAME = str({ nonEmpty: true, pattern: /^[A-Za-z0-9_.:@-]{1,15}$/, hint: 'an interface name (1-15 letters, digits, _ . : @ -)' });
+const WG_KEY = str({ pattern: /^$|^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$/, hint: 'a base64 WireGuard public key (44 characters)' });
+const COLLECTOR_URL = str({ pattern: /^(grpc|grpcs|https):\/\/[^/\s]+$/, hint: 'grpc://HOST:PORT, grpcs://HOST:PORT or https://HOST[:PORT]' });
+const IPFIX_URL = str({ pattern: /^udp:\/\/(\[[0-9a-fA-F:.]+\]|[^:/\s[\]]+):\d{1,5}$/, hint: 'udp://HOST:PORT' });
+const ABS_PATH = str({ pattern: /^\//, hint: 'an absolute path' });
+
+/** Anything that is a mapping: the attribution tables validate their own contents. */
+const mapping: Check<Record<string, unknown>> = (v, path) => {
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new ConfigError(path, 'expected a mapping');
+  return v as Record<string, unknown>;
+};
+
+export const configSchema = obj({
+  interfaces: field(list(IFNAME), [] as string[]),
+  reporter_id: field(str({ nonEmpty: true }), hostname()),
+  reporter_public_key: field(WG_KEY, ''),
+  collector: section(obj({
+    url: optional(COLLECTOR_URL),
+    token: optional(str()),
+    ca_file: optional(ABS_PATH),
+    cert_file: optional(ABS_PATH),
+    key_file: optional(ABS_PATH),
+    max_in_flight: field(int(1, 1_000_000), 4096),
+  })),
+  spool: section(obj({
+    dir: field(ABS_PATH, '/var/lib/wgflow/spool'),
+    max_bytes: field(int(1 << 20, 2 ** 48), 256 * 1024 * 1024),
+    fsync: field(oneOf('always', 'interval', 'never'), 'interval'),
+    fsync_interval_ms: field(int(1, 60_000), 1000),
+  })),
+  output: section(obj({
+    file: field(ABS_PATH, '/var/lib/wgflow/events.jsonl'),
+  })),
+  metrics_listen: field(hostPort, '127.0.0.1:9617'),
+  control_socket: field(ABS_PATH, '/run/wgflow/ctl.sock'),
+  counters: field(onOff, true),
+  log_level: field(oneOf('trace', 'debug', 'info', 'warn', 'error', 'fatal'), 'info'),
+  datapath: section(obj({
+    max_flows: field(int(1, 1 << 26), 65_536),
+    max_flows_v6: field(int(1, 1 << 26), 65_536),
+    ring_bytes: field(int(4096, 1 << 30), 1 << 20),
+    pin_dir: field(ABS_PATH, '/sys/fs/bpf/wgflow'),
+    attach_mode: field(oneOf('auto', 'tcx', 'clsact'), 'auto'),
+    poll_timeout_ms: field(int(1, 10_000), 100),
+    drain_interval_ms: field(int(100, 60_000), 1000),
+  })),
+  lifecycle: section(obj({
+    tcp_close_grace_ms: field(int(0, 60_000), 500),
+    tcp_timeout_s: field(int(1, 7 * 86_400), 7200),
+    udp_timeout_s: field(int(1, 86_400), 30),
+    icmp_timeout_s: field(int(1, 86_400), 30),
+    other_timeout_s: field(int(1, 86_400), 30),
+    interim_interval_s: field(int(0, 86_400), 60),
+  })),
+  filters: section(obj({
+    dns_collection: field(bool, false),
+    exit_node_collection: field(bool, false),
+    include_prefixes: field(list(str()), [] as string[]),
+    exclude_prefixes: field(list(str()), [] as string[]),
+    include_ports: field(list(int(0, 65535)), [] as number[]),
+    exclude_ports: field(list(int(0, 65535)), [] as number[]),
+  })),
+  attribution: field(mapping, {}),
+  ipfix: field(list(IPFIX_URL), [] as string[]),
+});
+
+
+/**
+ * The flags of `wgflow run`, the environment variables and the config keys they set. One table,
+ * so the three never disagree; docs/config.md is written from it.
+ */
+export const RUN_FLAGS = [
+  { flag: 'interface', env: 'WGFLOW_INTERFACES', path: 'interfaces', multiple: true, help: 'WireGuard interface to watch (repeatable; env: comma-separated)' },
+  { flag: 'collector', env: 'WGFLOW_COLLECTOR', path: 'collector.url', help: 'collector URL: grpc://HOST:PORT (plaintext) or grpcs://HOST:PORT (TLS); without it events go to --output' },
+  { flag: 'token', env: 'WGFLOW_TOKEN', path: 'collector.token', help: 'bearer token sent to the collector' },
+  { flag: 'ca-file', env: 'WGFLOW_CA_FILE', path: 'collector.ca_file', help: 'PEM CA bundle for grpcs:// (default: system roots)' },
+  { flag: 'cert-file', env: 'WGFLOW_CERT_FILE', path: 'collector.cert_file', help: 'PEM client certificate for mTLS' },
+  { flag: 'key-file', env: 'WGFLOW_KEY_FILE', path: 'collector.key_file', help: 'PEM client key for mTLS' },
+  { flag: 'reporter-id', env: 'WGFLOW_REPORTER_ID', path: 'reporter_id', help: 'this peer\'s id in events (default: hostname)' },
+  { flag: 'public-key', env: 'WGFLOW_PUBLIC_KEY', path: 'reporter_public_key', help: 'this peer\'s WireGuard public key (base64), sent with events' },
+  { flag: 'spool-dir', env: 'WGFLOW_SPOOL_DIR', path: 'spool.dir', help: 'durable spool of unacknowledged events (default /var/lib/wgflow/spool)' },
+  { flag: 'output', env: 'WGFLOW_OUTPUT', path: 'output.file', help: 'JSON-lines file for events when there is no --collector (default /var/lib/wgflow/events.jsonl)' },
+  { flag: 'metrics-listen', env: 'WGFLOW_METRICS_LISTEN', path: 'metrics_listen', help: 'HOST:PORT of the Prometheus /metrics endpoint (default 127.0.0.1:9617)' },
+  { flag: 'control-socket', env: 'WGFLOW_CONTROL_SOCKET', path: 'control_socket', help: 'unix socket for wgflow ctl (default /run/wgflow/ctl.sock, mode 0600)' },
+  { flag: 'counters', env: 'WGFLOW_COUNTERS', path: 'counters', help: 'kernel byte reporting at start: on or off (default on)' },
+  { flag: 'log-level', env: 'WGFLOW_LOG_LEVEL', path: 'log_level', help: 'trace, debug, info, warn, error or fatal (default info)' },
+  { flag: 'max-flows', env: 'WGFLOW_MAX_FLOWS', path: 'datapath.max_flows', numeric: true, help: 'IPv4 flow map size (default 65536)' },
+  { flag: 'pin-dir', env: 'WGFLOW_PIN_DIR', path: 'datapath.pin_dir', help: 'bpffs directory for the pinned flow maps (default /sys/fs/bpf/wgflow)' },
+  { flag: 'ipfix', env: 'WGFLOW_IPFIX', path: 'ipfix', multiple: true, help: 'IPFIX collector udp://HOST:PORT (repeatable)' },
+] as const;
+
+function setPath(target: Record<string, unknown>, path: string, value: unknown): void {
+  const keys = path.split('.');
+  let o = target;
+  for (const k of keys.slice(0, -1)) {
+    if (typeof o[k] !== 'object' || o[k] === null) o[k] = {};
+    o = o[k] as Record<string, unknown>;
+  }
+  o[keys[keys.length - 1]] = value;
+}
+
+/** Read a config file (YAML or JSON) into a raw mapping; errors name the file. */
+export function readConfigFile(file: string): Record<string, unknown> {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new ConfigError('', `cannot read config file ${file}: ${(err as Error).message}`);
+  }
+  let raw: unknown;
+  try {
+    raw = parseYaml(text, { prettyErrors: true, uniqueKeys: true });
+  } catch (err) {
+    throw new ConfigError('', `${file} is not valid YAML/JSON: ${(err as Error).message.split('\n')[0]}`);
+  }
+  if (raw === null || raw === undefined) return {};
+  if (typeof raw !== 'object' || Array.isArray(raw)) throw new ConfigError('', `${file}: expected a mapping at the top level`);
+  return raw as Record<string, unknown>;
+}
+
+export type FlagValues = Partial<Record<(typeof RUN_FLAGS)[number]['flag'], string | string[]>>;
+
+/**
+ * The effective configuration: file, then environment, then flags. Flags and environment are
+ * strings; numbers and on/off are converted here so the schema sees typed values.
+ */
+export function resolveConfig(opts: { file?: string; env?: NodeJS.ProcessEnv; flags?: FlagValues }): ReturnType<typeof configSchema> {
+  const raw = opts.file ? readConfigFile(opts.file) : {};
+  const env = opts.env ?? {};
+  for (const f of RUN_FLAGS) {
+    const fromFlag = opts.flags?.[f.flag];
+    const fromEnv = env[f.env];
+    let v: unknown = fromFlag !== undefined ? fromFlag : fromEnv;
+    if (v === undefined || v === '') continue;
+    if ('multiple' in f && f.multiple && typeof v === 'string') v = v.split(',').map((x) => x.trim()).filter(Boolean);
+    if ('numeric' in f && f.numeric) v = /^\d+$/.test(String(v)) ? Number(v) : v;
+    setPath(raw, f.path, v);
+  }
+  try {
+    return configSchema(raw, '');
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      const flag = RUN_FLAGS.find((f) => f.path === err.path.replace(/\[\d+\]$/, ''));
+      const from = flag && opts.flags?.[flag.flag] !== undefined ? ` (from --${flag.flag})`
+        : flag && env[flag.env] ? ` (from ${flag.env})` : opts.file ? ` (in ${opts.file})` : '';
+      throw new ConfigError(err.path, `${err.problem}${from}`);
+    }
+    throw err;
+  }
+}
+
+export type WgflowConfig = ReturnType<typeof configSchema>;
