@@ -5,6 +5,7 @@ import { readFileSync } from 'node:fs';
 import { randomInt } from 'node:crypto';
 import type { Logger } from 'pino';
 import { ipToBytes, uuidToBytes } from '../export/codec';
+import { DeltaTracker } from '../flow/deltas';
 import { FlowEvent, FlowEndReason } from '../flow/event';
 import {
   encodeRecord, header, ieTypeDataSet, ieTypeOptionsTemplateSet, IpfixRecord, packRecords, TEMPLATE_V4, TEMPLATE_V6, templateSet,
@@ -37,15 +38,6 @@ interface Target {
   sequence: number;
 }
 
-interface FlowState {
-  rxBytes: number;
-  txBytes: number;
-  rxPackets: number;
-  txPackets: number;
-  /** End of the last report: the next report's start. */
-  lastEndMs: number;
-}
-
 const END_REASON: Record<FlowEndReason, number> = { idle: 1, tcp_fin: 3, tcp_rst: 3, forced: 4, lack_of_resources: 5 };
 const ECHO_REPLY: Record<number, number> = { 8: 0, 128: 129 };
 
@@ -70,7 +62,7 @@ export class IpfixExporter {
   private readonly targets: Target[];
   private readonly mtu: number;
   private readonly domain: number;
-  private readonly flows = new Map<string, FlowState>();
+  private readonly deltas = new DeltaTracker();
   private readonly ifindexes = new Map<string, number>();
   private timer?: NodeJS.Timeout;
   private readonly counters: IpfixStats = { messages: 0, records: 0, sendErrors: 0 };
@@ -119,32 +111,11 @@ export class IpfixExporter {
     await Promise.all(this.targets.map((t) => new Promise<void>((r) => t.socket.close(() => r()))));
   }
 
-  /** The two unidirectional records of one report (none for START, which only starts the window). */
+  /** The two unidirectional records of one report (none for START, which only opens the window). */
   toRecords(ev: FlowEvent): IpfixRecord[] {
-    const prev = this.flows.get(ev.flowId);
-    if (ev.type === 'START') {
-      this.flows.set(ev.flowId, { rxBytes: 0, txBytes: 0, rxPackets: 0, txPackets: 0, lastEndMs: ev.timestampMs });
-      return [];
-    }
-    if (ev.type !== 'UPDATE' && ev.type !== 'END') return [];
-    // UPDATE carries deltas; END carries totals, minus what the UPDATEs already reported.
-    const d = ev.type === 'UPDATE' || !prev
-      ? { rxBytes: ev.rxBytes, txBytes: ev.txBytes, rxPackets: ev.rxPackets, txPackets: ev.txPackets }
-      : {
-          rxBytes: Math.max(0, ev.rxBytes - prev.rxBytes), txBytes: Math.max(0, ev.txBytes - prev.txBytes),
-          rxPackets: Math.max(0, ev.rxPackets - prev.rxPackets), txPackets: Math.max(0, ev.txPackets - prev.txPackets),
-        };
-    const startMs = ev.type === 'UPDATE' ? ev.windowStartMs ?? prev?.lastEndMs ?? ev.timestampMs : prev?.lastEndMs ?? ev.windowStartMs ?? ev.timestampMs;
-    const endMs = ev.windowEndMs ?? ev.timestampMs;
-    if (ev.type === 'UPDATE') {
-      const s = prev ?? { rxBytes: 0, txBytes: 0, rxPackets: 0, txPackets: 0, lastEndMs: startMs };
-      s.rxBytes += d.rxBytes; s.txBytes += d.txBytes; s.rxPackets += d.rxPackets; s.txPackets += d.txPackets;
-      s.lastEndMs = endMs;
-      this.flows.set(ev.flowId, s);
-    } else {
-      this.flows.delete(ev.flowId);
-    }
-
+    const d = this.deltas.next(ev);
+    if (!d) return [];
+    const { startMs, endMs } = d;
     const ifindex = this.ifindex(ev.interfaceName);
     const ingress = ev.direction === 'INGRESS';
     const resource = ev.destination.type.endsWith('_RESOURCE') ? ev.destination : ev.source.type.endsWith('_RESOURCE') ? ev.source : undefined;

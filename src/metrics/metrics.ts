@@ -1,0 +1,187 @@
+// Prometheus metrics (prom-client) on a registry of wgflow's own: names prefixed wgflow_, units in
+// the names, _total on counters. Most values are read from the components at scrape time; the
+// byte/packet counters are fed from the flow events themselves, so they match the events exactly.
+import { createServer, Server } from 'node:http';
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { KernelStats } from '../datapath/records';
+import { DeltaTracker } from '../flow/deltas';
+import type { FlowEvent } from '../flow/event';
+import type { PipelineStats } from '../flow/pipeline';
+import type { ExporterStats } from '../export/grpc-exporter';
+import type { IpfixStats } from '../ipfix/exporter';
+
+/** What the daemon exposes to the metrics at scrape time; absent parts are not reported. */
+export interface MetricSources {
+  kernel?: () => KernelStats;
+  pipeline?: () => PipelineStats;
+  exporter?: () => ExporterStats;
+  ipfix?: () => IpfixStats;
+  counting?: () => boolean;
+  /** Configured interfaces and whether wgflow is attached to each. */
+  interfaces?: () => Array<{ name: string; attached: boolean }>;
+}
+
+/** Resources get their own label value up to this many; the rest are counted as "other". */
+export const MAX_RESOURCE_LABELS = 100;
+
+export class Metrics {
+  readonly registry = new Registry();
+  private sources: MetricSources = {};
+  private readonly deltas = new DeltaTracker();
+  private readonly resourceLabels = new Set<string>();
+  private readonly bytes: Counter<'direction'>;
+  private readonly packets: Counter<'direction'>;
+  private readonly resourceBytes: Counter<'resource' | 'direction'>;
+  readonly ackLatency: Histogram;
+
+  constructor() {
+    const r = [this.registry];
+    const self = this;
+    /** A counter mirroring an absolute, monotonic value read at scrape time. */
+    const mirror = (name: string, help: string, read: (s: MetricSources) => number | undefined): void => {
+      let last = 0;
+      new Counter({
+        name, help, registers: r,
+        collect(this: Counter) {
+          const v = read(self.sources);
+          if (v === undefined) return;
+          if (v >= last) this.inc(v - last);
+          last = v; // a reset source (datapath reopened) restarts from its value
+        },
+      });
+    };
+    const gauge = (name: string, help: string, read: (s: MetricSources) => number | undefined): void => {
+      new Gauge({
+        name, help, registers: r,
+        collect(this: Gauge) {
+          const v = read(self.sources);
+          if (v !== undefined) this.set(v);
+        },
+      });
+    };
+
+    gauge('wgflow_flows_active', 'Flows being tracked now.', (s) => s.pipeline?.().active);
+    const lastEvents: Record<string, number> = {};
+    new Counter({
+      name: 'wgflow_flow_events_total', help: 'Flow events produced, by type.', labelNames: ['type'], registers: r,
+      collect(this: Counter<'type'>) {
+        const p = self.sources.pipeline?.();
+        if (!p) return;
+        for (const [type, cur] of Object.entries(p.events)) {
+          if (cur > (lastEvents[type] ?? 0)) this.inc({ type }, cur - (lastEvents[type] ?? 0));
+          lastEvents[type] = cur;
+        }
+      },
+    });
+    mirror('wgflow_flows_discovered_without_start_total', 'Flows found by a map read without a START record (ring buffer full or record not read yet).', (s) => s.pipeline?.().discoveredWithoutStart);
+    mirror('wgflow_flows_adopted_total', 'Flows found in the pinned kernel maps at startup (restart).', (s) => s.pipeline?.().adopted);
+    mirror('wgflow_flows_filtered_total', 'Flows not exported because of the DNS or include/exclude filters.', (s) => s.pipeline?.().filtered);
+    mirror('wgflow_flows_exit_node_skipped_total', 'Flows not exported because they are exit-node traffic.', (s) => s.pipeline?.().exitNodeSkipped);
+    mirror('wgflow_late_packets_after_end_total', 'Packets of TCP connections that arrived after their END (not exported as flows).', (s) => s.pipeline?.().lateAfterEndPackets);
+    mirror('wgflow_events_dropped_total', 'Events lost because the output refused them (see logs).', (s) => s.pipeline?.().eventsDropped);
+
+    mirror('wgflow_kernel_flows_created_total', 'Flow entries created by the BPF programs.', (s) => s.kernel?.().flowsCreated);
+    mirror('wgflow_kernel_ringbuf_drops_total', 'Ring buffer records (START or FIN/RST hints) dropped because the ring was full.', (s) => s.kernel?.().ringbufFull);
+    mirror('wgflow_kernel_flow_map_full_packets_total', 'Packets not counted in a flow because the flow map was full.', (s) => s.kernel?.().mapFull);
+    mirror('wgflow_kernel_flow_map_full_bytes_total', 'Bytes of those packets.', (s) => s.kernel?.().mapFullBytes);
+    mirror('wgflow_kernel_malformed_packets_total', 'Packets with a truncated or invalid IP or transport header.', (s) => s.kernel?.().malformed);
+    mirror('wgflow_kernel_non_ip_packets_total', 'Frames that are not IPv4 or IPv6.', (s) => s.kernel?.().nonIp);
+    gauge('wgflow_kernel_byte_counting_enabled', '1 when the kernel counts bytes and packets, 0 when byte reporting is off.', (s) => (s.counting ? (s.counting() ? 1 : 0) : undefined));
+
+    this.bytes = new Counter({ name: 'wgflow_bytes_total', help: 'IP bytes reported in flow events, by direction (rx received, tx sent by this peer).', labelNames: ['direction'], registers: r });
+    this.packets = new Counter({ name: 'wgflow_packets_total', help: 'Packets reported in flow events, by direction.', labelNames: ['direction'], registers: r });
+    this.resourceBytes = new Counter({
+      name: 'wgflow_resource_bytes_total', labelNames: ['resource', 'direction'], registers: r,
+      help: `IP bytes by resource (id; the first ${MAX_RESOURCE_LABELS} resources seen, the rest as "other"; "none" for peer-to-peer).`,
+    });
+
+    gauge('wgflow_export_queue_events', 'Events in the spool not yet acknowledged (waiting or in flight).', (s) => {
+      const e = s.exporter?.();
+      return e ? e.queued + e.inFlight : undefined;
+    });
+    gauge('wgflow_export_in_flight_events', 'Events sent to the collector and waiting for their ack.', (s) => s.exporter?.().inFlight);
+    gauge('wgflow_spool_bytes', 'Size of the spool segment files on disk.', (s) => s.exporter?.().spoolBytes);
+    mirror('wgflow_export_acks_total', 'Events acknowledged by the collector.', (s) => s.exporter?.().acked);
+    mirror('wgflow_export_reconnects_total', 'Collector streams that ended and were retried.', (s) => s.exporter?.().reconnects);
+    mirror('wgflow_spool_dropped_events_total', 'Unacknowledged events dropped because the spool was full.', (s) => s.exporter?.().dropped);
+    mirror('wgflow_spool_corrupt_records_total', 'Corrupt or truncated spool records skipped.', (s) => s.exporter?.().corruptSkipped);
+    gauge('wgflow_collector_connected', '1 while the stream to the collector is up.', (s) => (s.exporter ? (s.exporter().connected ? 1 : 0) : undefined));
+    this.ackLatency = new Histogram({
+      name: 'wgflow_export_ack_latency_seconds', help: 'Time from sending an event to its ack.', registers: r,
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    });
+
+    mirror('wgflow_ipfix_messages_total', 'IPFIX messages sent (templates included).', (s) => s.ipfix?.().messages);
+    mirror('wgflow_ipfix_records_total', 'IPFIX data records sent (option records included).', (s) => s.ipfix?.().records);
+    mirror('wgflow_ipfix_send_errors_total', 'IPFIX messages that could not be sent.', (s) => s.ipfix?.().sendErrors);
+
+    new Gauge({
+      name: 'wgflow_interface_attached', help: '1 when wgflow is attached to the configured interface, 0 while it waits for it.', labelNames: ['interface'], registers: r,
+      collect(this: Gauge<'interface'>) {
+        this.reset();
+        for (const i of self.sources.interfaces?.() ?? []) this.set({ interface: i.name }, i.attached ? 1 : 0);
+      },
+    });
+  }
+
+  /** Where scrape-time values come from (replaceable, e.g. after a reload). */
+  bind(sources: MetricSources): void {
+    this.sources = sources;
+  }
+
+  /** Count the bytes and packets of flow events (call with every event the daemon emits). */
+  observeEvents(events: readonly FlowEvent[]): void {
+    for (const ev of events) {
+      const d = this.deltas.next(ev);
+      if (!d) continue;
+      this.bytes.inc({ direction: 'rx' }, d.rxBytes);
+      this.bytes.inc({ direction: 'tx' }, d.txBytes);
+      this.packets.inc({ direction: 'rx' }, d.rxPackets);
+      this.packets.inc({ direction: 'tx' }, d.txPackets);
+      const res = ev.destination.type.endsWith('_RESOURCE') ? ev.destination.id : ev.source.type.endsWith('_RESOURCE') ? ev.source.id : '';
+      const label = res === '' ? 'none' : this.resourceLabel(res);
+      this.resourceBytes.inc({ resource: label, direction: 'rx' }, d.rxBytes);
+      this.resourceBytes.inc({ resource: label, direction: 'tx' }, d.txBytes);
+    }
+  }
+
+  private resourceLabel(id: string): string {
+    if (this.resourceLabels.has(id)) return id;
+    if (this.resourceLabels.size >= MAX_RESOURCE_LABELS) return 'other';
+    this.resourceLabels.add(id);
+    return id;
+  }
+
+  /** Serve /metrics on host:port; rejects with a clear message when the port is taken. */
+  async listen(hostPort: string): Promise<Server> {
+    const i = hostPort.lastIndexOf(':');
+    const host = hostPort.slice(0, i).replace(/^\[|\]$/g, '');
+    const port = Number(hostPort.slice(i + 1));
+    const server = createServer((req, res) => {
+      if (req.method === 'GET' && req.url?.split('?')[0] === '/metrics') {
+        this.registry.metrics().then(
+          (text) => {
+            res.writeHead(200, { 'content-type': this.registry.contentType });
+            res.end(text);
+          },
+          (err: Error) => {
+            res.writeHead(500, { 'content-type': 'text/plain' });
+            res.end(`metrics failed: ${err.message}\n`);
+          },
+        );
+        return;
+      }
+      res.writeHead(req.url === '/' ? 200 : 404, { 'content-type': 'text/plain' });
+      res.end(req.url === '/' ? 'wgflow: metrics at /metrics\n' : 'not found\n');
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', (err: NodeJS.ErrnoException) => {
+        reject(new Error(err.code === 'EADDRINUSE' ? `metrics address ${hostPort} is already in use (--metrics-listen)`
+          : err.code === 'EADDRNOTAVAIL' ? `metrics address ${hostPort} is not an address of this host (--metrics-listen)`
+          : err.code === 'EACCES' ? `not allowed to listen on ${hostPort} (--metrics-listen)` : `cannot listen on ${hostPort}: ${err.message}`));
+      });
+      server.listen(port, host, () => resolve());
+    });
+    return server;
+  }
+}
