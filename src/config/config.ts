@@ -38,7 +38,8 @@ export const configSchema = obj({
     fsync_interval_ms: field(int(1, 60_000), 1000),
   })),
   output: section(obj({
-    file: field(ABS_PATH, '/var/lib/wgflow/events.jsonl'),
+    dir: field(ABS_PATH, '/var/lib/wgflow/events'),
+    rotate_bytes: field(int(1 << 16, 2 ** 40), 64 * 1024 * 1024),
   })),
   metrics_listen: field(hostPort, '127.0.0.1:9617'),
   control_socket: field(ABS_PATH, '/run/wgflow/ctl.sock'),
@@ -88,7 +89,7 @@ export const RUN_FLAGS = [
   { flag: 'reporter-id', env: 'WGFLOW_REPORTER_ID', path: 'reporter_id', help: 'this peer\'s id in events (default: hostname)' },
   { flag: 'public-key', env: 'WGFLOW_PUBLIC_KEY', path: 'reporter_public_key', help: 'this peer\'s WireGuard public key (base64), sent with events' },
   { flag: 'spool-dir', env: 'WGFLOW_SPOOL_DIR', path: 'spool.dir', help: 'durable spool of unacknowledged events (default /var/lib/wgflow/spool)' },
-  { flag: 'output', env: 'WGFLOW_OUTPUT', path: 'output.file', help: 'JSON-lines file for events when there is no --collector (default /var/lib/wgflow/events.jsonl)' },
+  { flag: 'output', env: 'WGFLOW_OUTPUT', path: 'output.dir', help: 'directory for events.jsonl when there is no --collector (default /var/lib/wgflow/events)' },
   { flag: 'metrics-listen', env: 'WGFLOW_METRICS_LISTEN', path: 'metrics_listen', help: 'HOST:PORT of the Prometheus /metrics endpoint (default 127.0.0.1:9617)' },
   { flag: 'control-socket', env: 'WGFLOW_CONTROL_SOCKET', path: 'control_socket', help: 'unix socket for wgflow ctl (default /run/wgflow/ctl.sock, mode 0600)' },
   { flag: 'counters', env: 'WGFLOW_COUNTERS', path: 'counters', help: 'kernel byte reporting at start: on or off (default on)' },

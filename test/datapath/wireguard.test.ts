@@ -11,7 +11,7 @@ interface Entry {
   value: { rxBytes: number; txBytes: number; rxPackets: number; txPackets: number; flags: number; firstNs: number };
 }
 
-const TRAFFIC = `${REPO}/test/helpers/traffic.cjs`;
+const TRAFFIC = `${REPO}/dist/testbed/traffic.js`;
 
 function find(entries: Entry[], proto: number, port: number, family: 4 | 6): Entry {
   const hits = entries.filter((e) => e.key.proto === proto && e.key.family === family && (e.key.portA === port || e.key.portB === port));

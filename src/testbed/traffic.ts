@@ -1,16 +1,17 @@
-// Traffic for tests, run inside a namespace: node traffic.cjs MODE ARGS...
+// Traffic for the demo, tests and benchmarks, run inside a namespace: node dist/testbed/traffic.js MODE ARGS...
 //   tcp-server PORT          accept connections, read until EOF, reply "ok", print {"bytes":N} per connection
 //   tcp-client HOST PORT N   send N bytes, half-close, wait for the reply and the close
 //   udp-echo PORT            echo every datagram
 //   udp-client HOST PORT COUNT SIZE [LPORT]   send COUNT datagrams of SIZE bytes (from LPORT), wait for each echo
-const net = require('node:net');
-const dgram = require('node:dgram');
+import * as dgram from 'node:dgram';
+import * as net from 'node:net';
+
 const [mode, ...a] = process.argv.slice(2);
 
 if (mode === 'tcp-server') {
   const srv = net.createServer((s) => {
     let n = 0;
-    s.on('data', (d) => (n += d.length));
+    s.on('data', (d: Buffer) => (n += d.length));
     s.on('end', () => {
       s.end('ok');
       process.stdout.write(JSON.stringify({ bytes: n }) + '\n');
@@ -23,7 +24,7 @@ if (mode === 'tcp-server') {
   const s = net.connect({ host: a[0], port: Number(a[1]) }, () => {
     const chunk = Buffer.alloc(65536, 0x61);
     let left = total;
-    const pump = () => {
+    const pump = (): void => {
       while (left > 0) {
         const n = Math.min(left, chunk.length);
         left -= n;
@@ -34,9 +35,9 @@ if (mode === 'tcp-server') {
     pump();
   });
   let reply = '';
-  s.on('data', (d) => (reply += d));
+  s.on('data', (d: Buffer) => (reply += d.toString()));
   s.on('close', () => process.exit(reply === 'ok' ? 0 : 3));
-  s.on('error', (e) => { console.error(e.message); process.exit(2); });
+  s.on('error', (e: Error) => { console.error(e.message); process.exit(2); });
 } else if (mode === 'udp-echo') {
   const s = dgram.createSocket('udp6');
   s.on('message', (m, r) => s.send(m, r.port, r.address));
@@ -51,7 +52,7 @@ if (mode === 'tcp-server') {
     if (got === count) { clearTimeout(timer); s.close(); }
     else s.send(Buffer.alloc(size, 0x62), port, host);
   });
-  const go = () => s.send(Buffer.alloc(size, 0x62), port, host);
+  const go = (): void => s.send(Buffer.alloc(size, 0x62), port, host);
   if (a[4]) s.bind(Number(a[4]), go);
   else go();
 } else {

@@ -1,0 +1,134 @@
+// wgflow ctl: talk to a running daemon over its control socket.
+import { parseArgs } from 'node:util';
+import { callControl } from '../control/control';
+import type { FlowRow, StatusReport } from '../daemon/report';
+
+const DEFAULT_SOCKET = '/run/wgflow/ctl.sock';
+
+export function help(): string {
+  return [
+    'usage: wgflow ctl [--socket PATH] [--json] <command>',
+    '',
+    'commands:',
+    '  status              interfaces, active flows, events by type, drops, exporter state, byte reporting',
+    '  counters on|off     switch kernel byte reporting now (no restart, no flow lost)',
+    '  flows [--top N]     the N largest active flows (default 20)',
+    '  reload              re-read the configuration file (attribution tables, interfaces)',
+    '',
+    'options:',
+    `  --socket PATH       the daemon's control socket (default ${DEFAULT_SOCKET}; env WGFLOW_CONTROL_SOCKET)`,
+    '  --json              print the raw answer as JSON',
+    '  --help              show this help',
+    '',
+  ].join('\n');
+}
+
+export function humanBytes(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) {
+    n /= 1024;
+    i++;
+  }
+  return i === 0 ? `${n} B` : `${n.toFixed(1)} ${units[i]}`;
+}
+
+/** A plain text table with aligned columns. */
+export function table(head: string[], rows: string[][]): string {
+  const w = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const line = (r: string[]): string => r.map((c, i) => (c ?? '').padEnd(w[i])).join('  ').trimEnd();
+  return [line(head), ...rows.map(line)].join('\n') + '\n';
+}
+
+const PROTO: Record<number, string> = { 1: 'icmp', 6: 'tcp', 17: 'udp', 58: 'icmpv6' };
+export const protoName = (p: number): string => PROTO[p] ?? `ip/${p}`;
+
+function formatStatus(s: StatusReport): string {
+  const out: string[] = [];
+  out.push(`wgflow ${s.version}, up ${s.uptimeSeconds} s, reporter ${s.reporterId}`);
+  out.push(`byte reporting: ${s.counting ? 'on' : 'OFF (flows are tracked, counters stay zero)'}`);
+  out.push(`interfaces:     ${s.interfaces.map((i) => `${i.name} ${i.attached ? `attached (${i.mode}, ifindex ${i.ifindex})` : `waiting${i.error ? `: ${i.error}` : ''}`}`).join('; ')}`);
+  out.push(`flows active:   ${s.flowsActive}`);
+  out.push(`events:         ${Object.entries(s.events).map(([k, v]) => `${k} ${v}`).join(', ')}`);
+  out.push(`drops:          ring buffer full ${s.drops.ringbufFull}, flow map full ${s.drops.mapFullPackets} packets, ` +
+    `found without START ${s.drops.discoveredWithoutStart}, output refused ${s.drops.eventsDropped}, spool full ${s.drops.spoolDropped}`);
+  if (s.output.kind === 'collector') {
+    const e = s.output.stats;
+    out.push(`collector:      ${s.output.url} ${e.connected ? 'connected' : 'DISCONNECTED'}, acked ${e.acked}, in flight ${e.inFlight}, queued ${e.queued}, ` +
+      `spool ${humanBytes(e.spoolBytes)}, reconnects ${e.reconnects}`);
+  } else {
+    out.push(`output:         ${s.output.dir}/events.jsonl (no collector configured)`);
+  }
+  if (s.ipfix) out.push(`ipfix:          ${s.ipfix.targets.join(', ')}: ${s.ipfix.messages} messages, ${s.ipfix.records} records, ${s.ipfix.sendErrors} send errors`);
+  return out.join('\n') + '\n';
+}
+
+function formatFlows(rows: FlowRow[]): string {
+  if (rows.length === 0) return 'no active flows\n';
+  return table(
+    ['DIR', 'SOURCE', '', 'DESTINATION', 'PROTO/PORT', 'BYTES ↑', 'BYTES ↓', 'RESOURCE', 'POLICY', 'IF'],
+    rows.map((r) => [
+      r.direction === 'INGRESS' ? 'in' : 'out', r.source, '→', r.destination, `${protoName(r.protocol)}${r.port ? `/${r.port}` : ''}`,
+      humanBytes(r.txBytes), humanBytes(r.rxBytes), r.resource, r.policy, r.interfaceName,
+    ]),
+  );
+}
+
+export async function main(argv: string[]): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv, allowPositionals: true, strict: true,
+      options: { socket: { type: 'string' }, json: { type: 'boolean' }, top: { type: 'string' }, help: { type: 'boolean' } },
+    });
+  } catch (err) {
+    process.stderr.write(`wgflow ctl: ${(err as Error).message}\n\n${help()}`);
+    return 2;
+  }
+  const { values, positionals } = parsed;
+  if (values.help) {
+    process.stdout.write(help());
+    return 0;
+  }
+  const socket = values.socket ?? process.env.WGFLOW_CONTROL_SOCKET ?? DEFAULT_SOCKET;
+  const [cmd, arg, ...extra] = positionals;
+  const usageError = (msg: string): number => {
+    process.stderr.write(`wgflow ctl: ${msg}\n\n${help()}`);
+    return 2;
+  };
+  let req: { cmd: string; [k: string]: unknown };
+  switch (cmd) {
+    case 'status':
+    case 'reload':
+      if (arg !== undefined) return usageError(`${cmd} takes no argument`);
+      req = { cmd };
+      break;
+    case 'counters':
+      if ((arg !== 'on' && arg !== 'off') || extra.length) return usageError('usage: wgflow ctl counters on|off');
+      req = { cmd, on: arg === 'on' };
+      break;
+    case 'flows': {
+      const top = values.top === undefined ? 20 : Number(values.top);
+      if (arg !== undefined || !Number.isInteger(top) || top < 1) return usageError('usage: wgflow ctl flows [--top N] (N a positive integer)');
+      req = { cmd, top };
+      break;
+    }
+    case undefined:
+      return usageError('no command given');
+    default:
+      return usageError(`unknown command "${cmd}"`);
+  }
+  let result: unknown;
+  try {
+    result = await callControl(socket, req);
+  } catch (err) {
+    process.stderr.write(`wgflow ctl: ${(err as Error).message}\n`);
+    return 1;
+  }
+  if (values.json) process.stdout.write(JSON.stringify(result, null, 2) + '\n');
+  else if (cmd === 'status') process.stdout.write(formatStatus(result as StatusReport));
+  else if (cmd === 'flows') process.stdout.write(formatFlows(result as FlowRow[]));
+  else if (cmd === 'counters') process.stdout.write(`kernel byte reporting is now ${(result as { counting: boolean }).counting ? 'on' : 'off'}\n`);
+  else process.stdout.write(`reloaded: interfaces ${(result as { interfaces: string[] }).interfaces.join(', ')}\n`);
+  return 0;
+}

@@ -1,0 +1,256 @@
+// The wgflow daemon: datapath -> flow pipeline -> outputs (gRPC exporter with its spool, or a local
+// JSON-lines file; IPFIX), with metrics, the control socket, reload and clean shutdown.
+import { accessSync, constants, mkdirSync } from 'node:fs';
+import type { Server } from 'node:net';
+import type { Server as HttpServer } from 'node:http';
+import type { Logger } from 'pino';
+import { Attributor } from '../attribution/attributor';
+import type { AttributionConfig } from '../attribution/config';
+import { ConfigError } from '../config/check';
+import { resolveConfig, WgflowConfig, FlagValues } from '../config/config';
+import { ControlError, serveControl } from '../control/control';
+import { Datapath } from '../datapath/datapath';
+import { Exporter } from '../export/grpc-exporter';
+import { JsonlWriter } from '../collector/jsonl-writer';
+import { toJsonLine } from '../flow/json';
+import type { FlowEvent } from '../flow/event';
+import { FlowPipeline } from '../flow/pipeline';
+import { IpfixExporter } from '../ipfix/exporter';
+import { Metrics } from '../metrics/metrics';
+import { InterfaceWatcher } from './interfaces';
+import { missingCapabilities } from './privileges';
+import { activeFlows, statusReport } from './report';
+
+/** A startup failure the operator must fix; the CLI prints the message and exits non-zero. */
+export class StartupError extends Error {}
+
+/** snake_case keys of the config file to the camelCase the attribution tables use. */
+function camelKeys(v: unknown): unknown {
+  if (Array.isArray(v)) return v.map(camelKeys);
+  if (v === null || typeof v !== 'object') return v;
+  return Object.fromEntries(Object.entries(v).map(([k, x]) => [k.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase()), camelKeys(x)]));
+}
+
+/** The attribution tables and filters of a config, as the Attributor takes them. */
+export function attributionOf(cfg: WgflowConfig): AttributionConfig {
+  const f = cfg.filters;
+  return {
+    ...(camelKeys(cfg.attribution) as AttributionConfig),
+    dnsCollection: f.dns_collection,
+    exitNodeCollection: f.exit_node_collection,
+    filters: { includePrefixes: f.include_prefixes, excludePrefixes: f.exclude_prefixes, includePorts: f.include_ports, excludePorts: f.exclude_ports },
+  };
+}
+
+/** Build the attributor, turning table errors into config errors that name the section. */
+export function buildAttributor(cfg: WgflowConfig): Attributor {
+  try {
+    return new Attributor(attributionOf(cfg));
+  } catch (err) {
+    throw new ConfigError('attribution', (err as Error).message);
+  }
+}
+
+function writableDir(dir: string, what: string, flag: string): void {
+  try {
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    accessSync(dir, constants.W_OK);
+  } catch (err) {
+    throw new StartupError(`${what} ${dir} is not writable (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}); choose another with ${flag} or fix its permissions`);
+  }
+}
+
+export interface DaemonOptions {
+  config: WgflowConfig;
+  /** Where reload re-reads the configuration from (flags and environment stay as given). */
+  configFile?: string;
+  flags?: FlagValues;
+  log: Logger;
+}
+
+export class Daemon {
+  readonly metrics = new Metrics();
+  private cfg: WgflowConfig;
+  private dp!: Datapath;
+  private pipeline!: FlowPipeline;
+  private watcher!: InterfaceWatcher;
+  private attributor!: Attributor;
+  private exporter?: Exporter;
+  private writer?: JsonlWriter;
+  private ipfix?: IpfixExporter;
+  private metricsServer?: HttpServer;
+  private control?: Server;
+  private readonly startedAt = Date.now();
+  private stopping?: Promise<void>;
+
+  private constructor(private readonly opts: DaemonOptions) {
+    this.cfg = opts.config;
+  }
+
+  get config(): WgflowConfig {
+    return this.cfg;
+  }
+
+  /** Start everything, or fail with a StartupError/ConfigError naming what to fix (nothing left running). */
+  static async start(opts: DaemonOptions): Promise<Daemon> {
+    const d = new Daemon(opts);
+    try {
+      await d.startParts();
+    } catch (err) {
+      await d.teardown().catch(() => undefined);
+      throw err;
+    }
+    return d;
+  }
+
+  private async startParts(): Promise<void> {
+    const { cfg } = this;
+    const log = this.opts.log;
+    if (cfg.interfaces.length === 0) throw new ConfigError('interfaces', 'no interface to watch: give --interface NAME (repeatable) or "interfaces" in the config file');
+    const missing = missingCapabilities();
+    if (missing.length) {
+      throw new StartupError(`wgflow run needs root or the capabilities CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN; missing: ${missing.join(', ')} (run as root, or use the systemd unit in packaging/)`);
+    }
+    this.attributor = buildAttributor(cfg);
+    if (cfg.collector.url) writableDir(cfg.spool.dir, 'spool directory', '--spool-dir');
+    else writableDir(cfg.output.dir, 'output directory', '--output');
+
+    // Sockets next: a port in use fails before anything is attached.
+    this.metricsServer = await this.metrics.listen(cfg.metrics_listen).catch((err: Error) => {
+      throw new StartupError(err.message);
+    });
+    this.control = await serveControl(cfg.control_socket, this.controlHandlers()).catch((err: Error) => {
+      throw new StartupError(err instanceof ControlError ? `${err.message} (--control-socket)` : `cannot create the control socket ${cfg.control_socket}: ${err.message} (--control-socket)`);
+    });
+
+    try {
+      this.dp = Datapath.open({ maxFlows: cfg.datapath.max_flows, maxFlowsV6: cfg.datapath.max_flows_v6, ringBytes: cfg.datapath.ring_bytes, pinDir: cfg.datapath.pin_dir });
+    } catch (err) {
+      const e = err as Error & { code?: string };
+      const hint = e.code === 'ENOSYS' ? ' (this kernel has no BPF support: wgflow needs Linux >= 5.8 with CONFIG_BPF_SYSCALL)' : '';
+      throw new StartupError(`cannot load the BPF datapath: ${e.message.split('\n')[0]}${hint}`);
+    }
+    this.dp.setCounting(cfg.counters);
+
+    if (cfg.collector.url) {
+      this.exporter = new Exporter({
+        url: cfg.collector.url, token: cfg.collector.token, caFile: cfg.collector.ca_file, certFile: cfg.collector.cert_file, keyFile: cfg.collector.key_file,
+        maxInFlight: cfg.collector.max_in_flight, logger: log.child({ part: 'exporter' }),
+        spool: { dir: cfg.spool.dir, maxBytes: cfg.spool.max_bytes, fsync: cfg.spool.fsync, fsyncIntervalMs: cfg.spool.fsync_interval_ms, logger: log.child({ part: 'spool' }) },
+        onAckLatency: (ms) => this.metrics.ackLatency.observe(ms / 1000),
+      });
+      this.exporter.start();
+    } else {
+      this.writer = JsonlWriter.open({ dir: cfg.output.dir, rotateBytes: cfg.output.rotate_bytes, logger: log.child({ part: 'output' }) });
+      log.info({ dir: cfg.output.dir }, 'no --collector: writing events to events.jsonl there');
+    }
+    if (cfg.ipfix.length) {
+      this.ipfix = new IpfixExporter({ targets: cfg.ipfix, logger: log.child({ part: 'ipfix' }) });
+      this.ipfix.start();
+    }
+
+    const lc = cfg.lifecycle;
+    this.pipeline = new FlowPipeline({
+      source: this.dp,
+      sink: (events) => this.emit(events),
+      attributor: this.attributor,
+      trackerOptions: {
+        reporterId: cfg.reporter_id, reporterPublicKey: cfg.reporter_public_key,
+        tcpIdleMs: lc.tcp_timeout_s * 1000, udpIdleMs: lc.udp_timeout_s * 1000, icmpIdleMs: lc.icmp_timeout_s * 1000, otherIdleMs: lc.other_timeout_s * 1000,
+        closeGraceMs: lc.tcp_close_grace_ms, updateIntervalMs: lc.interim_interval_s * 1000,
+      },
+      drainIntervalMs: cfg.datapath.drain_interval_ms,
+      pollTimeoutMs: cfg.datapath.poll_timeout_ms,
+      onError: (err, stage) => log.error({ stage, err: (err as Error).message }, 'flow pipeline error'),
+    });
+    this.watcher = new InterfaceWatcher(this.dp, cfg.interfaces, cfg.datapath.attach_mode, log.child({ part: 'interfaces' }));
+    this.metrics.bind({
+      kernel: () => this.dp.stats(),
+      pipeline: () => this.pipeline.stats(),
+      exporter: this.exporter ? () => this.exporter!.stats() : undefined,
+      ipfix: this.ipfix ? () => this.ipfix!.stats() : undefined,
+      counting: () => this.dp.counting(),
+      interfaces: () => this.watcher.list().map((i) => ({ name: i.name, attached: i.attached })),
+    });
+    this.pipeline.start();
+    this.watcher.start();
+    log.info({ interfaces: cfg.interfaces, collector: cfg.collector.url ?? null, metrics: cfg.metrics_listen, control: cfg.control_socket, counting: cfg.counters }, 'wgflow running');
+  }
+
+  /** Every event goes to the metrics, then the durable output, then IPFIX. */
+  private emit(events: FlowEvent[]): void {
+    if (events.length === 0) return;
+    this.metrics.observeEvents(events);
+    if (this.exporter) this.exporter.enqueueBatch(events);
+    else if (this.writer) {
+      const now = Date.now();
+      for (const ev of events) this.writer.append(toJsonLine(ev, now));
+    }
+    this.ipfix?.export(events);
+  }
+
+  /** Kernel byte counting on or off, now. */
+  setCounting(on: boolean): void {
+    this.dp.setCounting(on);
+    this.opts.log.info({ counting: on }, `kernel byte reporting ${on ? 'on' : 'off'}`);
+  }
+
+  /**
+   * Re-read the configuration file: new attribution tables (for flows that start from now on) and
+   * the interface list. A bad file leaves everything as it was and says why.
+   */
+  reload(): { interfaces: string[]; generation: number } {
+    const next = resolveConfig({ file: this.opts.configFile, env: process.env, flags: this.opts.flags });
+    const attr = attributionOf(next);
+    try {
+      this.attributor.swap(attr);
+    } catch (err) {
+      throw new ConfigError('attribution', (err as Error).message);
+    }
+    this.watcher.setInterfaces(next.interfaces);
+    this.cfg = next;
+    this.opts.log.info({ generation: this.attributor.generation, interfaces: next.interfaces }, 'configuration reloaded');
+    return { interfaces: next.interfaces, generation: this.attributor.generation };
+  }
+
+  /** SIGTERM/SIGINT: detach, END (forced) for active flows, flush outputs within the deadline. */
+  stop(deadlineMs = 10_000): Promise<void> {
+    this.stopping ??= (async () => {
+      const log = this.opts.log;
+      log.info('stopping: detaching, ending active flows, flushing');
+      this.watcher?.stop();
+      await this.pipeline?.stop({ forceEnd: true });
+      await this.teardown(deadlineMs);
+      log.info('stopped');
+    })();
+    return this.stopping;
+  }
+
+  private async teardown(deadlineMs = 10_000): Promise<void> {
+    if (this.exporter) {
+      const s = await this.exporter.stop({ deadlineMs });
+      if (s.queued + s.inFlight > 0) this.opts.log.warn({ unacked: s.queued + s.inFlight, spool: this.cfg.spool.dir }, 'collector did not ack everything before the deadline: the rest stays in the spool for the next start');
+    }
+    await this.writer?.close();
+    await this.ipfix?.stop();
+    await new Promise<void>((r) => (this.metricsServer ? this.metricsServer.close(() => r()) : r()));
+    await new Promise<void>((r) => (this.control ? this.control.close(() => r()) : r()));
+    if (this.dp && !this.dp.isClosed) this.dp.close();
+  }
+
+  private controlHandlers(): Record<string, (req: Record<string, unknown>) => unknown> {
+    return {
+      status: () => statusReport({
+        startedAt: this.startedAt, cfg: this.cfg, interfaces: this.watcher.list(), counting: this.dp.counting(),
+        pipeline: this.pipeline.stats(), kernel: this.dp.stats(), exporter: this.exporter?.stats(), ipfix: this.ipfix?.stats(),
+      }),
+      counters: (req) => {
+        if (req.on !== true && req.on !== false) throw new ControlError('counters: expected on or off');
+        this.setCounting(req.on);
+        return { counting: this.dp.counting() };
+      },
+      flows: (req) => activeFlows(this.pipeline.tracker, typeof req.top === 'number' ? req.top : 50),
+      reload: () => this.reload(),
+    };
+  }
+}

@@ -1,0 +1,90 @@
+// What `wgflow ctl status` and `wgflow ctl flows` answer: plain data, formatted by the CLI.
+import type { KernelStats } from '../datapath/records';
+import type { ExporterStats } from '../export/grpc-exporter';
+import type { FlowEvent } from '../flow/event';
+import type { PipelineStats } from '../flow/pipeline';
+import type { IpfixStats } from '../ipfix/exporter';
+import type { WgflowConfig } from '../config/config';
+import type { InterfaceState } from './interfaces';
+import { version } from '../cli/main';
+
+export interface StatusReport {
+  version: string;
+  uptimeSeconds: number;
+  reporterId: string;
+  counting: boolean;
+  interfaces: InterfaceState[];
+  flowsActive: number;
+  events: Record<string, number>;
+  drops: { ringbufFull: number; mapFullPackets: number; discoveredWithoutStart: number; eventsDropped: number; spoolDropped: number };
+  kernel: KernelStats;
+  output: { kind: 'collector'; url: string; stats: ExporterStats } | { kind: 'file'; dir: string };
+  ipfix?: IpfixStats & { targets: string[] };
+}
+
+export function statusReport(s: {
+  startedAt: number; cfg: WgflowConfig; interfaces: InterfaceState[]; counting: boolean; pipeline: PipelineStats; kernel: KernelStats;
+  exporter?: ExporterStats; ipfix?: IpfixStats;
+}): StatusReport {
+  return {
+    version: version(),
+    uptimeSeconds: Math.round((Date.now() - s.startedAt) / 1000),
+    reporterId: s.cfg.reporter_id,
+    counting: s.counting,
+    interfaces: s.interfaces,
+    flowsActive: s.pipeline.active,
+    events: { ...s.pipeline.events },
+    drops: {
+      ringbufFull: s.kernel.ringbufFull,
+      mapFullPackets: s.kernel.mapFull,
+      discoveredWithoutStart: s.pipeline.discoveredWithoutStart,
+      eventsDropped: s.pipeline.eventsDropped,
+      spoolDropped: s.exporter?.dropped ?? 0,
+    },
+    kernel: s.kernel,
+    output: s.exporter && s.cfg.collector.url ? { kind: 'collector', url: s.cfg.collector.url, stats: s.exporter } : { kind: 'file', dir: s.cfg.output.dir },
+    ipfix: s.ipfix ? { ...s.ipfix, targets: s.cfg.ipfix } : undefined,
+  };
+}
+
+/** One active flow as `ctl flows` shows it. */
+export interface FlowRow {
+  flowId: string;
+  startedMs: number;
+  direction: string;
+  protocol: number;
+  source: string;
+  destination: string;
+  port: string;
+  rxBytes: number;
+  txBytes: number;
+  resource: string;
+  policy: string;
+  interfaceName: string;
+}
+
+/** The view of an in-progress flow the tracker gives (an event-shaped snapshot with counters so far). */
+export interface FlowSnapshotSource {
+  snapshot(): FlowEvent[];
+}
+
+function endpoint(e: FlowEvent['source']): string {
+  return e.name || e.ip;
+}
+
+/** The top N active flows by bytes. */
+export function activeFlows(tracker: FlowSnapshotSource, top: number): FlowRow[] {
+  return tracker.snapshot()
+    .sort((a, b) => b.rxBytes + b.txBytes - (a.rxBytes + a.txBytes))
+    .slice(0, Math.max(1, top))
+    .map((f) => {
+      const icmp = f.protocol === 1 || f.protocol === 58;
+      const res = f.destination.type.endsWith('_RESOURCE') ? f.destination : f.source.type.endsWith('_RESOURCE') ? f.source : undefined;
+      return {
+        flowId: f.flowId, startedMs: f.timestampMs, direction: f.direction, protocol: f.protocol,
+        source: endpoint(f.source), destination: endpoint(f.destination),
+        port: icmp ? `type ${f.icmpType}/${f.icmpCode}` : f.destination.port ? String(f.destination.port) : '',
+        rxBytes: f.rxBytes, txBytes: f.txBytes, resource: res ? res.name || res.id : '', policy: f.policyName || f.ruleId, interfaceName: f.interfaceName,
+      };
+    });
+}
