@@ -120,6 +120,30 @@ export class Testbed {
     throw new Error(`wireguard-go did not create ${ifname} in ${ns}: ${stderr.trim() || 'timed out'}`);
   }
 
+  /** How each WireGuard end was set up, so recreateWg() can build it again. */
+  private readonly wgSetup = new Map<string, { priv: string; port: number; peerKey: string; allowed: string; endpoint: string }>();
+
+  /** Configure ifname in ns as a WireGuard end (key, port, addresses, one peer) and bring it up. */
+  private configureWg(end: WgEndpoint): void {
+    const s = this.wgSetup.get(end.ifname);
+    if (!s) throw new Error(`no setup recorded for ${end.ifname}`);
+    // A quiet interface: no router solicitations or link-local address (and its MLD/DAD) on a
+    // point-to-point tunnel, so tests see only the traffic they make.
+    nsExec(end.ns, 'sysctl', ['-qw', `net.ipv6.conf.${end.ifname}.router_solicitations=0`, `net.ipv6.conf.${end.ifname}.addr_gen_mode=1`]);
+    // wg reads the key from a file: a Node stdin is a socket, which /dev/stdin cannot open.
+    const dir = mkdtempSync(join(tmpdir(), 'wgflow-key-'));
+    writeFileSync(join(dir, 'key'), s.priv, { mode: 0o600 });
+    try {
+      nsExec(end.ns, 'wg', ['set', end.ifname, 'listen-port', String(s.port), 'private-key', join(dir, 'key')]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+    if (s.peerKey) nsExec(end.ns, 'wg', ['set', end.ifname, 'peer', s.peerKey, 'allowed-ips', s.allowed, 'endpoint', s.endpoint]);
+    nsExec(end.ns, 'ip', ['addr', 'add', `${end.ip4}/24`, 'dev', end.ifname]);
+    nsExec(end.ns, 'ip', ['-6', 'addr', 'add', `${end.ip6}/64`, 'dev', end.ifname, 'nodad']);
+    nsExec(end.ns, 'ip', ['link', 'set', end.ifname, 'up']);
+  }
+
   /**
    * Two WireGuard peers in two namespaces. Overlay 10.<n>.0.1-2/24 and fd00:<n>::1-2/64; the
    * underlay is a veth pair. extraAllowed: more prefixes routed to B (e.g. a resource subnet).
@@ -130,32 +154,34 @@ export class Testbed {
     const nsB = opts.nsB ?? this.addNamespace('b');
     this.addVeth(nsA, `172.30.${net}.1/30`, nsB, `172.30.${net}.2/30`);
     const ends: WgEndpoint[] = [];
+    const privs: string[] = [];
     for (const [i, ns] of [nsA, nsB].entries()) {
       const ifname = `wgf${i === 0 ? 'a' : 'b'}${this.id}`.slice(0, 15);
       this.addWgInterface(ns, ifname);
-      // A quiet interface: no router solicitations or link-local address (and its MLD/DAD) on a
-      // point-to-point tunnel, so tests see only the traffic they make.
-      nsExec(ns, 'sysctl', ['-qw', `net.ipv6.conf.${ifname}.router_solicitations=0`, `net.ipv6.conf.${ifname}.addr_gen_mode=1`]);
       const priv = sh('wg', ['genkey']).trim();
-      const pub = sh('wg', ['pubkey'], priv).trim();
-      ends.push({ ns, ifname, ip4: `10.${net}.0.${i + 1}`, ip6: `fd00:${net}::${i + 1}`, publicKey: pub });
-      // wg reads the key from a file: a Node stdin is a socket, which /dev/stdin cannot open.
-      const dir = mkdtempSync(join(tmpdir(), 'wgflow-key-'));
-      writeFileSync(join(dir, 'key'), priv, { mode: 0o600 });
-      try {
-        nsExec(ns, 'wg', ['set', ifname, 'listen-port', String(51820 + i), 'private-key', join(dir, 'key')]);
-      } finally {
-        rmSync(dir, { recursive: true, force: true });
-      }
-      nsExec(ns, 'ip', ['addr', 'add', `${ends[i].ip4}/24`, 'dev', ifname]);
-      nsExec(ns, 'ip', ['-6', 'addr', 'add', `${ends[i].ip6}/64`, 'dev', ifname, 'nodad']);
-      nsExec(ns, 'ip', ['link', 'set', ifname, 'up']);
+      privs.push(priv);
+      ends.push({ ns, ifname, ip4: `10.${net}.0.${i + 1}`, ip6: `fd00:${net}::${i + 1}`, publicKey: sh('wg', ['pubkey'], priv).trim() });
     }
     const [a, b] = ends;
-    const allowedB = [`${b.ip4}/32`, `${b.ip6}/128`, ...(opts.extraAllowedViaB ?? [])].join(',');
-    nsExec(a.ns, 'wg', ['set', a.ifname, 'peer', b.publicKey, 'allowed-ips', allowedB, 'endpoint', `172.30.${net}.2:51821`]);
-    nsExec(b.ns, 'wg', ['set', b.ifname, 'peer', a.publicKey, 'allowed-ips', `${a.ip4}/32,${a.ip6}/128`, 'endpoint', `172.30.${net}.1:51820`]);
+    this.wgSetup.set(a.ifname, { priv: privs[0], port: 51820, peerKey: b.publicKey, endpoint: `172.30.${net}.2:51821`,
+      allowed: [`${b.ip4}/32`, `${b.ip6}/128`, ...(opts.extraAllowedViaB ?? [])].join(',') });
+    this.wgSetup.set(b.ifname, { priv: privs[1], port: 51821, peerKey: a.publicKey, endpoint: `172.30.${net}.1:51820`, allowed: `${a.ip4}/32,${a.ip6}/128` });
+    this.configureWg(a);
+    this.configureWg(b);
     return { a, b };
+  }
+
+  /** Delete end's WireGuard interface and create it again (same name, key and peer): a new ifindex. */
+  async recreateWg(end: WgEndpoint): Promise<void> {
+    nsExec(end.ns, 'ip', ['link', 'del', end.ifname]);
+    if (this.impl === 'go') {
+      // wireguard-go exits when its device is deleted; wait for it and its socket to go away.
+      const sock = `/var/run/wireguard/${end.ifname}.sock`;
+      for (let i = 0; i < 100 && existsSync(sock); i++) await new Promise((r) => setTimeout(r, 50));
+      rmSync(sock, { force: true });
+    }
+    this.addWgInterface(end.ns, end.ifname);
+    this.configureWg(end);
   }
 
   /**

@@ -3,6 +3,7 @@
 //   tcp-client HOST PORT N   send N bytes, half-close, wait for the reply and the close
 //   udp-echo PORT            echo every datagram
 //   udp-client HOST PORT COUNT SIZE [LPORT]   send COUNT datagrams of SIZE bytes (from LPORT), wait for each echo
+//   udp-paced HOST PORT COUNT SIZE INTERVAL_MS  one datagram every INTERVAL_MS from one socket (a long flow), echoes counted
 import * as dgram from 'node:dgram';
 import * as net from 'node:net';
 
@@ -55,6 +56,20 @@ if (mode === 'tcp-server') {
   const go = (): void => s.send(Buffer.alloc(size, 0x62), port, host);
   if (a[4]) s.bind(Number(a[4]), go);
   else go();
+} else if (mode === 'udp-paced') {
+  const [host, port, count, size, interval] = [a[0], Number(a[1]), Number(a[2]), Number(a[3]), Number(a[4])];
+  const s = dgram.createSocket(host.includes(':') ? 'udp6' : 'udp4');
+  let sent = 0, got = 0;
+  s.on('message', () => (got += 1));
+  const timer = setInterval(() => {
+    if (sent === count) {
+      clearInterval(timer);
+      setTimeout(() => { s.close(); process.stdout.write(JSON.stringify({ sent, got }) + '\n'); process.exit(got === count ? 0 : 3); }, 500);
+      return;
+    }
+    s.send(Buffer.alloc(size, 0x63), port, host);
+    sent += 1;
+  }, interval);
 } else {
   console.error(`unknown mode ${mode}`);
   process.exit(2);
