@@ -1,6 +1,7 @@
 // The daemon's control socket (wgflow ctl): a unix socket, mode 0600, one JSON request and one
 // JSON answer per line. The daemon supplies the handlers; this module only moves messages.
-import { chmodSync, existsSync, mkdirSync, unlinkSync } from 'node:fs';
+import { chmodSync, existsSync, unlinkSync } from 'node:fs';
+import { ensureDir } from '../fs-util';
 import { createConnection, createServer, Server, Socket } from 'node:net';
 import { dirname } from 'node:path';
 
@@ -16,7 +17,7 @@ export class ControlError extends Error {}
 
 /** Serve handlers on a unix socket at path (replacing a stale socket left by a crash). */
 export async function serveControl(path: string, handlers: Record<string, ControlHandler>): Promise<Server> {
-  mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+  ensureDir(dirname(path));
   if (existsSync(path)) {
     // A live daemon answers; a stale socket from a crash refuses: only then remove it.
     const alive = await new Promise<boolean>((resolve) => {

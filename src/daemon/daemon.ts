@@ -1,6 +1,7 @@
 // The wgflow daemon: datapath -> flow pipeline -> outputs (gRPC exporter with its spool, or a local
 // JSON-lines file; IPFIX), with metrics, the control socket, reload and clean shutdown.
-import { accessSync, constants, mkdirSync } from 'node:fs';
+import { accessSync, constants } from 'node:fs';
+import { ensureDir } from '../fs-util';
 import type { Server } from 'node:net';
 import type { Server as HttpServer } from 'node:http';
 import type { Logger } from 'pino';
@@ -53,7 +54,7 @@ export function buildAttributor(cfg: WgflowConfig): Attributor {
 
 function writableDir(dir: string, what: string, flag: string): void {
   try {
-    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    ensureDir(dir);
     accessSync(dir, constants.W_OK);
   } catch (err) {
     throw new StartupError(`${what} ${dir} is not writable (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}); choose another with ${flag} or fix its permissions`);

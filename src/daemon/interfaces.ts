@@ -68,7 +68,12 @@ export class InterfaceWatcher {
         this.log.warn({ interface: st.name, ifindex }, ifindex ? 'interface was recreated: reattaching' : 'interface disappeared: waiting for it');
         this.detach(st);
       }
-      if (!ifindex) continue;
+      if (!ifindex) {
+        const msg = `interface ${st.name} does not exist: waiting for it`;
+        if (st.error !== msg) this.log.warn({ interface: st.name }, msg);
+        st.error = msg;
+        continue;
+      }
       try {
         const a = this.dp.attach(st.name, this.mode);
         Object.assign(st, { attached: true, ifindex: a.ifindex, mode: a.mode, error: '' });

@@ -1,6 +1,7 @@
 // Typed wrapper over the native addon: load, attach, configure, and read kernel records in batches.
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, statfsSync } from 'node:fs';
+import { statfsSync } from 'node:fs';
+import { ensureDir } from '../fs-util';
 import { dirname } from 'node:path';
 import { defaultObjectPath, loadNative, NativeAttachment, NativeDatapath, NativeMapInfo } from './native';
 import {
@@ -92,7 +93,7 @@ export function ensureBpffs(dir: string): void {
       );
     }
   }
-  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  ensureDir(dir);
   if (!isBpffs(dir)) {
     throw new DatapathError(`${dir} is not on a bpffs mount (mount -t bpf bpf ${dirname(dir)})`, 'ENOBPFFS');
   }

@@ -1,0 +1,282 @@
+// Attribution of a flow to peers, resources, a policy and a user, and the export filters.
+// The tracker calls attribute() once per flow, when the flow starts; the result is reused for
+// every later event of the flow. Tables are replaced whole by swap(): flows that already have an
+// attribution keep it, flows starting afterwards use the new tables (docs/attribution.md).
+import type { FlowDirection, FlowEndpoint, FlowUser } from '../flow/event';
+import { Clock, systemClock } from '../flow/clock';
+import type { AttributionConfig } from './config';
+import { ipToRaw, normalizeRaw, parseIpRaw } from './ip';
+import { AddrInfo, AttributionTables, PeerInfo, ResourceInfo } from './tables';
+
+/** What the tracker knows about a flow when it starts: initiator (src) and responder (dst). */
+export interface FlowTuple {
+  family: 4 | 6;
+  /** Raw addresses (latin1, 4 or 16 characters, as in the flow key; IPv4-mapped is fine). */
+  srcRaw: string;
+  dstRaw: string;
+  proto: number;
+  /** TCP/UDP-style flow with ports (kind Ports); false for ICMP, other protocols and fragments. */
+  hasPorts: boolean;
+  srcPort: number;
+  dstPort: number;
+  direction: FlowDirection;
+  /** CLOCK_MONOTONIC ns now (expiry of resolved domain addresses); default: the attributor's clock. */
+  nowNs?: number;
+}
+
+/** Why a flow is tracked but not exported ('' = exported). */
+export type SkipReason = '' | 'dns' | 'filter' | 'exit_node';
+
+/**
+ * What the tables say about one endpoint: a FlowEndpoint without ip and port. Shared (one frozen
+ * object per peer, per resource, and one for unknown addresses), so a tracked flow holds two
+ * pointers rather than two endpoint objects; events combine it with the flow's address and port.
+ */
+export type EndpointInfo = Readonly<Omit<FlowEndpoint, 'ip' | 'port'>>;
+
+export const UNKNOWN_ENDPOINT: EndpointInfo = Object.freeze({ id: '', name: '', type: 'UNKNOWN', dnsLabel: '', os: '', publicKey: '' });
+
+/** A FlowEndpoint from an address, a port and what the tables know about it. */
+export function endpointOf(ip: string, port: number, e: EndpointInfo): FlowEndpoint {
+  return { ip, port, id: e.id, name: e.name, type: e.type, dnsLabel: e.dnsLabel, os: e.os, publicKey: e.publicKey };
+}
+
+export interface Attribution {
+  /** The initiator and the responder (shared objects: never modify). */
+  source: EndpointInfo;
+  destination: EndpointInfo;
+  ruleId: string;
+  policyName: string;
+  user: FlowUser;
+  skip: SkipReason;
+  /** The non-overlay endpoint only matched a /0 resource. */
+  exitNode: boolean;
+  /** Tables generation that produced it (1 = the first tables). */
+  generation: number;
+}
+
+/** The attribution interface the tracker depends on. */
+export interface FlowAttributor {
+  attribute(t: FlowTuple): Attribution;
+}
+
+export interface AttributorOptions {
+  clock?: Clock;
+  /** Most addresses kept in the resolved-domain table (default 100,000); expired ones go first, then the oldest. */
+  maxResolved?: number;
+}
+
+interface ResolvedName {
+  domain: string;
+  expiresNs: number;
+}
+
+const EMPTY_USER: FlowUser = Object.freeze({ id: '', name: '', email: '' });
+
+function skipped(reason: SkipReason, generation: number): Attribution {
+  return Object.freeze({
+    source: UNKNOWN_ENDPOINT, destination: UNKNOWN_ENDPOINT, ruleId: '', policyName: '', user: EMPTY_USER,
+    skip: reason, exitNode: reason === 'exit_node', generation,
+  });
+}
+
+export class Attributor implements FlowAttributor {
+  private current: AttributionTables;
+  private gen = 1;
+  private readonly clock: Clock;
+  private readonly maxResolved: number;
+  /** Resolved addresses (normalised raw) -> the names they were resolved for. Survives swaps. */
+  private readonly resolved = new Map<string, ResolvedName[]>();
+  // Scratch bitsets for policy matching (reallocated when the policy count changes).
+  private iSrc!: Uint32Array;
+  private iDst!: Uint32Array;
+  private rSrc!: Uint32Array;
+  private rDst!: Uint32Array;
+  private skipDns!: Attribution;
+  private skipFilter!: Attribution;
+  private skipExit!: Attribution;
+
+  constructor(config: AttributionConfig | AttributionTables = {}, opts: AttributorOptions = {}) {
+    this.clock = opts.clock ?? systemClock;
+    this.maxResolved = opts.maxResolved ?? 100_000;
+    this.current = config instanceof AttributionTables ? config : AttributionTables.build(config);
+    this.prepare();
+  }
+
+  get tables(): AttributionTables {
+    return this.current;
+  }
+
+  /** Incremented by every swap(). */
+  get generation(): number {
+    return this.gen;
+  }
+
+  /**
+   * Replace the tables atomically: the new ones are compiled completely first (a bad config throws
+   * and leaves the current tables in place), then one reference is swapped. Flows already started
+   * keep their attribution; the resolved-domain table is kept.
+   */
+  swap(next: AttributionConfig | AttributionTables): AttributionTables {
+    const tables = next instanceof AttributionTables ? next : AttributionTables.build(next);
+    this.current = tables;
+    this.gen++;
+    this.prepare();
+    return tables;
+  }
+
+  private prepare(): void {
+    const w = this.current.words;
+    this.iSrc = new Uint32Array(w);
+    this.iDst = new Uint32Array(w);
+    this.rSrc = new Uint32Array(w);
+    this.rDst = new Uint32Array(w);
+    this.skipDns = skipped('dns', this.gen);
+    this.skipFilter = skipped('filter', this.gen);
+    this.skipExit = skipped('exit_node', this.gen);
+  }
+
+  /**
+   * Addresses a name resolved to (from a DNS hook), valid for ttlSec. Flows to these addresses
+   * are attributed to the DOMAIN resource whose domains match the name. Invalid addresses are skipped.
+   */
+  feedResolved(domain: string, addrs: readonly string[], ttlSec: number): void {
+    const expiresNs = this.clock.monoNs() + Math.max(0, ttlSec) * 1e9;
+    const name = domain.trim().toLowerCase().replace(/\.$/, '');
+    for (const a of addrs) {
+      const p = parseIpRaw(a);
+      if (!p) continue;
+      const raw = normalizeRaw(p.raw);
+      let list = this.resolved.get(raw);
+      if (!list) {
+        list = [];
+        this.resolved.set(raw, list);
+      }
+      const same = list.find((r) => r.domain === name);
+      if (same) same.expiresNs = Math.max(same.expiresNs, expiresNs);
+      else list.push({ domain: name, expiresNs });
+    }
+    if (this.resolved.size > this.maxResolved) this.purgeResolved();
+  }
+
+  /** Drop expired resolved addresses (and the oldest ones past maxResolved); returns how many remain. */
+  purgeResolved(nowNs = this.clock.monoNs()): number {
+    for (const [raw, list] of this.resolved) {
+      const live = list.filter((r) => r.expiresNs > nowNs);
+      if (live.length === 0) this.resolved.delete(raw);
+      else if (live.length !== list.length) this.resolved.set(raw, live);
+    }
+    if (this.resolved.size > this.maxResolved) {
+      let excess = this.resolved.size - this.maxResolved;
+      for (const raw of this.resolved.keys()) {
+        if (excess-- <= 0) break;
+        this.resolved.delete(raw);
+      }
+    }
+    return this.resolved.size;
+  }
+
+  get resolvedSize(): number {
+    return this.resolved.size;
+  }
+
+  private domainResource(t: AttributionTables, raw: string, nowNs: number): ResourceInfo | null {
+    const list = this.resolved.get(raw);
+    if (!list) return null;
+    for (const r of list) {
+      if (r.expiresNs <= nowNs) continue;
+      const res = t.resourceForDomain(r.domain);
+      if (res) return res;
+    }
+    return null;
+  }
+
+  /** Convenience for tools and tests: attribute a flow given by text addresses. */
+  attributeIps(srcIp: string, dstIp: string, proto: number, srcPort: number, dstPort: number, direction: FlowDirection = 'INGRESS'): Attribution {
+    const srcRaw = ipToRaw(srcIp), dstRaw = ipToRaw(dstIp);
+    return this.attribute({
+      family: srcRaw.length === 4 ? 4 : 6, srcRaw, dstRaw, proto,
+      hasPorts: proto === 6 || proto === 17 || proto === 132 || proto === 136, srcPort, dstPort, direction,
+    });
+  }
+
+  attribute(f: FlowTuple): Attribution {
+    const t = this.current;
+    const srcRaw = normalizeRaw(f.srcRaw);
+    const dstRaw = normalizeRaw(f.dstRaw);
+    const hasPorts = f.hasPorts;
+    const sport = hasPorts ? f.srcPort : 0;
+    const dport = hasPorts ? f.dstPort : 0;
+
+    if (!t.dnsCollection && hasPorts && (f.proto === 6 || f.proto === 17) &&
+        (dport === 53 || dport === 5353 || sport === 53 || sport === 5353)) {
+      return this.skipDns;
+    }
+    const sInfo = t.addrInfo(srcRaw);
+    const dInfo = t.addrInfo(dstRaw);
+    if (sInfo.exclude || dInfo.exclude) return this.skipFilter;
+    if (t.includePrefixesSet && !sInfo.include && !dInfo.include) return this.skipFilter;
+    if (t.excludePorts !== null && hasPorts && t.excludePorts.has(dport)) return this.skipFilter;
+    if (t.includePorts !== null && !(hasPorts && t.includePorts.has(dport))) return this.skipFilter;
+
+    const sPeer = t.peersByAddr.size > 0 ? t.peersByAddr.get(srcRaw) : undefined;
+    const dPeer = t.peersByAddr.size > 0 ? t.peersByAddr.get(dstRaw) : undefined;
+    let sDom: ResourceInfo | null = null, dDom: ResourceInfo | null = null;
+    if (t.hasDomainResources && this.resolved.size > 0) {
+      const now = f.nowNs ?? this.clock.monoNs();
+      if (!sPeer && !sInfo.overlay) sDom = this.domainResource(t, srcRaw, now);
+      if (!dPeer && !dInfo.overlay) dDom = this.domainResource(t, dstRaw, now);
+    }
+    const sExit = !sPeer && !sInfo.overlay && !sDom && sInfo.resourceLen === 0;
+    const dExit = !dPeer && !dInfo.overlay && !dDom && dInfo.resourceLen === 0;
+    const exitNode = sExit || dExit;
+    if (exitNode && !t.exitNodeCollection) return this.skipExit;
+
+    let ruleId = '', policyName = '';
+    if (f.direction === 'INGRESS' && t.policies.length > 0) {
+      const p = t.firstPolicy(
+        this.bits(this.iSrc, sPeer, sInfo, sDom, true),
+        this.bits(this.rDst, dPeer, dInfo, dDom, false),
+        t.anyBidirectional ? this.bits(this.rSrc, dPeer, dInfo, dDom, true) : t.zero,
+        t.anyBidirectional ? this.bits(this.iDst, sPeer, sInfo, sDom, false) : t.zero,
+        f.proto, hasPorts, dport,
+      );
+      if (p) {
+        ruleId = p.id;
+        policyName = p.name;
+      }
+    }
+    return {
+      source: this.fill(sPeer, sInfo, sDom),
+      destination: this.fill(dPeer, dInfo, dDom),
+      ruleId,
+      policyName,
+      user: sPeer ? sPeer.user : EMPTY_USER,
+      skip: '',
+      exitNode,
+      generation: this.gen,
+    };
+  }
+
+  /** The policy bitset of one endpoint and side: peer | prefixes | domain resource. */
+  private bits(scratch: Uint32Array, peer: PeerInfo | undefined, info: AddrInfo, dom: ResourceInfo | null, src: boolean): Uint32Array {
+    const a = src ? info.srcBits : info.dstBits;
+    if (!peer && !dom) return a;
+    const b = peer ? (src ? peer.srcBits : peer.dstBits) : null;
+    const c = dom ? (src ? dom.srcBits : dom.dstBits) : null;
+    for (let i = 0; i < scratch.length; i++) scratch[i] = a[i] | (b ? b[i] : 0) | (c ? c[i] : 0);
+    return scratch;
+  }
+
+  private fill(peer: PeerInfo | undefined, info: AddrInfo, dom: ResourceInfo | null): EndpointInfo {
+    if (peer) return peer.endpoint;
+    if (info.overlay) return UNKNOWN_ENDPOINT; // resource ids only outside the overlay
+    const r = dom ?? info.resource;
+    return r ? r.endpoint : UNKNOWN_ENDPOINT;
+  }
+}
+
+/** An attributor with no tables: every endpoint UNKNOWN, nothing filtered but DNS. */
+export function emptyAttributor(opts: AttributorOptions = {}): Attributor {
+  return new Attributor({}, opts);
+}

@@ -1,0 +1,215 @@
+// The flow loop: ring records and periodic map drains into the tracker, due kernel deletes, and
+// the resulting events out to a sink. One sequential loop, so the tracker never sees a drain and
+// a delete of the same flow interleave (docs/lifecycle.md).
+//
+//   poll (<= pollTimeoutMs, shorter when a close is due sooner) -> tracker.onRecords
+//   every drainIntervalMs: readFlows -> tracker.onDrain
+//   tracker.dueDeletes -> deleteFlows (final counters) -> tracker.onDeleted (ENDs)
+//   sink(events)
+import type { FlowAttributor } from '../attribution/attributor';
+import type { FlowCounters, FlowEntry, FlowKey, RingRecord } from '../datapath/records';
+import type { FlowEvent } from './event';
+import { FlowTracker, type TrackerOptions, type TrackerStats } from './tracker';
+
+/** The part of the datapath the flow engine reads and deletes through (Datapath fits; tests fake it). */
+export interface FlowSource {
+  readFlows(): Promise<FlowEntry[]>;
+  /** Delete and return the final counters, read atomically with the delete (undefined: already gone). */
+  deleteFlows(keys: FlowKey[]): Promise<(FlowCounters | undefined)[]>;
+}
+
+/** A FlowSource with the ring buffer. */
+export interface RecordSource extends FlowSource {
+  /** One batch of ring records, waiting at most timeoutMs when there are none. */
+  poll(timeoutMs?: number): Promise<RingRecord[]>;
+}
+
+export type EventSink = (events: FlowEvent[]) => void | Promise<void>;
+
+export type PipelineStage = 'poll' | 'drain' | 'delete' | 'sink';
+
+export interface PipelineOptions {
+  source: RecordSource;
+  sink: EventSink;
+  /** A ready tracker; otherwise one is built from trackerOptions and attributor. */
+  tracker?: FlowTracker;
+  trackerOptions?: TrackerOptions;
+  attributor?: FlowAttributor;
+  /** How often the kernel maps are read (default 1000 ms). */
+  drainIntervalMs?: number;
+  /** Longest wait for ring records (default 100 ms). */
+  pollTimeoutMs?: number;
+  /** Errors of the source or the sink (the loop keeps running). Default: ignored (counted in stats). */
+  onError?: (err: unknown, stage: PipelineStage) => void;
+}
+
+export interface PipelineStats extends TrackerStats {
+  running: boolean;
+  polls: number;
+  records: number;
+  drains: number;
+  /** Duration of the last drain (readFlows + onDrain), ms. */
+  lastDrainMs: number;
+  drainedEntries: number;
+  deletes: number;
+  errors: Record<PipelineStage, number>;
+  /** Events handed to the sink / lost because the sink threw. */
+  eventsSunk: number;
+  eventsDropped: number;
+}
+
+export interface StopOptions {
+  /**
+   * End every active flow with END reason 'forced', deleting its kernel entry for the final
+   * counters (default true: SIGTERM). False: emit nothing and leave the kernel entries for a
+   * successor that adopts them (pinned maps), which re-derives the same ids.
+   */
+  forceEnd?: boolean;
+  /** Same as forceEnd: false. Both true is contradictory and throws. */
+  keepKernelState?: boolean;
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+export class FlowPipeline {
+  readonly tracker: FlowTracker;
+  private readonly source: RecordSource;
+  private readonly sink: EventSink;
+  private readonly drainNs: number;
+  private readonly pollMs: number;
+  private readonly onError: (err: unknown, stage: PipelineStage) => void;
+  private loop: Promise<void> | null = null;
+  private runningFlag = false;
+  private nextDrainNs = 0;
+  private deleteRetryNs = 0;
+  private stopped = false;
+  private readonly s = {
+    polls: 0, records: 0, drains: 0, lastDrainMs: 0, drainedEntries: 0, deletes: 0,
+    errors: { poll: 0, drain: 0, delete: 0, sink: 0 } as Record<PipelineStage, number>,
+    eventsSunk: 0, eventsDropped: 0,
+  };
+
+  constructor(opts: PipelineOptions) {
+    this.source = opts.source;
+    this.sink = opts.sink;
+    this.tracker = opts.tracker ?? new FlowTracker({ ...opts.trackerOptions, attributor: opts.attributor ?? opts.trackerOptions?.attributor });
+    const drainMs = opts.drainIntervalMs ?? 1000;
+    if (!(drainMs > 0)) throw new RangeError(`drainIntervalMs must be > 0, got ${drainMs}`);
+    this.drainNs = drainMs * 1e6;
+    this.pollMs = opts.pollTimeoutMs ?? 100;
+    this.onError = opts.onError ?? (() => undefined);
+  }
+
+  get running(): boolean {
+    return this.runningFlag;
+  }
+
+  /** Start the loop (the first drain happens at once: it adopts flows left by a previous run). */
+  start(): void {
+    if (this.runningFlag) return;
+    if (this.stopped) throw new Error('a stopped pipeline cannot be restarted');
+    this.runningFlag = true;
+    this.nextDrainNs = this.tracker.clock.monoNs();
+    this.loop = (async () => {
+      while (this.runningFlag) await this.step();
+    })();
+  }
+
+  /**
+   * Stop the loop (within one poll timeout) and, by default, end every flow (END 'forced').
+   * Resolves when the last events were handed to the sink.
+   */
+  async stop(opts: StopOptions = {}): Promise<void> {
+    if (opts.forceEnd === true && opts.keepKernelState === true) {
+      throw new TypeError('stop(): forceEnd and keepKernelState exclude each other');
+    }
+    const forceEnd = opts.forceEnd ?? !(opts.keepKernelState ?? false);
+    this.runningFlag = false;
+    this.stopped = true;
+    if (this.loop) await this.loop;
+    this.loop = null;
+    if (!forceEnd) return;
+    const keys = this.tracker.forceEndAll();
+    if (keys.length === 0) return;
+    let finals: (FlowCounters | undefined)[] = [];
+    try {
+      finals = await this.source.deleteFlows(keys);
+      this.s.deletes += keys.length;
+    } catch (err) {
+      this.s.errors.delete++;
+      this.onError(err, 'delete'); // END with the last drained counters
+    }
+    await this.emit(this.tracker.onDeleted(keys, finals));
+  }
+
+  /** One iteration of the loop (exposed for tests that drive the pipeline step by step). */
+  async step(): Promise<void> {
+    const clock = this.tracker.clock;
+    let now = clock.monoNs();
+    const wakeNs = Math.min(this.nextDrainNs, Math.max(this.tracker.nextDueNs(), this.deleteRetryNs));
+    const timeout = Math.max(0, Math.min(this.pollMs, Math.ceil((wakeNs - now) / 1e6)));
+    const events: FlowEvent[] = [];
+    let records: RingRecord[] = [];
+    try {
+      records = await this.source.poll(timeout);
+      this.s.polls++;
+    } catch (err) {
+      this.s.errors.poll++;
+      this.onError(err, 'poll');
+      await sleep(this.pollMs);
+    }
+    if (records.length > 0) {
+      this.s.records += records.length;
+      for (const e of this.tracker.onRecords(records)) events.push(e);
+    }
+    now = clock.monoNs();
+    if (now >= this.nextDrainNs) {
+      this.nextDrainNs = now + this.drainNs;
+      try {
+        const t0 = process.hrtime.bigint();
+        const entries = await this.source.readFlows();
+        for (const e of this.tracker.onDrain(entries)) events.push(e);
+        this.s.lastDrainMs = Number(process.hrtime.bigint() - t0) / 1e6;
+        this.s.drains++;
+        this.s.drainedEntries += entries.length;
+      } catch (err) {
+        this.s.errors.drain++;
+        this.onError(err, 'drain');
+      }
+      now = clock.monoNs();
+    }
+    if (now >= this.deleteRetryNs) {
+      const keys = this.tracker.dueDeletes(now);
+      if (keys.length > 0) {
+        try {
+          const finals = await this.source.deleteFlows(keys);
+          this.s.deletes += keys.length;
+          for (const e of this.tracker.onDeleted(keys, finals)) events.push(e);
+        } catch (err) {
+          this.tracker.abortDeletes(keys);
+          this.deleteRetryNs = now + this.pollMs * 1e6;
+          this.s.errors.delete++;
+          this.onError(err, 'delete');
+        }
+      }
+    }
+    if (events.length > 0) await this.emit(events);
+  }
+
+  private async emit(events: FlowEvent[]): Promise<void> {
+    if (events.length === 0) return;
+    try {
+      await this.sink(events);
+      this.s.eventsSunk += events.length;
+    } catch (err) {
+      this.s.errors.sink++;
+      this.s.eventsDropped += events.length;
+      this.onError(err, 'sink');
+    }
+  }
+
+  stats(): PipelineStats {
+    const s = this.s;
+    return { ...this.tracker.stats(), running: this.runningFlag, ...s, errors: { ...s.errors } };
+  }
+}

@@ -1,0 +1,847 @@
+// The flow lifecycle: turns ring records (START/FIN/RST hints) and periodic drains of the kernel
+// flow maps into START, UPDATE and END events (docs/lifecycle.md).
+//
+// The tracker is synchronous and does no I/O: the pipeline (pipeline.ts) feeds it and performs the
+// kernel deletes it asks for. Deletion is two-step because the final counters come back from the
+// delete itself: dueDeletes() hands out the keys whose time has come, deleteFlows() removes them
+// and returns their last counters atomically, onDeleted() turns those into END events.
+import { readdirSync, readFileSync } from 'node:fs';
+import { Attributor, endpointOf, type Attribution, type FlowAttributor, type FlowTuple } from '../attribution/attributor';
+import { rawToIp } from '../attribution/ip';
+import {
+  FLAG_HINT_LOST,
+  FLAG_INIT_B,
+  FLAG_INIT_EGRESS,
+  FLAG_START_LOST,
+  FLAG_UNCOUNTED,
+  type FlowCounters,
+  type FlowEntry,
+  type FlowKey,
+  FlowKind,
+  keyFromId,
+  lastSeenNs,
+  RecordType,
+  type RingRecord,
+} from '../datapath/records';
+import { Clock, systemClock, WallConverter } from './clock';
+import type { FlowEndReason, FlowEvent, FlowEventType } from './event';
+import { bootNamespace, eventUuid, flowUuid, readBootId, type Uuid } from './ids';
+
+const TCP_FIN = 0x01;
+const TCP_SYN = 0x02;
+const TCP_RST = 0x04;
+const MS = 1e6; // ns per ms
+
+export interface TrackerOptions {
+  clock?: Clock;
+  /** /proc/sys/kernel/random/boot_id (read when absent). Part of every flow id. */
+  bootId?: string;
+  /** Attribution of new flows (default: an Attributor with empty tables). */
+  attributor?: FlowAttributor;
+  reporterId?: string;
+  reporterPublicKey?: string;
+  /** Name of the interface with this ifindex (default: read from /sys/class/net, cached). */
+  interfaceName?: (ifindex: number) => string;
+  /** Idle timeouts. TCP: connections never seen closing. */
+  tcpIdleMs?: number;
+  /** TCP connections with a FIN in one direction only (half-closed) that then go quiet. */
+  tcpHalfClosedIdleMs?: number;
+  udpIdleMs?: number;
+  icmpIdleMs?: number;
+  otherIdleMs?: number;
+  /** After FIN in both directions, wait this long for the last ACK before ending (default 500). */
+  closeGraceMs?: number;
+  /** After an RST (default 0: end at once). */
+  rstGraceMs?: number;
+  /** How long the key of a TCP flow closed by FIN/RST is remembered to recognise late packets (default 30 s). */
+  timeWaitMs?: number;
+  /** A remnant (late packets after END) is deleted this long after its first packet (default: closeGraceMs). */
+  remnantGraceMs?: number;
+  /** Interim UPDATE interval (default 60 s; 0 = no UPDATEs). */
+  updateIntervalMs?: number;
+  /** A tracked flow missing from this many consecutive drains ended outside our control (default 2). */
+  missingDrainsToEnd?: number;
+}
+
+export interface TrackerStats {
+  /** Flows being tracked (exported, filtered and remnants). */
+  active: number;
+  /** Of which remnants (late packets of an ended TCP connection). */
+  remnantsActive: number;
+  events: { START: number; UPDATE: number; END: number };
+  ended: Record<FlowEndReason, number>;
+  /** Flows first seen by a drain, not by a START record (ring full, or record not yet read). */
+  discoveredWithoutStart: number;
+  /** Of those, flows the kernel reported FLAG_START_LOST for (the ring was full). */
+  startLost: number;
+  /** Flows found in the kernel at startup, older than this tracker (restart with pinned maps). */
+  adopted: number;
+  /** Flows not exported because of DNS or include/exclude filters (tracked all the same). */
+  filtered: number;
+  /** Flows not exported because they are exit-node traffic (exitNodeCollection off). */
+  exitNodeSkipped: number;
+  /** Late packets of closed TCP connections: remnant entries deleted, and what they counted. */
+  lateAfterEndFlows: number;
+  lateAfterEndPackets: number;
+  lateAfterEndBytes: number;
+  /** Remnants that turned out to be a new connection (SYN seen) and were exported after all. */
+  remnantsPromoted: number;
+  /** Tracked flows whose kernel entry disappeared or was replaced without our delete (END forced). */
+  vanished: number;
+  /** FIN/RST hints for keys not (yet) tracked. */
+  hintsWithoutFlow: number;
+  /** Flows whose FIN/RST hint was lost (ring full): closed from the drained flags instead. */
+  hintsLost: number;
+}
+
+type Phase = 0 | 1 | 2; // ACTIVE, CLOSING (close time scheduled), DELETING (handed out by dueDeletes)
+const ACTIVE: Phase = 0, CLOSING: Phase = 1, DELETING: Phase = 2;
+
+// Per-flow numbers live in one Float64Array (FlowSlab), STRIDE doubles per flow, not in object
+// fields: V8 boxes every double field (timestamps in ns, byte counters) in its own heap object,
+// which made a tracked flow cost ~1.3 KB and the garbage collector most of the CPU at 100k+ flows.
+const F_FIRST = 0, F_CLOSE_AT = 1, F_REP_AT = 2, F_NEXT_UPDATE = 3, F_LAST_SEEN = 4, F_FIN_ING = 5, F_FIN_EGR = 6, F_RST = 7;
+const F_RXP = 8, F_TXP = 9, F_RXB = 10, F_TXB = 11, F_REP_RXP = 12, F_REP_TXP = 13, F_REP_RXB = 14, F_REP_TXB = 15;
+const F_RAW_RXP = 16, F_RAW_TXP = 17, F_FLAGS = 18, F_UUID = 19; // F_UUID..+3: the flow id's 32-bit words
+const STRIDE = 23;
+
+class FlowSlab {
+  f64 = new Float64Array(STRIDE * 1024);
+  private readonly free: number[] = [];
+  private next = 0;
+
+  alloc(): number {
+    const slot = this.free.length > 0 ? this.free.pop()! : this.next++;
+    if ((slot + 1) * STRIDE > this.f64.length) {
+      const bigger = new Float64Array(this.f64.length * 2);
+      bigger.set(this.f64);
+      this.f64 = bigger;
+    }
+    const a = this.f64;
+    for (let i = slot * STRIDE, end = i + STRIDE; i < end; i++) a[i] = 0;
+    return slot;
+  }
+
+  release(slot: number): void {
+    this.free.push(slot);
+  }
+}
+
+/** Per-flow state. Counters are widened (packets past 2^32) and from the reporter's view. */
+class Flow {
+  uuid: string | null = null;
+  attribution: Attribution | null = null;
+  /** Initiator and responder address text and ports (set when the flow is exported). */
+  srcIp = '';
+  dstIp = '';
+  srcPort = 0;
+  dstPort = 0;
+  exported = false;
+  remnant = false;
+  phase: Phase = ACTIVE;
+  endReason: FlowEndReason = 'idle';
+  seenGen = 0;
+  missed = 0;
+  /** The flow after this one in the last drain (see onDrain). */
+  nextInDrain: Flow | null = null;
+  readonly tcp: boolean;
+  private readonly o: number;
+
+  constructor(
+    private readonly slab: FlowSlab,
+    readonly slot: number,
+    /** The key id: a flat copy (a substring of a batch would keep the whole batch alive). */
+    readonly id: string,
+    firstNs: number,
+    flags: number,
+    readonly proto: number,
+    readonly kind: FlowKind,
+    readonly ifname: string,
+  ) {
+    this.o = slot * STRIDE;
+    this.tcp = proto === 6 && kind === FlowKind.Ports;
+    const a = slab.f64, o = this.o;
+    a[o + F_FIRST] = firstNs;
+    a[o + F_REP_AT] = firstNs;
+    a[o + F_LAST_SEEN] = firstNs;
+    a[o + F_CLOSE_AT] = Infinity;
+    a[o + F_NEXT_UPDATE] = Infinity;
+    a[o + F_FLAGS] = flags;
+  }
+
+  get key(): FlowKey {
+    return keyFromId(this.id);
+  }
+  get firstNs(): number { return this.slab.f64[this.o + F_FIRST]; }
+  get closeAtNs(): number { return this.slab.f64[this.o + F_CLOSE_AT]; }
+  set closeAtNs(v: number) { this.slab.f64[this.o + F_CLOSE_AT] = v; }
+  /** When the counters were last reported (UPDATE), or the window start for the next one. */
+  get repNs(): number { return this.slab.f64[this.o + F_REP_AT]; }
+  set repNs(v: number) { this.slab.f64[this.o + F_REP_AT] = v; }
+  get nextUpdateNs(): number { return this.slab.f64[this.o + F_NEXT_UPDATE]; }
+  set nextUpdateNs(v: number) { this.slab.f64[this.o + F_NEXT_UPDATE] = v; }
+  get lastSeenNs(): number { return this.slab.f64[this.o + F_LAST_SEEN]; }
+  set lastSeenNs(v: number) { this.slab.f64[this.o + F_LAST_SEEN] = v; }
+  get finIngNs(): number { return this.slab.f64[this.o + F_FIN_ING]; }
+  set finIngNs(v: number) { this.slab.f64[this.o + F_FIN_ING] = v; }
+  get finEgrNs(): number { return this.slab.f64[this.o + F_FIN_EGR]; }
+  set finEgrNs(v: number) { this.slab.f64[this.o + F_FIN_EGR] = v; }
+  get rstNs(): number { return this.slab.f64[this.o + F_RST]; }
+  set rstNs(v: number) { this.slab.f64[this.o + F_RST] = v; }
+  get rxP(): number { return this.slab.f64[this.o + F_RXP]; }
+  set rxP(v: number) { this.slab.f64[this.o + F_RXP] = v; }
+  get txP(): number { return this.slab.f64[this.o + F_TXP]; }
+  set txP(v: number) { this.slab.f64[this.o + F_TXP] = v; }
+  get rxB(): number { return this.slab.f64[this.o + F_RXB]; }
+  set rxB(v: number) { this.slab.f64[this.o + F_RXB] = v; }
+  get txB(): number { return this.slab.f64[this.o + F_TXB]; }
+  set txB(v: number) { this.slab.f64[this.o + F_TXB] = v; }
+  /** Counters as of the last report: the next UPDATE carries the difference. */
+  get repRxP(): number { return this.slab.f64[this.o + F_REP_RXP]; }
+  set repRxP(v: number) { this.slab.f64[this.o + F_REP_RXP] = v; }
+  get repTxP(): number { return this.slab.f64[this.o + F_REP_TXP]; }
+  set repTxP(v: number) { this.slab.f64[this.o + F_REP_TXP] = v; }
+  get repRxB(): number { return this.slab.f64[this.o + F_REP_RXB]; }
+  set repRxB(v: number) { this.slab.f64[this.o + F_REP_RXB] = v; }
+  get repTxB(): number { return this.slab.f64[this.o + F_REP_TXB]; }
+  set repTxB(v: number) { this.slab.f64[this.o + F_REP_TXB] = v; }
+  /** The kernel's last 32-bit packet counters (for widening). */
+  get rawRxP(): number { return this.slab.f64[this.o + F_RAW_RXP]; }
+  set rawRxP(v: number) { this.slab.f64[this.o + F_RAW_RXP] = v; }
+  get rawTxP(): number { return this.slab.f64[this.o + F_RAW_TXP]; }
+  set rawTxP(v: number) { this.slab.f64[this.o + F_RAW_TXP] = v; }
+  /** The flow id as four big-endian 32-bit words (valid once uuid is set). */
+  uuidWords(): Uuid {
+    const a = this.slab.f64, o = this.o + F_UUID;
+    return { w0: a[o], w1: a[o + 1], w2: a[o + 2], w3: a[o + 3], text: this.uuid! };
+  }
+  setUuid(u: Uuid): void {
+    const a = this.slab.f64, o = this.o + F_UUID;
+    a[o] = u.w0;
+    a[o + 1] = u.w1;
+    a[o + 2] = u.w2;
+    a[o + 3] = u.w3;
+    this.uuid = u.text;
+  }
+  /** OR of every kernel flags word seen. */
+  get flags(): number { return this.slab.f64[this.o + F_FLAGS]; }
+  set flags(v: number) { this.slab.f64[this.o + F_FLAGS] = v >>> 0; }
+}
+
+/** A flat copy of a short string (key ids are slices of a whole ring or map batch). */
+const CODES16: number[] = new Array<number>(16).fill(0);
+const CODES40: number[] = new Array<number>(40).fill(0);
+function flatCopy(s: string): string {
+  const codes = s.length === 16 ? CODES16 : s.length === 40 ? CODES40 : new Array<number>(s.length);
+  for (let i = 0; i < s.length; i++) codes[i] = s.charCodeAt(i);
+  return String.fromCharCode.apply(null, codes);
+}
+
+/** Default interface names: /sys/class/net/<name>/ifindex, re-read at most every 10 s on a miss. */
+function sysfsInterfaceNames(): (ifindex: number) => string {
+  let names = new Map<number, string>();
+  let readAt = -Infinity;
+  const load = (): void => {
+    readAt = Date.now();
+    const next = new Map<number, string>();
+    try {
+      for (const name of readdirSync('/sys/class/net')) {
+        try {
+          next.set(Number(readFileSync(`/sys/class/net/${name}/ifindex`, 'utf8').trim()), name);
+        } catch {
+          // interface gone meanwhile
+        }
+      }
+    } catch {
+      // no sysfs
+    }
+    names = next;
+  };
+  return (ifindex) => {
+    let n = names.get(ifindex);
+    if (n === undefined && Date.now() - readAt > 10_000) {
+      load();
+      n = names.get(ifindex);
+    }
+    return n ?? `if${ifindex}`;
+  };
+}
+
+function zeroStats(): TrackerStats {
+  return {
+    active: 0, remnantsActive: 0,
+    events: { START: 0, UPDATE: 0, END: 0 },
+    ended: { idle: 0, tcp_fin: 0, tcp_rst: 0, forced: 0, lack_of_resources: 0 },
+    discoveredWithoutStart: 0, startLost: 0, adopted: 0, filtered: 0, exitNodeSkipped: 0,
+    lateAfterEndFlows: 0, lateAfterEndPackets: 0, lateAfterEndBytes: 0, remnantsPromoted: 0,
+    vanished: 0, hintsWithoutFlow: 0, hintsLost: 0,
+  };
+}
+
+interface PendingHint {
+  finIngNs: number;
+  finEgrNs: number;
+  rstNs: number;
+  flags: number;
+  gen: number;
+}
+
+export class FlowTracker {
+  readonly clock: Clock;
+  private readonly wall: WallConverter;
+  private readonly ns: Uuid;
+  private readonly attributor: FlowAttributor;
+  private readonly reporterId: string;
+  private readonly reporterPublicKey: string;
+  private readonly ifnameOf: (ifindex: number) => string;
+  private readonly ifnames = new Map<number, string>();
+  private readonly idle: { tcp: number; tcpHalf: number; udp: number; icmp: number; other: number };
+  private readonly closeGraceNs: number;
+  private readonly rstGraceNs: number;
+  private readonly timeWaitNs: number;
+  private readonly remnantGraceNs: number;
+  private readonly updateNs: number;
+  private readonly missingToEnd: number;
+  /** When this tracker started: older kernel flows found by a drain are adopted. */
+  private readonly startedNs: number;
+
+  private readonly flows = new Map<string, Flow>();
+  private readonly slab = new FlowSlab();
+  /** Flows with a scheduled close time (phase CLOSING). */
+  private readonly closing = new Set<Flow>();
+  /** Keys of TCP flows ended by FIN/RST -> when; insertion order = time order. */
+  private readonly timeWait = new Map<string, number>();
+  /** FIN/RST hints that arrived before their flow was known. */
+  private readonly pending = new Map<string, PendingHint>();
+  private drainGen = 0;
+  /** The order of the last drain (a linked list through Flow.nextInDrain). */
+  private firstInDrain: Flow | null = null;
+  private remnants = 0;
+  private readonly st = zeroStats();
+  /** Reused for every attribute() call (the attributor does not keep it). */
+  private readonly tuple: FlowTuple = {
+    family: 4, srcRaw: '', dstRaw: '', proto: 0, hasPorts: false, srcPort: 0, dstPort: 0, direction: 'INGRESS', nowNs: 0,
+  };
+
+  constructor(opts: TrackerOptions = {}) {
+    this.clock = opts.clock ?? systemClock;
+    this.wall = new WallConverter(this.clock);
+    this.ns = bootNamespace(opts.bootId ?? readBootId());
+    this.attributor = opts.attributor ?? new Attributor({}, { clock: this.clock });
+    this.reporterId = opts.reporterId ?? '';
+    this.reporterPublicKey = opts.reporterPublicKey ?? '';
+    this.ifnameOf = opts.interfaceName ?? sysfsInterfaceNames();
+    const ms = (v: number | undefined, d: number, name: string): number => {
+      const x = v ?? d;
+      if (!Number.isFinite(x) || x < 0) throw new RangeError(`${name} must be a non-negative number of ms, got ${v}`);
+      return x * MS;
+    };
+    this.idle = {
+      tcp: ms(opts.tcpIdleMs, 2 * 3600_000, 'tcpIdleMs'),
+      tcpHalf: ms(opts.tcpHalfClosedIdleMs, 120_000, 'tcpHalfClosedIdleMs'),
+      udp: ms(opts.udpIdleMs, 30_000, 'udpIdleMs'),
+      icmp: ms(opts.icmpIdleMs, 30_000, 'icmpIdleMs'),
+      other: ms(opts.otherIdleMs, 30_000, 'otherIdleMs'),
+    };
+    this.closeGraceNs = ms(opts.closeGraceMs, 500, 'closeGraceMs');
+    this.rstGraceNs = ms(opts.rstGraceMs, 0, 'rstGraceMs');
+    this.timeWaitNs = ms(opts.timeWaitMs, 30_000, 'timeWaitMs');
+    this.remnantGraceNs = opts.remnantGraceMs === undefined ? this.closeGraceNs : ms(opts.remnantGraceMs, 0, 'remnantGraceMs');
+    this.updateNs = ms(opts.updateIntervalMs, 60_000, 'updateIntervalMs');
+    this.missingToEnd = Math.max(1, Math.floor(opts.missingDrainsToEnd ?? 2));
+    this.startedNs = this.clock.monoNs();
+  }
+
+  // ------------------------------------------------------------------ inputs
+
+  /** Ring records: START creates and announces a flow; FIN/RST schedule its END. */
+  onRecords(records: readonly RingRecord[]): FlowEvent[] {
+    const out: FlowEvent[] = [];
+    const now = this.wall.sample();
+    for (let i = 0; i < records.length; i++) {
+      const r = records[i];
+      const id = r.key.id;
+      let f = this.flows.get(id);
+      if (r.type === RecordType.Start) {
+        if (f !== undefined) {
+          if (f.firstNs === r.tsNs) continue; // already found by a drain
+          this.vanish(f, now, out); // the entry was replaced behind our back
+        }
+        f = this.create(r.key, r.tsNs, r.flags, now, out);
+        if (f.tcp && !f.remnant) this.tcpFlags(f, r.flags, r.tsNs);
+        continue;
+      }
+      if (r.type !== RecordType.Fin && r.type !== RecordType.Rst) continue;
+      const ing = r.dir === 0;
+      if (f === undefined) {
+        this.st.hintsWithoutFlow++;
+        let p = this.pending.get(id);
+        if (!p) {
+          p = { finIngNs: 0, finEgrNs: 0, rstNs: 0, flags: 0, gen: this.drainGen };
+          this.pending.set(id, p);
+        }
+        p.flags |= r.flags;
+        if (r.type === RecordType.Rst) p.rstNs ||= r.tsNs;
+        else if (ing) p.finIngNs ||= r.tsNs;
+        else p.finEgrNs ||= r.tsNs;
+        continue;
+      }
+      if (f.remnant || !f.tcp) continue;
+      f.flags |= r.flags;
+      if (r.type === RecordType.Rst) this.tcpClose(f, 0, 0, r.tsNs);
+      else this.tcpClose(f, ing ? r.tsNs : 0, ing ? 0 : r.tsNs, 0);
+    }
+    return out;
+  }
+
+  /** A periodic read of every kernel flow: counters, idle and close detection, UPDATEs, discovery. */
+  onDrain(entries: readonly FlowEntry[]): FlowEvent[] {
+    const out: FlowEvent[] = [];
+    const now = this.wall.sample();
+    const gen = ++this.drainGen;
+    let seen = 0;
+    // Drains list the kernel map in its bucket order, which barely changes from one drain to the
+    // next: guess each entry's flow from the previous one's successor in the last drain, and
+    // only look it up (a hash of a fresh key string, ~4x the cost) when the guess is wrong.
+    let prev: Flow | null = null;
+    for (let i = 0; i < entries.length; i++) {
+      const e = entries[i];
+      const v = e.value;
+      const id = e.key.id;
+      const guess: Flow | null = prev === null ? this.firstInDrain : prev.nextInDrain;
+      let f: Flow | undefined = guess !== null && guess.phase !== DELETING && guess.id === id ? guess : this.flows.get(id);
+      if (f !== undefined && f.firstNs !== v.firstNs) {
+        this.vanish(f, now, out);
+        f = undefined;
+      }
+      const last = lastSeenNs(v.lastSeen, now);
+      let known = 0;
+      if (f === undefined) {
+        f = this.discover(e, last, now, out);
+      } else {
+        known = f.flags;
+        this.absorb(f, v);
+      }
+      if (f.seenGen !== gen) seen++;
+      f.seenGen = gen;
+      f.missed = 0;
+      if (prev === null) this.firstInDrain = f;
+      else prev.nextInDrain = f;
+      prev = f;
+      if (last > f.lastSeenNs) f.lastSeenNs = last;
+      if (f.phase === DELETING) continue;
+      if ((v.flags & FLAG_HINT_LOST) !== 0 && (known & FLAG_HINT_LOST) === 0) this.st.hintsLost++;
+      f.flags |= v.flags;
+      if (f.remnant) {
+        if ((f.flags & (TCP_SYN | (TCP_SYN << 8))) !== 0) this.promote(f, now, out);
+        continue;
+      }
+      if (f.tcp) this.tcpFlags(f, f.flags, f.lastSeenNs);
+      if (f.phase === ACTIVE && now - f.lastSeenNs >= this.idleTimeout(f)) {
+        this.schedule(f, now, 'idle');
+        continue;
+      }
+      if (f.phase === ACTIVE && now >= f.nextUpdateNs) this.update(f, now, out);
+    }
+    if (prev === null) this.firstInDrain = null;
+    else prev.nextInDrain = null;
+    if (seen < this.flows.size) this.sweepMissing(gen, now, out);
+    this.expire(now, gen);
+    return out;
+  }
+
+  // ------------------------------------------------------------------ deletion
+
+  /** Keys whose END is due (close grace over, idle, remnant, forced): delete them, then call onDeleted. */
+  dueDeletes(nowNs: number = this.clock.monoNs()): FlowKey[] {
+    const keys: FlowKey[] = [];
+    for (const f of this.closing) {
+      if (f.closeAtNs <= nowNs) {
+        f.phase = DELETING;
+        this.closing.delete(f);
+        keys.push(f.key);
+      }
+    }
+    return keys;
+  }
+
+  /** Earliest scheduled close (CLOCK_MONOTONIC ns; Infinity when none): when dueDeletes() has work. */
+  nextDueNs(): number {
+    let t = Infinity;
+    for (const f of this.closing) if (f.closeAtNs < t) t = f.closeAtNs;
+    return t;
+  }
+
+  /**
+   * The kernel entries of these keys were deleted; finals[i] are their last counters (undefined:
+   * the entry was already gone, the last drained counters are used). Emits the END events.
+   */
+  onDeleted(keys: readonly FlowKey[], finals: readonly (FlowCounters | undefined)[]): FlowEvent[] {
+    const out: FlowEvent[] = [];
+    const now = this.wall.sample();
+    for (let i = 0; i < keys.length; i++) {
+      const f = this.flows.get(keys[i].id);
+      if (f === undefined || f.phase !== DELETING) continue;
+      const fin = finals[i];
+      if (fin !== undefined && fin.firstNs === f.firstNs) {
+        this.absorb(f, fin);
+        f.flags |= fin.flags;
+      }
+      this.finish(f, f.endReason, now, out);
+    }
+    return out;
+  }
+
+  /** A delete failed: the flows stay and are handed out again by the next dueDeletes(). */
+  abortDeletes(keys: readonly FlowKey[]): void {
+    for (const k of keys) {
+      const f = this.flows.get(k.id);
+      if (f !== undefined && f.phase === DELETING) {
+        f.phase = CLOSING;
+        this.closing.add(f);
+      }
+    }
+  }
+
+  /**
+   * Shutdown: every flow is to end now with reason 'forced'. Returns the keys to delete (then
+   * onDeleted() emits the ENDs; pass no finals to end with the last drained counters).
+   */
+  forceEndAll(): FlowKey[] {
+    const keys: FlowKey[] = [];
+    for (const f of this.flows.values()) {
+      if (f.phase === DELETING) continue;
+      f.endReason = 'forced';
+      f.closeAtNs = 0;
+      f.phase = DELETING;
+      this.closing.delete(f);
+      keys.push(f.key);
+    }
+    return keys;
+  }
+
+  // ------------------------------------------------------------------ introspection
+
+  stats(): TrackerStats {
+    const s = this.st;
+    return {
+      ...s,
+      active: this.flows.size,
+      remnantsActive: this.remnants,
+      events: { ...s.events },
+      ended: { ...s.ended },
+    };
+  }
+
+  /**
+   * The exported flows being tracked, as of the last drain, for status pages ("top flows"): one
+   * event-shaped record per flow with type UPDATE, eventId '' (never sent anywhere),
+   * timestampMs = windowStartMs = the first packet, windowEndMs = the last packet seen, and the
+   * flow's totals so far.
+   */
+  snapshot(): FlowEvent[] {
+    const out: FlowEvent[] = [];
+    this.wall.sample();
+    for (const f of this.flows.values()) {
+      if (!f.exported || f.remnant || f.phase === DELETING) continue;
+      out.push(this.event(f, 'UPDATE', '', this.wall.toWallMs(f.firstNs), f.rxP, f.txP, f.rxB, f.txB, f.firstNs, f.lastSeenNs));
+    }
+    return out;
+  }
+
+  get activeFlows(): number {
+    return this.flows.size;
+  }
+
+  /** Is this key tracked (tests, tools)? */
+  has(keyId: string): boolean {
+    return this.flows.has(keyId);
+  }
+
+  // ------------------------------------------------------------------ internals
+
+  private ifname(ifindex: number): string {
+    let n = this.ifnames.get(ifindex);
+    if (n === undefined) {
+      n = this.ifnameOf(ifindex);
+      this.ifnames.set(ifindex, n);
+    }
+    return n;
+  }
+
+  private idleTimeout(f: Flow): number {
+    switch (f.proto) {
+      case 6:
+        if (f.kind !== FlowKind.Ports) return this.idle.other;
+        return f.finIngNs !== 0 || f.finEgrNs !== 0 ? this.idle.tcpHalf : this.idle.tcp;
+      case 17:
+        return f.kind === FlowKind.Ports ? this.idle.udp : this.idle.other;
+      case 1:
+      case 58:
+        return f.kind === FlowKind.Icmp ? this.idle.icmp : this.idle.other;
+      default:
+        return this.idle.other;
+    }
+  }
+
+  /** New flow from a START record or a drain. Decides remnant / exported / filtered; emits START. */
+  private create(key: FlowKey, firstNs: number, flags: number, now: number, out: FlowEvent[]): Flow {
+    const id = key.id;
+    const v4 = id.length === 16;
+    const po = v4 ? 8 : 32;
+    const proto = id.charCodeAt(po + 4);
+    const kind = id.charCodeAt(po + 5) as FlowKind;
+    const ifindex = id.charCodeAt(po + 6) | (id.charCodeAt(po + 7) << 8);
+    const flat = flatCopy(id);
+    const f = new Flow(this.slab, this.slab.alloc(), flat, firstNs, flags, proto, kind, this.ifname(ifindex));
+    this.flows.set(flat, f);
+    if (f.tcp && (flags & (TCP_SYN | (TCP_SYN << 8))) === 0) {
+      const endedAt = this.timeWait.get(id);
+      if (endedAt !== undefined && now - endedAt < this.timeWaitNs) {
+        f.remnant = true;
+        this.remnants++;
+        this.schedule(f, Math.max(firstNs + this.remnantGraceNs, now), 'forced');
+        return f;
+      }
+    }
+    this.attribute(f, now, out);
+    return f;
+  }
+
+  private attribute(f: Flow, now: number, out: FlowEvent[]): void {
+    const id = f.id;
+    const v4 = id.length === 16;
+    const al = v4 ? 4 : 16;
+    const po = v4 ? 8 : 32;
+    const initB = (f.flags & FLAG_INIT_B) !== 0;
+    const rawA = id.substring(0, al);
+    const rawB = id.substring(al, 2 * al);
+    const portA = (id.charCodeAt(po) << 8) | id.charCodeAt(po + 1);
+    const portB = (id.charCodeAt(po + 2) << 8) | id.charCodeAt(po + 3);
+    const t = this.tuple;
+    t.family = v4 ? 4 : 6;
+    t.srcRaw = initB ? rawB : rawA;
+    t.dstRaw = initB ? rawA : rawB;
+    t.proto = f.proto;
+    t.hasPorts = f.kind === FlowKind.Ports;
+    t.srcPort = t.hasPorts ? (initB ? portB : portA) : 0;
+    t.dstPort = t.hasPorts ? (initB ? portA : portB) : 0;
+    t.direction = (f.flags & FLAG_INIT_EGRESS) !== 0 ? 'EGRESS' : 'INGRESS';
+    t.nowNs = now;
+    const a = this.attributor.attribute(t);
+    f.attribution = a;
+    if (a.skip === '') {
+      f.exported = true;
+      f.srcIp = rawToIp(t.srcRaw);
+      f.dstIp = rawToIp(t.dstRaw);
+      f.srcPort = t.srcPort;
+      f.dstPort = t.dstPort;
+      if (this.updateNs > 0) f.nextUpdateNs = f.firstNs + this.updateNs;
+      out.push(this.event(f, 'START', 'start', this.wall.toWallMs(f.firstNs), 0, 0, 0, 0, f.firstNs, now));
+    } else if (a.skip === 'exit_node') {
+      this.st.exitNodeSkipped++;
+    } else {
+      this.st.filtered++;
+    }
+  }
+
+  /** An entry found by a drain that no START record announced. */
+  private discover(e: FlowEntry, lastNs: number, now: number, out: FlowEvent[]): Flow {
+    const v = e.value;
+    const adopted = v.firstNs < this.startedNs;
+    // Counters as found; adopted flows report only what moves from now on in UPDATEs (END has totals).
+    const f = this.create(e.key, v.firstNs, v.flags, now, out);
+    f.rawRxP = f.rxP = v.rxPackets;
+    f.rawTxP = f.txP = v.txPackets;
+    f.rxB = v.rxBytes;
+    f.txB = v.txBytes;
+    f.lastSeenNs = Math.max(lastNs, v.firstNs);
+    if (f.remnant) return f;
+    if (adopted) {
+      this.st.adopted++;
+      f.repRxP = f.rxP;
+      f.repTxP = f.txP;
+      f.repRxB = f.rxB;
+      f.repTxB = f.txB;
+      f.repNs = now;
+      if (f.exported && this.updateNs > 0) {
+        f.nextUpdateNs = f.firstNs + (Math.floor((now - f.firstNs) / this.updateNs) + 1) * this.updateNs;
+      }
+    } else {
+      this.st.discoveredWithoutStart++;
+      if ((v.flags & FLAG_START_LOST) !== 0) this.st.startLost++;
+    }
+    const p = this.pending.get(e.key.id);
+    if (p !== undefined) {
+      // Hints older than this entry belong to an earlier flow on the same key: ignore those.
+      this.pending.delete(e.key.id);
+      const t0 = v.firstNs;
+      if (f.tcp) this.tcpClose(f, p.finIngNs >= t0 ? p.finIngNs : 0, p.finEgrNs >= t0 ? p.finEgrNs : 0, p.rstNs >= t0 ? p.rstNs : 0);
+    }
+    return f;
+  }
+
+  /** A remnant whose entry shows a SYN is a new connection on the same ports after all. */
+  private promote(f: Flow, now: number, out: FlowEvent[]): void {
+    f.remnant = false;
+    this.remnants--;
+    this.st.remnantsPromoted++;
+    this.closing.delete(f);
+    f.phase = ACTIVE;
+    f.closeAtNs = Infinity;
+    this.attribute(f, now, out);
+    if (f.tcp) this.tcpFlags(f, f.flags, f.lastSeenNs);
+  }
+
+  /** Widen and store kernel counters. */
+  private absorb(f: Flow, v: FlowCounters): void {
+    f.rxP += (v.rxPackets - f.rawRxP) >>> 0;
+    f.rawRxP = v.rxPackets;
+    f.txP += (v.txPackets - f.rawTxP) >>> 0;
+    f.rawTxP = v.txPackets;
+    if (v.rxBytes > f.rxB) f.rxB = v.rxBytes;
+    if (v.txBytes > f.txB) f.txB = v.txBytes;
+  }
+
+  /** FIN/RST from the TCP flag bits of the kernel flags (drains, START records). */
+  private tcpFlags(f: Flow, flags: number, atNs: number): void {
+    const ing = flags & 0xff, egr = (flags >>> 8) & 0xff;
+    if (((ing | egr) & (TCP_FIN | TCP_RST)) === 0) return;
+    this.tcpClose(f, ing & TCP_FIN ? atNs : 0, egr & TCP_FIN ? atNs : 0, (ing | egr) & TCP_RST ? atNs : 0);
+  }
+
+  /** Record FIN (per direction) / RST times (0 = not seen here) and schedule the END. */
+  private tcpClose(f: Flow, finIngNs: number, finEgrNs: number, rstNs: number): void {
+    if (rstNs !== 0 && f.rstNs === 0) {
+      f.rstNs = rstNs;
+      this.schedule(f, rstNs + this.rstGraceNs, 'tcp_rst');
+    }
+    if (finIngNs !== 0 && f.finIngNs === 0) f.finIngNs = finIngNs;
+    if (finEgrNs !== 0 && f.finEgrNs === 0) f.finEgrNs = finEgrNs;
+    if (f.finIngNs !== 0 && f.finEgrNs !== 0) {
+      this.schedule(f, Math.max(f.finIngNs, f.finEgrNs) + this.closeGraceNs, 'tcp_fin');
+    }
+  }
+
+  /** End the flow at atNs (the earliest schedule wins). */
+  private schedule(f: Flow, atNs: number, reason: FlowEndReason): void {
+    if (f.phase === DELETING || atNs >= f.closeAtNs) return;
+    f.closeAtNs = atNs;
+    f.endReason = reason;
+    f.phase = CLOSING;
+    this.closing.add(f);
+  }
+
+  private update(f: Flow, now: number, out: FlowEvent[]): void {
+    const k = Math.floor((now - f.firstNs) / this.updateNs);
+    f.nextUpdateNs = f.firstNs + (k + 1) * this.updateNs;
+    const dRxP = f.rxP - f.repRxP, dTxP = f.txP - f.repTxP, dRxB = f.rxB - f.repRxB, dTxB = f.txB - f.repTxB;
+    if (dRxP === 0 && dTxP === 0 && dRxB === 0 && dTxB === 0) return; // nothing moved: the next window starts at the last report
+    out.push(this.event(f, 'UPDATE', `update:${k}`, this.wall.toWallMs(now), dRxP, dTxP, dRxB, dTxB, f.repNs, now));
+    f.repRxP = f.rxP;
+    f.repTxP = f.txP;
+    f.repRxB = f.rxB;
+    f.repTxB = f.txB;
+    f.repNs = now;
+  }
+
+  /** Emit the END (if exported), drop the flow, remember closed TCP keys. */
+  private finish(f: Flow, reason: FlowEndReason, now: number, out: FlowEvent[]): void {
+    this.flows.delete(f.id);
+    this.closing.delete(f);
+    if (f.remnant) {
+      this.remnants--;
+      this.st.lateAfterEndFlows++;
+      this.st.lateAfterEndPackets += f.rxP + f.txP;
+      this.st.lateAfterEndBytes += f.rxB + f.txB;
+    } else {
+      if (f.exported) {
+        const ev = this.event(f, 'END', 'end', this.wall.toWallMs(now), f.rxP, f.txP, f.rxB, f.txB, f.firstNs, now);
+        ev.endReason = reason;
+        out.push(ev);
+        this.st.ended[reason]++;
+      }
+      if (f.tcp && (reason === 'tcp_fin' || reason === 'tcp_rst')) {
+        this.timeWait.delete(f.id);
+        this.timeWait.set(f.id, now);
+      }
+    }
+    f.phase = DELETING; // a stale reference must not schedule it again (and is never a drain guess)
+    this.slab.release(f.slot); // the slot's numbers belong to the next flow from here on
+  }
+
+  /** The kernel entry went away (or was replaced) without our delete: END with what we last saw. */
+  private vanish(f: Flow, now: number, out: FlowEvent[]): void {
+    this.st.vanished++;
+    this.finish(f, f.phase === ACTIVE ? 'forced' : f.endReason, now, out);
+  }
+
+  private sweepMissing(gen: number, now: number, out: FlowEvent[]): void {
+    const gone: Flow[] = [];
+    for (const f of this.flows.values()) {
+      if (f.seenGen === gen || f.phase === DELETING) continue;
+      if (++f.missed >= this.missingToEnd) gone.push(f);
+    }
+    for (const f of gone) this.vanish(f, now, out);
+  }
+
+  private expire(now: number, gen: number): void {
+    for (const [id, at] of this.timeWait) {
+      if (now - at < this.timeWaitNs) break;
+      this.timeWait.delete(id);
+    }
+    for (const [id, p] of this.pending) if (gen - p.gen >= 2) this.pending.delete(id);
+  }
+
+  private event(
+    f: Flow, type: FlowEventType, label: string, timestampMs: number,
+    rxPackets: number, txPackets: number, rxBytes: number, txBytes: number, windowStartNs: number, windowEndNs: number,
+  ): FlowEvent {
+    let fid: Uuid;
+    if (f.uuid === null) {
+      fid = flowUuid(this.ns, f.id, f.firstNs);
+      f.setUuid(fid);
+    } else {
+      fid = f.uuidWords();
+    }
+    const a = f.attribution!;
+    const flags = f.flags;
+    const initEgress = (flags & FLAG_INIT_EGRESS) !== 0;
+    const ing = flags & 0xff, egr = (flags >>> 8) & 0xff;
+    let icmpType = 0, icmpCode = 0;
+    if (f.kind === FlowKind.Icmp) {
+      const po = f.id.length === 16 ? 10 : 34; // portB
+      icmpType = f.id.charCodeAt(po);
+      icmpCode = f.id.charCodeAt(po + 1);
+    }
+    if (label !== '') this.st.events[type as 'START' | 'UPDATE' | 'END']++;
+    return {
+      eventId: label === '' ? '' : eventUuid(fid, label),
+      flowId: f.uuid!,
+      type,
+      timestampMs,
+      reporterId: this.reporterId,
+      reporterPublicKey: this.reporterPublicKey,
+      direction: initEgress ? 'EGRESS' : 'INGRESS',
+      protocol: f.proto,
+      source: endpointOf(f.srcIp, f.srcPort, a.source),
+      destination: endpointOf(f.dstIp, f.dstPort, a.destination),
+      icmpType,
+      icmpCode,
+      rxPackets,
+      txPackets,
+      rxBytes,
+      txBytes,
+      ruleId: a.ruleId,
+      policyName: a.policyName,
+      user: a.user,
+      interfaceName: f.ifname,
+      windowStartMs: this.wall.toWallMs(windowStartNs),
+      windowEndMs: this.wall.toWallMs(windowEndNs),
+      countersEnabled: (flags & FLAG_UNCOUNTED) === 0,
+      // The initiator's packets went out (egress) if it was local, else came in (ingress).
+      tcpFlagsInitiator: initEgress ? egr : ing,
+      tcpFlagsResponder: initEgress ? ing : egr,
+    };
+  }
+}

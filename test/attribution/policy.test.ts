@@ -1,0 +1,128 @@
+// Policy matching: list order, groups, prefixes, resources, protocols, port ranges, disabled and
+// drop policies, bidirectional, and rule ids only on the receiving/routing side (INGRESS).
+import { describe, expect, it } from 'vitest';
+import { Attributor } from '../../src/attribution/attributor';
+import type { AttributionConfig, PolicyConfig } from '../../src/attribution/config';
+import { AttributionTables } from '../../src/attribution/tables';
+
+const base: AttributionConfig = {
+  overlay: ['100.64.0.0/10', 'fd7a::/48'],
+  peers: [
+    { id: 'p-alice', name: 'alice-laptop', ips: ['100.64.0.1', 'fd7a::1'], groups: ['devs', 'all'], user: { id: 'u1', name: 'Alice', email: 'alice@example.com' } },
+    { id: 'p-bob', name: 'bob-laptop', ip: '100.64.0.2', groups: ['ops', 'all'] },
+    { id: 'p-gw', name: 'gateway', ip: '100.64.0.10', groups: ['routers', 'all'] },
+    { id: 'p-db', name: 'db', ip: '100.64.0.20', groups: ['servers', 'all'] },
+  ],
+  resources: [
+    { id: 'r-lan', name: 'office-lan', type: 'SUBNET', prefixes: ['192.168.1.0/24'], groups: ['lan'] },
+    { id: 'r-printer', name: 'printer', type: 'HOST', prefixes: ['192.168.1.50/32'] },
+  ],
+};
+
+function attributor(policies: PolicyConfig[]): Attributor {
+  return new Attributor({ ...base, policies });
+}
+
+const rule = (a: Attributor, src: string, dst: string, proto: number, dport: number, dir: 'INGRESS' | 'EGRESS' = 'INGRESS'): string =>
+  a.attributeIps(src, dst, proto, 40000, dport, dir).ruleId;
+
+describe('policy matching', () => {
+  it('the first accept policy in list order wins; drop and disabled policies are skipped', () => {
+    const a = attributor([
+      { id: 'drop-all', action: 'drop', sources: [{ group: 'all' }], destinations: [{ group: 'all' }] },
+      { id: 'off', action: 'accept', enabled: false, sources: [{ group: 'all' }], destinations: [{ group: 'all' }] },
+      { id: 'devs-to-servers', name: 'Devs to servers', action: 'accept', sources: [{ group: 'devs' }], destinations: [{ group: 'servers' }] },
+      { id: 'all-to-all', name: 'Default', action: 'accept', sources: [{ group: 'all' }], destinations: [{ group: 'all' }] },
+    ]);
+    const r = a.attributeIps('100.64.0.1', '100.64.0.20', 6, 40000, 5432);
+    expect(r).toMatchObject({ ruleId: 'devs-to-servers', policyName: 'Devs to servers' });
+    expect(rule(a, '100.64.0.2', '100.64.0.20', 6, 5432)).toBe('all-to-all');
+    expect(rule(a, '100.64.0.20', '100.64.0.1', 6, 22)).toBe('all-to-all'); // not bidirectional: reverse needs its own rule
+    expect(rule(a, '100.64.0.99', '100.64.0.20', 6, 5432)).toBe(''); // unknown overlay address is in no group
+  });
+
+  it('rule ids are set only on the receiving / routing side (INGRESS)', () => {
+    const a = attributor([{ id: 'any', action: 'accept', sources: [{ prefix: '0.0.0.0/0' }], destinations: [{ prefix: '0.0.0.0/0' }] }]);
+    expect(rule(a, '100.64.0.1', '100.64.0.2', 17, 5000, 'INGRESS')).toBe('any');
+    expect(rule(a, '100.64.0.1', '100.64.0.2', 17, 5000, 'EGRESS')).toBe('');
+  });
+
+  it('protocols: tcp, udp, icmp (v4 and v6), numbers, all', () => {
+    const a = attributor([
+      { id: 'tcp', action: 'accept', protocol: 'tcp', sources: [{ peer: 'p-alice' }], destinations: [{ peer: 'p-bob' }] },
+      { id: 'udp', action: 'accept', protocol: 'udp', sources: [{ peer: 'p-alice' }], destinations: [{ peer: 'p-bob' }] },
+      { id: 'icmp', action: 'accept', protocol: 'icmp', sources: [{ peer: 'p-alice' }], destinations: [{ group: 'all' }] },
+      { id: 'gre', action: 'accept', protocol: 47, sources: [{ peer: 'p-alice' }], destinations: [{ peer: 'p-bob' }] },
+      { id: 'all', action: 'accept', protocol: 'all', sources: [{ peer: 'p-bob' }], destinations: [{ peer: 'p-alice' }] },
+    ]);
+    expect(rule(a, '100.64.0.1', '100.64.0.2', 6, 80)).toBe('tcp');
+    expect(rule(a, '100.64.0.1', '100.64.0.2', 17, 80)).toBe('udp');
+    expect(rule(a, '100.64.0.1', '100.64.0.2', 1, 0)).toBe('icmp');
+    expect(rule(a, '100.64.0.1', '100.64.0.2', 47, 0)).toBe('gre');
+    expect(rule(a, '100.64.0.1', '100.64.0.2', 50, 0)).toBe('');
+    expect(rule(a, '100.64.0.2', '100.64.0.1', 50, 0)).toBe('all');
+    // ICMPv6 from alice's IPv6 address to an unknown overlay address is in no destination group.
+    expect(rule(a, 'fd7a::1', 'fd7a::99', 58, 0)).toBe('');
+    const b = attributor([{ id: 'icmp6', action: 'accept', protocol: 'icmp', sources: [{ peer: 'p-alice' }], destinations: [{ prefix: 'fd7a::/48' }] }]);
+    expect(rule(b, 'fd7a::1', 'fd7a::99', 58, 0)).toBe('icmp6');
+  });
+
+  it('ports: single ports, "from-to" strings, {from,to} ranges; destination port only; port-less flows never match', () => {
+    const a = attributor([
+      { id: 'web', action: 'accept', protocol: 'tcp', ports: [80, 443, '8000-8099'], sources: [{ group: 'all' }], destinations: [{ peer: 'p-db' }] },
+      { id: 'high', action: 'accept', ports: [{ from: 30000, to: 32767 }], sources: [{ group: 'all' }], destinations: [{ peer: 'p-db' }] },
+      { id: 'rest', action: 'accept', protocol: 'icmp', sources: [{ group: 'all' }], destinations: [{ peer: 'p-db' }] },
+    ]);
+    expect(rule(a, '100.64.0.1', '100.64.0.20', 6, 443)).toBe('web');
+    expect(rule(a, '100.64.0.1', '100.64.0.20', 6, 8000)).toBe('web');
+    expect(rule(a, '100.64.0.1', '100.64.0.20', 6, 8099)).toBe('web');
+    expect(rule(a, '100.64.0.1', '100.64.0.20', 6, 8100)).toBe('');
+    expect(rule(a, '100.64.0.1', '100.64.0.20', 17, 31000)).toBe('high');
+    expect(rule(a, '100.64.0.1', '100.64.0.20', 17, 443)).toBe(''); // web is tcp only
+    expect(rule(a, '100.64.0.1', '100.64.0.20', 1, 0)).toBe('rest');
+  });
+
+  it('prefix and resource targets (routing peer side), resource groups, longest resource not required', () => {
+    const a = attributor([
+      { id: 'printer', action: 'accept', sources: [{ peer: 'p-bob' }], destinations: [{ resource: 'r-printer' }] },
+      { id: 'lan', action: 'accept', sources: [{ group: 'devs' }], destinations: [{ group: 'lan' }] },
+      { id: 'net', action: 'accept', sources: [{ prefix: '100.64.0.0/30' }], destinations: [{ prefix: '192.168.0.0/16' }] },
+    ]);
+    expect(rule(a, '100.64.0.2', '192.168.1.50', 6, 631)).toBe('printer');
+    // The printer is inside the LAN resource: a policy for the LAN covers it too.
+    expect(rule(a, '100.64.0.1', '192.168.1.50', 6, 631)).toBe('lan');
+    expect(rule(a, '100.64.0.1', '192.168.1.7', 6, 22)).toBe('lan');
+    expect(rule(a, '100.64.0.2', '192.168.1.7', 6, 22)).toBe('net');
+    expect(rule(a, '100.64.0.2', '192.168.2.7', 6, 22)).toBe('net');
+    expect(rule(a, '100.64.0.10', '192.168.2.7', 6, 22)).toBe('');
+  });
+
+  it('bidirectional policies also match the reverse direction', () => {
+    const a = attributor([{ id: 'bi', action: 'accept', bidirectional: true, sources: [{ peer: 'p-alice' }], destinations: [{ peer: 'p-bob' }] }]);
+    expect(rule(a, '100.64.0.1', '100.64.0.2', 6, 22)).toBe('bi');
+    expect(rule(a, '100.64.0.2', '100.64.0.1', 6, 22)).toBe('bi');
+    expect(rule(a, '100.64.0.2', '100.64.0.10', 6, 22)).toBe('');
+  });
+
+  it('order holds across bitset words (more than 32 policies)', () => {
+    const policies: PolicyConfig[] = [];
+    for (let i = 0; i < 100; i++) {
+      policies.push({ id: `p${i}`, action: 'accept', protocol: 'tcp', ports: [1000 + i], sources: [{ group: 'all' }], destinations: [{ group: 'all' }] });
+    }
+    policies.push({ id: 'catch-all', action: 'accept', sources: [{ group: 'all' }], destinations: [{ group: 'all' }] });
+    policies[70] = { ...policies[70], ports: [1050] }; // p50 comes first for 1050
+    const a = attributor(policies);
+    expect(rule(a, '100.64.0.1', '100.64.0.2', 6, 1099)).toBe('p99');
+    expect(rule(a, '100.64.0.1', '100.64.0.2', 6, 1050)).toBe('p50');
+    expect(rule(a, '100.64.0.1', '100.64.0.2', 6, 1070)).toBe('catch-all');
+  });
+
+  it('dangling references are warnings; malformed policies throw with their path', () => {
+    const t = AttributionTables.build({ ...base, policies: [{ id: 'x', action: 'accept', sources: [{ peer: 'ghost' }], destinations: [{ group: 'nobody' }] }] });
+    expect(t.warnings).toEqual(['policies[0]: unknown peer "ghost"', 'policies[0]: group "nobody" has no members']);
+    expect(() => AttributionTables.build({ policies: [{ id: 'x', action: 'allow' as 'accept', sources: [], destinations: [] }] })).toThrow(/policies\[0\]: action/);
+    expect(() => AttributionTables.build({ policies: [{ id: 'x', action: 'accept', ports: ['80-70'], sources: [], destinations: [] }] })).toThrow(/ends before/);
+    expect(() => AttributionTables.build({ policies: [{ id: 'x', action: 'accept', protocol: 'sctp' as 'tcp', sources: [], destinations: [] }] })).toThrow(/protocol/);
+    expect(() => AttributionTables.build({ policies: [{ id: 'x', action: 'accept', sources: [{ prefix: '10.0.0.0/99' }], destinations: [] }] })).toThrow(/policies\[0\] prefix/);
+  });
+});
