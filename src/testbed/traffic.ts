@@ -4,7 +4,9 @@
 //   udp-echo PORT            echo every datagram
 //   udp-client HOST PORT COUNT SIZE [LPORT]   send COUNT datagrams of SIZE bytes (from LPORT), wait for each echo
 //   udp-paced HOST PORT COUNT SIZE INTERVAL_MS  one datagram every INTERVAL_MS from one socket (a long flow), echoes counted
+//   udp-sink HOST PORT FILE  append every datagram received to FILE (a raw capture of a UDP stream)
 import * as dgram from 'node:dgram';
+import { appendFileSync } from 'node:fs';
 import * as net from 'node:net';
 
 const [mode, ...a] = process.argv.slice(2);
@@ -70,6 +72,10 @@ if (mode === 'tcp-server') {
     s.send(Buffer.alloc(size, 0x63), port, host);
     sent += 1;
   }, interval);
+} else if (mode === 'udp-sink') {
+  const s = dgram.createSocket(a[0].includes(':') ? 'udp6' : 'udp4');
+  s.on('message', (m: Buffer) => appendFileSync(a[2], m));
+  s.bind(Number(a[1]), a[0], () => process.stdout.write('ready\n'));
 } else {
   console.error(`unknown mode ${mode}`);
   process.exit(2);
