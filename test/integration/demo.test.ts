@@ -1,0 +1,20 @@
+// The demo runs to completion without a terminal, prints events, and leaves nothing behind.
+import { expect, it } from 'vitest';
+import { execFileSync } from 'node:child_process';
+import { describePrivileged } from '../helpers/env';
+import { wgflow } from '../helpers/daemon';
+
+describePrivileged('wgflow demo', () => {
+  it('runs for a few seconds, shows START and END events with resources and policies, cleans up', () => {
+    const before = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' });
+    const r = wgflow(['demo', '--duration', '8'], { timeoutMs: 90_000 });
+    expect(r.code, r.stderr + r.stdout).toBe(0);
+    expect(r.stdout).toMatch(/^TIME +TYPE +DIR +SOURCE +DESTINATION +PROTO\/PORT +BYTES ↑ \/ ↓ +RESOURCE +POLICY$/m);
+    expect(r.stdout).toMatch(/ START +in +alice-laptop \(10\.\d+\.0\.1\) +database \(192\.168\.\d+\.10\) +tcp\/8080 +database +staff to database/);
+    expect(r.stdout).toMatch(/ END tcp_fin +in +alice-laptop .* tcp\/8080 +[\d.]+ KiB ↑ [\d.]+ KiB ↓ +database +staff to database/);
+    expect(r.stdout).toMatch(/icmpv6 128\/0/);
+    expect(r.stdout).toMatch(/demo: events: START \d+, END \d+/);
+    expect(r.stdout).toMatch(/demo: cleaned up\n$/);
+    expect(execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' })).toBe(before);
+  }, 120_000);
+});
