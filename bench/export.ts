@@ -1,0 +1,316 @@
+// Export benchmark (not a test). Two parts, both with real processes on loopback:
+//
+// 1. Throughput: events/s from `wgflow export-test` (synthetic events -> spool -> grpc-js stream,
+//    per-event acks) into `wgflow collect` (JSON lines, fsync group commit, acks), next to a bare
+//    grpc-js stream of the same messages (same generator and encoder; no spool, no acks; the
+//    server only counts). Rounds alternate; the table shows medians and the ratio.
+// 2. Outage: the exporter enqueues 10,000 events/s while the collector is down for 60 s; RSS of
+//    the exporter is sampled every second (it must stay flat: events go to the spool, not to
+//    memory), then the collector comes back, the backlog drains, and every event must be in the
+//    output exactly once. RSS of the collector is sampled while it catches up.
+//
+//   node build/bench/export.js [--events 100000] [--rounds 2] [--outage-s 60] [--rate 10000] [--skip-outage]
+//
+// Prints a table and writes bench/results/export.json.
+import { ChildProcess, spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import * as grpc from '@grpc/grpc-js';
+import { EVENTS_METHOD } from '../src/export/proto';
+import { syntheticEvent, syntheticEventId } from '../src/export/synthetic';
+import { writeFlowEvent } from '../src/export/wire-writer';
+import { idsOfFile, keyOfUuid } from '../src/collector/dedup';
+import { listEventFiles } from '../src/collector/jsonl-writer';
+
+const { values: args } = parseArgs({
+  options: {
+    role: { type: 'string' },
+    port: { type: 'string' },
+    events: { type: 'string', default: '100000' },
+    rounds: { type: 'string', default: '2' },
+    'outage-s': { type: 'string', default: '60' },
+    rate: { type: 'string', default: '10000' },
+    'skip-outage': { type: 'boolean', default: false },
+    seed: { type: 'string', default: 'bench' },
+  },
+});
+
+const identity = (b: Buffer): Buffer => b;
+const REPO = join(__dirname, '..', '..');
+/** The CLI compiled next to this script (tsconfig.bench.json builds src/ into build/src/). */
+const CLI = join(__dirname, '..', 'src', 'cli', 'main.js');
+
+// ---------- child roles: the bare grpc-js baseline ----------
+
+async function bareServer(): Promise<void> {
+  const server = new grpc.Server();
+  const def: grpc.ServiceDefinition = {
+    Events: { path: EVENTS_METHOD, requestStream: true, responseStream: true, requestSerialize: identity, requestDeserialize: identity, responseSerialize: identity, responseDeserialize: identity, originalName: 'Events' },
+  };
+  server.addService(def, {
+    Events: (call: grpc.ServerDuplexStream<Buffer, Buffer>) => {
+      let n = 0;
+      call.on('data', () => {
+        n++;
+      });
+      call.on('end', () => {
+        process.stdout.write(`${JSON.stringify({ event: 'received', count: n })}\n`);
+        call.end();
+      });
+      call.on('error', () => undefined);
+    },
+  });
+  const port = await new Promise<number>((resolve, reject) => server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))));
+  process.stdout.write(`${JSON.stringify({ event: 'listening', port })}\n`);
+}
+
+async function bareClient(port: number, count: number, seed: string): Promise<void> {
+  const client = new grpc.Client(`127.0.0.1:${port}`, grpc.credentials.createInsecure(), { 'grpc.enable_retries': 0 });
+  const call = client.makeBidiStreamRequest<Buffer, Buffer>(EVENTS_METHOD, identity, identity, new grpc.Metadata());
+  const t0 = Date.now();
+  const done = new Promise<grpc.StatusObject>((resolve) => call.on('status', resolve));
+  call.on('error', () => undefined);
+  call.on('data', () => undefined);
+  for (let i = 0; i < count; i++) {
+    // Same work per event as the exporter's producer: make the event, encode it.
+    if (!call.write(writeFlowEvent(syntheticEvent(seed, i)))) await new Promise((r) => call.once('drain', r));
+  }
+  call.end();
+  const st = await done;
+  const ms = Date.now() - t0;
+  process.stdout.write(`${JSON.stringify({ event: 'done', ok: st.code === 0, ms, eventsPerSecond: Math.round((count * 1000) / ms) })}\n`);
+  client.close();
+}
+
+// ---------- orchestration helpers ----------
+
+const children = new Set<ChildProcess>();
+
+function start(cmd: string[], name: string): ChildProcess {
+  const child = spawn(process.execPath, cmd, { stdio: ['ignore', 'pipe', 'pipe'], cwd: REPO });
+  children.add(child);
+  child.on('exit', () => children.delete(child));
+  child.stderr?.on('data', () => undefined); // drained; logs are not needed here
+  child.on('error', (err) => console.error(`${name}: ${err.message}`));
+  return child;
+}
+
+/** Resolves with the first JSON line (stdout, or stderr for pino logs) matching pred. */
+function waitJson(child: ChildProcess, pred: (o: Record<string, unknown>) => boolean, timeoutMs: number, stream: 'stdout' | 'stderr' = 'stdout'): Promise<Record<string, unknown>> {
+  return new Promise((resolve, reject) => {
+    let buf = '';
+    const src = stream === 'stdout' ? child.stdout : child.stderr;
+    const timer = setTimeout(() => {
+      src?.off('data', onData);
+      reject(new Error(`timed out after ${timeoutMs} ms waiting on ${stream}`));
+    }, timeoutMs);
+    const onData = (d: Buffer): void => {
+      buf += d.toString();
+      let nl: number;
+      while ((nl = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, nl);
+        buf = buf.slice(nl + 1);
+        try {
+          const o = JSON.parse(line) as Record<string, unknown>;
+          if (pred(o)) {
+            clearTimeout(timer);
+            src?.off('data', onData);
+            resolve(o);
+            return;
+          }
+        } catch {
+          // Not JSON.
+        }
+      }
+    };
+    src?.on('data', onData);
+  });
+}
+
+function killWait(child: ChildProcess, sig: NodeJS.Signals = 'SIGKILL'): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => {
+    child.once('exit', () => resolve());
+    if (child.pid) process.kill(child.pid, sig);
+  });
+}
+
+function rssMiB(pid: number | undefined): number | null {
+  if (!pid) return null;
+  try {
+    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Math.round(Number(m[1]) / 102.4) / 10 : null;
+  } catch {
+    return null;
+  }
+}
+
+async function startCollector(out: string, port = 0): Promise<{ child: ChildProcess; port: number }> {
+  const child = start([CLI, 'collect', '--listen', `127.0.0.1:${port}`, '--out', out], 'collector');
+  const line = await waitJson(child, (o) => o.msg === 'listening', 15_000, 'stderr');
+  return { child, port: Number(String(line.address).split(':').pop()) };
+}
+
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+};
+
+// ---------- part 1: throughput ----------
+
+async function throughputRound(work: string, round: number, events: number): Promise<{ bare: number; exporter: number }> {
+  const bs = start([__filename, '--role', 'bare-server'], 'bare-server');
+  const { port: barePort } = (await waitJson(bs, (o) => o.event === 'listening', 10_000)) as { port: number };
+  const bc = start([__filename, '--role', 'bare-client', '--port', String(barePort), '--events', String(events), '--seed', `bare${round}`], 'bare-client');
+  const bareDone = await waitJson(bc, (o) => o.event === 'done', 120_000);
+  await killWait(bs);
+  await killWait(bc);
+
+  const out = join(work, `tp-out-${round}`);
+  const { child: coll, port } = await startCollector(out);
+  const ex = start([CLI, 'export-test', '--collector', `grpc://127.0.0.1:${port}`, '--spool', join(work, `tp-spool-${round}`), '--count', String(events), '--seed', `exp${round}`, '--timeout-ms', '120000'], 'exporter');
+  const exDone = await waitJson(ex, (o) => o.event === 'done', 125_000);
+  await killWait(ex);
+  await killWait(coll, 'SIGTERM');
+  rmSync(out, { recursive: true, force: true });
+  if (exDone.ok !== true) throw new Error('exporter round did not deliver every event');
+  return { bare: Number(bareDone.eventsPerSecond), exporter: Number(exDone.eventsPerSecond) };
+}
+
+// ---------- part 2: outage ----------
+
+interface OutageResult {
+  rate: number;
+  outageSeconds: number;
+  eventsSent: number;
+  exporterRssMiB: { beforeOutage: number | null; maxDuringOutage: number | null; endOfOutage: number | null };
+  collectorRssMiB: { beforeOutage: number | null; maxDuringCatchUp: number | null };
+  spoolMiBAtEndOfOutage: number;
+  catchUpSeconds: number;
+  delivered: number;
+  duplicatesInOutput: number;
+  missing: number;
+}
+
+async function outage(work: string, rate: number, outageS: number): Promise<OutageResult> {
+  const leadS = 5;
+  const count = rate * (leadS + outageS);
+  const out = join(work, 'outage-out');
+  let { child: coll, port } = await startCollector(out);
+  const ex = start([CLI, 'export-test', '--collector', `grpc://127.0.0.1:${port}`, '--spool', join(work, 'outage-spool'), '--count', String(count), '--rate', String(rate), '--seed', 'outage', '--stats-ms', '1000', '--timeout-ms', String((leadS + outageS + 120) * 1000)], 'exporter');
+  let lastStats: Record<string, unknown> = {};
+  ex.stdout?.on('data', (d: Buffer) => {
+    for (const line of d.toString().split('\n')) {
+      try {
+        const o = JSON.parse(line) as Record<string, unknown>;
+        if (o.event === 'stats') lastStats = o;
+      } catch {
+        // partial line
+      }
+    }
+  });
+  const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+  await sleep(leadS * 1000);
+  const exBefore = rssMiB(ex.pid);
+  const collBefore = rssMiB(coll.pid);
+  await killWait(coll);
+  process.stdout.write(`  collector down for ${outageS} s (exporter keeps enqueueing ${rate}/s) ...\n`);
+  let exMax = 0;
+  for (let s = 0; s < outageS; s++) {
+    await sleep(1000);
+    exMax = Math.max(exMax, rssMiB(ex.pid) ?? 0);
+  }
+  const exEnd = rssMiB(ex.pid);
+  const spoolMiB = Math.round(Number(lastStats.spoolBytes ?? 0) / 104857.6) / 10;
+  const t0 = Date.now();
+  ({ child: coll } = await startCollector(out, port));
+  let collMax = 0;
+  const sampler = setInterval(() => {
+    collMax = Math.max(collMax, rssMiB(coll.pid) ?? 0);
+  }, 500);
+  const done = await waitJson(ex, (o) => o.event === 'done', (outageS + 120) * 1000);
+  clearInterval(sampler);
+  const catchUp = (Date.now() - t0) / 1000;
+  await killWait(ex);
+  await killWait(coll, 'SIGTERM');
+  // Exactly once: every id of the run, no id twice.
+  const seen = new Map<string, number>();
+  for (const f of listEventFiles(out)) for (const id of idsOfFile(f)) seen.set(id, (seen.get(id) ?? 0) + 1);
+  let dup = 0, missing = 0;
+  for (const n of seen.values()) if (n > 1) dup += n - 1;
+  for (let i = 0; i < count; i++) if (!seen.has(keyOfUuid(syntheticEventId('outage', i)))) missing++;
+  if (done.ok !== true) process.stdout.write('  warning: exporter did not report every event acknowledged\n');
+  return {
+    rate,
+    outageSeconds: outageS,
+    eventsSent: count,
+    exporterRssMiB: { beforeOutage: exBefore, maxDuringOutage: exMax, endOfOutage: exEnd },
+    collectorRssMiB: { beforeOutage: collBefore, maxDuringCatchUp: collMax },
+    spoolMiBAtEndOfOutage: spoolMiB,
+    catchUpSeconds: Math.round(catchUp * 10) / 10,
+    delivered: seen.size,
+    duplicatesInOutput: dup,
+    missing,
+  };
+}
+
+async function main(): Promise<void> {
+  if (args.role === 'bare-server') return bareServer();
+  if (args.role === 'bare-client') return bareClient(Number(args.port), Number(args.events), String(args.seed));
+  const events = Number(args.events);
+  const rounds = Number(args.rounds);
+  const work = mkdtempSync(join(tmpdir(), 'wgflow-bench-export-'));
+  const cleanup = (): void => {
+    for (const c of children) if (c.pid && c.exitCode === null) process.kill(c.pid, 'SIGKILL');
+  };
+  process.on('exit', cleanup);
+  try {
+    const bare: number[] = [], exp: number[] = [];
+    for (let r = 0; r < rounds; r++) {
+      const res = await throughputRound(work, r, events);
+      bare.push(res.bare);
+      exp.push(res.exporter);
+      process.stdout.write(`  round ${r + 1}: bare ${res.bare} ev/s, exporter ${res.exporter} ev/s\n`);
+    }
+    const bareMed = median(bare), expMed = median(exp);
+    const ratio = Math.round((expMed / bareMed) * 100) / 100;
+    const result: Record<string, unknown> = {
+      when: new Date().toISOString(),
+      events,
+      rounds,
+      throughput: { bareEventsPerSecond: bareMed, exporterEventsPerSecond: expMed, ratio, bareRounds: bare, exporterRounds: exp, targets: { eventsPerSecond: 100_000, ratio: 0.5 } },
+    };
+    const rows: Array<[string, string]> = [
+      ['bare grpc-js stream (no spool, no acks)', `${bareMed} ev/s`],
+      ['exporter -> collector (spool, acks, fsync)', `${expMed} ev/s`],
+      ['ratio exporter / bare', `${ratio}  (target >= 0.5)`],
+    ];
+    if (!args['skip-outage']) {
+      const o = await outage(work, Number(args.rate), Number(args['outage-s']));
+      result.outage = o;
+      rows.push(
+        [`exporter RSS before / max during / end of ${o.outageSeconds} s outage`, `${o.exporterRssMiB.beforeOutage} / ${o.exporterRssMiB.maxDuringOutage} / ${o.exporterRssMiB.endOfOutage} MiB`],
+        ['spool on disk at end of outage', `${o.spoolMiBAtEndOfOutage} MiB`],
+        ['collector RSS before outage / max while catching up', `${o.collectorRssMiB.beforeOutage} / ${o.collectorRssMiB.maxDuringCatchUp} MiB`],
+        ['catch-up after collector restart', `${o.catchUpSeconds} s`],
+        ['delivered / duplicates / missing', `${o.delivered} / ${o.duplicatesInOutput} / ${o.missing}  (of ${o.eventsSent})`],
+      );
+    }
+    const w = Math.max(...rows.map((r) => r[0].length));
+    process.stdout.write(`\n${rows.map(([k, v]) => `${k.padEnd(w)}  ${v}`).join('\n')}\n`);
+    const dir = join(REPO, 'bench', 'results');
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(join(dir, 'export.json'), `${JSON.stringify(result, null, 2)}\n`);
+    process.stdout.write(`\nwrote bench/results/export.json\n`);
+  } finally {
+    cleanup();
+    rmSync(work, { recursive: true, force: true });
+  }
+}
+
+main().catch((err: unknown) => {
+  console.error(err instanceof Error ? err.stack : String(err));
+  process.exit(1);
+});

@@ -1,0 +1,122 @@
+// wgflow collect: the embedded collector (src/collector/server.ts) as a command.
+import { readFileSync } from 'node:fs';
+import pino from 'pino';
+import { Collector, CollectorError } from '../collector/server';
+import { WriterError } from '../collector/jsonl-writer';
+import { intFlag, parseFlags, sizeFlag, UsageError } from '../export/cli-args';
+
+export const COLLECT_HELP = `usage: wgflow collect --out DIR [options]
+
+Receives flow events on /flow.FlowService/Events (the NetBird flow contract, gRPC), writes each
+as one JSON line to DIR/events.jsonl (fsync'ed in groups), then acknowledges it. Events are
+de-duplicated by event id, across restarts too. Logs (JSON) go to stderr.
+
+options:
+  --listen HOST:PORT      address to listen on (default 127.0.0.1:50051; port 0 = any free port)
+  --out DIR               output directory (required; created if missing)
+  --token TOKEN           require "authorization: Bearer TOKEN" (default: accept any caller)
+  --token-file FILE       read the token from FILE (keeps it out of the process list)
+  --tls-cert FILE         PEM server certificate: serve TLS (with --tls-key)
+  --tls-key FILE          PEM private key of --tls-cert
+  --client-ca FILE        PEM CA bundle: require client certificates signed by it (mTLS)
+  --rotate-size SIZE      rotate events.jsonl before it passes SIZE (default 64M)
+  --max-files N           keep at most N rotated files, deleting the oldest (default 0 = all)
+  --dedup-window N        event ids remembered for de-duplication (default 500000)
+  --log-level LEVEL       fatal, error, warn, info, debug (default info)
+  --help, -h              show this help
+
+Rotated files are named events-<6-digit sequence>-<UTC yyyymmddThhmmssZ>.jsonl.
+`;
+
+const OPTIONS = {
+  listen: { type: 'string' },
+  out: { type: 'string' },
+  token: { type: 'string' },
+  'token-file': { type: 'string' },
+  'tls-cert': { type: 'string' },
+  'tls-key': { type: 'string' },
+  'client-ca': { type: 'string' },
+  'rotate-size': { type: 'string' },
+  'max-files': { type: 'string' },
+  'dedup-window': { type: 'string' },
+  'log-level': { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
+const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+
+export async function main(argv: string[]): Promise<number> {
+  let collector: Collector;
+  try {
+    const f = parseFlags(argv, OPTIONS);
+    if (f.help) {
+      process.stdout.write(COLLECT_HELP);
+      return 0;
+    }
+    if (!f.out) throw new UsageError('--out DIR is required (where events.jsonl is written)');
+    if (f.token !== undefined && f['token-file'] !== undefined) throw new UsageError('give either --token or --token-file, not both');
+    if ((f['tls-cert'] === undefined) !== (f['tls-key'] === undefined)) throw new UsageError('--tls-cert and --tls-key go together');
+    if (f['client-ca'] !== undefined && f['tls-cert'] === undefined) throw new UsageError('--client-ca needs TLS: also give --tls-cert and --tls-key');
+    const level = f['log-level'] ?? 'info';
+    if (!LEVELS.includes(level)) throw new UsageError(`--log-level: "${level}" is not one of ${LEVELS.join(', ')}`);
+    let token = f.token;
+    if (f['token-file'] !== undefined) {
+      try {
+        token = readFileSync(f['token-file'], 'utf8').trim();
+      } catch (err) {
+        throw new UsageError(`--token-file: cannot read ${f['token-file']}: ${(err as Error).message}`);
+      }
+    }
+    if (token !== undefined && token === '') throw new UsageError('--token: the token is empty');
+    const logger = pino({ name: 'wgflow-collect', level }, pino.destination({ fd: 2, sync: true }));
+    try {
+      collector = await Collector.start({
+        listen: f.listen ?? '127.0.0.1:50051',
+        out: f.out,
+        token,
+        tlsCert: f['tls-cert'],
+        tlsKey: f['tls-key'],
+        clientCa: f['client-ca'],
+        rotateBytes: sizeFlag(f['rotate-size'], 'rotate-size', 64 * 1024 * 1024, 1024),
+        maxFiles: intFlag(f['max-files'], 'max-files', 0),
+        dedupWindow: intFlag(f['dedup-window'], 'dedup-window', 500_000, 1),
+        logger,
+      });
+    } catch (err) {
+      if (err instanceof UsageError) throw err;
+      if (err instanceof CollectorError || err instanceof WriterError) {
+        process.stderr.write(`wgflow collect: ${err.message}\n`);
+        return 1;
+      }
+      throw err;
+    }
+    logger.info({ address: collector.address, out: f.out, tls: f['tls-cert'] !== undefined, mtls: f['client-ca'] !== undefined, auth: token !== undefined }, 'listening');
+    const c = collector;
+    return await new Promise<number>((resolve) => {
+      let stopping = false;
+      const stop = (sig: string): void => {
+        if (stopping) return;
+        stopping = true;
+        logger.info({ signal: sig }, 'shutting down');
+        c.close().then(
+          () => {
+            logger.info(c.stats(), 'stopped');
+            resolve(0);
+          },
+          (err: Error) => {
+            logger.error({ err: err.message }, 'shutdown failed');
+            resolve(1);
+          },
+        );
+      };
+      process.on('SIGTERM', () => stop('SIGTERM'));
+      process.on('SIGINT', () => stop('SIGINT'));
+    });
+  } catch (err) {
+    if (err instanceof UsageError) {
+      process.stderr.write(`wgflow collect: ${err.message}\nRun "wgflow collect --help" for the options.\n`);
+      return 2;
+    }
+    throw err;
+  }
+}

@@ -1,0 +1,310 @@
+// Appends JSON lines to DIR/events.jsonl with group commit: lines accumulate while the previous
+// batch is being written and fdatasync'ed, then go out together with one write and one
+// fdatasync. Callers learn when their batch is durable (the collector acks only then).
+//
+// Rotation: when events.jsonl would pass rotateBytes it is closed and renamed to
+// events-<6-digit sequence>-<UTC yyyymmddThhmmssZ>.jsonl (the sequence orders the files; the
+// time says when the file was closed). maxFiles > 0 keeps only that many rotated files.
+import { closeSync, fdatasync, fdatasyncSync, fstatSync, ftruncateSync, openSync, readdirSync, readSync, renameSync, unlinkSync, write } from 'node:fs';
+import { join } from 'node:path';
+import type { Logger } from 'pino';
+import { ensureDir } from '../fs-util';
+
+export const CURRENT_FILE = 'events.jsonl';
+const ROTATED_RE = /^events-(\d{6,})-\d{8}T\d{6}Z\.jsonl$/;
+
+export interface JsonlWriterOptions {
+  dir: string;
+  /** Rotate events.jsonl before it would pass this size. Default 64 MiB. */
+  rotateBytes?: number;
+  /** Rotated files kept (oldest deleted first); 0 keeps all. Default 0. */
+  maxFiles?: number;
+  /** fdatasync every batch (default true). Off only for benchmarks of the rest. */
+  fsync?: boolean;
+  logger?: Logger;
+}
+
+export interface JsonlWriterStats {
+  lines: number;
+  commits: number;
+  bytes: number;
+  rotations: number;
+}
+
+type CommitCallback = (err: Error | null) => void;
+
+interface Batch {
+  id: number;
+  lines: string[];
+  bytes: number;
+  callbacks: CommitCallback[];
+}
+
+export class WriterError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'WriterError';
+  }
+}
+
+function utcStamp(d: Date): string {
+  const p = (n: number, w = 2): string => String(n).padStart(w, '0');
+  return `${d.getUTCFullYear()}${p(d.getUTCMonth() + 1)}${p(d.getUTCDate())}T${p(d.getUTCHours())}${p(d.getUTCMinutes())}${p(d.getUTCSeconds())}Z`;
+}
+
+function fsyncDir(dir: string): void {
+  let fd: number | null = null;
+  try {
+    fd = openSync(dir, 'r');
+    fdatasyncSync(fd);
+  } catch {
+    // Not supported on every filesystem.
+  } finally {
+    if (fd !== null) closeSync(fd);
+  }
+}
+
+/** Rotated files of dir, oldest first, then events.jsonl if present. */
+export function listEventFiles(dir: string): string[] {
+  const names = readdirSync(dir);
+  const rotated = names
+    .map((n) => ({ n, m: ROTATED_RE.exec(n) }))
+    .filter((x): x is { n: string; m: RegExpExecArray } => x.m !== null)
+    .sort((a, b) => Number(a.m[1]) - Number(b.m[1]))
+    .map((x) => join(dir, x.n));
+  if (names.includes(CURRENT_FILE)) rotated.push(join(dir, CURRENT_FILE));
+  return rotated;
+}
+
+export class JsonlWriter {
+  readonly dir: string;
+  private readonly path: string;
+  private readonly rotateBytes: number;
+  private readonly maxFiles: number;
+  private readonly doFsync: boolean;
+  private readonly log: Logger | undefined;
+  private fd: number;
+  /** Bytes of events.jsonl known to be complete (what a failed write is cut back to). */
+  private size: number;
+  private nextRotation: number;
+  /** Size of events.jsonl after the last successful commit. */
+  private committedSize: number;
+  private current: Batch;
+  private committing = false;
+  private closed = false;
+  private closeWaiters: Array<() => void> = [];
+  private readonly counters: JsonlWriterStats = { lines: 0, commits: 0, bytes: 0, rotations: 0 };
+
+  private constructor(opts: JsonlWriterOptions, fd: number, size: number, nextRotation: number) {
+    this.dir = opts.dir;
+    this.path = join(opts.dir, CURRENT_FILE);
+    this.rotateBytes = opts.rotateBytes ?? 64 * 1024 * 1024;
+    this.maxFiles = opts.maxFiles ?? 0;
+    this.doFsync = opts.fsync ?? true;
+    this.log = opts.logger;
+    this.fd = fd;
+    this.size = size;
+    this.committedSize = size;
+    this.nextRotation = nextRotation;
+    this.current = { id: 1, lines: [], bytes: 0, callbacks: [] };
+  }
+
+  /**
+   * Opens DIR/events.jsonl for appending (creating DIR). A torn last line left by a crash is cut
+   * off: it was never acknowledged, so its sender sends it again.
+   */
+  static open(opts: JsonlWriterOptions): JsonlWriter {
+    if ((opts.rotateBytes ?? 1) <= 0) throw new WriterError(`rotate size must be positive, got ${opts.rotateBytes}`);
+    let fd: number;
+    try {
+      ensureDir(opts.dir);
+      fd = openSync(join(opts.dir, CURRENT_FILE), 'a+');
+    } catch (err) {
+      throw new WriterError(`cannot write to output directory ${opts.dir}: ${(err as Error).message}`);
+    }
+    let size = fstatSync(fd).size;
+    if (size > 0) {
+      // Find the last newline (reading backwards in small blocks).
+      const block = Buffer.alloc(64 * 1024);
+      let end = size;
+      let keep = -1;
+      while (end > 0 && keep < 0) {
+        const start = Math.max(0, end - block.length);
+        const n = readSync(fd, block, 0, end - start, start);
+        const i = block.subarray(0, n).lastIndexOf(0x0a);
+        if (i >= 0) keep = start + i + 1;
+        end = start;
+      }
+      if (keep < 0) keep = 0;
+      if (keep < size) {
+        opts.logger?.warn({ file: join(opts.dir, CURRENT_FILE), droppedBytes: size - keep }, 'cut off a torn last line (never acknowledged; its sender resends it)');
+        ftruncateSync(fd, keep);
+        fdatasyncSync(fd);
+        size = keep;
+      }
+    }
+    let maxSeq = 0;
+    for (const n of readdirSync(opts.dir)) {
+      const m = ROTATED_RE.exec(n);
+      if (m) maxSeq = Math.max(maxSeq, Number(m[1]));
+    }
+    return new JsonlWriter(opts, fd, size, maxSeq + 1);
+  }
+
+  /** Queues one line (without its newline); returns the id of the batch it will be committed in. */
+  append(line: string): number {
+    if (this.closed) throw new WriterError('writer is closed');
+    this.current.lines.push(line);
+    this.current.bytes += Buffer.byteLength(line) + 1;
+    this.kick();
+    return this.current.id;
+  }
+
+  /** Id of the batch now accumulating. */
+  get batchId(): number {
+    return this.current.id;
+  }
+
+  /** Bytes queued and not yet committed (the collector slows its senders above a limit). */
+  get pendingBytes(): number {
+    return this.current.bytes;
+  }
+
+  /**
+   * Runs cb once the batch now accumulating is durable (or failed). If the batch has no lines it
+   * still waits for any commit in progress, so cb also means "everything appended before is durable".
+   */
+  afterCommit(cb: CommitCallback): number {
+    this.current.callbacks.push(cb);
+    this.kick();
+    return this.current.id;
+  }
+
+  stats(): JsonlWriterStats {
+    return { ...this.counters };
+  }
+
+  private kick(): void {
+    if (this.committing) return;
+    this.committing = true;
+    // Let the rest of this tick's events join the batch.
+    setImmediate(() => this.commitLoop());
+  }
+
+  private commitLoop(): void {
+    const batch = this.current;
+    if (batch.lines.length === 0 && batch.callbacks.length === 0) {
+      this.committing = false;
+      for (const w of this.closeWaiters.splice(0)) w();
+      return;
+    }
+    this.current = { id: batch.id + 1, lines: [], bytes: 0, callbacks: [] };
+    const done = (err: Error | null): void => {
+      if (!err) this.committedSize = this.size;
+      if (err) {
+        this.log?.error({ err: err.message, file: this.path, lines: batch.lines.length }, 'writing events failed; not acknowledging them');
+        try {
+          ftruncateSync(this.fd, this.committedSize); // leave no half-written line behind
+          this.size = this.committedSize;
+        } catch {
+          // The next write fails the same way and is reported.
+        }
+      } else {
+        this.counters.lines += batch.lines.length;
+        this.counters.bytes += batch.bytes;
+        this.counters.commits++;
+      }
+      for (const cb of batch.callbacks) {
+        try {
+          cb(err);
+        } catch (e) {
+          this.log?.error({ err: (e as Error).message }, 'commit callback failed');
+        }
+      }
+      setImmediate(() => this.commitLoop());
+    };
+    if (batch.lines.length === 0) {
+      done(null);
+      return;
+    }
+    // Split the batch where the file would pass rotateBytes: each piece is one write, and a
+    // rotation between pieces (rotate() syncs the file it closes).
+    const pieces: Buffer[] = [];
+    let from = 0, acc = this.size;
+    const t0 = Date.now();
+    const fits = this.size + batch.bytes <= this.rotateBytes;
+    for (let i = 0; !fits && i < batch.lines.length; i++) {
+      const len = Buffer.byteLength(batch.lines[i]) + 1;
+      if (acc > 0 && acc + len > this.rotateBytes) {
+        if (i > from) {
+          pieces.push(Buffer.from(batch.lines.slice(from, i).join('\n') + '\n', 'utf8'));
+          from = i;
+        }
+        acc = 0;
+      }
+      acc += len;
+    }
+    pieces.push(Buffer.from(batch.lines.slice(from).join('\n') + '\n', 'utf8'));
+    const writePiece = (k: number, off: number): void => {
+      const data = pieces[k];
+      if (off === 0) {
+        try {
+          if (this.size > 0 && this.size + data.length > this.rotateBytes) this.rotate();
+        } catch (err) {
+          done(new WriterError(`cannot rotate ${this.path}: ${(err as Error).message}`));
+          return;
+        }
+      }
+      write(this.fd, data, off, data.length - off, null, (err, n) => {
+        if (err) return done(err);
+        if (off + n < data.length) return writePiece(k, off + n);
+        this.size += data.length;
+        if (k + 1 < pieces.length) return writePiece(k + 1, 0);
+        if (!this.doFsync) return done(null);
+        fdatasync(this.fd, (e) => {
+          this.log?.trace({ lines: batch.lines.length, bytes: batch.bytes, ms: Date.now() - t0 }, 'committed');
+          done(e ?? null);
+        });
+      });
+    };
+    writePiece(0, 0);
+  }
+
+  private rotate(): void {
+    fdatasyncSync(this.fd);
+    closeSync(this.fd);
+    const name = `events-${String(this.nextRotation).padStart(6, '0')}-${utcStamp(new Date())}.jsonl`;
+    this.nextRotation++;
+    renameSync(this.path, join(this.dir, name));
+    this.fd = openSync(this.path, 'a+');
+    this.size = 0;
+    this.committedSize = 0;
+    fsyncDir(this.dir);
+    this.counters.rotations++;
+    this.log?.info({ file: name }, 'rotated events.jsonl');
+    if (this.maxFiles > 0) {
+      const rotated = listEventFiles(this.dir).filter((p) => !p.endsWith(`/${CURRENT_FILE}`));
+      for (const old of rotated.slice(0, Math.max(0, rotated.length - this.maxFiles))) {
+        try {
+          unlinkSync(old);
+          this.log?.info({ file: old }, 'deleted old event file (max files)');
+        } catch (err) {
+          this.log?.warn({ file: old, err: (err as Error).message }, 'cannot delete old event file');
+        }
+      }
+    }
+  }
+
+  /** Commits what is queued, then closes the file. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    if (this.committing || this.current.lines.length > 0) {
+      await new Promise<void>((resolve) => {
+        this.closeWaiters.push(resolve);
+        this.kick();
+      });
+    }
+    this.closed = true;
+    closeSync(this.fd);
+  }
+}

@@ -1,0 +1,422 @@
+// The embedded collector: a receiver of /flow.FlowService/Events (the NetBird flow contract) that
+// writes each event as one JSON line, durably, and only then acks it.
+//
+// It speaks gRPC directly over node:http2 rather than through grpc-js's server, for one reason:
+// acks of a whole group commit go out as one HTTP/2 write (many length-prefixed gRPC messages in
+// one DATA frame), where grpc-js writes one frame per message. On the wire it is ordinary gRPC:
+// response headers, length-prefixed protobuf messages, grpc-status trailers.
+import { timingSafeEqual } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import * as http2 from 'node:http2';
+import type { AddressInfo, Socket } from 'node:net';
+import type { Logger } from 'pino';
+import { encodeAck, INITIATOR_ACK } from '../export/codec';
+import { EVENTS_METHOD } from '../export/proto';
+import { readFlowEvent, ReadResult } from '../export/wire-reader';
+import { toJsonLine } from '../flow/json';
+import { rebuildSeenSet, SeenSet } from './dedup';
+import { JsonlWriter, listEventFiles } from './jsonl-writer';
+
+export interface CollectorOptions {
+  /** HOST:PORT to listen on (PORT 0 picks a free port). */
+  listen: string;
+  /** Output directory (events.jsonl and rotated files). */
+  out: string;
+  /** Required bearer token; undefined or '' accepts any caller. */
+  token?: string;
+  /** PEM server certificate and key: TLS when given. */
+  tlsCert?: string;
+  tlsKey?: string;
+  /** PEM CA bundle: client certificates signed by it are required (mTLS). */
+  clientCa?: string;
+  rotateBytes?: number;
+  maxFiles?: number;
+  /** Event ids remembered for de-duplication (across restarts too). Default 500,000. */
+  dedupWindow?: number;
+  /** Largest accepted gRPC message. Default 4 MiB (grpc's default). */
+  maxMessageBytes?: number;
+  /** fdatasync every batch (default true). */
+  fsync?: boolean;
+  logger: Logger;
+}
+
+export interface CollectorStats {
+  streams: number;
+  openStreams: number;
+  received: number;
+  written: number;
+  duplicates: number;
+  malformed: number;
+  unauthenticated: number;
+}
+
+/** gRPC status codes used here. */
+const Status = { OK: 0, INVALID_ARGUMENT: 3, RESOURCE_EXHAUSTED: 8, INTERNAL: 13, UNIMPLEMENTED: 12, UNAVAILABLE: 14, UNAUTHENTICATED: 16 } as const;
+
+/** grpc-message is percent-encoded (gRPC HTTP/2 protocol spec). */
+function encodeGrpcMessage(msg: string): string {
+  return Array.from(Buffer.from(msg, 'utf8'))
+    .map((b) => (b >= 0x20 && b <= 0x7e && b !== 0x25 ? String.fromCharCode(b) : `%${b.toString(16).toUpperCase().padStart(2, '0')}`))
+    .join('');
+}
+
+/** One ack message framed for the wire: flag 0, u32 BE length, FlowEventAck bytes. */
+function frame(msg: Buffer): Buffer {
+  const out = Buffer.allocUnsafe(5 + msg.length);
+  out[0] = 0;
+  out.writeUInt32BE(msg.length, 1);
+  msg.copy(out, 5);
+  return out;
+}
+
+export class CollectorError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'CollectorError';
+  }
+}
+
+export function parseListen(text: string): { host: string; port: number } {
+  const m = /^\[([^\]]+)\]:(\d+)$/.exec(text) ?? /^([^:[\]]*):(\d+)$/.exec(text);
+  if (!m) throw new CollectorError(`listen address "${text}" is not HOST:PORT (e.g. 127.0.0.1:50051 or [::1]:50051)`);
+  const port = Number(m[2]);
+  if (port > 65535) throw new CollectorError(`listen port ${port} is out of range 0..65535`);
+  return { host: m[1] || '0.0.0.0', port };
+}
+
+/** Pauses reading a stream while this many of its events wait for their commit. */
+const MAX_PENDING_PER_STREAM = 65_536;
+
+class EventStream {
+  private parts: Buffer[] = [];
+  private partsBytes = 0;
+  /** Acks waiting for their batch's commit, by batch id. */
+  private readonly acks = new Map<number, Buffer[]>();
+  private pending = 0;
+  private paused = false;
+  private clientDone = false;
+  private finished = false;
+  private status: { code: number; message: string } = { code: Status.OK, message: '' };
+
+  constructor(private readonly c: Collector, private readonly s: http2.ServerHttp2Stream, private readonly peer: string) {
+    s.on('wantTrailers', () => {
+      const t: http2.OutgoingHttpHeaders = { 'grpc-status': String(this.status.code) };
+      if (this.status.message) t['grpc-message'] = encodeGrpcMessage(this.status.message);
+      try {
+        s.sendTrailers(t);
+      } catch {
+        // The peer is gone.
+      }
+    });
+    s.on('data', (chunk: Buffer) => this.onData(chunk));
+    s.on('end', () => {
+      this.clientDone = true;
+      this.maybeFinish();
+    });
+    s.on('drain', () => this.updateFlow());
+    s.on('error', (err) => this.c.log.debug({ peer, err: err.message }, 'stream error'));
+    s.on('close', () => {
+      this.finished = true;
+      this.c.streamClosed();
+    });
+  }
+
+  private onData(chunk: Buffer): void {
+    if (this.finished) return;
+    this.parts.push(chunk);
+    this.partsBytes += chunk.length;
+    if (this.partsBytes < 5) return;
+    let buf = this.parts.length === 1 ? this.parts[0] : Buffer.concat(this.parts, this.partsBytes);
+    let off = 0;
+    while (buf.length - off >= 5) {
+      const compressed = buf[off];
+      const len = buf.readUInt32BE(off + 1);
+      if (len > this.c.maxMessageBytes) {
+        return this.fail(Status.RESOURCE_EXHAUSTED, `message of ${len} bytes is larger than the limit of ${this.c.maxMessageBytes}`);
+      }
+      if (buf.length - off - 5 < len) break;
+      if (compressed !== 0) return this.fail(Status.UNIMPLEMENTED, 'compressed messages are not supported (use identity encoding)');
+      const msg = buf.subarray(off + 5, off + 5 + len);
+      off += 5 + len;
+      if (!this.onMessage(msg)) return;
+    }
+    buf = buf.subarray(off);
+    this.parts = buf.length > 0 ? [buf] : [];
+    this.partsBytes = buf.length;
+  }
+
+  /** Handles one FlowEvent message; false when the stream was failed. */
+  private onMessage(msg: Buffer): boolean {
+    let r: ReadResult;
+    try {
+      r = readFlowEvent(msg);
+    } catch (err) {
+      this.c.counters.malformed++;
+      this.fail(Status.INVALID_ARGUMENT, `cannot parse a flow.FlowEvent: ${(err as Error).message}`);
+      return false;
+    }
+    if (r.kind === 'initiator') {
+      this.s.write(frame(INITIATOR_ACK));
+      return true;
+    }
+    this.c.counters.received++;
+    const id = r.eventId;
+    const ack = frame(encodeAck(id));
+    let batch: number;
+    if (r.kind === 'invalid') {
+      // Acked anyway: one event we cannot represent must not block its sender forever.
+      this.c.counters.malformed++;
+      this.c.warnMalformed(this.peer, r.error);
+      batch = this.c.writer.batchId;
+    } else {
+      const key = id.toString('hex');
+      if (this.c.seen.has(key)) {
+        // Already written (maybe in a batch still being committed): ack once that is durable.
+        this.c.counters.duplicates++;
+        batch = this.c.writer.batchId;
+      } else {
+        this.c.seen.add(key);
+        batch = this.c.writer.append(toJsonLine(r.event, Date.now()));
+        this.c.counters.written++;
+      }
+    }
+    let list = this.acks.get(batch);
+    if (!list) {
+      list = [];
+      this.acks.set(batch, list);
+      this.c.writer.afterCommit((err) => this.onCommitted(batch, err));
+    }
+    list.push(ack);
+    this.pending++;
+    if (this.pending >= MAX_PENDING_PER_STREAM) this.updateFlow();
+    return true;
+  }
+
+  private onCommitted(batch: number, err: Error | null): void {
+    const list = this.acks.get(batch);
+    this.acks.delete(batch);
+    if (!list) return;
+    this.pending -= list.length;
+    if (this.finished) return;
+    if (err) {
+      // The senders keep the events and send them again on a new stream.
+      this.fail(Status.UNAVAILABLE, `collector cannot store events: ${err.message}`);
+      return;
+    }
+    // All acks of the batch in one write: one DATA frame instead of one per event.
+    this.s.write(list.length === 1 ? list[0] : Buffer.concat(list));
+    this.updateFlow();
+    this.maybeFinish();
+  }
+
+  /** Stops reading while too many acks wait for commit or the peer does not read its acks. */
+  private updateFlow(): void {
+    if (this.finished) return;
+    const shouldPause = this.pending >= MAX_PENDING_PER_STREAM || this.s.writableNeedDrain;
+    if (shouldPause && !this.paused) {
+      this.paused = true;
+      this.s.pause();
+    } else if (!shouldPause && this.paused) {
+      this.paused = false;
+      this.s.resume();
+    }
+  }
+
+  private maybeFinish(): void {
+    if (this.clientDone && this.pending === 0 && !this.finished) {
+      this.finished = true;
+      this.s.end();
+    }
+  }
+
+  fail(code: number, message: string): void {
+    if (this.finished) return;
+    this.finished = true;
+    this.status = { code, message };
+    this.c.log.warn({ peer: this.peer, code, message }, 'ending stream with an error');
+    this.s.end();
+  }
+
+  /** Ends the stream (server shutdown): the sender resends what is unacked elsewhere or later. */
+  shutdown(): void {
+    this.fail(Status.UNAVAILABLE, 'collector is shutting down');
+  }
+}
+
+export class Collector {
+  readonly log: Logger;
+  readonly maxMessageBytes: number;
+  readonly writer: JsonlWriter;
+  readonly seen: SeenSet;
+  readonly counters = { streams: 0, received: 0, written: 0, duplicates: 0, malformed: 0, unauthenticated: 0 };
+  private readonly server: http2.Http2Server | http2.Http2SecureServer;
+  private readonly sessions = new Set<http2.ServerHttp2Session>();
+  private readonly streams = new Set<EventStream>();
+  private readonly tokenBuf: Buffer | null;
+  private lastMalformedLog = 0;
+  private openStreams = 0;
+  address = '';
+
+  private constructor(opts: CollectorOptions) {
+    this.log = opts.logger;
+    this.maxMessageBytes = opts.maxMessageBytes ?? 4 * 1024 * 1024;
+    this.tokenBuf = opts.token ? Buffer.from(`Bearer ${opts.token}`) : null;
+    if ((opts.tlsCert === undefined) !== (opts.tlsKey === undefined)) throw new CollectorError('TLS needs both a certificate and a key (--tls-cert and --tls-key)');
+    if (opts.clientCa && !opts.tlsCert) throw new CollectorError('client certificate checking (--client-ca) needs TLS (--tls-cert and --tls-key)');
+    this.writer = JsonlWriter.open({ dir: opts.out, rotateBytes: opts.rotateBytes, maxFiles: opts.maxFiles, fsync: opts.fsync, logger: opts.logger });
+    const window = opts.dedupWindow ?? 500_000;
+    const t0 = Date.now();
+    this.seen = rebuildSeenSet(listEventFiles(opts.out), window);
+    if (this.seen.size > 0) this.log.info({ ids: this.seen.size, ms: Date.now() - t0 }, 'rebuilt the de-duplication set from the output files');
+    const settings: http2.Settings = { initialWindowSize: 1 << 20, maxConcurrentStreams: 1000 };
+    if (opts.tlsCert && opts.tlsKey) {
+      const read = (p: string, what: string): Buffer => {
+        try {
+          return readFileSync(p);
+        } catch (err) {
+          throw new CollectorError(`cannot read the ${what} ${p}: ${(err as Error).message}`);
+        }
+      };
+      const secure: http2.SecureServerOptions = { cert: read(opts.tlsCert, 'TLS certificate'), key: read(opts.tlsKey, 'TLS key'), settings, allowHTTP1: false };
+      if (opts.clientCa) {
+        secure.ca = read(opts.clientCa, 'client CA file');
+        secure.requestCert = true;
+        secure.rejectUnauthorized = true;
+      }
+      try {
+        this.server = http2.createSecureServer(secure);
+      } catch (err) {
+        throw new CollectorError(`bad TLS material: ${(err as Error).message}`);
+      }
+    } else {
+      this.server = http2.createServer({ settings });
+    }
+    this.server.on('session', (session: http2.ServerHttp2Session) => {
+      this.sessions.add(session);
+      // A bigger connection window than HTTP/2's 64 KiB default: many events per round trip.
+      try {
+        session.setLocalWindowSize(8 << 20);
+      } catch {
+        // Session already gone.
+      }
+      session.on('error', (err) => {
+        // A broken peer (bad preface, protocol error): drop the connection, never the server.
+        this.log.debug({ err: err.message }, 'session error');
+        session.destroy();
+      });
+      session.on('close', () => this.sessions.delete(session));
+    });
+    // Acks are small writes: without TCP_NODELAY, Nagle holds them back until the sender's
+    // delayed ACK, and the sender's window drains in slow motion.
+    this.server.on('connection', (socket: Socket) => socket.setNoDelay(true));
+    this.server.on('secureConnection', (socket: Socket) => socket.setNoDelay(true));
+    this.server.on('stream', (stream, headers) => this.onStream(stream, headers));
+    this.server.on('sessionError', (err: Error, session?: http2.ServerHttp2Session) => {
+      this.log.debug({ err: err.message }, 'session error');
+      session?.destroy();
+    });
+    this.server.on('tlsClientError', (err) => this.log.warn({ err: err.message }, 'TLS handshake with a client failed'));
+  }
+
+  /** Opens the output, rebuilds the de-dup set, and listens. Rejects with a clear CollectorError. */
+  static async start(opts: CollectorOptions): Promise<Collector> {
+    const { host, port } = parseListen(opts.listen);
+    const c = new Collector(opts);
+    await new Promise<void>((resolve, reject) => {
+      const onError = (err: NodeJS.ErrnoException): void => {
+        const why = err.code === 'EADDRINUSE' ? `address ${opts.listen} is already in use (another collector running? pick another --listen port)` : err.code === 'EACCES' ? `no permission to listen on ${opts.listen}` : err.code === 'EADDRNOTAVAIL' ? `${host} is not an address of this machine` : err.message;
+        reject(new CollectorError(`cannot listen on ${opts.listen}: ${why}`));
+      };
+      c.server.once('error', onError);
+      c.server.listen(port, host, () => {
+        c.server.off('error', onError);
+        c.server.on('error', (err) => c.log.error({ err: err.message }, 'server error'));
+        resolve();
+      });
+    }).catch(async (err) => {
+      await c.writer.close();
+      throw err;
+    });
+    const a = c.server.address() as AddressInfo;
+    c.address = a.family === 'IPv6' ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`;
+    return c;
+  }
+
+  get port(): number {
+    return (this.server.address() as AddressInfo).port;
+  }
+
+  private onStream(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders): void {
+    stream.on('error', () => undefined); // reported per session; never fatal
+    const peer = `${stream.session?.socket?.remoteAddress ?? '?'}:${stream.session?.socket?.remotePort ?? '?'}`;
+    const trailersOnly = (code: number, message: string): void => {
+      try {
+        stream.respond({ ':status': 200, 'content-type': 'application/grpc', 'grpc-status': String(code), 'grpc-message': encodeGrpcMessage(message) }, { endStream: true });
+      } catch {
+        // The peer is gone.
+      }
+    };
+    if (headers[':method'] !== 'POST') {
+      stream.respond({ ':status': 405 }, { endStream: true });
+      return;
+    }
+    const ct = String(headers['content-type'] ?? '');
+    if (!ct.startsWith('application/grpc')) {
+      stream.respond({ ':status': 415 }, { endStream: true });
+      return;
+    }
+    if (headers[':path'] !== EVENTS_METHOD) {
+      trailersOnly(Status.UNIMPLEMENTED, `unknown method ${String(headers[':path'])}; this collector serves ${EVENTS_METHOD}`);
+      return;
+    }
+    if (this.tokenBuf) {
+      const got = Buffer.from(String(headers.authorization ?? ''));
+      if (got.length !== this.tokenBuf.length || !timingSafeEqual(got, this.tokenBuf)) {
+        this.counters.unauthenticated++;
+        this.log.warn({ peer, reason: headers.authorization ? 'wrong token' : 'no authorization header' }, 'rejected a stream: bad bearer token');
+        trailersOnly(Status.UNAUTHENTICATED, headers.authorization ? 'invalid bearer token' : 'missing authorization: Bearer <token> metadata');
+        return;
+      }
+    }
+    stream.respond({ ':status': 200, 'content-type': 'application/grpc', 'grpc-accept-encoding': 'identity' }, { waitForTrailers: true });
+    this.counters.streams++;
+    this.openStreams++;
+    this.log.info({ peer }, 'exporter stream opened');
+    const es = new EventStream(this, stream, peer);
+    this.streams.add(es);
+    stream.on('close', () => {
+      this.streams.delete(es);
+      this.log.info({ peer }, 'exporter stream closed');
+    });
+  }
+
+  /** Called by a stream when it closes. */
+  streamClosed(): void {
+    this.openStreams--;
+  }
+
+  /** Logs malformed events at most once a second (a broken sender must not flood the log). */
+  warnMalformed(peer: string, why: string): void {
+    const now = Date.now();
+    if (now - this.lastMalformedLog < 1000) return;
+    this.lastMalformedLog = now;
+    this.log.warn({ peer, why, malformedTotal: this.counters.malformed }, 'acknowledged an event that cannot be stored (malformed)');
+  }
+
+  stats(): CollectorStats {
+    return { ...this.counters, openStreams: this.openStreams };
+  }
+
+  /** Ends every stream, commits what is queued and closes the output. */
+  async close(): Promise<void> {
+    for (const s of this.streams) s.shutdown();
+    await new Promise<void>((resolve) => {
+      this.server.close(() => resolve());
+      for (const s of this.sessions) s.close();
+      setTimeout(() => {
+        for (const s of this.sessions) s.destroy();
+      }, 2000).unref();
+    });
+    await this.writer.close();
+  }
+}

@@ -1,0 +1,400 @@
+// The exporter: FlowEvents go to the durable spool first, then out on one long-lived
+// /flow.FlowService/Events stream (grpc-js), and leave the spool only when acknowledged.
+//
+// Flow control has three bounds, so memory stays flat whatever the collector does: at most
+// maxInFlight events written and not yet acked, no write while the stream reports backpressure
+// (write() === false until 'drain'), and the spool's own in-memory cap for events not yet sent.
+import { readFileSync } from 'node:fs';
+import { rootCertificates } from 'node:tls';
+import * as grpc from '@grpc/grpc-js';
+import pino, { Logger } from 'pino';
+import type { FlowEvent } from '../flow/event';
+import { DecodedAck, decodeAck, initiatorMessage } from './codec';
+import { EVENTS_METHOD } from './proto';
+import { Spool, SpoolOptions, SpoolRecord } from './spool';
+import { eventIdOf, writeFlowEvent } from './wire-writer';
+import { parseCollectorUrl, CollectorUrl } from './url';
+
+export interface BackoffOptions {
+  /** First delay. NetBird: 800 ms. */
+  initialMs?: number;
+  /** Growth per failed attempt. NetBird: 1.7. */
+  multiplier?: number;
+  /** Randomization: delay * (1 +- jitter). NetBird: 0.5. */
+  jitter?: number;
+  /** Cap of the un-jittered delay. Default 30 s. */
+  maxMs?: number;
+  /** A stream that lived at least this long resets the backoff. NetBird: 5 s. */
+  resetAfterMs?: number;
+}
+
+export interface ExporterOptions {
+  /** grpc://host:port, grpcs://host:port or https://host[:port]. */
+  url: string;
+  /** Sent as `authorization: Bearer <token>` on every stream. */
+  token?: string;
+  /** PEM CA bundle to trust instead of the system roots (TLS only). */
+  caFile?: string;
+  /** PEM client certificate and key for mTLS (both or neither). */
+  certFile?: string;
+  keyFile?: string;
+  /** The durable spool (dir is required). */
+  spool: SpoolOptions;
+  /**
+   * Events written to the stream and not yet acked, at most. Default 16384: enough to keep
+   * sending through a collector's slow fsync (~100 ms spikes) at tens of thousands of events/s.
+   */
+  maxInFlight?: number;
+  /** HTTP/2 keepalive ping interval and ack timeout (NetBird: 30 s / 10 s). */
+  keepaliveTimeMs?: number;
+  keepaliveTimeoutMs?: number;
+  /** A stream whose initiator ack does not arrive in this time is torn down and retried. Default 10 s. */
+  handshakeTimeoutMs?: number;
+  backoff?: BackoffOptions;
+  logger?: Logger;
+  /** Called with the send-to-ack time of every acked event (attach a histogram here). */
+  onAckLatency?: (ms: number) => void;
+  /** Called on every stream state change. */
+  onConnectionChange?: (connected: boolean) => void;
+}
+
+export interface ExporterStats {
+  connected: boolean;
+  /** Written to the stream, waiting for their ack. */
+  inFlight: number;
+  /** In the spool, not yet written to the stream. */
+  queued: number;
+  /** Acked since start. */
+  acked: number;
+  /** Writes to the stream since start (resends included). */
+  sent: number;
+  /** Streams that ended and were retried. */
+  reconnects: number;
+  /** Spool figures: dropped because full, corrupt records skipped, bytes on disk. */
+  dropped: number;
+  corruptSkipped: number;
+  spoolBytes: number;
+}
+
+interface InFlight {
+  rec: SpoolRecord;
+  sentAt: number;
+}
+
+/** Exponential backoff with jitter (NetBird's parameters by default). */
+export class Backoff {
+  private current: number;
+  constructor(private readonly o: Required<BackoffOptions>, private readonly random: () => number = Math.random) {
+    this.current = o.initialMs;
+  }
+  /** The delay before the next attempt (grows each call). */
+  next(): number {
+    const base = this.current;
+    this.current = Math.min(this.current * this.o.multiplier, this.o.maxMs);
+    return Math.round(base * (1 + this.o.jitter * (2 * this.random() - 1)));
+  }
+  reset(): void {
+    this.current = this.o.initialMs;
+  }
+}
+
+export const DEFAULT_BACKOFF: Required<BackoffOptions> = { initialMs: 800, multiplier: 1.7, jitter: 0.5, maxMs: 30_000, resetAfterMs: 5_000 };
+
+function readPem(path: string, what: string): Buffer {
+  try {
+    return readFileSync(path);
+  } catch (err) {
+    throw new Error(`cannot read the ${what} ${path}: ${(err as Error).message}`);
+  }
+}
+
+const SYSTEM_BUNDLES = ['/etc/ssl/certs/ca-certificates.crt', '/etc/pki/tls/certs/ca-bundle.crt', '/etc/ssl/cert.pem'];
+
+/** Node's bundled roots plus the system bundle when there is one (Node 20 does not read it itself). */
+function systemRoots(): Buffer {
+  const parts = [rootCertificates.join('\n')];
+  for (const p of SYSTEM_BUNDLES) {
+    try {
+      parts.push(readFileSync(p, 'utf8'));
+      break;
+    } catch {
+      // Not on this system.
+    }
+  }
+  return Buffer.from(parts.join('\n'));
+}
+
+const identity = (b: Buffer): Buffer => b;
+
+export class ExporterStoppedError extends Error {
+  constructor() {
+    super('exporter is stopped: it accepts no more events');
+    this.name = 'ExporterStoppedError';
+  }
+}
+
+export class Exporter {
+  readonly url: CollectorUrl;
+  private readonly log: Logger;
+  private readonly spool: Spool;
+  private readonly creds: grpc.ChannelCredentials;
+  private readonly maxInFlight: number;
+  private readonly backoffOpts: Required<BackoffOptions>;
+  private readonly backoff: Backoff;
+  private readonly channelOptions: grpc.ChannelOptions;
+  private readonly handshakeTimeoutMs: number;
+  private readonly initiator: Buffer;
+  private client: grpc.Client | null = null;
+  private call: grpc.ClientDuplexStream<Buffer, DecodedAck> | null = null;
+  private open = false;
+  private openedAt = 0;
+  private writeBlocked = false;
+  private pumpScheduled = false;
+  private readonly inflight = new Map<string, InFlight>();
+  private resend: InFlight[] = [];
+  /** Taken from the spool, not yet written (a write may block halfway through a batch). */
+  private outbox: SpoolRecord[] = [];
+  private outboxAt = 0;
+  private resendAt = 0;
+  private retryTimer: NodeJS.Timeout | null = null;
+  private handshakeTimer: NodeJS.Timeout | null = null;
+  private started = false;
+  private stopping = false;
+  private stopped = false;
+  private idleWaiters: Array<() => void> = [];
+  private counters = { acked: 0, sent: 0, reconnects: 0 };
+
+  constructor(private readonly opts: ExporterOptions) {
+    this.url = parseCollectorUrl(opts.url);
+    this.log = opts.logger ?? pino({ name: 'wgflow-exporter' }, pino.destination(2));
+    this.maxInFlight = opts.maxInFlight ?? 16_384;
+    if (!(Number.isInteger(this.maxInFlight) && this.maxInFlight >= 1)) throw new Error(`maxInFlight must be a positive integer, got ${opts.maxInFlight}`);
+    this.backoffOpts = { ...DEFAULT_BACKOFF, ...opts.backoff };
+    this.backoff = new Backoff(this.backoffOpts);
+    this.handshakeTimeoutMs = opts.handshakeTimeoutMs ?? 10_000;
+    if ((opts.certFile === undefined) !== (opts.keyFile === undefined)) throw new Error('a client certificate needs both certFile and keyFile');
+    if (this.url.tls) {
+      const ca = opts.caFile ? readPem(opts.caFile, 'CA file') : systemRoots();
+      const cert = opts.certFile ? readPem(opts.certFile, 'client certificate') : null;
+      const key = opts.keyFile ? readPem(opts.keyFile, 'client key') : null;
+      this.creds = grpc.credentials.createSsl(ca, key, cert);
+    } else {
+      if (opts.caFile || opts.certFile) throw new Error(`TLS files were given but ${opts.url} is plaintext; use grpcs:// or https://`);
+      this.creds = grpc.credentials.createInsecure();
+    }
+    this.channelOptions = {
+      'grpc.keepalive_time_ms': opts.keepaliveTimeMs ?? 30_000,
+      'grpc.keepalive_timeout_ms': opts.keepaliveTimeoutMs ?? 10_000,
+      'grpc.keepalive_permit_without_calls': 1,
+      // Streaming calls are never retried by grpc-js itself (we resend from the spool), and its
+      // retry buffer costs time per message.
+      'grpc.enable_retries': 0,
+    };
+    this.initiator = initiatorMessage();
+    this.spool = Spool.open({ logger: this.log, ...opts.spool });
+    this.spool.onSegmentDropped = (seq) => {
+      for (const [key, f] of this.inflight) if (f.rec.seq === seq) this.inflight.delete(key);
+      this.outbox = this.outbox.slice(this.outboxAt).filter((r) => r.seq !== seq);
+      this.outboxAt = 0;
+    };
+  }
+
+  /** Connects and starts sending what the spool holds (including what an earlier run left). */
+  start(): void {
+    if (this.started) return;
+    this.started = true;
+    this.connect();
+  }
+
+  /** Validates, encodes and appends one event to the spool; throws CodecError on a bad event. */
+  enqueue(event: FlowEvent): void {
+    this.enqueueBatch([event]);
+  }
+
+  /** Appends events to the spool with one write; when it returns they are in the spool. */
+  enqueueBatch(events: readonly FlowEvent[]): void {
+    if (this.stopping) throw new ExporterStoppedError();
+    if (events.length === 0) return;
+    const items = events.map((ev) => {
+      const payload = writeFlowEvent(ev);
+      return { id: eventIdOf(payload), payload };
+    });
+    this.spool.append(items);
+    this.schedulePump();
+  }
+
+  stats(): ExporterStats {
+    const s = this.spool.stats();
+    return {
+      connected: this.open,
+      inFlight: this.inflight.size,
+      queued: Math.max(0, s.records - this.inflight.size),
+      acked: this.counters.acked,
+      sent: this.counters.sent,
+      reconnects: this.counters.reconnects,
+      dropped: s.dropped,
+      corruptSkipped: s.corruptSkipped,
+      spoolBytes: s.bytes,
+    };
+  }
+
+  /** Resolves when every spooled event has been acknowledged. */
+  whenIdle(): Promise<void> {
+    if (this.spool.unackedCount === 0) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  /**
+   * Stops accepting events, keeps sending until everything is acked or deadlineMs passed, then
+   * closes the stream and the spool. What is still unacked stays in the spool for the next start.
+   */
+  async stop(opts: { deadlineMs?: number } = {}): Promise<ExporterStats> {
+    if (this.stopped) return this.stats();
+    this.stopping = true;
+    this.spool.sync();
+    const deadlineMs = opts.deadlineMs ?? 5_000;
+    if (this.started && deadlineMs > 0) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([this.whenIdle(), new Promise<void>((r) => (timer = setTimeout(r, deadlineMs)))]);
+      clearTimeout(timer);
+    }
+    this.stopped = true;
+    const stats = this.stats();
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    if (this.handshakeTimer) clearTimeout(this.handshakeTimer);
+    const call = this.call;
+    this.call = null;
+    this.open = false;
+    if (call) call.cancel();
+    this.client?.close();
+    this.client = null;
+    this.spool.close();
+    this.log.info({ ...stats }, 'exporter stopped');
+    return stats;
+  }
+
+  private connect(): void {
+    this.retryTimer = null;
+    if (this.stopped) return;
+    // A fresh channel per attempt: our backoff, not grpc-js's channel backoff, paces reconnects.
+    this.client?.close();
+    this.client = new grpc.Client(this.url.target, this.creds, this.channelOptions);
+    const md = new grpc.Metadata();
+    if (this.opts.token !== undefined && this.opts.token !== '') md.set('authorization', `Bearer ${this.opts.token}`);
+    const call = this.client.makeBidiStreamRequest<Buffer, DecodedAck>(EVENTS_METHOD, identity, decodeAck, md, {});
+    this.call = call;
+    this.open = false;
+    this.writeBlocked = false;
+    let ended = false;
+    const end = (status: { code: number; details: string }): void => {
+      if (ended) return;
+      ended = true;
+      this.onStreamEnd(call, status);
+    };
+    call.on('data', (ack: DecodedAck) => this.onAck(call, ack));
+    call.on('error', (err: grpc.ServiceError) => end({ code: err.code ?? grpc.status.UNKNOWN, details: err.details ?? err.message }));
+    call.on('status', (st: grpc.StatusObject) => end(st));
+    call.on('drain', () => {
+      if (call !== this.call) return;
+      this.writeBlocked = false;
+      this.pump();
+    });
+    this.handshakeTimer = setTimeout(() => {
+      if (call === this.call && !this.open) {
+        this.log.warn({ collector: this.url.text, timeoutMs: this.handshakeTimeoutMs }, 'collector did not answer the stream handshake in time');
+        call.cancel();
+      }
+    }, this.handshakeTimeoutMs);
+    call.write(this.initiator);
+  }
+
+  private onAck(call: grpc.ClientDuplexStream<Buffer, DecodedAck>, ack: DecodedAck): void {
+    if (call !== this.call) return;
+    if (ack.isInitiator) {
+      if (this.open) return;
+      this.open = true;
+      this.openedAt = Date.now();
+      if (this.handshakeTimer) clearTimeout(this.handshakeTimer);
+      this.handshakeTimer = null;
+      this.log.info({ collector: this.url.text, resending: this.inflight.size, spooled: this.spool.stats().records }, 'connected to collector');
+      this.opts.onConnectionChange?.(true);
+      // Everything written on the previous stream and not acked goes again, first.
+      this.resend = [...this.inflight.values()];
+      this.resendAt = 0;
+      this.pump();
+      return;
+    }
+    const key = ack.eventId.toString('hex');
+    const f = this.inflight.get(key);
+    if (!f) return; // a duplicate ack, or for a record dropped for space
+    this.inflight.delete(key);
+    this.spool.ack(f.rec.seq, f.rec.off);
+    this.counters.acked++;
+    this.opts.onAckLatency?.(Date.now() - f.sentAt);
+    if (this.idleWaiters.length > 0 && this.spool.unackedCount === 0) {
+      const w = this.idleWaiters;
+      this.idleWaiters = [];
+      for (const r of w) r();
+    }
+    this.schedulePump();
+  }
+
+  private onStreamEnd(call: grpc.ClientDuplexStream<Buffer, DecodedAck>, status: { code: number; details: string }): void {
+    if (call !== this.call) return;
+    const wasOpen = this.open;
+    this.call = null;
+    this.open = false;
+    if (this.handshakeTimer) clearTimeout(this.handshakeTimer);
+    this.handshakeTimer = null;
+    if (wasOpen) this.opts.onConnectionChange?.(false);
+    if (this.stopped) return;
+    if (wasOpen && Date.now() - this.openedAt >= this.backoffOpts.resetAfterMs) this.backoff.reset();
+    const delay = this.backoff.next();
+    this.counters.reconnects++;
+    const info = { collector: this.url.text, code: grpc.status[status.code] ?? status.code, details: status.details, retryInMs: delay, inFlight: this.inflight.size };
+    if (status.code === grpc.status.UNAUTHENTICATED) {
+      this.log.error(info, 'collector rejected the token (UNAUTHENTICATED): check the exporter token; retrying');
+    } else if (status.code === grpc.status.UNAVAILABLE && !wasOpen) {
+      this.log.warn(info, 'collector unreachable; retrying');
+    } else {
+      this.log.warn(info, 'stream to collector ended; reconnecting');
+    }
+    this.retryTimer = setTimeout(() => this.connect(), delay);
+  }
+
+  private schedulePump(): void {
+    if (this.pumpScheduled || !this.open) return;
+    this.pumpScheduled = true;
+    setImmediate(() => {
+      this.pumpScheduled = false;
+      this.pump();
+    });
+  }
+
+  private pump(): void {
+    const call = this.call;
+    if (!call || !this.open) return;
+    while (!this.writeBlocked) {
+      let f: InFlight | undefined;
+      if (this.resendAt < this.resend.length) {
+        f = this.resend[this.resendAt++];
+        if (this.inflight.get(f.rec.key) !== f) continue; // acked or dropped meanwhile
+      } else {
+        if (this.resend.length > 0) this.resend = [];
+        if (this.outboxAt >= this.outbox.length) {
+          const room = this.maxInFlight - this.inflight.size;
+          if (room <= 0) break;
+          this.outbox = this.spool.next(Math.min(room, 256));
+          this.outboxAt = 0;
+          if (this.outbox.length === 0) break;
+        }
+        const rec = this.outbox[this.outboxAt++];
+        f = { rec, sentAt: 0 };
+        this.inflight.set(rec.key, f);
+      }
+      f.sentAt = Date.now();
+      this.counters.sent++;
+      if (!call.write(f.rec.payload)) this.writeBlocked = true;
+    }
+  }
+}

@@ -1,0 +1,706 @@
+// The durable spool: every event the exporter accepts is written here before it is sent, and
+// forgotten only when the collector acknowledged it. Format and fsync policy: docs/export.md.
+//
+//   DIR/spool.lock              pid of the process using the spool (a second user is refused)
+//   DIR/<seq:16 digits>.seg     segment: 16-byte file header, then records
+//   DIR/<seq:16 digits>.ack     ack log of that segment: 8-byte entries (record offset, CRC32 of it)
+//
+// Record: magic u32 LE 0x31464757 ("WGF1"), body length u32 LE, CRC32 of the body u32 LE, body =
+// 16-byte event id + the serialized flow.FlowEvent. Acks arrive out of order, so each segment
+// counts its acked records and appends their offsets to its ack log (cheap, no fsync: a lost ack
+// entry only means a duplicate after a crash, which the collector drops). A segment is deleted
+// when every record in it is acked or when the size bound drops it.
+//
+// Memory is bounded whatever the collector does: records not yet handed to the sender are kept in
+// memory only up to memoryBytes (beyond that they are read back from disk, one segment at most at
+// a time); what was handed out is the sender's bounded in-flight window.
+import { closeSync, fdatasync, fdatasyncSync, openSync, readdirSync, readFileSync, readSync, renameSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
+import { join } from 'node:path';
+import { crc32 } from 'node:zlib';
+import type { Logger } from 'pino';
+import { ensureDir } from '../fs-util';
+
+export type FsyncPolicy = 'always' | 'interval' | 'never';
+
+export interface SpoolOptions {
+  dir: string;
+  /** Upper bound of the spool on disk (segment files); when full the oldest segment is dropped. Default 256 MiB. */
+  maxBytes?: number;
+  /** A segment is sealed and a new one started past this size. Default 4 MiB; at most maxBytes / 2. */
+  segmentBytes?: number;
+  /**
+   * always: fdatasync after every append, before append() returns (survives power loss).
+   * interval (default): written to the OS at once (survives a crash or SIGKILL of the process),
+   *   fdatasync every fsyncIntervalMs (a power loss may lose that much).
+   * never: left to the OS.
+   */
+  fsync?: FsyncPolicy;
+  fsyncIntervalMs?: number;
+  /** Records appended but not yet handed to the sender are kept in memory up to this many bytes. Default 4 MiB. */
+  memoryBytes?: number;
+  /** Ack log entries are written in batches this often. Default 200 ms. */
+  ackFlushMs?: number;
+  logger?: Logger;
+}
+
+export interface SpoolRecord {
+  /** Raw 16-byte event id. */
+  id: Buffer;
+  /** id as hex: the key acks are matched by. */
+  key: string;
+  /** Serialized flow.FlowEvent. */
+  payload: Buffer;
+  seq: number;
+  off: number;
+}
+
+export interface SpoolStats {
+  /** Bytes of segment files on disk. */
+  bytes: number;
+  /** Records not yet acknowledged (in flight or waiting). */
+  records: number;
+  /** Unacknowledged records removed because the spool was full. */
+  dropped: number;
+  /** Corrupt or truncated records found and skipped. */
+  corruptSkipped: number;
+  segments: number;
+}
+
+export interface AppendItem {
+  id: Buffer;
+  payload: Buffer;
+}
+
+export const RECORD_MAGIC = 0x31464757;
+export const RECORD_HEADER_BYTES = 12;
+export const SEGMENT_HEADER = Buffer.concat([Buffer.from('WGFLOWSPOOL\0', 'latin1'), Buffer.from([1, 0, 0, 0])]);
+export const SEGMENT_HEADER_BYTES = SEGMENT_HEADER.length; // 16
+const ACK_ENTRY_BYTES = 8;
+const READ_CHUNK_BYTES = 256 * 1024;
+/** No event comes near this; a larger length field is corruption. */
+export const MAX_RECORD_BODY = 1 << 20;
+
+interface Segment {
+  seq: number;
+  path: string;
+  ackPath: string;
+  size: number;
+  /** Valid records in the segment. */
+  records: number;
+  acked: number;
+  sealed: boolean;
+  /** Append fd (active segment only). */
+  fd: number | null;
+  ackFd: number | null;
+  pendingAcks: number[];
+  /** Offsets acked in an earlier run: the reader skips them. */
+  preAcked: Set<number> | null;
+}
+
+interface Pos {
+  seq: number;
+  off: number;
+}
+
+const segName = (seq: number): string => String(seq).padStart(16, '0');
+
+export class SpoolError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'SpoolError';
+  }
+}
+
+/** Encodes one record (header + body). */
+export function encodeRecord(id: Buffer, payload: Buffer): Buffer {
+  const bodyLen = 16 + payload.length;
+  const out = Buffer.allocUnsafe(RECORD_HEADER_BYTES + bodyLen);
+  out.writeUInt32LE(RECORD_MAGIC, 0);
+  out.writeUInt32LE(bodyLen, 4);
+  id.copy(out, RECORD_HEADER_BYTES, 0, 16);
+  payload.copy(out, RECORD_HEADER_BYTES + 16);
+  out.writeUInt32LE(crc32(out.subarray(RECORD_HEADER_BYTES)), 8);
+  return out;
+}
+
+const MAGIC_BYTES = (() => {
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(RECORD_MAGIC, 0);
+  return b;
+})();
+
+/** Body length announced by a plausible record header at buf[at], or -1. */
+function headerBodyLen(buf: Buffer, at: number): number {
+  if (at + RECORD_HEADER_BYTES > buf.length || buf.readUInt32LE(at) !== RECORD_MAGIC) return -1;
+  const bodyLen = buf.readUInt32LE(at + 4);
+  return bodyLen >= 16 && bodyLen <= MAX_RECORD_BODY ? bodyLen : -1;
+}
+
+/** Length of the valid record at buf[at] or 0 if there is none (bad magic, length, CRC or truncated). */
+function validRecordAt(buf: Buffer, at: number): number {
+  const bodyLen = headerBodyLen(buf, at);
+  if (bodyLen < 0) return 0;
+  const end = at + RECORD_HEADER_BYTES + bodyLen;
+  if (end > buf.length) return 0;
+  if (crc32(buf.subarray(at + RECORD_HEADER_BYTES, end)) !== buf.readUInt32LE(at + 8)) return 0;
+  return RECORD_HEADER_BYTES + bodyLen;
+}
+
+/** True if buf[at] may be the start of a record that continues past the end of buf. */
+function cutOff(buf: Buffer, at: number): boolean {
+  if (buf.length - at < RECORD_HEADER_BYTES) return MAGIC_BYTES.subarray(0, Math.min(4, buf.length - at)).equals(buf.subarray(at, at + 4));
+  const bodyLen = headerBodyLen(buf, at);
+  return bodyLen >= 0 && at + RECORD_HEADER_BYTES + bodyLen > buf.length;
+}
+
+/**
+ * Walks the records of buf (whose first byte is at file offset base). A bad record starts a corrupt
+ * region: the walk resynchronises at the next offset holding a valid record. When `complete` is
+ * false, buf is a chunk of a longer range and a record cut off by its end is left for the next
+ * chunk (the walk stops there). Returns the corrupt region count and the offset the walk reached;
+ * onRecord gets each valid record (return false to stop before it).
+ */
+export function walkRecords(buf: Buffer, base: number, complete: boolean, onRecord: (off: number, len: number) => boolean | void): { corrupt: number; end: number } {
+  let at = 0, corrupt = 0;
+  while (at < buf.length) {
+    const len = validRecordAt(buf, at);
+    if (len > 0) {
+      if (onRecord(base + at, len) === false) return { corrupt, end: base + at };
+      at += len;
+      continue;
+    }
+    if (!complete && cutOff(buf, at)) return { corrupt, end: base + at };
+    corrupt++;
+    let next = at + 1;
+    for (;;) {
+      next = buf.indexOf(MAGIC_BYTES, next);
+      if (next < 0) {
+        // Nothing valid in the rest; a chunk keeps its last bytes (a magic may straddle the cut).
+        next = complete ? buf.length : Math.max(at + 1, buf.length - 3);
+        break;
+      }
+      if (validRecordAt(buf, next) > 0 || (!complete && cutOff(buf, next))) break;
+      next++;
+    }
+    at = next;
+    if (!complete && at >= buf.length - 3 && validRecordAt(buf, at) === 0) return { corrupt, end: base + at };
+  }
+  return { corrupt, end: base + buf.length };
+}
+
+function readRange(path: string, start: number, end: number): Buffer {
+  const fd = openSync(path, 'r');
+  try {
+    const buf = Buffer.allocUnsafe(end - start);
+    let got = 0;
+    while (got < buf.length) {
+      const n = readSync(fd, buf, got, buf.length - got, start + got);
+      if (n === 0) break;
+      got += n;
+    }
+    return buf.subarray(0, got);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function fsyncDir(dir: string): void {
+  let fd: number | null = null;
+  try {
+    fd = openSync(dir, 'r');
+    fdatasyncSync(fd);
+  } catch {
+    // Some filesystems refuse fsync on a directory; the data files are still synced.
+  } finally {
+    if (fd !== null) closeSync(fd);
+  }
+}
+
+function tryUnlink(path: string): void {
+  try {
+    unlinkSync(path);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+export class Spool {
+  readonly dir: string;
+  private readonly maxBytes: number;
+  private readonly segmentBytes: number;
+  private readonly fsyncPolicy: FsyncPolicy;
+  private readonly memoryBytes: number;
+  private readonly log: Logger | undefined;
+  private segments: Segment[] = [];
+  private totalBytes = 0;
+  private unacked = 0;
+  private dropped = 0;
+  private corruptSkipped = 0;
+  private cursor: Pos;
+  private mem: SpoolRecord[] = [];
+  private memHead = 0;
+  private memBytes = 0;
+  private diskCache: { seq: number; start: number; buf: Buffer } | null = null;
+  private dirty = false;
+  private syncing = false;
+  private closed = false;
+  private readonly timers: NodeJS.Timeout[] = [];
+  private readonly lockPath: string;
+  /** Called with the seq of every segment dropped for space (the sender forgets its in-flight records). */
+  onSegmentDropped: ((seq: number) => void) | null = null;
+
+  private constructor(opts: SpoolOptions) {
+    this.dir = opts.dir;
+    this.maxBytes = opts.maxBytes ?? 256 * 1024 * 1024;
+    this.segmentBytes = opts.segmentBytes ?? Math.min(4 * 1024 * 1024, Math.floor(this.maxBytes / 2));
+    this.fsyncPolicy = opts.fsync ?? 'interval';
+    this.memoryBytes = opts.memoryBytes ?? 4 * 1024 * 1024;
+    this.log = opts.logger;
+    this.lockPath = join(this.dir, 'spool.lock');
+    if (!['always', 'interval', 'never'].includes(this.fsyncPolicy)) throw new SpoolError(`spool fsync policy "${String(this.fsyncPolicy)}" is not always, interval or never`);
+    if (!(this.segmentBytes >= 4096)) throw new SpoolError(`spool segmentBytes ${this.segmentBytes} is below the minimum of 4096`);
+    if (!(this.maxBytes >= 2 * this.segmentBytes)) throw new SpoolError(`spool maxBytes ${this.maxBytes} must be at least twice segmentBytes (${this.segmentBytes})`);
+    this.cursor = { seq: 0, off: SEGMENT_HEADER_BYTES };
+  }
+
+  /** Opens (creating if needed) the spool in opts.dir and scans what an earlier run left. */
+  static open(opts: SpoolOptions): Spool {
+    const s = new Spool(opts);
+    try {
+      ensureDir(s.dir);
+    } catch (err) {
+      throw new SpoolError(`cannot create spool directory ${s.dir}: ${(err as Error).message}`);
+    }
+    s.lock();
+    try {
+      s.scan();
+      s.startSegment();
+    } catch (err) {
+      s.unlock();
+      throw err;
+    }
+    const fsyncEvery = opts.fsyncIntervalMs ?? 1000;
+    if (s.fsyncPolicy === 'interval') s.timers.push(setInterval(() => s.syncInBackground(), fsyncEvery).unref());
+    s.timers.push(setInterval(() => s.flushAcks(), opts.ackFlushMs ?? 200).unref());
+    return s;
+  }
+
+  private lock(): void {
+    try {
+      writeFileSync(this.lockPath, String(process.pid), { flag: 'wx' });
+      return;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw new SpoolError(`cannot write ${this.lockPath}: ${(err as Error).message}`);
+    }
+    const holder = Number(readFileSync(this.lockPath, 'utf8').trim());
+    if (Number.isInteger(holder) && holder > 0 && holder !== process.pid && pidAlive(holder)) {
+      throw new SpoolError(`spool ${this.dir} is in use by process ${holder} (two exporters must not share a spool)`);
+    }
+    // Left by a process that died: take it over.
+    const tmp = `${this.lockPath}.${process.pid}`;
+    writeFileSync(tmp, String(process.pid));
+    renameSync(tmp, this.lockPath);
+  }
+
+  private unlock(): void {
+    try {
+      if (readFileSync(this.lockPath, 'utf8').trim() === String(process.pid)) unlinkSync(this.lockPath);
+    } catch {
+      // Already gone.
+    }
+  }
+
+  private scan(): void {
+    const names = readdirSync(this.dir);
+    const segs = names.filter((n) => /^\d{16}\.seg$/.test(n)).map((n) => Number(n.slice(0, 16))).sort((a, b) => a - b);
+    const segSet = new Set(segs);
+    // An ack log whose segment is gone belonged to a segment already deleted.
+    for (const n of names) if (/^\d{16}\.ack$/.test(n) && !segSet.has(Number(n.slice(0, 16)))) tryUnlink(join(this.dir, n));
+    for (const seq of segs) {
+      const path = join(this.dir, `${segName(seq)}.seg`);
+      const ackPath = join(this.dir, `${segName(seq)}.ack`);
+      const buf = readFileSync(path);
+      const seg: Segment = { seq, path, ackPath, size: buf.length, records: 0, acked: 0, sealed: true, fd: null, ackFd: null, pendingAcks: [], preAcked: null };
+      let corrupt = 0;
+      const offsets = new Set<number>();
+      if (buf.length < SEGMENT_HEADER_BYTES || !buf.subarray(0, SEGMENT_HEADER_BYTES).equals(SEGMENT_HEADER)) {
+        // A segment created just before a crash may be shorter than its header: nothing in it.
+        if (buf.length > SEGMENT_HEADER_BYTES) {
+          this.log?.warn({ segment: path }, 'spool segment has a bad header; reading its records anyway');
+        }
+      }
+      if (buf.length > SEGMENT_HEADER_BYTES) {
+        corrupt = walkRecords(buf.subarray(SEGMENT_HEADER_BYTES), SEGMENT_HEADER_BYTES, true, (off) => {
+          offsets.add(off);
+        }).corrupt;
+      }
+      seg.records = offsets.size;
+      const acked = new Set<number>();
+      try {
+        const ab = readFileSync(ackPath);
+        for (let i = 0; i + ACK_ENTRY_BYTES <= ab.length; i += ACK_ENTRY_BYTES) {
+          const off = ab.readUInt32LE(i);
+          // A torn or damaged ack entry is ignored: at worst that record is sent again.
+          if (crc32(ab.subarray(i, i + 4)) === ab.readUInt32LE(i + 4) && offsets.has(off)) acked.add(off);
+        }
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      }
+      seg.acked = acked.size;
+      seg.preAcked = acked.size > 0 ? acked : null;
+      if (corrupt > 0) {
+        this.corruptSkipped += corrupt;
+        this.log?.warn({ segment: path, corruptRecords: corrupt, validRecords: seg.records }, 'spool segment has corrupt or truncated records; skipping them');
+      }
+      if (seg.acked === seg.records) {
+        tryUnlink(path);
+        tryUnlink(ackPath);
+        continue;
+      }
+      this.segments.push(seg);
+      this.totalBytes += seg.size;
+      this.unacked += seg.records - seg.acked;
+    }
+    if (this.segments.length > 0) {
+      this.cursor = { seq: this.segments[0].seq, off: SEGMENT_HEADER_BYTES };
+      this.log?.info({ records: this.unacked, segments: this.segments.length, bytes: this.totalBytes }, 'spool holds unacknowledged events from an earlier run; resending them');
+    }
+    this.nextSeq = segs.length > 0 ? segs[segs.length - 1] + 1 : 1;
+  }
+
+  private nextSeq = 1;
+
+  private get active(): Segment {
+    return this.segments[this.segments.length - 1];
+  }
+
+  private startSegment(): void {
+    const seq = this.nextSeq++;
+    const path = join(this.dir, `${segName(seq)}.seg`);
+    const fd = openSync(path, 'wx');
+    writeSync(fd, SEGMENT_HEADER);
+    const seg: Segment = { seq, path, ackPath: join(this.dir, `${segName(seq)}.ack`), size: SEGMENT_HEADER_BYTES, records: 0, acked: 0, sealed: false, fd, ackFd: null, pendingAcks: [], preAcked: null };
+    if (this.fsyncPolicy === 'always') {
+      fdatasyncSync(fd);
+      fsyncDir(this.dir);
+    }
+    this.segments.push(seg);
+    this.totalBytes += seg.size;
+    // The cursor of an empty spool waits at the start of the new segment.
+    if (this.unacked === 0 && this.memLength() === 0) this.cursor = { seq, off: SEGMENT_HEADER_BYTES };
+  }
+
+  private sealActive(): void {
+    const seg = this.active;
+    seg.sealed = true;
+    const fd = seg.fd;
+    seg.fd = null;
+    if (fd !== null) {
+      if (this.fsyncPolicy === 'always') {
+        closeSync(fd);
+      } else if (this.fsyncPolicy === 'interval') {
+        // Sync what the interval timer has not yet synced, off the event loop, then close.
+        fdatasync(fd, () => closeSync(fd));
+      } else {
+        closeSync(fd);
+      }
+    }
+    if (seg.acked === seg.records) this.deleteSegment(seg);
+  }
+
+  private memLength(): number {
+    return this.mem.length - this.memHead;
+  }
+
+  /**
+   * Appends events (one write per segment touched). When it returns the records are in the spool
+   * file, and on disk if the policy is "always". Drops the oldest segments when the size bound
+   * would be passed.
+   */
+  append(items: readonly AppendItem[]): void {
+    if (this.closed) throw new SpoolError('spool is closed');
+    for (const it of items) {
+      if (it.id.length !== 16) throw new SpoolError(`event id must be 16 bytes, got ${it.id.length}`);
+      if (it.payload.length + 16 > MAX_RECORD_BODY) throw new SpoolError(`event of ${it.payload.length} bytes is larger than the spool's record limit (${MAX_RECORD_BODY})`);
+    }
+    let i = 0;
+    while (i < items.length) {
+      if (this.active.size >= this.segmentBytes) {
+        this.sealActive();
+        this.startSegment();
+      }
+      // Records for the active segment up to its size limit, encoded into one buffer, one write.
+      const seg = this.active;
+      let j = i, bytes = 0;
+      while (j < items.length) {
+        const len = RECORD_HEADER_BYTES + 16 + items[j].payload.length;
+        if (j > i && seg.size + bytes + len > this.segmentBytes) break;
+        bytes += len;
+        j++;
+      }
+      this.makeRoom(bytes);
+      const data = Buffer.allocUnsafe(bytes);
+      let at = 0;
+      for (let k = i; k < j; k++) {
+        const { id, payload } = items[k];
+        const bodyLen = 16 + payload.length;
+        data.writeUInt32LE(RECORD_MAGIC, at);
+        data.writeUInt32LE(bodyLen, at + 4);
+        id.copy(data, at + RECORD_HEADER_BYTES, 0, 16);
+        payload.copy(data, at + RECORD_HEADER_BYTES + 16);
+        data.writeUInt32LE(crc32(data.subarray(at + RECORD_HEADER_BYTES, at + RECORD_HEADER_BYTES + bodyLen)), at + 8);
+        at += RECORD_HEADER_BYTES + bodyLen;
+      }
+      let written = 0;
+      while (written < data.length) written += writeSync(seg.fd as number, data, written, data.length - written, seg.size + written);
+      if (this.fsyncPolicy === 'always') fdatasyncSync(seg.fd as number);
+      else this.dirty = true;
+      let off = seg.size;
+      for (let k = i; k < j; k++) {
+        const { id, payload } = items[k];
+        this.remember({ id, key: id.toString('hex'), payload, seq: seg.seq, off });
+        off += RECORD_HEADER_BYTES + 16 + payload.length;
+      }
+      seg.size += bytes;
+      seg.records += j - i;
+      this.totalBytes += bytes;
+      this.unacked += j - i;
+      i = j;
+    }
+  }
+
+  private remember(rec: SpoolRecord): void {
+    const size = rec.payload.length + 64;
+    if (this.memBytes + size > this.memoryBytes) {
+      // The sender is behind: stop caching; everything from the cursor on is read back from disk.
+      this.mem = [];
+      this.memHead = 0;
+      this.memBytes = 0;
+      return;
+    }
+    if (this.memLength() === 0 && this.memHead > 0) {
+      this.mem = [];
+      this.memHead = 0;
+    }
+    this.mem.push(rec);
+    this.memBytes += size;
+  }
+
+  /** Drops the oldest sealed segments until `incoming` more bytes fit in maxBytes. */
+  private makeRoom(incoming: number): void {
+    let droppedNow = 0;
+    while (this.totalBytes + incoming > this.maxBytes && this.segments.length > 1 && this.segments[0].sealed) {
+      const seg = this.segments[0];
+      const lost = seg.records - seg.acked;
+      droppedNow += lost;
+      this.dropped += lost;
+      this.unacked -= lost;
+      this.deleteSegment(seg);
+      this.onSegmentDropped?.(seg.seq);
+    }
+    if (droppedNow > 0) {
+      this.log?.warn({ dropped: droppedNow, droppedTotal: this.dropped, maxBytes: this.maxBytes }, 'spool full: dropped the oldest unacknowledged events');
+    }
+  }
+
+  private deleteSegment(seg: Segment): void {
+    const idx = this.segments.indexOf(seg);
+    if (idx < 0) return;
+    this.segments.splice(idx, 1);
+    this.totalBytes -= seg.size;
+    if (seg.ackFd !== null) closeSync(seg.ackFd);
+    seg.ackFd = null;
+    seg.pendingAcks = [];
+    if (seg.fd !== null) closeSync(seg.fd);
+    seg.fd = null;
+    tryUnlink(seg.path);
+    tryUnlink(seg.ackPath);
+    if (this.diskCache?.seq === seg.seq) this.diskCache = null;
+    // Records of the segment still waiting in memory are gone with it.
+    while (this.memLength() > 0 && this.mem[this.memHead].seq === seg.seq) {
+      this.memBytes -= this.mem[this.memHead].payload.length + 64;
+      this.memHead++;
+    }
+    if (this.cursor.seq === seg.seq) {
+      const later = this.segments.find((s) => s.seq > seg.seq);
+      if (later) this.cursor = { seq: later.seq, off: SEGMENT_HEADER_BYTES };
+    }
+  }
+
+  private findSegment(seq: number): Segment | undefined {
+    // Segments are few (maxBytes / segmentBytes); the oldest ones are asked for most.
+    for (const s of this.segments) if (s.seq === seq) return s;
+    return undefined;
+  }
+
+  /** Up to max records not yet handed out, oldest first. Each record is handed out once per open. */
+  next(max: number): SpoolRecord[] {
+    const out: SpoolRecord[] = [];
+    while (out.length < max) {
+      if (this.memLength() > 0) {
+        const head = this.mem[this.memHead];
+        if (head.seq === this.cursor.seq && head.off === this.cursor.off) {
+          this.memHead++;
+          this.memBytes -= head.payload.length + 64;
+          out.push(head);
+          this.cursor = { seq: head.seq, off: head.off + RECORD_HEADER_BYTES + 16 + head.payload.length };
+          continue;
+        }
+      }
+      const seg = this.findSegment(this.cursor.seq);
+      if (!seg) {
+        const later = this.segments.find((s) => s.seq > this.cursor.seq);
+        if (!later) break;
+        this.cursor = { seq: later.seq, off: SEGMENT_HEADER_BYTES };
+        continue;
+      }
+      const memHead = this.memLength() > 0 ? this.mem[this.memHead] : null;
+      const limit = memHead && memHead.seq === seg.seq ? memHead.off : seg.size;
+      if (this.cursor.off >= limit) {
+        if (!seg.sealed || (memHead && memHead.seq === seg.seq)) break; // caught up with the writer
+        const later = this.segments.find((s) => s.seq > seg.seq);
+        if (!later) break;
+        this.cursor = { seq: later.seq, off: SEGMENT_HEADER_BYTES };
+        seg.preAcked = null; // the reader is past it: only acks still matter
+        continue;
+      }
+      this.readFromDisk(seg, limit, max - out.length, out);
+    }
+    return out;
+  }
+
+  private readFromDisk(seg: Segment, limit: number, max: number, out: SpoolRecord[]): void {
+    let c = this.diskCache;
+    if (!c || c.seq !== seg.seq || this.cursor.off < c.start || this.cursor.off >= c.start + c.buf.length) {
+      // Read a chunk from the cursor (memory stays bounded however far behind the sender is).
+      let want = Math.min(limit, this.cursor.off + READ_CHUNK_BYTES);
+      let buf = readRange(seg.path, this.cursor.off, want);
+      const bodyLen = headerBodyLen(buf, 0);
+      if (bodyLen >= 0 && RECORD_HEADER_BYTES + bodyLen > buf.length && this.cursor.off + RECORD_HEADER_BYTES + bodyLen <= limit) {
+        want = this.cursor.off + RECORD_HEADER_BYTES + bodyLen; // one record larger than a chunk
+        buf = readRange(seg.path, this.cursor.off, want);
+      }
+      c = { seq: seg.seq, start: this.cursor.off, buf };
+      this.diskCache = c;
+    }
+    const chunk = c;
+    const viewEnd = Math.min(chunk.buf.length, limit - chunk.start);
+    const complete = chunk.start + viewEnd >= limit;
+    const view = chunk.buf.subarray(this.cursor.off - chunk.start, viewEnd);
+    let taken = 0;
+    const { end } = walkRecords(view, this.cursor.off, complete, (off, len) => {
+      if (taken >= max) return false;
+      if (seg.preAcked?.has(off)) return;
+      const at = off - chunk.start;
+      // Copies: the chunk is dropped long before an in-flight record is acked.
+      const id = Buffer.from(chunk.buf.subarray(at + RECORD_HEADER_BYTES, at + RECORD_HEADER_BYTES + 16));
+      const payload = Buffer.from(chunk.buf.subarray(at + RECORD_HEADER_BYTES + 16, at + len));
+      out.push({ id, key: id.toString('hex'), payload, seq: seg.seq, off });
+      taken++;
+    });
+    if (end > this.cursor.off) {
+      this.cursor = { seq: seg.seq, off: end };
+    } else if (taken === 0) {
+      if (chunk.start === this.cursor.off) {
+        // A fresh read from the cursor made no progress (cannot happen with a sane file): skip to
+        // the limit rather than spin.
+        this.cursor = { seq: seg.seq, off: limit };
+      } else {
+        // The cached chunk ends inside the record at the cursor: read again from the cursor.
+        this.diskCache = null;
+        return;
+      }
+    }
+    if (this.cursor.off >= chunk.start + chunk.buf.length) this.diskCache = null;
+  }
+
+  /** Marks a handed-out record acknowledged. Unknown (already dropped) records are ignored. */
+  ack(seq: number, off: number): void {
+    const seg = this.findSegment(seq);
+    if (!seg) return;
+    seg.acked++;
+    this.unacked--;
+    if (seg.sealed && seg.acked >= seg.records) {
+      this.deleteSegment(seg);
+      return;
+    }
+    seg.pendingAcks.push(off);
+  }
+
+  /** Writes buffered ack log entries (no fsync: losing some only causes duplicates). */
+  flushAcks(): void {
+    for (const seg of this.segments) {
+      if (seg.pendingAcks.length === 0) continue;
+      const buf = Buffer.allocUnsafe(seg.pendingAcks.length * ACK_ENTRY_BYTES);
+      seg.pendingAcks.forEach((off, i) => {
+        buf.writeUInt32LE(off, i * ACK_ENTRY_BYTES);
+        buf.writeUInt32LE(crc32(buf.subarray(i * ACK_ENTRY_BYTES, i * ACK_ENTRY_BYTES + 4)), i * ACK_ENTRY_BYTES + 4);
+      });
+      seg.pendingAcks = [];
+      if (seg.ackFd === null) seg.ackFd = openSync(seg.ackPath, 'a');
+      writeSync(seg.ackFd, buf);
+    }
+  }
+
+  private syncInBackground(): void {
+    if (!this.dirty || this.syncing || this.closed) return;
+    const seg = this.active;
+    if (seg.fd === null) return;
+    this.dirty = false;
+    this.syncing = true;
+    fdatasync(seg.fd, (err) => {
+      this.syncing = false;
+      if (err) this.log?.error({ err: err.message, segment: seg.path }, 'spool fdatasync failed');
+    });
+  }
+
+  /** Forces appended records to disk now (whatever the policy) and writes pending acks. */
+  sync(): void {
+    this.flushAcks();
+    const seg = this.active;
+    if (seg && seg.fd !== null) fdatasyncSync(seg.fd);
+    this.dirty = false;
+  }
+
+  /** Records not yet acknowledged (cheap; stats() has the rest). */
+  get unackedCount(): number {
+    return this.unacked;
+  }
+
+  stats(): SpoolStats {
+    return { bytes: this.totalBytes, records: this.unacked, dropped: this.dropped, corruptSkipped: this.corruptSkipped, segments: this.segments.length };
+  }
+
+  /** Records handed out and not yet acked are kept: the next open sends them again. */
+  close(): void {
+    if (this.closed) return;
+    for (const t of this.timers) clearInterval(t);
+    this.flushAcks();
+    for (const seg of this.segments) {
+      if (seg.fd !== null) {
+        if (this.fsyncPolicy !== 'never') fdatasyncSync(seg.fd);
+        closeSync(seg.fd);
+        seg.fd = null;
+      }
+      if (seg.ackFd !== null) closeSync(seg.ackFd);
+      seg.ackFd = null;
+    }
+    // An empty or fully acked active segment is not worth keeping.
+    const last = this.active;
+    if (last && last.acked === last.records) {
+      tryUnlink(last.path);
+      tryUnlink(last.ackPath);
+    }
+    this.closed = true;
+    this.unlock();
+  }
+}

@@ -1,0 +1,86 @@
+// Deterministic synthetic FlowEvents for tests and benchmarks: event i of a run is always the same
+// event, so a test can regenerate what a (killed and restarted) sender process sent and compare.
+// They cover every shape: IPv4 and IPv6, TCP/UDP ports and ICMP/ICMPv6 type+code, every event
+// type, resource endpoints, rule ids, users and every wgflow extension.
+import { crc32 } from 'node:zlib';
+import type { EndpointType, FlowEndReason, FlowEvent, FlowEventType } from '../flow/event';
+
+const hex = (n: number, width: number): string => n.toString(16).padStart(width, '0').slice(-width);
+
+/** 8 hex digits naming a run, from any text. */
+export function runPrefix(seed: string): string {
+  return hex(crc32(Buffer.from(seed)), 8);
+}
+
+export function syntheticEventId(seed: string, i: number): string {
+  return `${runPrefix(seed)}-0000-4000-8000-${hex(i, 12)}`;
+}
+
+function key(n: number): string {
+  const b = Buffer.alloc(32);
+  for (let k = 0; k < 32; k++) b[k] = (n * 31 + k * 7) & 0xff;
+  return b.toString('base64');
+}
+
+const TYPES: FlowEventType[] = ['START', 'UPDATE', 'END', 'DROP'];
+const REASONS: FlowEndReason[] = ['idle', 'tcp_fin', 'tcp_rst', 'forced', 'lack_of_resources'];
+const ENDPOINT_TYPES: EndpointType[] = ['PEER', 'HOST_RESOURCE', 'SUBNET_RESOURCE', 'DOMAIN_RESOURCE', 'UNKNOWN'];
+
+/** Event i of the run named by seed. */
+export function syntheticEvent(seed: string, i: number, baseTimeMs = 1_750_000_000_000): FlowEvent {
+  const type = TYPES[i % 4];
+  const v6 = i % 3 === 0;
+  const proto = [6, 17, v6 ? 58 : 1, 6, 17][i % 5];
+  const icmp = proto === 1 || proto === 58;
+  const ts = baseTimeMs + i * 7;
+  const dstType = ENDPOINT_TYPES[i % ENDPOINT_TYPES.length];
+  const ev: FlowEvent = {
+    eventId: syntheticEventId(seed, i),
+    flowId: `${runPrefix(seed)}-0001-4000-8000-${hex(i >> 2, 12)}`,
+    type,
+    timestampMs: ts,
+    reporterId: `peer-${i % 7}`,
+    reporterPublicKey: i % 11 === 0 ? '' : key(i % 97),
+    direction: i % 2 === 0 ? 'INGRESS' : 'EGRESS',
+    protocol: proto,
+    source: {
+      ip: v6 ? `fd00:4e42::${((i % 0xfffe) + 1).toString(16)}` : `100.64.${(i >> 8) & 255}.${i & 255}`,
+      port: icmp ? 0 : 1024 + (i % 60000),
+      id: `peer-src-${i % 13}`,
+      name: `host-${i % 13}`,
+      type: 'PEER',
+      dnsLabel: `host-${i % 13}.netbird.cloud`,
+      os: i % 2 ? 'linux' : 'windows',
+      publicKey: key(i % 13),
+    },
+    destination: {
+      ip: v6 ? `2001:db8:${((i % 0xfffe) + 1).toString(16)}::1` : `10.${i % 200}.0.${1 + (i % 250)}`,
+      port: icmp ? 0 : [443, 53, 22, 8080][i % 4],
+      id: dstType === 'UNKNOWN' ? '' : `res-${i % 17}`,
+      name: dstType === 'UNKNOWN' ? '' : `resource "${i % 17}" ü`,
+      type: dstType,
+      dnsLabel: '',
+      os: '',
+      publicKey: dstType === 'PEER' ? key(1000 + (i % 5)) : '',
+    },
+    icmpType: icmp ? [8, 0, 3, 11][i % 4] : 0,
+    icmpCode: icmp ? i % 4 : 0,
+    rxPackets: type === 'START' ? 0 : i * 3,
+    txPackets: type === 'START' ? 0 : i * 5 + 1,
+    rxBytes: type === 'START' ? 0 : i * 1500 + 2 ** 33,
+    txBytes: type === 'START' ? 0 : i * 900,
+    ruleId: i % 5 === 0 ? '' : `rule-${i % 9}`,
+    policyName: i % 5 === 0 ? '' : `policy ${i % 9}`,
+    user: { id: `user-${i % 3}`, name: `User ${i % 3}`, email: `user${i % 3}@example.com` },
+    interfaceName: i % 2 ? 'wt0' : 'wg0',
+    countersEnabled: i % 10 !== 0,
+    tcpFlagsInitiator: proto === 6 ? 0x1b : 0,
+    tcpFlagsResponder: proto === 6 ? 0x12 : 0,
+  };
+  if (type === 'END') ev.endReason = REASONS[(i >> 2) % REASONS.length];
+  if (type === 'UPDATE' || type === 'END') {
+    ev.windowStartMs = ts - 60_000;
+    ev.windowEndMs = ts;
+  }
+  return ev;
+}

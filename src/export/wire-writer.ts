@@ -1,0 +1,285 @@
+// A direct FlowEvent -> flow.FlowEvent protobuf encoder. The exporter encodes every event once, on
+// its hot path; going through proto-loader (FlowEvent -> object -> fromObject -> encode) cost
+// about four times as much. The output decodes to the same message as proto-loader's encoding of
+// codec.toWire(event) (test/export/codec.test.ts checks this for every event shape), and it
+// validates the same way, with the same CodecError messages.
+import type { FlowEndpoint, FlowEvent } from '../flow/event';
+import { CodecError, ipToBytes } from './codec';
+
+const TYPE_NUM: Record<string, number> = { START: 1, END: 2, DROP: 3, UPDATE: 100 };
+const DIRECTION_NUM: Record<string, number> = { INGRESS: 1, EGRESS: 2 };
+const ENDPOINT_TYPE_NUM: Record<string, number> = { UNKNOWN: 0, PEER: 1, HOST_RESOURCE: 2, SUBNET_RESOURCE: 3, DOMAIN_RESOURCE: 4 };
+const END_REASON_NUM: Record<string, number> = { idle: 1, tcp_fin: 2, tcp_rst: 3, forced: 4, lack_of_resources: 5 };
+
+// Wire types: 0 varint, 2 length-delimited.
+const VARINT = 0;
+const LEN = 2;
+
+class Writer {
+  buf = Buffer.allocUnsafe(8192);
+  pos = 0;
+
+  reset(): void {
+    this.pos = 0;
+  }
+
+  private ensure(n: number): void {
+    if (this.pos + n <= this.buf.length) return;
+    let size = this.buf.length * 2;
+    while (size < this.pos + n) size *= 2;
+    const nb = Buffer.allocUnsafe(size);
+    this.buf.copy(nb); // all of it: a string may sit past pos while its length is fixed up
+    this.buf = nb;
+  }
+
+  /** Unsigned varint up to 2^53 (arithmetic, not 32-bit shifts). */
+  varint(v: number): void {
+    this.ensure(10);
+    while (v >= 128) {
+      this.buf[this.pos++] = (v % 128) | 128;
+      v = Math.floor(v / 128);
+    }
+    this.buf[this.pos++] = v;
+  }
+
+  tag(field: number, wt: number): void {
+    this.varint(field * 8 + wt);
+  }
+
+  uint(field: number, v: number): void {
+    if (v === 0) return; // proto3: defaults are not written
+    this.tag(field, VARINT);
+    this.varint(v);
+  }
+
+  bool(field: number, v: boolean): void {
+    if (!v) return;
+    this.tag(field, VARINT);
+    this.buf[this.pos++] = 1;
+  }
+
+  bytes(field: number, b: Buffer): void {
+    if (b.length === 0) return;
+    this.tag(field, LEN);
+    this.varint(b.length);
+    this.ensure(b.length);
+    b.copy(this.buf, this.pos);
+    this.pos += b.length;
+  }
+
+  string(field: number, s: string): void {
+    if (s.length === 0) return;
+    this.tag(field, LEN);
+    const max = s.length * 3;
+    this.ensure(max + 5);
+    const start = this.pos + 1;
+    if (s.length < 128) {
+      // Short ASCII strings byte by byte: cheaper than a call into Buffer.write.
+      const b = this.buf;
+      let i = 0;
+      for (; i < s.length; i++) {
+        const c = s.charCodeAt(i);
+        if (c >= 0x80) break;
+        b[start + i] = c;
+      }
+      if (i === s.length) {
+        b[start - 1] = i;
+        this.pos = start + i;
+        return;
+      }
+    }
+    const n = this.buf.write(s, start, max, 'utf8');
+    this.finishLen(start, n);
+  }
+
+  /** 16 raw bytes from UUID text, written straight into the buffer. */
+  uuid(field: number, text: string, name: string): void {
+    if (text.length !== 36 || text[8] !== '-' || text[13] !== '-' || text[18] !== '-' || text[23] !== '-') {
+      throw new CodecError(`${name}: "${text}" is not a UUID (expected 8-4-4-4-12 hex digits)`);
+    }
+    this.tag(field, LEN);
+    this.ensure(17);
+    this.buf[this.pos++] = 16;
+    const hex = text.slice(0, 8) + text.slice(9, 13) + text.slice(14, 18) + text.slice(19, 23) + text.slice(24);
+    const n = this.buf.write(hex, this.pos, 16, 'hex');
+    if (n !== 16) throw new CodecError(`${name}: "${text}" is not a UUID (expected 8-4-4-4-12 hex digits)`);
+    this.pos += 16;
+  }
+
+  /** Starts a length-delimited field whose content follows; returns the content start. */
+  begin(field: number): number {
+    this.tag(field, LEN);
+    this.ensure(1);
+    this.pos++; // one byte reserved for the length; finishLen widens it if needed
+    return this.pos;
+  }
+
+  end(start: number): void {
+    this.finishLen(start, this.pos - start);
+  }
+
+  private finishLen(start: number, n: number): void {
+    if (n < 128) {
+      this.buf[start - 1] = n;
+      this.pos = start + n;
+      return;
+    }
+    let lenBytes = 0;
+    for (let v = n; v > 0; v = Math.floor(v / 128)) lenBytes++;
+    this.ensure(lenBytes);
+    this.buf.copyWithin(start - 1 + lenBytes, start, start + n);
+    let p = start - 1, v = n;
+    while (v >= 128) {
+      this.buf[p++] = (v % 128) | 128;
+      v = Math.floor(v / 128);
+    }
+    this.buf[p++] = v;
+    this.pos = p + n;
+  }
+
+  /** A base64 WireGuard key as its 32 raw bytes ('' writes nothing). */
+  key(field: number, b64: string, name: string): void {
+    if (b64.length === 0) return;
+    if (!KEY_RE.test(b64)) throw new CodecError(`${name}: "${b64}" is not a base64 WireGuard key (32 bytes, 44 characters)`);
+    this.tag(field, LEN);
+    this.ensure(33);
+    this.buf[this.pos++] = 32;
+    this.buf.write(b64, this.pos, 32, 'base64');
+    this.pos += 32;
+  }
+
+  timestamp(field: number, ms: number, name: string): void {
+    if (!Number.isFinite(ms) || ms < 0) throw new CodecError(`${name}: ${ms} is not a time (epoch milliseconds >= 0)`);
+    const seconds = Math.floor(ms / 1000);
+    const nanos = Math.round((ms - seconds * 1000) * 1e6);
+    const at = this.begin(field);
+    this.uint(1, seconds);
+    this.uint(2, nanos);
+    this.end(at);
+  }
+}
+
+const KEY_RE = /^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$/;
+
+const w = new Writer();
+
+function checkUint(v: number, name: string, max: number): number {
+  if (!Number.isInteger(v) || v < 0 || v > max) throw new CodecError(`${name}: ${v} is not an integer in 0..${max}`);
+  return v;
+}
+
+function ipv4Fast(text: string): Buffer | null {
+  // The common case without allocations beyond the result; anything odd goes to ipToBytes.
+  const out = Buffer.allocUnsafe(4);
+  let part = 0, digits = 0, idx = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 46) {
+      if (digits === 0 || idx > 2) return null;
+      out[idx++] = part;
+      part = 0;
+      digits = 0;
+    } else if (c >= 48 && c <= 57) {
+      if (digits > 0 && part === 0) return null; // leading zero
+      part = part * 10 + (c - 48);
+      if (++digits > 3 || part > 255) return null;
+    } else return null;
+  }
+  if (digits === 0 || idx !== 3) return null;
+  out[3] = part;
+  return out;
+}
+
+function ip(text: string, name: string): Buffer {
+  if (text.length > 0 && text.length <= 15 && !text.includes(':')) {
+    const b = ipv4Fast(text);
+    if (b) return b;
+  }
+  return ipToBytes(text, name);
+}
+
+function endpoint(field: number, e: FlowEndpoint, name: string): void {
+  const type = ENDPOINT_TYPE_NUM[e.type];
+  if (type === undefined) throw new CodecError(`${name}.type: unknown endpoint type "${e.type}"`);
+  const at = w.begin(field);
+  w.string(1, e.id);
+  w.string(2, e.name);
+  w.uint(3, type);
+  w.string(4, e.dnsLabel);
+  w.string(5, e.os);
+  w.key(6, e.publicKey, `${name}.publicKey`);
+  w.end(at);
+}
+
+const isResource = (t: string): boolean => t === 'HOST_RESOURCE' || t === 'SUBNET_RESOURCE' || t === 'DOMAIN_RESOURCE';
+
+/** FlowEvent -> serialized flow.FlowEvent (validated; throws CodecError naming the field). */
+export function writeFlowEvent(ev: FlowEvent): Buffer {
+  const type = TYPE_NUM[ev.type];
+  if (type === undefined) throw new CodecError(`type: unknown event type "${String(ev.type)}"`);
+  const direction = DIRECTION_NUM[ev.direction];
+  if (direction === undefined) throw new CodecError(`direction: "${String(ev.direction)}" is not INGRESS or EGRESS`);
+  let endReason = 0;
+  if (ev.endReason !== undefined) {
+    endReason = END_REASON_NUM[ev.endReason] ?? -1;
+    if (endReason < 0) throw new CodecError(`endReason: unknown end reason "${ev.endReason}"`);
+  }
+  const protocol = checkUint(ev.protocol, 'protocol', 255);
+  const icmp = protocol === 1 || protocol === 58;
+  const sport = checkUint(ev.source.port, 'source.port', 65535);
+  const dport = checkUint(ev.destination.port, 'destination.port', 65535);
+  const max = Number.MAX_SAFE_INTEGER;
+  w.reset();
+  w.uuid(1, ev.eventId, 'eventId');
+  w.timestamp(2, ev.timestampMs, 'timestampMs');
+  w.key(3, ev.reporterPublicKey, 'reporterPublicKey');
+  const ff = w.begin(4);
+  w.uuid(1, ev.flowId, 'flowId');
+  w.uint(2, type);
+  w.string(3, ev.ruleId); // bytes on the wire; UTF-8 text is the same bytes
+  w.uint(4, direction);
+  w.uint(5, protocol);
+  w.bytes(6, ip(ev.source.ip, 'source.ip'));
+  w.bytes(7, ip(ev.destination.ip, 'destination.ip'));
+  if (icmp) {
+    const at = w.begin(9);
+    w.uint(1, checkUint(ev.icmpType, 'icmpType', 255));
+    w.uint(2, checkUint(ev.icmpCode, 'icmpCode', 255));
+    w.end(at);
+  } else if (sport !== 0 || dport !== 0 || protocol === 6 || protocol === 17) {
+    const at = w.begin(8);
+    w.uint(1, sport);
+    w.uint(2, dport);
+    w.end(at);
+  }
+  w.uint(10, checkUint(ev.rxPackets, 'rxPackets', max));
+  w.uint(11, checkUint(ev.txPackets, 'txPackets', max));
+  w.uint(12, checkUint(ev.rxBytes, 'rxBytes', max));
+  w.uint(13, checkUint(ev.txBytes, 'txBytes', max));
+  if (isResource(ev.source.type)) w.string(14, ev.source.id);
+  if (isResource(ev.destination.type)) w.string(15, ev.destination.id);
+  endpoint(100, ev.source, 'source');
+  endpoint(101, ev.destination, 'destination');
+  w.string(102, ev.policyName);
+  const u = w.begin(103);
+  w.string(1, ev.user.id);
+  w.string(2, ev.user.name);
+  w.string(3, ev.user.email);
+  w.end(u);
+  w.uint(104, endReason);
+  w.bool(105, ev.countersEnabled);
+  w.uint(106, checkUint(ev.tcpFlagsInitiator, 'tcpFlagsInitiator', 255));
+  w.uint(107, checkUint(ev.tcpFlagsResponder, 'tcpFlagsResponder', 255));
+  w.end(ff);
+  if (ev.windowStartMs !== undefined) w.timestamp(6, ev.windowStartMs, 'windowStartMs');
+  if (ev.windowEndMs !== undefined) w.timestamp(7, ev.windowEndMs, 'windowEndMs');
+  w.string(100, ev.reporterId);
+  w.string(101, ev.interfaceName);
+  return Buffer.from(w.buf.subarray(0, w.pos));
+}
+
+/** The 16-byte event id at the start of writeFlowEvent's output (field 1 is always first). */
+export function eventIdOf(encoded: Buffer): Buffer {
+  if (encoded[0] !== 0x0a || encoded[1] !== 16) throw new CodecError('encoded event does not start with a 16-byte event_id');
+  return encoded.subarray(2, 18);
+}
