@@ -14,6 +14,7 @@ export function help(): string {
     '  counters on|off     switch kernel byte reporting now (no restart, no flow lost)',
     '  flows [--top N]     the N largest active flows (default 20)',
     '  reload              re-read the configuration file (attribution tables, interfaces)',
+    '  resolve DOMAIN ADDR... [--ttl S]   feed the DOMAIN-resource table: DOMAIN resolved to ADDRs (default ttl 300 s)',
     '',
     'options:',
     `  --socket PATH       the daemon's control socket (default ${DEFAULT_SOCKET}; env WGFLOW_CONTROL_SOCKET)`,
@@ -79,7 +80,7 @@ export async function main(argv: string[]): Promise<number> {
   try {
     parsed = parseArgs({
       args: argv, allowPositionals: true, strict: true,
-      options: { socket: { type: 'string' }, json: { type: 'boolean' }, top: { type: 'string' }, help: { type: 'boolean' } },
+      options: { socket: { type: 'string' }, json: { type: 'boolean' }, top: { type: 'string' }, ttl: { type: 'string' }, help: { type: 'boolean' } },
     });
   } catch (err) {
     process.stderr.write(`wgflow ctl: ${(err as Error).message}\n\n${help()}`);
@@ -113,6 +114,12 @@ export async function main(argv: string[]): Promise<number> {
       req = { cmd, top };
       break;
     }
+    case 'resolve': {
+      const ttl = values.ttl === undefined ? 300 : Number(values.ttl);
+      if (arg === undefined || extra.length === 0 || !Number.isFinite(ttl) || ttl < 0) return usageError('usage: wgflow ctl resolve DOMAIN ADDR... [--ttl SECONDS]');
+      req = { cmd, domain: arg, addresses: extra, ttl };
+      break;
+    }
     case undefined:
       return usageError('no command given');
     default:
@@ -129,6 +136,7 @@ export async function main(argv: string[]): Promise<number> {
   else if (cmd === 'status') process.stdout.write(formatStatus(result as StatusReport));
   else if (cmd === 'flows') process.stdout.write(formatFlows(result as FlowRow[]));
   else if (cmd === 'counters') process.stdout.write(`kernel byte reporting is now ${(result as { counting: boolean }).counting ? 'on' : 'off'}\n`);
+  else if (cmd === 'resolve') process.stdout.write(`${arg} -> ${extra.join(', ')} for ${req.ttl} s\n`);
   else process.stdout.write(`reloaded: interfaces ${(result as { interfaces: string[] }).interfaces.join(', ')}\n`);
   return 0;
 }

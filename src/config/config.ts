@@ -72,6 +72,8 @@ export const configSchema = obj({
   })),
   attribution: field(mapping, {}),
   ipfix: field(list(IPFIX_URL), [] as string[]),
+  ipfix_mtu: field(int(512, 65507), 1400),
+  ipfix_template_refresh_s: field(int(1, 86_400), 60),
 });
 
 

@@ -132,6 +132,10 @@ export class Daemon {
       throw new StartupError(`cannot load the BPF datapath: ${e.message.split('\n')[0]}${hint}`);
     }
     this.dp.setCounting(cfg.counters);
+    if (this.dp.mountedBpffs) {
+      log.warn({ pinDir: cfg.datapath.pin_dir }, 'mounted bpffs at /sys/fs/bpf myself: pinned flow state lasts only as long as this mount namespace ' +
+        '(under "ip netns exec" each run has its own), so a restart may not adopt live flows; mount bpffs where it persists and point --pin-dir there');
+    }
 
     if (cfg.collector.url) {
       this.exporter = new Exporter({
@@ -146,7 +150,7 @@ export class Daemon {
       log.info({ dir: cfg.output.dir }, 'no --collector: writing events to events.jsonl there');
     }
     if (cfg.ipfix.length) {
-      this.ipfix = new IpfixExporter({ targets: cfg.ipfix, logger: log.child({ part: 'ipfix' }) });
+      this.ipfix = new IpfixExporter({ targets: cfg.ipfix, mtu: cfg.ipfix_mtu, templateRefreshMs: cfg.ipfix_template_refresh_s * 1000, logger: log.child({ part: 'ipfix' }) });
       this.ipfix.start();
     }
 
@@ -252,6 +256,15 @@ export class Daemon {
       },
       flows: (req) => activeFlows(this.pipeline.tracker, typeof req.top === 'number' ? req.top : 50),
       reload: () => this.reload(),
+      resolve: (req) => {
+        // DOMAIN resources: addresses a name resolved to, valid for ttl seconds (from a DNS hook).
+        const domain = req.domain, addrs = req.addresses, ttl = req.ttl;
+        if (typeof domain !== 'string' || !Array.isArray(addrs) || !addrs.every((a) => typeof a === 'string') || typeof ttl !== 'number') {
+          throw new ControlError('resolve: expected a domain, addresses and a ttl');
+        }
+        this.attributor.feedResolved(domain, addrs as string[], ttl);
+        return { domain, addresses: addrs, ttl };
+      },
     };
   }
 }

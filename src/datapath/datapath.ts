@@ -73,8 +73,12 @@ function checkCount(name: string, v: number, min: number, max: number): number {
   return v;
 }
 
-/** Make sure dir is on a mounted bpffs; mount /sys/fs/bpf if nothing is there yet. */
-export function ensureBpffs(dir: string): void {
+/**
+ * Make sure dir is on a mounted bpffs; mount /sys/fs/bpf if nothing is there yet. Returns true when
+ * it had to mount it: that bpffs lives only as long as this mount namespace (under `ip netns exec`
+ * every run gets a new one, so pinned state would not survive a restart).
+ */
+export function ensureBpffs(dir: string): boolean {
   const isBpffs = (p: string): boolean => {
     try {
       return statfsSync(p).type === BPF_FS_MAGIC;
@@ -82,9 +86,11 @@ export function ensureBpffs(dir: string): void {
       return false;
     }
   };
+  let mounted = false;
   if (dir.startsWith('/sys/fs/bpf') && !isBpffs('/sys/fs/bpf')) {
     try {
       execFileSync('mount', ['-t', 'bpf', 'bpf', '/sys/fs/bpf'], { stdio: 'pipe' });
+      mounted = true;
     } catch (err) {
       throw new DatapathError(
         `bpffs is not mounted at /sys/fs/bpf and mounting it failed (${(err as Error).message.trim()}); ` +
@@ -97,6 +103,7 @@ export function ensureBpffs(dir: string): void {
   if (!isBpffs(dir)) {
     throw new DatapathError(`${dir} is not on a bpffs mount (mount -t bpf bpf ${dirname(dir)})`, 'ENOBPFFS');
   }
+  return mounted;
 }
 
 let clockCalibrated = false;
@@ -141,7 +148,7 @@ export class Datapath {
       throw new DatapathError(`ringBytes must be a power of two, got ${ringBytes}`, 'EINVAL');
     }
     const objectPath = opts.objectPath ?? defaultObjectPath();
-    if (opts.pinDir) ensureBpffs(opts.pinDir);
+    const mountedBpffs = opts.pinDir ? ensureBpffs(opts.pinDir) : false;
     const mod = wrap(() => loadNative());
     const native = wrap(() => new mod.Datapath({ objectPath, maxFlows, maxFlowsV6, ringBytes, pinDir: opts.pinDir }));
     try {
@@ -150,8 +157,13 @@ export class Datapath {
       native.close();
       throw err;
     }
-    return new Datapath(native, { maxFlows, maxFlowsV6, ringBytes, objectPath, pinDir: opts.pinDir });
+    const dp = new Datapath(native, { maxFlows, maxFlowsV6, ringBytes, objectPath, pinDir: opts.pinDir });
+    dp.mountedBpffs = mountedBpffs;
+    return dp;
   }
+
+  /** True when open() mounted /sys/fs/bpf itself (pinned state then ends with this mount namespace). */
+  mountedBpffs = false;
 
   /**
    * Attach the ingress and egress programs to an interface of this network namespace.

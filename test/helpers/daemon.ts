@@ -1,7 +1,7 @@
 // A real `wgflow run` inside a network namespace, for integration tests: config written to a temp
 // dir, events to a JSON-lines file there, ctl over its control socket, /metrics from inside the ns.
-import { ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
@@ -46,9 +46,22 @@ export class DaemonProc {
     child.stderr?.on('data', (d: Buffer) => (this.stderr += d.toString()));
   }
 
-  /** Start with a config (merged over test defaults) and wait until every interface is attached. */
-  static async start(ns: string, config: Record<string, unknown>): Promise<DaemonProc> {
+  /**
+   * Start with a config (merged over test defaults) and wait until every interface is attached.
+   * reuse: the directory (config, spool, pinned maps) of an earlier daemon, to restart it.
+   */
+  static async start(ns: string, config: Record<string, unknown>, reuse?: DaemonProc): Promise<DaemonProc> {
+    if (reuse) {
+      const child = spawn('ip', ['netns', 'exec', ns, process.execPath, WGFLOW, 'run', '--config', reuse.configFile], { stdio: ['ignore', 'ignore', 'pipe'] });
+      const d = new DaemonProc(ns, child, reuse.dir, reuse.metricsAddr);
+      await d.waitAttached();
+      return d;
+    }
     const dir = mkdtempSync(join(tmpdir(), 'wgflow-daemon-'));
+    // A bpffs of its own, mounted in the root mount namespace so that every `ip netns exec` (which
+    // remounts /sys) sees the same one: pinned maps then survive a restart, as on a real host.
+    mkdirSync(join(dir, 'bpf'));
+    execFileSync('mount', ['-t', 'bpf', 'bpf', join(dir, 'bpf')]);
     seq += 1;
     const metricsAddr = `127.0.0.1:${9700 + ((process.pid + seq) % 200)}`;
     const cfg = {
@@ -58,30 +71,30 @@ export class DaemonProc {
       control_socket: join(dir, 'ctl.sock'),
       metrics_listen: metricsAddr,
       log_level: 'info',
-      datapath: { pin_dir: `/sys/fs/bpf/wgflow-test-${process.pid}-${seq}`, max_flows: 4096, max_flows_v6: 4096 },
+      datapath: { pin_dir: join(dir, 'bpf', 'wgflow'), max_flows: 4096, max_flows_v6: 4096 },
       ...config,
     };
     writeFileSync(join(dir, 'wgflow.yaml'), stringify(cfg));
     const child = spawn('ip', ['netns', 'exec', ns, process.execPath, WGFLOW, 'run', '--config', join(dir, 'wgflow.yaml')], { stdio: ['ignore', 'ignore', 'pipe'] });
     const d = new DaemonProc(ns, child, dir, metricsAddr);
-    const deadline = Date.now() + 15_000;
-    for (;;) {
-      if (child.exitCode !== null) throw new Error(`wgflow run exited ${child.exitCode}: ${d.stderr}`);
-      if (existsSync(d.socket)) {
-        const st = d.ctl(['status', '--json']);
-        if (st.code === 0) {
-          const s = JSON.parse(st.stdout) as { interfaces: Array<{ attached: boolean }> };
-          if (s.interfaces.every((i) => i.attached)) return d;
-        }
-      }
-      if (Date.now() > deadline) throw new Error(`wgflow run did not attach in time: ${d.stderr}`);
-      await sleep(100);
-    }
+    await d.waitAttached();
+    return d;
   }
 
-  get pinDir(): string {
-    const m = /pin_dir: (\S+)/.exec(readFileSync(this.configFile, 'utf8'));
-    return m ? m[1] : '';
+  private async waitAttached(): Promise<void> {
+    const deadline = Date.now() + 15_000;
+    for (;;) {
+      if (this.child.exitCode !== null) throw new Error(`wgflow run exited ${this.child.exitCode}: ${this.stderr}`);
+      if (existsSync(this.socket)) {
+        const st = this.ctl(['status', '--json']);
+        if (st.code === 0) {
+          const s = JSON.parse(st.stdout) as { interfaces: Array<{ attached: boolean }> };
+          if (s.interfaces.every((i) => i.attached)) return;
+        }
+      }
+      if (Date.now() > deadline) throw new Error(`wgflow run did not attach in time: ${this.stderr}`);
+      await sleep(100);
+    }
   }
 
   ctl(args: string[]): CliResult {
@@ -121,6 +134,7 @@ export class DaemonProc {
   /** Signal and wait for the exit code. */
   async stop(signal: NodeJS.Signals = 'SIGTERM', timeoutMs = 20_000): Promise<number> {
     if (this.child.exitCode !== null) return this.child.exitCode;
+    if (this.child.signalCode !== null) return 128;
     const exited = new Promise<number>((r) => this.child.once('exit', (code, sig) => r(code ?? (sig ? 128 : -1))));
     this.child.kill(signal);
     const t = setTimeout(() => this.child.kill('SIGKILL'), timeoutMs);
@@ -129,9 +143,9 @@ export class DaemonProc {
     return code;
   }
 
-  /** Remove the temp dir and pinned maps (after stop). */
+  /** Unmount its bpffs (the pinned maps go with it) and remove the temp dir (after stop). */
   cleanup(): void {
-    rmSync(this.pinDir, { recursive: true, force: true });
+    spawnSync('umount', [join(this.dir, 'bpf')]);
     rmSync(this.dir, { recursive: true, force: true });
   }
 }

@@ -25,7 +25,10 @@ describePrivileged('wgflow run and ctl on a WireGuard pair', () => {
         // Only A is a peer here, so B's address is looked up in the resource table.
         overlay: [`${a.ip4}/32`],
         peers: [{ id: 'peer-a', name: 'alpha', ip: a.ip4 }],
-        resources: [{ id: 'res-old', name: 'old-table', type: 'HOST', prefixes: ['10.254.0.1/32'] }],
+        resources: [
+          { id: 'res-old', name: 'old-table', type: 'HOST', prefixes: ['10.254.0.1/32'] },
+          { id: 'res-dom', name: 'db-by-name', type: 'DOMAIN', domains: ['db.example.com'] },
+        ],
         policies: [{ id: 'pol-a', name: 'alpha to b', action: 'accept', sources: [{ peer: 'peer-a' }], destinations: [{ prefix: `${b.ip4}/32` }] }],
       },
     });
@@ -75,6 +78,16 @@ describePrivileged('wgflow run and ctl on a WireGuard pair', () => {
     expect(r.stdout.split('\n')[0]).toMatch(/^DIR +SOURCE +DESTINATION +PROTO\/PORT +BYTES ↑ +BYTES ↓ +RESOURCE +POLICY +IF$/);
     expect(r.stdout).toMatch(new RegExp(`in +alpha +→ +${b.ip4.replace(/\./g, '\\.')} +udp/9100 .* alpha to b +${b.ifname}`));
     await new Promise((res) => paced.once('exit', res));
+  });
+
+  it('ctl resolve feeds the domain table: new flows to that address belong to the DOMAIN resource', async () => {
+    const r = d.ctl(['resolve', 'db.example.com', b.ip4, '--ttl', '60']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toBe(`db.example.com -> ${b.ip4} for 60 s\n`);
+    await run(a.ns, 'node', [TRAFFIC, 'udp-client', b.ip4, '9100', '2', '50', '42050']);
+    const evs = await d.waitEvents((es) => es.some((e) => e.source.port === 42050 && e.type === 'START'));
+    expect(evs.find((e) => e.source.port === 42050)?.destination).toMatchObject({ id: 'res-dom', name: 'db-by-name', type: 'DOMAIN_RESOURCE' });
+    expect(d.ctl(['resolve', 'db.example.com']).code).toBe(2);
   });
 
   it('reload with a changed resource table: new flows get the new resource id', async () => {
