@@ -1,7 +1,7 @@
 // mkdir -p without fs.mkdirSync's { recursive: true }: on Node 20 that spins forever for a path
 // under /proc (mkdir answers ENOENT though the parent exists). This walks up by itself and
 // fails with the real error.
-import { mkdirSync, statSync } from 'node:fs';
+import { closeSync, fdatasyncSync, mkdirSync, openSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
 
 export function ensureDir(dir: string): void {
@@ -30,5 +30,18 @@ export function ensureDir(dir: string): void {
     mkdirSync(dir);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+  }
+}
+
+/** Make a rename or create in dir durable. Some filesystems refuse fsync on a directory; the files themselves are synced anyway. */
+export function fsyncDir(dir: string): void {
+  let fd: number | null = null;
+  try {
+    fd = openSync(dir, 'r');
+    fdatasyncSync(fd);
+  } catch {
+    // not supported here
+  } finally {
+    if (fd !== null) closeSync(fd);
   }
 }

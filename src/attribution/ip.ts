@@ -4,6 +4,7 @@
 //
 // IPv4-mapped IPv6 addresses (::ffff:a.b.c.d) are normalised to IPv4 everywhere in attribution:
 // they match IPv4 prefixes, IPv4 peers and IPv4 resources (docs/attribution.md).
+import { ipv6FromGroups } from '../ip-text';
 
 export type Family = 4 | 6;
 
@@ -119,20 +120,9 @@ function raw4Text(raw: string): string {
 export function rawToIp(raw: string): string {
   if (raw.length === 4) return raw4Text(raw);
   if (raw.length !== 16) throw new RangeError(`a raw address has 4 or 16 characters, got ${raw.length}`);
-  const g: number[] = [];
-  for (let i = 0; i < 8; i++) g.push((raw.charCodeAt(2 * i) << 8) | raw.charCodeAt(2 * i + 1));
-  if (raw.startsWith(MAPPED_PREFIX)) return `::ffff:${rawToIp(raw.substring(12))}`;
-  let bestAt = -1, bestLen = 0;
-  for (let i = 0; i < 8; ) {
-    if (g[i] !== 0) { i++; continue; }
-    let j = i;
-    while (j < 8 && g[j] === 0) j++;
-    if (j - i > bestLen && j - i >= 2) { bestAt = i; bestLen = j - i; }
-    i = j;
-  }
-  const hex = g.map((x) => x.toString(16));
-  if (bestAt < 0) return hex.join(':');
-  return `${hex.slice(0, bestAt).join(':')}::${hex.slice(bestAt + bestLen).join(':')}`;
+  const g: number[] = new Array(8);
+  for (let i = 0; i < 8; i++) g[i] = (raw.charCodeAt(2 * i) << 8) | raw.charCodeAt(2 * i + 1);
+  return ipv6FromGroups(g);
 }
 
 /** Clear every bit past `length` of a raw address. */

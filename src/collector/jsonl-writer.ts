@@ -8,7 +8,7 @@
 import { closeSync, fdatasync, fdatasyncSync, fstatSync, ftruncateSync, openSync, readdirSync, readSync, renameSync, unlinkSync, write } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import { ensureDir } from '../fs-util';
+import { ensureDir, fsyncDir } from '../fs-util';
 
 export const CURRENT_FILE = 'events.jsonl';
 const ROTATED_RE = /^events-(\d{6,})-\d{8}T\d{6}Z\.jsonl$/;
@@ -50,18 +50,6 @@ export class WriterError extends Error {
 function utcStamp(d: Date): string {
   const p = (n: number, w = 2): string => String(n).padStart(w, '0');
   return `${d.getUTCFullYear()}${p(d.getUTCMonth() + 1)}${p(d.getUTCDate())}T${p(d.getUTCHours())}${p(d.getUTCMinutes())}${p(d.getUTCSeconds())}Z`;
-}
-
-function fsyncDir(dir: string): void {
-  let fd: number | null = null;
-  try {
-    fd = openSync(dir, 'r');
-    fdatasyncSync(fd);
-  } catch {
-    // Not supported on every filesystem.
-  } finally {
-    if (fd !== null) closeSync(fd);
-  }
 }
 
 /** Rotated files of dir, oldest first, then events.jsonl if present. */

@@ -1,4 +1,5 @@
 // The one TypeScript mirror of bpf/wgflow.h. Every byte offset used in user space is here.
+import { ipv4FromBytes, ipv6FromBytes } from '../ip-text';
 // test/datapath/records.test.ts checks these sizes against the compiled addon.
 
 export const KEY4_SIZE = 16;
@@ -96,30 +97,6 @@ export interface KernelStats {
   fragments: number;
 }
 
-function ipv4(b: Uint8Array, o: number): string {
-  return `${b[o]}.${b[o + 1]}.${b[o + 2]}.${b[o + 3]}`;
-}
-
-function ipv6(b: Uint8Array, o: number): string {
-  // RFC 5952 text form: longest run of zero groups (>= 2) becomes "::".
-  const g: number[] = [];
-  for (let i = 0; i < 8; i++) g.push((b[o + 2 * i] << 8) | b[o + 2 * i + 1]);
-  if (g[0] === 0 && g[1] === 0 && g[2] === 0 && g[3] === 0 && g[4] === 0 && g[5] === 0xffff) {
-    return `::ffff:${ipv4(b, o + 12)}`;
-  }
-  let bestAt = -1, bestLen = 0;
-  for (let i = 0; i < 8; ) {
-    if (g[i] !== 0) { i++; continue; }
-    let j = i;
-    while (j < 8 && g[j] === 0) j++;
-    if (j - i > bestLen && j - i >= 2) { bestAt = i; bestLen = j - i; }
-    i = j;
-  }
-  const hex = g.map((x) => x.toString(16));
-  if (bestAt < 0) return hex.join(':');
-  return `${hex.slice(0, bestAt).join(':')}::${hex.slice(bestAt + bestLen).join(':')}`;
-}
-
 function u64(v: DataView, o: number): number {
   // Counters and monotonic ns stay exact below 2^53 (9 PB, or 104 days of uptime in ns; beyond
   // that a timestamp loses at most a few ns).
@@ -143,10 +120,10 @@ class KeyView implements FlowKey {
     return this.family === 4 ? 8 : 32;
   }
   get addrA(): string {
-    return this.family === 4 ? ipv4(this.bytes(0, 4), 0) : ipv6(this.bytes(0, 16), 0);
+    return this.family === 4 ? ipv4FromBytes(this.bytes(0, 4)) : ipv6FromBytes(this.bytes(0, 16));
   }
   get addrB(): string {
-    return this.family === 4 ? ipv4(this.bytes(4, 4), 0) : ipv6(this.bytes(16, 16), 0);
+    return this.family === 4 ? ipv4FromBytes(this.bytes(4, 4)) : ipv6FromBytes(this.bytes(16, 16));
   }
   get portA(): number {
     const o = this.portOffset;

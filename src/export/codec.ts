@@ -1,6 +1,7 @@
 // FlowEvent <-> flow.FlowEvent wire message. The contract carries ids, addresses and keys as raw
 // bytes; FlowEvent carries them as text. Encoding validates everything, so a bad event is refused
 // at enqueue time with a message naming the field, never discovered later by the collector.
+import { ipv4FromBytes, ipv6FromBytes } from '../ip-text';
 import type { EndpointType, FlowEndpoint, FlowEndReason, FlowEvent, FlowEventType } from '../flow/event';
 import { loadFlowProto, WireEndpoint, WireFlowEvent, WireTimestamp } from './proto';
 
@@ -90,23 +91,9 @@ export function ipToBytes(text: string, field: string): Buffer {
 /** 4 or 16 raw bytes -> text (IPv6 in RFC 5952 form: lowercase, longest zero run as ::). */
 export function bytesToIp(b: Buffer, field: string): string {
   if (b.length === 0) return '';
-  if (b.length === 4) return `${b[0]}.${b[1]}.${b[2]}.${b[3]}`;
+  if (b.length === 4) return ipv4FromBytes(b);
   if (b.length !== 16) throw new CodecError(`${field}: expected 4 or 16 address bytes, got ${b.length}`);
-  const g: number[] = [];
-  for (let i = 0; i < 8; i++) g.push(b.readUInt16BE(i * 2));
-  // IPv4-mapped addresses print their IPv4 part dotted, as everyone else does.
-  if (g.slice(0, 5).every((x) => x === 0) && g[5] === 0xffff) return `::ffff:${b[12]}.${b[13]}.${b[14]}.${b[15]}`;
-  let bestStart = -1, bestLen = 0;
-  for (let i = 0; i < 8; ) {
-    if (g[i] !== 0) { i++; continue; }
-    let j = i;
-    while (j < 8 && g[j] === 0) j++;
-    if (j - i > bestLen && j - i >= 2) { bestStart = i; bestLen = j - i; }
-    i = j;
-  }
-  const hex = g.map((x) => x.toString(16));
-  if (bestStart < 0) return hex.join(':');
-  return `${hex.slice(0, bestStart).join(':')}::${hex.slice(bestStart + bestLen).join(':')}`;
+  return ipv6FromBytes(b);
 }
 
 // ---------- WireGuard keys ----------

@@ -18,7 +18,7 @@ import { closeSync, fdatasync, fdatasyncSync, openSync, readdirSync, readFileSyn
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
 import type { Logger } from 'pino';
-import { ensureDir } from '../fs-util';
+import { ensureDir, fsyncDir } from '../fs-util';
 
 export type FsyncPolicy = 'always' | 'interval' | 'never';
 
@@ -201,18 +201,6 @@ function readRange(path: string, start: number, end: number): Buffer {
     return buf.subarray(0, got);
   } finally {
     closeSync(fd);
-  }
-}
-
-function fsyncDir(dir: string): void {
-  let fd: number | null = null;
-  try {
-    fd = openSync(dir, 'r');
-    fdatasyncSync(fd);
-  } catch {
-    // Some filesystems refuse fsync on a directory; the data files are still synced.
-  } finally {
-    if (fd !== null) closeSync(fd);
   }
 }
 

@@ -137,7 +137,12 @@ export class Proc {
 
   async kill(sig: NodeJS.Signals = 'SIGKILL'): Promise<void> {
     if (!this.alive) return;
-    process.kill(this.pid, sig);
+    try {
+      process.kill(this.pid, sig);
+    } catch (err) {
+      // It exited between the check and the signal: nothing left to kill.
+      if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw err;
+    }
     await this.exited;
   }
 }

@@ -1,6 +1,7 @@
 // Minimal pcap reader for captures of an L3 interface (tcpdump -i wg0: LINKTYPE_RAW), used as the
 // independent witness of what crossed the interface.
 import { readFileSync } from 'node:fs';
+import { ipv6FromBytes } from '../../src/ip-text';
 
 export interface CapturedPacket {
   family: 4 | 6;
@@ -11,21 +12,6 @@ export interface CapturedPacket {
   dport: number;
   /** Length of the IP packet on the wire (pcap orig_len). */
   length: number;
-}
-
-function v6text(b: Buffer, o: number): string {
-  const g: string[] = [];
-  for (let i = 0; i < 8; i++) g.push(b.readUInt16BE(o + 2 * i).toString(16));
-  // Same compression as the datapath decoder: longest run of >= 2 zero groups.
-  let bestAt = -1, bestLen = 0;
-  for (let i = 0; i < 8; ) {
-    if (g[i] !== '0') { i++; continue; }
-    let j = i;
-    while (j < 8 && g[j] === '0') j++;
-    if (j - i > bestLen && j - i >= 2) { bestAt = i; bestLen = j - i; }
-    i = j;
-  }
-  return bestAt < 0 ? g.join(':') : `${g.slice(0, bestAt).join(':')}::${g.slice(bestAt + bestLen).join(':')}`;
 }
 
 export function readPcap(path: string): CapturedPacket[] {
@@ -62,7 +48,7 @@ export function readPcap(path: string): CapturedPacket[] {
       const ports = (proto === 6 || proto === 17) && incl >= 44;
       out.push({
         family: 6, proto, length: orig,
-        src: v6text(b, p + 8), dst: v6text(b, p + 24),
+        src: ipv6FromBytes(b, p + 8), dst: ipv6FromBytes(b, p + 24),
         sport: ports ? b.readUInt16BE(p + 40) : 0,
         dport: ports ? b.readUInt16BE(p + 42) : 0,
       });
