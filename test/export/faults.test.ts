@@ -2,25 +2,12 @@
 // once (or, for a damaged spool, exactly the undamaged ones, with the damage counted).
 import { readdirSync, readFileSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES, walkRecords } from '../../src/export/spool';
-import { syntheticEventId } from '../../src/export/synthetic';
-import { cleanup, collectedCount, ensureBuilt, exactlyOnce, killAll, Proc, senderDone, startCollector, startSender, tmpDir } from './helpers';
+import { collectedCount, eventIds, exactlyOnce, processSuite, Proc, senderDone, startCollector, startSender } from './helpers';
 
-const dirs: string[] = [];
-const newDir = (p: string): string => {
-  const d = tmpDir(p);
-  dirs.push(d);
-  return d;
-};
-
-beforeAll(() => ensureBuilt(), 120_000);
-afterAll(async () => {
-  await killAll();
-  cleanup(...dirs);
-});
-
-const ids = (seed: string, n: number, from = 0): string[] => Array.from({ length: n }, (_, i) => syntheticEventId(seed, from + i));
+const newDir = processSuite();
+const ids = eventIds;
 const clean = { missing: [], duplicated: [], unexpected: [] };
 
 /** The sender's latest stats line. */

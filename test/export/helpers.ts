@@ -7,6 +7,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { idsOfFile, keyOfUuid } from '../../src/collector/dedup';
 import { listEventFiles } from '../../src/collector/jsonl-writer';
+import { syntheticEventId } from '../../src/export/synthetic';
+import { afterAll, beforeAll } from 'vitest';
 
 export const REPO = join(__dirname, '..', '..');
 export const CLI = join(REPO, 'dist', 'cli', 'main.js');
@@ -214,4 +216,27 @@ export function exactlyOnce(out: string, expectedUuids: string[]): { missing: st
 
 export function cleanup(...dirs: string[]): void {
   for (const d of dirs) rmSync(d, { recursive: true, force: true });
+}
+
+/**
+ * The setup every process-level export suite shares: build dist/ first, kill every process and
+ * remove every temp dir afterwards. Returns the maker of temp dirs removed at the end.
+ */
+export function processSuite(): (prefix: string) => string {
+  const dirs: string[] = [];
+  beforeAll(() => ensureBuilt(), 120_000);
+  afterAll(async () => {
+    await killAll();
+    cleanup(...dirs);
+  });
+  return (prefix: string): string => {
+    const d = tmpDir(prefix);
+    dirs.push(d);
+    return d;
+  };
+}
+
+/** The ids of n synthetic events of a run, starting at event from. */
+export function eventIds(seed: string, n: number, from = 0): string[] {
+  return Array.from({ length: n }, (_, i) => syntheticEventId(seed, from + i));
 }

@@ -4,26 +4,14 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { connect as http2Connect } from 'node:http2';
 import { connect, createServer } from 'node:net';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { listEventFiles } from '../../src/collector/jsonl-writer';
-import { syntheticEvent, syntheticEventId } from '../../src/export/synthetic';
+import { syntheticEvent } from '../../src/export/synthetic';
 import { fromJsonLine } from '../../src/flow/json';
-import { CLI, cleanup, collectedCount, ensureBuilt, exactlyOnce, killAll, REPO, senderDone, startCollector, startSender, tmpDir } from './helpers';
+import { CLI, collectedCount, eventIds, exactlyOnce, processSuite, REPO, senderDone, startCollector, startSender } from './helpers';
 
-const dirs: string[] = [];
-const newDir = (p: string): string => {
-  const d = tmpDir(p);
-  dirs.push(d);
-  return d;
-};
-
-beforeAll(() => ensureBuilt(), 120_000);
-afterAll(async () => {
-  await killAll();
-  cleanup(...dirs);
-});
-
-const ids = (seed: string, n: number, from = 0): string[] => Array.from({ length: n }, (_, i) => syntheticEventId(seed, from + i));
+const newDir = processSuite();
+const ids = eventIds;
 
 describe('round trip', () => {
   it('N events out, N lines in, every field intact', async () => {
