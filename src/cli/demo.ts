@@ -10,7 +10,7 @@ import { stringify } from 'yaml';
 import { REPO_ROOT } from '../datapath/native';
 import { missingCapabilities } from '../daemon/privileges';
 import { fromJsonLine } from '../flow/json';
-import type { FlowEvent } from '../flow/event';
+import { resourceOf, type FlowEvent } from '../flow/event';
 import { Testbed } from '../testbed/testbed';
 import { humanBytes, protoName } from './ctl';
 
@@ -37,7 +37,7 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 /** One row of the live table. */
 export function eventRow(ev: FlowEvent): string[] {
   const icmp = ev.protocol === 1 || ev.protocol === 58;
-  const res = ev.destination.type.endsWith('_RESOURCE') ? ev.destination : ev.source.type.endsWith('_RESOURCE') ? ev.source : undefined;
+  const res = resourceOf(ev);
   const who = (e: FlowEvent['source']): string => (e.name ? `${e.name} (${e.ip})` : e.ip);
   return [
     new Date(ev.timestampMs).toISOString().slice(11, 23),

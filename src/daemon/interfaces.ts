@@ -1,7 +1,7 @@
 // Keeps the datapath attached to the configured interfaces as they come and go: waits for an
 // interface that does not exist yet, and reattaches when it is deleted and recreated (new
 // ifindex). A TCX link survives down/up; a deleted device leaves it pointing nowhere.
-import { readFileSync } from 'node:fs';
+import { ifindexOf } from '../netdev';
 import type { Logger } from 'pino';
 import type { AttachMode, Datapath } from '../datapath/datapath';
 
@@ -12,15 +12,6 @@ export interface InterfaceState {
   mode: string;
   /** Last attach error, if any (the watcher keeps retrying). */
   error: string;
-}
-
-/** ifindex of an interface of this network namespace, or 0 if it does not exist. */
-export function ifindexOf(name: string): number {
-  try {
-    return Number(readFileSync(`/sys/class/net/${name}/ifindex`, 'utf8').trim()) || 0;
-  } catch {
-    return 0;
-  }
 }
 
 export class InterfaceWatcher {

@@ -1,7 +1,7 @@
 // What `wgflow ctl status` and `wgflow ctl flows` answer: plain data, formatted by the CLI.
 import type { KernelStats } from '../datapath/records';
 import type { ExporterStats } from '../export/grpc-exporter';
-import type { FlowEvent } from '../flow/event';
+import { resourceOf, type FlowEvent } from '../flow/event';
 import type { PipelineStats } from '../flow/pipeline';
 import type { IpfixStats } from '../ipfix/exporter';
 import type { WgflowConfig } from '../config/config';
@@ -79,7 +79,7 @@ export function activeFlows(tracker: FlowSnapshotSource, top: number): FlowRow[]
     .slice(0, Math.max(1, top))
     .map((f) => {
       const icmp = f.protocol === 1 || f.protocol === 58;
-      const res = f.destination.type.endsWith('_RESOURCE') ? f.destination : f.source.type.endsWith('_RESOURCE') ? f.source : undefined;
+      const res = resourceOf(f);
       return {
         flowId: f.flowId, startedMs: f.timestampMs, direction: f.direction, protocol: f.protocol,
         source: endpoint(f.source), destination: endpoint(f.destination),

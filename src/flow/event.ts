@@ -83,3 +83,10 @@ export interface FlowEvent {
   tcpFlagsInitiator: number;
   tcpFlagsResponder: number;
 }
+
+/** The endpoint that is a route/resource (destination first), or undefined for peer-to-peer flows. */
+export function resourceOf(ev: Pick<FlowEvent, 'source' | 'destination'>): FlowEndpoint | undefined {
+  if (ev.destination.type.endsWith('_RESOURCE')) return ev.destination;
+  if (ev.source.type.endsWith('_RESOURCE')) return ev.source;
+  return undefined;
+}

@@ -1,12 +1,12 @@
 // IPFIX export over UDP: every flow report (UPDATE, END) becomes two unidirectional data records,
 // initiator -> responder and back, with the bytes and packets moved since the previous report.
 import { createSocket, Socket } from 'node:dgram';
-import { readFileSync } from 'node:fs';
 import { randomInt } from 'node:crypto';
 import type { Logger } from 'pino';
 import { ipToBytes, uuidToBytes } from '../export/codec';
 import { DeltaTracker } from '../flow/deltas';
-import { FlowEvent, FlowEndReason } from '../flow/event';
+import { FlowEvent, FlowEndReason, resourceOf } from '../flow/event';
+import { ifindexOf } from '../netdev';
 import {
   encodeRecord, header, ieTypeDataSet, ieTypeOptionsTemplateSet, IpfixRecord, packRecords, TEMPLATE_V4, TEMPLATE_V6, templateSet,
 } from './encoder';
@@ -47,15 +47,6 @@ export function parseIpfixUrl(url: string): { host: string; port: number } {
   const port = m ? Number(m[4]) : NaN;
   if (!m || port < 1 || port > 65535) throw new Error(`IPFIX target ${JSON.stringify(url)}: expected udp://HOST:PORT`);
   return { host: m[2] ?? m[3], port };
-}
-
-/** ifindex of an interface of this namespace, 0 when unknown. */
-function ifindexOf(name: string): number {
-  try {
-    return Number(readFileSync(`/sys/class/net/${name}/ifindex`, 'utf8').trim()) || 0;
-  } catch {
-    return 0;
-  }
 }
 
 export class IpfixExporter {
@@ -118,7 +109,7 @@ export class IpfixExporter {
     const { startMs, endMs } = d;
     const ifindex = this.ifindex(ev.interfaceName);
     const ingress = ev.direction === 'INGRESS';
-    const resource = ev.destination.type.endsWith('_RESOURCE') ? ev.destination : ev.source.type.endsWith('_RESOURCE') ? ev.source : undefined;
+    const resource = resourceOf(ev);
     const v6 = ev.source.ip.includes(':');
     const icmp = ev.protocol === 1 || ev.protocol === 58;
     const common = {

@@ -5,7 +5,7 @@ import { createServer, Server } from 'node:http';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { KernelStats } from '../datapath/records';
 import { DeltaTracker } from '../flow/deltas';
-import type { FlowEvent } from '../flow/event';
+import { resourceOf, type FlowEvent } from '../flow/event';
 import type { PipelineStats } from '../flow/pipeline';
 import type { ExporterStats } from '../export/grpc-exporter';
 import type { IpfixStats } from '../ipfix/exporter';
@@ -138,7 +138,7 @@ export class Metrics {
       this.bytes.inc({ direction: 'tx' }, d.txBytes);
       this.packets.inc({ direction: 'rx' }, d.rxPackets);
       this.packets.inc({ direction: 'tx' }, d.txPackets);
-      const res = ev.destination.type.endsWith('_RESOURCE') ? ev.destination.id : ev.source.type.endsWith('_RESOURCE') ? ev.source.id : '';
+      const res = resourceOf(ev)?.id ?? '';
       const label = res === '' ? 'none' : this.resourceLabel(res);
       this.resourceBytes.inc({ resource: label, direction: 'rx' }, d.rxBytes);
       this.resourceBytes.inc({ resource: label, direction: 'tx' }, d.txBytes);
