@@ -57,7 +57,7 @@ enum wgf_dir {
 
 /* Flow value: 40 bytes, identical for both families. */
 struct wgf_flow {
-	__u64 first_ns;		/* CLOCK_MONOTONIC (bpf_ktime_get_ns) of the first packet */
+	__u64 first_ns;		/* CLOCK_MONOTONIC, coarse (last tick), of the first packet */
 	__u64 bytes[2];		/* [WGF_DIR_*]: IP bytes, GSO-corrected */
 	__u32 packets[2];	/* [WGF_DIR_*]: wrap at 2^32, user space widens them */
 	__u32 last_seen;	/* jiffies (low 32 bits) of the last packet: cheapest clock there is */
@@ -81,7 +81,7 @@ struct wgf_record {
 	__u8 dir;		/* WGF_DIR_* of the packet that caused it */
 	__u8 tcp_flags;		/* of that packet */
 	__u32 flags;		/* the flow's flags after this packet */
-	__u64 ts_ns;		/* CLOCK_MONOTONIC of that packet */
+	__u64 ts_ns;		/* CLOCK_MONOTONIC of that packet (START: = first_ns, coarse) */
 	union {
 		struct wgf_key4 k4;
 		struct wgf_key6 k6;
