@@ -30,6 +30,7 @@ export const configSchema = obj({
     cert_file: optional(ABS_PATH),
     key_file: optional(ABS_PATH),
     max_in_flight: field(int(1, 1_000_000), 4096),
+    transport: field(oneOf('http2', 'grpc-js'), 'http2'),
   })),
   spool: section(obj({
     dir: field(ABS_PATH, '/var/lib/wgflow/spool'),

@@ -140,7 +140,7 @@ export class Daemon {
     if (cfg.collector.url) {
       this.exporter = new Exporter({
         url: cfg.collector.url, token: cfg.collector.token, caFile: cfg.collector.ca_file, certFile: cfg.collector.cert_file, keyFile: cfg.collector.key_file,
-        maxInFlight: cfg.collector.max_in_flight, logger: log.child({ part: 'exporter' }),
+        maxInFlight: cfg.collector.max_in_flight, transport: cfg.collector.transport, logger: log.child({ part: 'exporter' }),
         spool: { dir: cfg.spool.dir, maxBytes: cfg.spool.max_bytes, fsync: cfg.spool.fsync, fsyncIntervalMs: cfg.spool.fsync_interval_ms, logger: log.child({ part: 'spool' }) },
         onAckLatency: (ms) => this.metrics.ackLatency.observe(ms / 1000),
       });

@@ -7,6 +7,7 @@
 import pino from 'pino';
 import type { FlowEvent } from '../flow/event';
 import { intFlag, parseFlags, sizeFlag, UsageError } from './cli-args';
+import { Transport, TRANSPORTS } from './event-stream';
 import { Exporter, ExporterStats } from './grpc-exporter';
 import type { FsyncPolicy } from './spool';
 import { syntheticEvent } from './synthetic';
@@ -28,6 +29,7 @@ export const SENDER_HELP = `usage: wgflow export-test --collector URL --spool DI
   --segment-size SIZE    spool segment size (default 4M)
   --max-inflight N       unacknowledged events on the stream (default 16384)
   --keepalive-ms N       keepalive ping interval (default 30000)
+  --transport T          http2 (default) or grpc-js
   --exit-after-enqueue   stop (deadline 0) right after enqueueing: the spool keeps everything
   --timeout-ms N         give up (exit 1) if not everything is acked by then (default 0 = never)
   --stats-ms N           print a stats line this often (default 0 = never)
@@ -51,6 +53,7 @@ const OPTIONS = {
   'segment-size': { type: 'string' },
   'max-inflight': { type: 'string' },
   'keepalive-ms': { type: 'string' },
+  transport: { type: 'string' },
   'exit-after-enqueue': { type: 'boolean' },
   'timeout-ms': { type: 'string' },
   'stats-ms': { type: 'string' },
@@ -76,6 +79,7 @@ export async function main(argv: string[]): Promise<number> {
     if (!f.collector) throw new UsageError('--collector URL is required');
     if (!f.spool) throw new UsageError('--spool DIR is required');
     if (f.fsync !== undefined && !['always', 'interval', 'never'].includes(f.fsync)) throw new UsageError(`--fsync: "${f.fsync}" is not always, interval or never`);
+    if (f.transport !== undefined && !(TRANSPORTS as readonly string[]).includes(f.transport)) throw new UsageError(`--transport: "${f.transport}" is not ${TRANSPORTS.join(' or ')}`);
   } catch (err) {
     if (err instanceof UsageError) {
       process.stderr.write(`wgflow export-test: ${err.message}\n`);
@@ -99,6 +103,7 @@ export async function main(argv: string[]): Promise<number> {
     keyFile: f.key,
     maxInFlight: intFlag(f['max-inflight'], 'max-inflight', 16_384, 1),
     keepaliveTimeMs: intFlag(f['keepalive-ms'], 'keepalive-ms', 30_000, 1),
+    transport: f.transport as Transport | undefined,
     logger,
     spool: {
       dir: f.spool,

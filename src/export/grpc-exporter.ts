@@ -1,16 +1,17 @@
 // The exporter: FlowEvents go to the durable spool first, then out on one long-lived
-// /flow.FlowService/Events stream (grpc-js), and leave the spool only when acknowledged.
+// /flow.FlowService/Events stream, and leave the spool only when acknowledged.
 //
 // Flow control has three bounds, so memory stays flat whatever the collector does: at most
 // maxInFlight events written and not yet acked, no write while the stream reports backpressure
 // (write() === false until 'drain'), and the spool's own in-memory cap for events not yet sent.
 import { readFileSync } from 'node:fs';
 import { rootCertificates } from 'node:tls';
-import * as grpc from '@grpc/grpc-js';
 import pino, { Logger } from 'pino';
 import type { FlowEvent } from '../flow/event';
-import { DecodedAck, decodeAck, initiatorMessage } from './codec';
-import { EVENTS_METHOD } from './proto';
+import { DecodedAck, initiatorMessage } from './codec';
+import { CallStatus, EventStream, GrpcStatus, statusName, StreamOptions, Transport, TRANSPORTS } from './event-stream';
+import { openGrpcJsStream } from './grpcjs-stream';
+import { openH2Stream } from './h2-stream';
 import { Spool, SpoolOptions, SpoolRecord } from './spool';
 import { eventIdOf, writeFlowEvent } from './wire-writer';
 import { parseCollectorUrl, CollectorUrl } from './url';
@@ -40,6 +41,8 @@ export interface ExporterOptions {
   keyFile?: string;
   /** The durable spool (dir is required). */
   spool: SpoolOptions;
+  /** http2 (default: batches of events per HTTP/2 write) or grpc-js (the reference library). */
+  transport?: Transport;
   /**
    * Events written to the stream and not yet acked, at most. Default 16384: enough to keep
    * sending through a collector's slow fsync (~100 ms spikes) at tens of thousands of events/s.
@@ -124,7 +127,8 @@ function systemRoots(): Buffer {
   return Buffer.from(parts.join('\n'));
 }
 
-const identity = (b: Buffer): Buffer => b;
+/** Events written to the stream in one batch (one HTTP/2 DATA frame with the http2 transport). */
+const WRITE_BATCH = 256;
 
 export class ExporterStoppedError extends Error {
   constructor() {
@@ -137,15 +141,14 @@ export class Exporter {
   readonly url: CollectorUrl;
   private readonly log: Logger;
   private readonly spool: Spool;
-  private readonly creds: grpc.ChannelCredentials;
+  private readonly streamOptions: StreamOptions;
+  private readonly openStream: typeof openH2Stream;
   private readonly maxInFlight: number;
   private readonly backoffOpts: Required<BackoffOptions>;
   private readonly backoff: Backoff;
-  private readonly channelOptions: grpc.ChannelOptions;
   private readonly handshakeTimeoutMs: number;
   private readonly initiator: Buffer;
-  private client: grpc.Client | null = null;
-  private call: grpc.ClientDuplexStream<Buffer, DecodedAck> | null = null;
+  private call: EventStream | null = null;
   private open = false;
   private openedAt = 0;
   private writeBlocked = false;
@@ -173,23 +176,22 @@ export class Exporter {
     this.backoff = new Backoff(this.backoffOpts);
     this.handshakeTimeoutMs = opts.handshakeTimeoutMs ?? 10_000;
     if ((opts.certFile === undefined) !== (opts.keyFile === undefined)) throw new Error('a client certificate needs both certFile and keyFile');
-    if (this.url.tls) {
-      const ca = opts.caFile ? readPem(opts.caFile, 'CA file') : systemRoots();
-      const cert = opts.certFile ? readPem(opts.certFile, 'client certificate') : null;
-      const key = opts.keyFile ? readPem(opts.keyFile, 'client key') : null;
-      this.creds = grpc.credentials.createSsl(ca, key, cert);
-    } else {
-      if (opts.caFile || opts.certFile) throw new Error(`TLS files were given but ${opts.url} is plaintext; use grpcs:// or https://`);
-      this.creds = grpc.credentials.createInsecure();
-    }
-    this.channelOptions = {
-      'grpc.keepalive_time_ms': opts.keepaliveTimeMs ?? 30_000,
-      'grpc.keepalive_timeout_ms': opts.keepaliveTimeoutMs ?? 10_000,
-      'grpc.keepalive_permit_without_calls': 1,
-      // Streaming calls are never retried by grpc-js itself (we resend from the spool), and its
-      // retry buffer costs time per message.
-      'grpc.enable_retries': 0,
+    const transport = opts.transport ?? 'http2';
+    if (!TRANSPORTS.includes(transport)) throw new Error(`transport must be one of ${TRANSPORTS.join(', ')}, got ${String(transport)}`);
+    this.openStream = transport === 'grpc-js' ? openGrpcJsStream : openH2Stream;
+    this.streamOptions = {
+      url: this.url,
+      token: opts.token,
+      keepaliveTimeMs: opts.keepaliveTimeMs ?? 30_000,
+      keepaliveTimeoutMs: opts.keepaliveTimeoutMs ?? 10_000,
     };
+    if (this.url.tls) {
+      this.streamOptions.ca = opts.caFile ? readPem(opts.caFile, 'CA file') : systemRoots();
+      if (opts.certFile) this.streamOptions.cert = readPem(opts.certFile, 'client certificate');
+      if (opts.keyFile) this.streamOptions.key = readPem(opts.keyFile, 'client key');
+    } else if (opts.caFile || opts.certFile) {
+      throw new Error(`TLS files were given but ${opts.url} is plaintext; use grpcs:// or https://`);
+    }
     this.initiator = initiatorMessage();
     this.spool = Spool.open({ logger: this.log, ...opts.spool });
     this.spool.onSegmentDropped = (seq) => {
@@ -266,8 +268,6 @@ export class Exporter {
     this.call = null;
     this.open = false;
     if (call) call.cancel();
-    this.client?.close();
-    this.client = null;
     this.spool.close();
     this.log.info({ ...stats }, 'exporter stopped');
     return stats;
@@ -276,39 +276,29 @@ export class Exporter {
   private connect(): void {
     this.retryTimer = null;
     if (this.stopped) return;
-    // A fresh channel per attempt: our backoff, not grpc-js's channel backoff, paces reconnects.
-    this.client?.close();
-    this.client = new grpc.Client(this.url.target, this.creds, this.channelOptions);
-    const md = new grpc.Metadata();
-    if (this.opts.token !== undefined && this.opts.token !== '') md.set('authorization', `Bearer ${this.opts.token}`);
-    const call = this.client.makeBidiStreamRequest<Buffer, DecodedAck>(EVENTS_METHOD, identity, decodeAck, md, {});
-    this.call = call;
     this.open = false;
     this.writeBlocked = false;
-    let ended = false;
-    const end = (status: { code: number; details: string }): void => {
-      if (ended) return;
-      ended = true;
-      this.onStreamEnd(call, status);
-    };
-    call.on('data', (ack: DecodedAck) => this.onAck(call, ack));
-    call.on('error', (err: grpc.ServiceError) => end({ code: err.code ?? grpc.status.UNKNOWN, details: err.details ?? err.message }));
-    call.on('status', (st: grpc.StatusObject) => end(st));
-    call.on('drain', () => {
-      if (call !== this.call) return;
-      this.writeBlocked = false;
-      this.pump();
+    // A fresh connection per attempt: our backoff paces reconnects.
+    const call: EventStream = this.openStream(this.streamOptions, {
+      onAck: (ack) => this.onAck(call, ack),
+      onEnd: (status) => this.onStreamEnd(call, status),
+      onDrain: () => {
+        if (call !== this.call) return;
+        this.writeBlocked = false;
+        this.pump();
+      },
     });
+    this.call = call;
     this.handshakeTimer = setTimeout(() => {
       if (call === this.call && !this.open) {
         this.log.warn({ collector: this.url.text, timeoutMs: this.handshakeTimeoutMs }, 'collector did not answer the stream handshake in time');
         call.cancel();
       }
     }, this.handshakeTimeoutMs);
-    call.write(this.initiator);
+    call.write([this.initiator]);
   }
 
-  private onAck(call: grpc.ClientDuplexStream<Buffer, DecodedAck>, ack: DecodedAck): void {
+  private onAck(call: EventStream, ack: DecodedAck): void {
     if (call !== this.call) return;
     if (ack.isInitiator) {
       if (this.open) return;
@@ -339,7 +329,7 @@ export class Exporter {
     this.schedulePump();
   }
 
-  private onStreamEnd(call: grpc.ClientDuplexStream<Buffer, DecodedAck>, status: { code: number; details: string }): void {
+  private onStreamEnd(call: EventStream, status: CallStatus): void {
     if (call !== this.call) return;
     const wasOpen = this.open;
     this.call = null;
@@ -351,10 +341,10 @@ export class Exporter {
     if (wasOpen && Date.now() - this.openedAt >= this.backoffOpts.resetAfterMs) this.backoff.reset();
     const delay = this.backoff.next();
     this.counters.reconnects++;
-    const info = { collector: this.url.text, code: grpc.status[status.code] ?? status.code, details: status.details, retryInMs: delay, inFlight: this.inflight.size };
-    if (status.code === grpc.status.UNAUTHENTICATED) {
+    const info = { collector: this.url.text, code: statusName(status.code), details: status.details, retryInMs: delay, inFlight: this.inflight.size };
+    if (status.code === GrpcStatus.UNAUTHENTICATED) {
       this.log.error(info, 'collector rejected the token (UNAUTHENTICATED): check the exporter token; retrying');
-    } else if (status.code === grpc.status.UNAVAILABLE && !wasOpen) {
+    } else if (status.code === GrpcStatus.UNAVAILABLE && !wasOpen) {
       this.log.warn(info, 'collector unreachable; retrying');
     } else {
       this.log.warn(info, 'stream to collector ended; reconnecting');
@@ -371,10 +361,22 @@ export class Exporter {
     });
   }
 
+  /** Writes batches until the stream pushes back, maxInFlight is reached or nothing is left. */
   private pump(): void {
     const call = this.call;
     if (!call || !this.open) return;
     while (!this.writeBlocked) {
+      const batch = this.nextBatch(Date.now());
+      if (batch.length === 0) break;
+      this.counters.sent += batch.length;
+      if (!call.write(batch)) this.writeBlocked = true;
+    }
+  }
+
+  /** Up to WRITE_BATCH payloads: resends first, then new records from the spool. */
+  private nextBatch(now: number): Buffer[] {
+    const batch: Buffer[] = [];
+    while (batch.length < WRITE_BATCH) {
       let f: InFlight | undefined;
       if (this.resendAt < this.resend.length) {
         f = this.resend[this.resendAt++];
@@ -384,7 +386,7 @@ export class Exporter {
         if (this.outboxAt >= this.outbox.length) {
           const room = this.maxInFlight - this.inflight.size;
           if (room <= 0) break;
-          this.outbox = this.spool.next(Math.min(room, 256));
+          this.outbox = this.spool.next(Math.min(room, WRITE_BATCH));
           this.outboxAt = 0;
           if (this.outbox.length === 0) break;
         }
@@ -392,9 +394,9 @@ export class Exporter {
         f = { rec, sentAt: 0 };
         this.inflight.set(rec.key, f);
       }
-      f.sentAt = Date.now();
-      this.counters.sent++;
-      if (!call.write(f.rec.payload)) this.writeBlocked = true;
+      f.sentAt = now;
+      batch.push(f.rec.payload);
     }
+    return batch;
   }
 }
