@@ -1,0 +1,73 @@
+// What the daemon benchmarks (bench/churn.ts, latency.ts, scale.ts) share: cleanup that also runs on
+// Ctrl-C, percentiles, the results file, and the daemon's own counters.
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { REPO_ROOT } from '../datapath/native';
+import type { DaemonProc } from './daemon';
+
+/**
+ * Run main, then cleanup; on SIGINT/SIGTERM run cleanup first and exit. Exit code 1 when main
+ * throws or returns false (a failed correctness check), so `make bench` shows the part failed.
+ */
+export function runBench(main: () => Promise<boolean>, cleanup: () => Promise<void>): void {
+  let cleaning: Promise<void> | undefined;
+  const clean = (): Promise<void> => (cleaning ??= cleanup().catch((err: unknown) => console.error('cleanup failed:', err)));
+  const onSignal = (sig: NodeJS.Signals): void => {
+    console.error(`\n${sig}: cleaning up`);
+    void clean().then(() => process.exit(130));
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  main().then(
+    async (ok) => {
+      await clean();
+      process.exit(ok ? 0 : 1);
+    },
+    async (err: unknown) => {
+      console.error(err);
+      await clean();
+      process.exit(1);
+    },
+  );
+}
+
+/** The q-quantile (0..1) of xs by the nearest-rank method. */
+export function percentile(xs: number[], q: number): number {
+  if (xs.length === 0) return NaN;
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.max(0, Math.ceil(q * s.length) - 1))];
+}
+
+export function writeResult(part: string, result: object): void {
+  const dir = join(REPO_ROOT, 'bench', 'results');
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, `${part}.json`), JSON.stringify({ when: new Date().toISOString(), ...result }, null, 2));
+}
+
+/** The daemon's counters that say whether it lost anything, from `wgflow ctl status --json`. */
+export interface DaemonCounters {
+  flowsActive: number;
+  events: Record<string, number>;
+  ringbufFull: number;
+  mapFullPackets: number;
+  discoveredWithoutStart: number;
+  eventsDropped: number;
+  flowsCreated: number;
+}
+
+export function daemonCounters(d: DaemonProc): DaemonCounters {
+  const r = d.ctl(['status', '--json']);
+  if (r.code !== 0) throw new Error(`wgflow ctl status failed: ${r.stderr}`);
+  const s = JSON.parse(r.stdout) as {
+    flowsActive: number; events: Record<string, number>; kernel: { flowsCreated: number };
+    drops: { ringbufFull: number; mapFullPackets: number; discoveredWithoutStart: number; eventsDropped: number };
+  };
+  return { flowsActive: s.flowsActive, events: s.events, flowsCreated: s.kernel.flowsCreated, ...s.drops };
+}
+
+/** Memory of a process from /proc/PID/status, in MiB: resident now and its peak. */
+export function rssMiB(pid: number): { rss: number; hwm: number } {
+  const text = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const kb = (name: string): number => Number(new RegExp(`^${name}:\\s+(\\d+) kB`, 'm').exec(text)?.[1] ?? NaN);
+  return { rss: kb('VmRSS') / 1024, hwm: kb('VmHWM') / 1024 };
+}
