@@ -6,7 +6,7 @@ import type { FlowDirection, FlowEndpoint, FlowUser } from '../flow/event';
 import { Clock, systemClock } from '../flow/clock';
 import type { AttributionConfig } from './config';
 import { ipToRaw, normalizeRaw, parseIpRaw } from './ip';
-import { AddrInfo, AttributionTables, PeerInfo, ResourceInfo } from './tables';
+import { AddrInfo, AttributionTables, CompiledPolicy, PeerInfo, ResourceInfo } from './tables';
 
 /** What the tracker knows about a flow when it starts: initiator (src) and responder (dst). */
 export interface FlowTuple {
@@ -219,8 +219,8 @@ export class Attributor implements FlowAttributor {
     if (t.excludePorts !== null && hasPorts && t.excludePorts.has(dport)) return this.skipFilter;
     if (t.includePorts !== null && !(hasPorts && t.includePorts.has(dport))) return this.skipFilter;
 
-    const sPeer = t.peersByAddr.size > 0 ? t.peersByAddr.get(srcRaw) : undefined;
-    const dPeer = t.peersByAddr.size > 0 ? t.peersByAddr.get(dstRaw) : undefined;
+    const sPeer = sInfo.peer;
+    const dPeer = dInfo.peer;
     let sDom: ResourceInfo | null = null, dDom: ResourceInfo | null = null;
     if (t.hasDomainResources && this.resolved.size > 0) {
       const now = f.nowNs ?? this.clock.monoNs();
@@ -232,25 +232,23 @@ export class Attributor implements FlowAttributor {
     const exitNode = sExit || dExit;
     if (exitNode && !t.exitNodeCollection) return this.skipExit;
 
-    let ruleId = '', policyName = '';
+    let policy: CompiledPolicy | null = null;
     if (f.direction === 'INGRESS' && t.policies.length > 0) {
-      const p = t.firstPolicy(
-        this.bits(this.iSrc, sPeer, sInfo, sDom, true),
-        this.bits(this.rDst, dPeer, dInfo, dDom, false),
-        t.anyBidirectional ? this.bits(this.rSrc, dPeer, dInfo, dDom, true) : t.zero,
-        t.anyBidirectional ? this.bits(this.iDst, sPeer, sInfo, sDom, false) : t.zero,
-        f.proto, hasPorts, dport,
-      );
-      if (p) {
-        ruleId = p.id;
-        policyName = p.name;
-      }
+      policy = sDom === null && dDom === null
+        ? t.firstPolicyOf(sInfo, dInfo, f.proto, hasPorts, dport)
+        : t.firstPolicy(
+          this.bits(this.iSrc, sInfo, sDom, true),
+          this.bits(this.rDst, dInfo, dDom, false),
+          t.anyBidirectional ? this.bits(this.rSrc, dInfo, dDom, true) : t.zero,
+          t.anyBidirectional ? this.bits(this.iDst, sInfo, sDom, false) : t.zero,
+          f.proto, hasPorts, dport,
+        );
     }
     return {
       source: this.fill(sPeer, sInfo, sDom),
       destination: this.fill(dPeer, dInfo, dDom),
-      ruleId,
-      policyName,
+      ruleId: policy === null ? '' : policy.id,
+      policyName: policy === null ? '' : policy.name,
       user: sPeer ? sPeer.user : EMPTY_USER,
       skip: '',
       exitNode,
@@ -258,17 +256,16 @@ export class Attributor implements FlowAttributor {
     };
   }
 
-  /** The policy bitset of one endpoint and side: peer | prefixes | domain resource. */
-  private bits(scratch: Uint32Array, peer: PeerInfo | undefined, info: AddrInfo, dom: ResourceInfo | null, src: boolean): Uint32Array {
+  /** The policy bitset of one endpoint and side: the address's (prefixes and peer) | domain resource. */
+  private bits(scratch: Uint32Array, info: AddrInfo, dom: ResourceInfo | null, src: boolean): Uint32Array {
     const a = src ? info.srcBits : info.dstBits;
-    if (!peer && !dom) return a;
-    const b = peer ? (src ? peer.srcBits : peer.dstBits) : null;
-    const c = dom ? (src ? dom.srcBits : dom.dstBits) : null;
-    for (let i = 0; i < scratch.length; i++) scratch[i] = a[i] | (b ? b[i] : 0) | (c ? c[i] : 0);
+    if (dom === null) return a;
+    const c = src ? dom.srcBits : dom.dstBits;
+    for (let i = 0; i < scratch.length; i++) scratch[i] = a[i] | c[i];
     return scratch;
   }
 
-  private fill(peer: PeerInfo | undefined, info: AddrInfo, dom: ResourceInfo | null): EndpointInfo {
+  private fill(peer: PeerInfo | null, info: AddrInfo, dom: ResourceInfo | null): EndpointInfo {
     if (peer) return peer.endpoint;
     if (info.overlay) return UNKNOWN_ENDPOINT; // resource ids only outside the overlay
     const r = dom ?? info.resource;

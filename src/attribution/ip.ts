@@ -104,11 +104,11 @@ const DEC_CODES: number[][] = Array.from({ length: 256 }, (_, i) => Array.from(S
 const TEXT_BY_LEN: number[][] = Array.from({ length: 16 }, (_, n) => new Array<number>(n).fill(46));
 const SCRATCH: number[] = new Array<number>(15).fill(0);
 
-function raw4Text(raw: string): string {
+function raw4Text(raw: string, off: number): string {
   let n = 0;
   for (let k = 0; k < 4; k++) {
     if (k > 0) SCRATCH[n++] = 46; // '.'
-    const d = DEC_CODES[raw.charCodeAt(k) & 255];
+    const d = DEC_CODES[raw.charCodeAt(off + k) & 255];
     for (let j = 0; j < d.length; j++) SCRATCH[n++] = d[j];
   }
   const out = TEXT_BY_LEN[n];
@@ -118,11 +118,19 @@ function raw4Text(raw: string): string {
 
 /** Text form of a raw address (IPv4 dotted quad; IPv6 RFC 5952). */
 export function rawToIp(raw: string): string {
-  if (raw.length === 4) return raw4Text(raw);
+  if (raw.length === 4) return raw4Text(raw, 0);
   if (raw.length !== 16) throw new RangeError(`a raw address has 4 or 16 characters, got ${raw.length}`);
   const g: number[] = new Array(8);
   for (let i = 0; i < 8; i++) g[i] = (raw.charCodeAt(2 * i) << 8) | raw.charCodeAt(2 * i + 1);
   return ipv6FromGroups(g);
+}
+
+/**
+ * Text form of the raw address of the given family at offset off of s (a flow key id holds both
+ * addresses): no substring for IPv4. IPv4-mapped IPv6 stays in IPv6 text, as rawToIp does.
+ */
+export function rawToIpAt(s: string, off: number, family: Family): string {
+  return family === 4 ? raw4Text(s, off) : rawToIp(s.substring(off, off + 16));
 }
 
 /** Clear every bit past `length` of a raw address. */

@@ -1,118 +1,58 @@
-// Deterministic flow and event ids (RFC 4122 version 5 UUIDs: SHA-1 of a namespace and a name).
+// Deterministic flow and event ids (docs/events.md, "Ids").
 //
 //   boot namespace = v5(WGFLOW_NAMESPACE, boot_id text)            once per process
 //   flow_id        = v5(boot namespace, key id bytes ++ firstNs as 8 bytes big-endian)
-//   event_id       = v5(flow_id, "start" | "end" | "update:<k>")
+//   event_id       = flow_id XOR mask(label), as a version 8 UUID; label "start" | "end" | "update:<k>"
+//   mask(label)    = the first 128 bits of SHA-1(EVENT_MASK_NAMESPACE bytes ++ label)
 //
 // A restarted daemon that adopts a pinned kernel entry sees the same boot id, key and first-packet
 // time, so it re-derives the same ids, and the collector's de-duplication by event_id makes a
 // re-sent START harmless. A reboot changes boot_id (and CLOCK_MONOTONIC restarts), so ids of a
 // new boot never collide with those of an old one.
 //
-// SHA-1 is computed here in JavaScript rather than with crypto.createHash: for these 20-70 byte
-// inputs a createHash round trip costs ~2.3 us (object, binding, Buffer) against ~0.35 us here,
-// and two hashes per new flow would otherwise cap the tracker well below 1M records/s. The
-// function is plain FIPS 180-4 SHA-1; test/flow/ids.test.ts checks it against node:crypto.
+// Event ids are not hashed again: XOR with a fixed mask is a bijection on the 122 free bits, so
+// two flows' START (or END) ids are equal only if their flow ids are; a START id equals another
+// flow's END id only if the two flow ids differ by exactly mask(start) ^ mask(end), which for
+// SHA-1 outputs is a 2^-122 chance. That saves a second SHA-1 and a second digest per new flow.
+// They carry version 8 ("custom", RFC 9562) because they are not name-based v5 UUIDs.
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { sha1Into, sha1Words } from './sha1';
+
+export { sha1 } from './sha1';
 
 /** wgflow's own namespace UUID (a fixed random value). */
 export const WGFLOW_NAMESPACE = '5e7c2a4b-9d31-4f0e-8b6a-2c1d7e9f3a58';
+/** Namespace of the event id masks (a fixed random value). */
+export const EVENT_MASK_NAMESPACE = 'c4a1e3f2-6b7d-4e58-9a0c-1d2f3b4a5e6c';
 
+/** Scratch message buffer: namespace (16) + the longest name here (key id 40 + 8) fits 2 blocks. */
 const M = new Uint8Array(256);
-const W = new Int32Array(80);
 const H = new Int32Array(5);
+const MAX_NAME = M.length - 16 - 9;
 
-function block(o: number): void {
-  for (let i = 0; i < 16; i++) {
-    const p = o + i * 4;
-    W[i] = (M[p] << 24) | (M[p + 1] << 16) | (M[p + 2] << 8) | M[p + 3];
-  }
-  for (let i = 16; i < 80; i++) {
-    const x = W[i - 3] ^ W[i - 8] ^ W[i - 14] ^ W[i - 16];
-    W[i] = (x << 1) | (x >>> 31);
-  }
-  let a = H[0], b = H[1], c = H[2], d = H[3], e = H[4];
-  // Five rounds per iteration with the variables renamed instead of shuffled.
-  let i = 0;
-  for (; i < 20; i += 5) {
-    e = (e + ((a << 5) | (a >>> 27)) + ((b & c) | (~b & d)) + 0x5a827999 + W[i]) | 0; b = (b << 30) | (b >>> 2);
-    d = (d + ((e << 5) | (e >>> 27)) + ((a & b) | (~a & c)) + 0x5a827999 + W[i + 1]) | 0; a = (a << 30) | (a >>> 2);
-    c = (c + ((d << 5) | (d >>> 27)) + ((e & a) | (~e & b)) + 0x5a827999 + W[i + 2]) | 0; e = (e << 30) | (e >>> 2);
-    b = (b + ((c << 5) | (c >>> 27)) + ((d & e) | (~d & a)) + 0x5a827999 + W[i + 3]) | 0; d = (d << 30) | (d >>> 2);
-    a = (a + ((b << 5) | (b >>> 27)) + ((c & d) | (~c & e)) + 0x5a827999 + W[i + 4]) | 0; c = (c << 30) | (c >>> 2);
-  }
-  for (; i < 40; i += 5) {
-    e = (e + ((a << 5) | (a >>> 27)) + (b ^ c ^ d) + 0x6ed9eba1 + W[i]) | 0; b = (b << 30) | (b >>> 2);
-    d = (d + ((e << 5) | (e >>> 27)) + (a ^ b ^ c) + 0x6ed9eba1 + W[i + 1]) | 0; a = (a << 30) | (a >>> 2);
-    c = (c + ((d << 5) | (d >>> 27)) + (e ^ a ^ b) + 0x6ed9eba1 + W[i + 2]) | 0; e = (e << 30) | (e >>> 2);
-    b = (b + ((c << 5) | (c >>> 27)) + (d ^ e ^ a) + 0x6ed9eba1 + W[i + 3]) | 0; d = (d << 30) | (d >>> 2);
-    a = (a + ((b << 5) | (b >>> 27)) + (c ^ d ^ e) + 0x6ed9eba1 + W[i + 4]) | 0; c = (c << 30) | (c >>> 2);
-  }
-  for (; i < 60; i += 5) {
-    e = (e + ((a << 5) | (a >>> 27)) + ((b & c) | (b & d) | (c & d)) - 0x70e44324 + W[i]) | 0; b = (b << 30) | (b >>> 2);
-    d = (d + ((e << 5) | (e >>> 27)) + ((a & b) | (a & c) | (b & c)) - 0x70e44324 + W[i + 1]) | 0; a = (a << 30) | (a >>> 2);
-    c = (c + ((d << 5) | (d >>> 27)) + ((e & a) | (e & b) | (a & b)) - 0x70e44324 + W[i + 2]) | 0; e = (e << 30) | (e >>> 2);
-    b = (b + ((c << 5) | (c >>> 27)) + ((d & e) | (d & a) | (e & a)) - 0x70e44324 + W[i + 3]) | 0; d = (d << 30) | (d >>> 2);
-    a = (a + ((b << 5) | (b >>> 27)) + ((c & d) | (c & e) | (d & e)) - 0x70e44324 + W[i + 4]) | 0; c = (c << 30) | (c >>> 2);
-  }
-  for (; i < 80; i += 5) {
-    e = (e + ((a << 5) | (a >>> 27)) + (b ^ c ^ d) - 0x359d3e2a + W[i]) | 0; b = (b << 30) | (b >>> 2);
-    d = (d + ((e << 5) | (e >>> 27)) + (a ^ b ^ c) - 0x359d3e2a + W[i + 1]) | 0; a = (a << 30) | (a >>> 2);
-    c = (c + ((d << 5) | (d >>> 27)) + (e ^ a ^ b) - 0x359d3e2a + W[i + 2]) | 0; e = (e << 30) | (e >>> 2);
-    b = (b + ((c << 5) | (c >>> 27)) + (d ^ e ^ a) - 0x359d3e2a + W[i + 3]) | 0; d = (d << 30) | (d >>> 2);
-    a = (a + ((b << 5) | (b >>> 27)) + (c ^ d ^ e) - 0x359d3e2a + W[i + 4]) | 0; c = (c << 30) | (c >>> 2);
-  }
-  H[0] = (H[0] + a) | 0;
-  H[1] = (H[1] + b) | 0;
-  H[2] = (H[2] + c) | 0;
-  H[3] = (H[3] + d) | 0;
-  H[4] = (H[4] + e) | 0;
+// UUID text: 36 character codes straight into String.fromCharCode, which makes one flat string
+// (concatenating hex pieces would build a rope of ~20 nodes, ~400 bytes per id kept per flow) and
+// is ~2x faster than filling an array for fromCharCode.apply.
+const HEX2 = new Uint16Array(512); // byte b -> hex codes at [2b, 2b + 1]
+for (let b = 0; b < 256; b++) {
+  HEX2[2 * b] = '0123456789abcdef'.charCodeAt(b >> 4);
+  HEX2[2 * b + 1] = '0123456789abcdef'.charCodeAt(b & 15);
 }
 
-/** SHA-1 of the first len bytes of the scratch buffer M; the digest is left in H. */
-function digestScratch(len: number): void {
-  const total = ((len + 9 + 63) >>> 6) << 6;
-  M[len] = 0x80;
-  M.fill(0, len + 1, total);
-  const bits = len * 8; // inputs here are far below 2^29 bytes
-  M[total - 4] = bits >>> 24;
-  M[total - 3] = (bits >>> 16) & 0xff;
-  M[total - 2] = (bits >>> 8) & 0xff;
-  M[total - 1] = bits & 0xff;
-  H[0] = 0x67452301; H[1] = 0xefcdab89 | 0; H[2] = 0x98badcfe | 0; H[3] = 0x10325476; H[4] = 0xc3d2e1f0 | 0;
-  for (let o = 0; o < total; o += 64) block(o);
-}
-
-const MAX_INPUT = M.length - 9;
-
-/** SHA-1 of bytes (at most 247 bytes: the ids need far less). */
-export function sha1(data: Uint8Array): Buffer {
-  if (data.length > MAX_INPUT) throw new RangeError(`sha1 here takes at most ${MAX_INPUT} bytes`);
-  M.set(data, 0);
-  digestScratch(data.length);
-  const out = Buffer.allocUnsafe(20);
-  for (let i = 0; i < 5; i++) out.writeInt32BE(H[i], i * 4);
-  return out;
-}
-
-// UUID text is written into a reused array of character codes and made into one flat string:
-// concatenating hex pieces would build a rope of ~20 nodes (~400 bytes per id, kept per flow).
-const HEX_CODES = Array.from('0123456789abcdef', (c) => c.charCodeAt(0));
-const TEXT: number[] = new Array<number>(36).fill(45); // '-' at 8, 13, 18, 23
-
-function putHex(w: number, at: number, nibbles: number): void {
-  for (let i = 0; i < nibbles; i++) TEXT[at + i] = HEX_CODES[(w >>> (4 * (nibbles - 1 - i))) & 15];
-}
-
-function uuidText(w0: number, w1: number, w2: number, w3: number): string {
-  putHex(w0, 0, 8);
-  putHex(w1 >>> 16, 9, 4);
-  putHex(w1 & 0xffff, 14, 4);
-  putHex(w2 >>> 16, 19, 4);
-  putHex(w2 & 0xffff, 24, 4);
-  putHex(w3, 28, 8);
-  return String.fromCharCode.apply(null, TEXT);
+/** The text form of a UUID given as four big-endian 32-bit words. */
+export function uuidText(w0: number, w1: number, w2: number, w3: number): string {
+  const a0 = (w0 >>> 23) & 510, a1 = (w0 >>> 15) & 510, a2 = (w0 >>> 7) & 510, a3 = (w0 << 1) & 510;
+  const b0 = (w1 >>> 23) & 510, b1 = (w1 >>> 15) & 510, b2 = (w1 >>> 7) & 510, b3 = (w1 << 1) & 510;
+  const c0 = (w2 >>> 23) & 510, c1 = (w2 >>> 15) & 510, c2 = (w2 >>> 7) & 510, c3 = (w2 << 1) & 510;
+  const d0 = (w3 >>> 23) & 510, d1 = (w3 >>> 15) & 510, d2 = (w3 >>> 7) & 510, d3 = (w3 << 1) & 510;
+  const h = HEX2;
+  return String.fromCharCode(
+    h[a0], h[a0 + 1], h[a1], h[a1 + 1], h[a2], h[a2 + 1], h[a3], h[a3 + 1], 45,
+    h[b0], h[b0 + 1], h[b1], h[b1 + 1], 45, h[b2], h[b2 + 1], h[b3], h[b3 + 1], 45,
+    h[c0], h[c0 + 1], h[c1], h[c1 + 1], 45, h[c2], h[c2 + 1], h[c3], h[c3 + 1],
+    h[d0], h[d0 + 1], h[d1], h[d1 + 1], h[d2], h[d2 + 1], h[d3], h[d3 + 1],
+  );
 }
 
 const HEX_VALUE = new Int8Array(128).fill(-1);
@@ -172,28 +112,87 @@ export function parseUuid(text: string): Uuid {
 /** RFC 4122 version 5 UUID of a name given as a latin1 string (one byte per character < 256). */
 export function uuidV5(namespace: Uuid, name: string): Uuid {
   const n = name.length;
-  if (16 + n > MAX_INPUT) throw new RangeError('name too long');
+  if (n > MAX_NAME) throw new RangeError('name too long');
   putNamespace(namespace);
   for (let i = 0; i < n; i++) M[16 + i] = name.charCodeAt(i) & 0xff;
-  digestScratch(16 + n);
+  sha1Into(M, 16 + n, H);
   return uuidFromDigest();
 }
+
+/** Flow id input as words: namespace (4) + key id (4 or 10) + firstNs (2), padded to 2 blocks. */
+const X = new Int32Array(32);
+
+/**
+ * Flow id words: v5(boot namespace, key id bytes ++ firstNs as 8 bytes big-endian), written to
+ * out[0..4) with the version and variant bits set. The key id has whole words (16 or 40 bytes):
+ * the input is packed into words directly, without a byte buffer.
+ */
+export function flowIdWords(bootNamespace: Uuid, keyId: string, firstNs: number, out: Int32Array): void {
+  const n = keyId.length;
+  if ((n & 3) !== 0 || n > 64) throw new RangeError(`a flow key id has 16 or 40 bytes, got ${n}`);
+  X[0] = bootNamespace.w0;
+  X[1] = bootNamespace.w1;
+  X[2] = bootNamespace.w2;
+  X[3] = bootNamespace.w3;
+  let w = 4;
+  for (let i = 0; i < n; i += 4, w++) {
+    X[w] = (keyId.charCodeAt(i) << 24) | (keyId.charCodeAt(i + 1) << 16) | (keyId.charCodeAt(i + 2) << 8) | keyId.charCodeAt(i + 3);
+  }
+  const hi = Math.floor(firstNs / 0x1_0000_0000);
+  X[w] = hi;
+  X[w + 1] = firstNs - hi * 0x1_0000_0000;
+  sha1Words(X, 24 + n, H);
+  out[0] = H[0];
+  out[1] = (H[1] & 0xffff0fff) | 0x5000;
+  out[2] = (H[2] & 0x3fffffff) | 0x80000000;
+  out[3] = H[3];
+}
+
+const FLOW_WORDS = new Int32Array(4);
 
 /** Flow id: v5(boot namespace, key id bytes ++ firstNs as 8 bytes big-endian). */
 export function flowUuid(bootNamespace: Uuid, keyId: string, firstNs: number): Uuid {
-  putNamespace(bootNamespace);
-  const n = keyId.length;
-  for (let i = 0; i < n; i++) M[16 + i] = keyId.charCodeAt(i);
-  const hi = Math.floor(firstNs / 0x1_0000_0000);
-  putWord(16 + n, hi);
-  putWord(20 + n, firstNs - hi * 0x1_0000_0000);
-  digestScratch(24 + n);
-  return uuidFromDigest();
+  flowIdWords(bootNamespace, keyId, firstNs, FLOW_WORDS);
+  const [w0, w1, w2, w3] = FLOW_WORDS;
+  return { w0, w1, w2, w3, text: uuidText(w0, w1, w2, w3) };
 }
 
-/** Event id: v5(flow id, label): label "start", "end" or "update:<k>". The flow id as Uuid or text. */
+// ---------------------------------------------------------------- event ids
+
+const MASK_NS = parseUuid(EVENT_MASK_NAMESPACE);
+
+/** mask(label): the first four words of SHA-1(EVENT_MASK_NAMESPACE ++ label). */
+function maskOf(label: string): Int32Array {
+  const n = label.length;
+  if (n > MAX_NAME) throw new RangeError('label too long');
+  putNamespace(MASK_NS);
+  for (let i = 0; i < n; i++) M[16 + i] = label.charCodeAt(i) & 0xff;
+  sha1Into(M, 16 + n, H);
+  return H.slice(0, 4);
+}
+
+// The masks of the two labels every exported flow uses, computed once.
+const START_MASK = maskOf('start');
+const END_MASK = maskOf('end');
+
+/**
+ * Event id text of the flow whose id has these words: (flow id XOR mask(label)) with the version
+ * set to 8 and the RFC 4122 variant. Labels other than start and end cost one SHA-1 for the mask.
+ */
+export function eventIdText(w0: number, w1: number, w2: number, w3: number, label: string): string {
+  const m = label === 'start' ? START_MASK : label === 'end' ? END_MASK : maskOf(label);
+  return uuidText(
+    w0 ^ m[0],
+    ((w1 ^ m[1]) & 0xffff0fff) | 0x8000,
+    ((w2 ^ m[2]) & 0x3fffffff) | 0x80000000,
+    w3 ^ m[3],
+  );
+}
+
+/** Event id: flow id XOR mask(label) (see above); label "start", "end" or "update:<k>". The flow id as Uuid or text. */
 export function eventUuid(flow: Uuid | string, label: string): string {
-  return uuidV5(typeof flow === 'string' ? parseUuid(flow) : flow, label).text;
+  const f = typeof flow === 'string' ? parseUuid(flow) : flow;
+  return eventIdText(f.w0, f.w1, f.w2, f.w3, label);
 }
 
 /** The namespace of this boot: v5(WGFLOW_NAMESPACE, boot id). */

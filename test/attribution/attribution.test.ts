@@ -3,6 +3,7 @@
 import { describe, expect, it } from 'vitest';
 import { Attributor } from '../../src/attribution/attributor';
 import type { AttributionConfig } from '../../src/attribution/config';
+import { ipToRaw } from '../../src/attribution/ip';
 import { ManualClock } from '../../src/flow/clock';
 import { conn, TCP } from '../flow/builders';
 import { harness } from '../flow/harness';
@@ -40,6 +41,19 @@ describe('endpoint fill', () => {
     expect(r.user).toEqual({ id: 'u1', name: 'Alice', email: 'alice@example.com' });
     expect(a.attributeIps('100.64.0.10', '100.64.0.1', 6, 1, 2).user).toEqual({ id: '', name: '', email: '' });
     expect(a.attributeIps('fd7a::1', 'fd7a::2', 6, 1, 2).source).toMatchObject({ id: 'p-alice' });
+  });
+
+  it('peer addresses are trie entries: one lookup finds the peer, the covering prefixes and both policy sets', () => {
+    const t = a.tables;
+    const alice = t.addrInfo(ipToRaw('100.64.0.1'));
+    expect(alice.peer?.id).toBe('p-alice');
+    expect(alice.overlay).toBe(true);
+    expect(t.addrInfo(ipToRaw('fd7a::1')).peer).toBe(alice.peer); // IPv6 /128 of the same peer
+    expect(t.addrInfo(ipToRaw('100.64.0.2')).peer).toBeNull(); // overlay, no peer
+    // Alice is in group devs: pol-docs (index 0) names devs as source.
+    expect(alice.srcBits[0] & 1).toBe(1);
+    expect(Array.from(alice.srcList)).toEqual([0]);
+    expect(Array.from(t.addrInfo(ipToRaw('100.64.0.10')).srcList)).toEqual([]);
   });
 
   it('resources: longest prefix wins, HOST / SUBNET types; none for overlay addresses', () => {

@@ -1,6 +1,6 @@
 // Longest-prefix match: edge cases and a randomized comparison with a linear scan.
 import { describe, expect, it } from 'vitest';
-import { ipToRaw, maskRaw, parseIpRaw, parsePrefix, prefixContains, rawToIp } from '../../src/attribution/ip';
+import { ipToRaw, maskRaw, parseIpRaw, parsePrefix, prefixContains, rawToIp, rawToIpAt } from '../../src/attribution/ip';
 import { Lpm } from '../../src/attribution/lpm';
 
 describe('addresses and prefixes', () => {
@@ -16,6 +16,16 @@ describe('addresses and prefixes', () => {
     for (const bad of ['', '1.2.3', '1.2.3.256', '1.2.3.4.5', 'a.b.c.d', '1::2::3', '1:2:3:4:5:6:7:8:9', 'fd00::g', '12345::', ':::']) {
       expect(parseIpRaw(bad), bad).toBeNull();
     }
+  });
+
+  it('rawToIpAt formats an address inside a longer string (a flow key id) like rawToIp', () => {
+    const v4 = ipToRaw('10.1.2.3') + ipToRaw('192.168.255.0') + 'xxxxxxxx';
+    expect(rawToIpAt(v4, 0, 4)).toBe('10.1.2.3');
+    expect(rawToIpAt(v4, 4, 4)).toBe('192.168.255.0');
+    const a6 = parseIpRaw('::ffff:10.0.0.1')!.raw, b6 = ipToRaw('fd00::1');
+    const v6 = a6 + b6 + 'xxxxxxxx';
+    expect(rawToIpAt(v6, 0, 6)).toBe(rawToIp(a6));
+    expect(rawToIpAt(v6, 16, 6)).toBe('fd00::1');
   });
 
   it('prefixes: host bits cleared, bare addresses are host routes, mapped IPv6 becomes IPv4', () => {

@@ -3,6 +3,7 @@
 import { describe, expect, it } from 'vitest';
 import { Attributor } from '../../src/attribution/attributor';
 import type { AttributionConfig, PolicyConfig } from '../../src/attribution/config';
+import { ipToRaw } from '../../src/attribution/ip';
 import { AttributionTables } from '../../src/attribution/tables';
 
 const base: AttributionConfig = {
@@ -125,4 +126,76 @@ describe('policy matching', () => {
     expect(() => AttributionTables.build({ policies: [{ id: 'x', action: 'accept', protocol: 'sctp' as 'tcp', sources: [], destinations: [] }] })).toThrow(/protocol/);
     expect(() => AttributionTables.build({ policies: [{ id: 'x', action: 'accept', sources: [{ prefix: '10.0.0.0/99' }], destinations: [] }] })).toThrow(/policies\[0\] prefix/);
   });
+
+  it('matches a naive reference on random tables (sparse lists, word scan, bidirectional, domain path)', () => {
+    let seed = 11;
+    const rnd = (n: number): number => {
+      seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+      return (seed >>> 8) % n;
+    };
+    const groups = ['g0', 'g1', 'g2', 'g3', 'g4', 'all'];
+    const seen = new Set<string>();
+    for (let round = 0; round < 12; round++) {
+      const peers = Array.from({ length: 12 }, (_, i) => ({
+        id: `p${i}`, ip: `100.64.0.${i + 1}`, groups: [groups[rnd(5)], groups[rnd(5)], 'all'],
+      }));
+      const resources = Array.from({ length: 6 }, (_, i) => ({
+        id: `r${i}`, type: 'SUBNET' as const, prefixes: [`10.${i}.0.0/16`], groups: [`rg${rnd(3)}`],
+      }));
+      // Few policies (sparse lists) in even rounds, many (the word scan) in odd ones.
+      const n = round % 2 === 0 ? 20 : 300;
+      const target = (): { group: string } | { prefix: string } | { peer: string } => {
+        const k = rnd(4);
+        return k === 0 ? { group: groups[rnd(6)] } : k === 1 ? { group: `rg${rnd(3)}` } : k === 2 ? { prefix: `10.${rnd(6)}.0.0/${16 + rnd(2) * 8}` } : { peer: `p${rnd(12)}` };
+      };
+      const policies: PolicyConfig[] = Array.from({ length: n }, (_, i) => ({
+        id: `pol${i}`, action: rnd(10) === 0 ? 'drop' : 'accept', enabled: rnd(10) !== 0, bidirectional: round >= 6 && rnd(3) === 0,
+        protocol: (['all', 'tcp', 'udp'] as const)[rnd(3)], ports: rnd(2) === 0 ? [] : [rnd(3) === 0 ? '8000-8100' : 443],
+        sources: [target()], destinations: [target(), target()],
+      }));
+      const cfg: AttributionConfig = { overlay: ['100.64.0.0/10'], peers, resources, policies };
+      const a = new Attributor(cfg);
+      const t = a.tables;
+      // Reference: the first accept + enabled policy, in list order, by evaluating its targets directly.
+      const member = (targets: PolicyConfig['sources'], ip: string): boolean => targets.some((tg) => {
+        const peer = peers.find((p) => p.ip === ip);
+        const res = resources.find((r) => ip.startsWith(r.prefixes[0].split('.').slice(0, 2).join('.') + '.'));
+        if ('peer' in tg) return peer?.id === tg.peer;
+        if ('group' in tg) return (peer?.groups.includes(tg.group) ?? false) || (res?.groups.includes(tg.group) ?? false);
+        if ('prefix' in tg) {
+          const [net, len] = tg.prefix.split('/');
+          const parts = net.split('.').slice(0, Number(len) / 8);
+          return ip.split('.').slice(0, parts.length).join('.') === parts.join('.');
+        }
+        return false;
+      });
+      const reference = (src: string, dst: string, proto: number, dport: number): string => {
+        for (const p of policies) {
+          if (p.action !== 'accept' || p.enabled === false) continue;
+          if (p.protocol === 'tcp' && proto !== 6) continue;
+          if (p.protocol === 'udp' && proto !== 17) continue;
+          if (p.ports!.length > 0 && !p.ports!.some((x) => (x === 443 ? dport === 443 : dport >= 8000 && dport <= 8100))) continue;
+          const fwd = member(p.sources, src) && member(p.destinations, dst);
+          const rev = p.bidirectional === true && member(p.sources, dst) && member(p.destinations, src);
+          if (fwd || rev) return p.id;
+        }
+        return '';
+      };
+      const addrs = [...peers.map((p) => p.ip), '10.1.2.3', '10.4.0.9', '10.5.200.1', '192.0.2.1'];
+      for (let k = 0; k < 200; k++) {
+        const src = addrs[rnd(addrs.length)], dst = addrs[rnd(addrs.length)];
+        const proto = [6, 17][rnd(2)], dport = [443, 8050, 22][rnd(3)];
+        const got = a.attributeIps(src, dst, proto, 40000, dport).ruleId;
+        expect(got, `${src} -> ${dst} ${proto}/${dport}`).toBe(reference(src, dst, proto, dport));
+        seen.add(got);
+        // The bitset scan (the path taken with domain resources) agrees.
+        const s = t.addrInfo(ipToRaw(src)), d = t.addrInfo(ipToRaw(dst));
+        const scan = t.firstPolicy(s.srcBits, d.dstBits, t.anyBidirectional ? d.srcBits : t.zero, t.anyBidirectional ? s.dstBits : t.zero, proto, true, dport);
+        expect(scan?.id ?? '').toBe(got);
+      }
+    }
+    expect(seen.has('')).toBe(true); // both outcomes occur, and many different rules
+    expect(seen.size).toBeGreaterThan(20);
+  });
 });
+

@@ -7,6 +7,8 @@ import { conn, entry, hintRecord, icmpConn, startRecord, TCP } from './builders'
 import { BOOT_ID, harness, sum } from './harness';
 
 const UUID_V5 = /^[0-9a-f]{8}-[0-9a-f]{4}-5[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
+/** Event ids are derived from the flow id without hashing: version 8 (docs/events.md). */
+const UUID_V8 = /^[0-9a-f]{8}-[0-9a-f]{4}-8[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 
 /** A full TCP exchange: handshake, data both ways, then FIN from each side. */
 function tcpSession(h: ReturnType<typeof harness>, c: ReturnType<typeof conn>): void {
@@ -30,7 +32,8 @@ describe('TCP', () => {
       source: { ip: '100.64.0.1', port: 40000 }, destination: { ip: '100.64.0.2', port: 443 },
     });
     expect(start.flowId).toMatch(UUID_V5);
-    expect(start.eventId).toMatch(UUID_V5);
+    expect(start.eventId).toMatch(UUID_V8);
+    expect(start.eventId).toBe(eventUuid(start.flowId, 'start'));
 
     h.clock.advanceMs(200);
     h.kernel.packet(c, true, { tcpFlags: TCP.FIN | TCP.ACK, bytes: 52 });
@@ -49,6 +52,8 @@ describe('TCP', () => {
     expect(end.tcpFlagsInitiator).toBe(TCP.SYN | TCP.ACK | TCP.PSH | TCP.FIN);
     expect(end.tcpFlagsResponder).toBe(TCP.SYN | TCP.ACK | TCP.PSH | TCP.FIN);
     expect(end.eventId).not.toBe(start.eventId);
+    expect(end.eventId).toMatch(UUID_V8);
+    expect(end.eventId).toBe(eventUuid(start.flowId, 'end'));
     expect(h.kernel.entries.size).toBe(0);
     expect(h.tracker.activeFlows).toBe(0);
     expect(h.tracker.stats().ended.tcp_fin).toBe(1);
