@@ -127,29 +127,30 @@ class FlowSlab {
   }
 }
 
-/** Per-flow state. Counters are widened (packets past 2^32) and from the reporter's view. */
-//
-// A flow keeps no strings of its own besides the key id: the flow id lives as four words in the
-// slab, and its text, the event ids and the address text are made when an event is built. Every
-// string or object a flow keeps survives into the old generation, and at 100k+ new flows/s that
-// copying and marking cost more than formatting twice (START and END).
+const END_REASONS: readonly FlowEndReason[] = ['idle', 'tcp_fin', 'tcp_rst', 'forced', 'lack_of_resources'];
+// Flow.bits: the flags, phase, end reason, protocol and kind of a flow packed into one small
+// integer (one field instead of nine).
+const B_UUID = 1, B_INIT_B = 2, B_EXPORTED = 4, B_REMNANT = 8, B_TCP = 16;
+const B_PHASE_SHIFT = 5, B_REASON_SHIFT = 8, B_PROTO_SHIFT = 12, B_KIND_SHIFT = 20;
+
+/**
+ * Per-flow state. Counters are widened (packets past 2^32) and from the reporter's view.
+ *
+ * A flow object is kept small and holds no strings of its own besides the key id: numbers are in
+ * the slab, flags in one packed integer, and the flow id lives as four words in the slab; its
+ * text, the event ids and the address text are made when an event is built. Everything a flow
+ * keeps survives into the old generation, and at 100k+ new flows/s that copying and marking costs
+ * more than formatting twice (START and END).
+ */
 class Flow {
-  /** The flow id's words are in the slab (set when the first event is built). */
-  hasUuid = false;
-  /** The initiator is key side b (FLAG_INIT_B as of the attribution). */
-  initB = false;
+  private bits: number;
   /** Shared with other flows of the same attribution (never modify). */
   attribution: Attribution | null = null;
-  exported = false;
-  remnant = false;
-  phase: Phase = ACTIVE;
-  endReason: FlowEndReason = 'idle';
-  seenGen = 0;
-  missed = 0;
   /** The flow after this one in the last drain (see onDrain). */
   nextInDrain: Flow | null = null;
-  readonly tcp: boolean;
-  private readonly o: number;
+  /** The last drain that listed it, and how many drains in a row missed it (small integers: no boxing). */
+  seenGen = 0;
+  missed = 0;
 
   constructor(
     private readonly slab: FlowSlab,
@@ -158,13 +159,12 @@ class Flow {
     readonly id: string,
     firstNs: number,
     flags: number,
-    readonly proto: number,
-    readonly kind: FlowKind,
+    proto: number,
+    kind: FlowKind,
     readonly ifname: string,
   ) {
-    this.o = slot * STRIDE;
-    this.tcp = proto === 6 && kind === FlowKind.Ports;
-    const a = slab.f64, o = this.o;
+    this.bits = (proto << B_PROTO_SHIFT) | (kind << B_KIND_SHIFT) | (proto === 6 && kind === FlowKind.Ports ? B_TCP : 0);
+    const a = slab.f64, o = slot * STRIDE;
     a[o + F_FIRST] = firstNs;
     a[o + F_REP_AT] = firstNs;
     a[o + F_LAST_SEEN] = firstNs;
@@ -172,6 +172,25 @@ class Flow {
     a[o + F_NEXT_UPDATE] = Infinity;
     a[o + F_FLAGS] = flags;
   }
+
+  private get o(): number { return this.slot * STRIDE; }
+  private flag(b: number, on: boolean): void { this.bits = on ? this.bits | b : this.bits & ~b; }
+  /** The flow id's words are in the slab (set when the first event is built). */
+  get hasUuid(): boolean { return (this.bits & B_UUID) !== 0; }
+  /** The initiator is key side b (FLAG_INIT_B as of the attribution). */
+  get initB(): boolean { return (this.bits & B_INIT_B) !== 0; }
+  set initB(v: boolean) { this.flag(B_INIT_B, v); }
+  get exported(): boolean { return (this.bits & B_EXPORTED) !== 0; }
+  set exported(v: boolean) { this.flag(B_EXPORTED, v); }
+  get remnant(): boolean { return (this.bits & B_REMNANT) !== 0; }
+  set remnant(v: boolean) { this.flag(B_REMNANT, v); }
+  get tcp(): boolean { return (this.bits & B_TCP) !== 0; }
+  get phase(): Phase { return ((this.bits >>> B_PHASE_SHIFT) & 3) as Phase; }
+  set phase(v: Phase) { this.bits = (this.bits & ~(3 << B_PHASE_SHIFT)) | (v << B_PHASE_SHIFT); }
+  get endReason(): FlowEndReason { return END_REASONS[(this.bits >>> B_REASON_SHIFT) & 7]; }
+  set endReason(v: FlowEndReason) { this.bits = (this.bits & ~(7 << B_REASON_SHIFT)) | (END_REASONS.indexOf(v) << B_REASON_SHIFT); }
+  get proto(): number { return (this.bits >>> B_PROTO_SHIFT) & 255; }
+  get kind(): FlowKind { return ((this.bits >>> B_KIND_SHIFT) & 3) as FlowKind; }
 
   get key(): FlowKey {
     return keyFromId(this.id);
@@ -230,7 +249,7 @@ class Flow {
     a[o + 1] = w[1];
     a[o + 2] = w[2];
     a[o + 3] = w[3];
-    this.hasUuid = true;
+    this.bits |= B_UUID;
   }
   /** OR of every kernel flags word seen. */
   get flags(): number { return this.slab.f64[this.o + F_FLAGS]; }
