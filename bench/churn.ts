@@ -147,10 +147,10 @@ function diff(after: DaemonCounters, before: DaemonCounters): Step['kernel'] {
 
 async function runStep(a: WgEndpoint, b: WgEndpoint, reported: Reported, slot: number, phase: Step['phase'], rate: number, seconds: number): Promise<Step> {
   const d = daemon!;
-  const before = daemonCounters(d);
+  const before = await daemonCounters(d);
   const gen = await generate(a, b, slot, rate, seconds);
   const waitSeconds = await awaitEvents(reported, gen.keys);
-  const after = daemonCounters(d);
+  const after = await daemonCounters(d);
   const generated = new Set(gen.keys);
   // Each flow has its own 4-tuple, so a key seen twice in the daemon's output is a duplicate.
   if (generated.size !== gen.keys.length) throw new Error(`the generators reused ${gen.keys.length - generated.size} port pairs`);
@@ -219,7 +219,7 @@ async function main(): Promise<boolean> {
   const holdRate = clean.length ? clean[clean.length - 1].offered : undefined;
   if (holdRate !== undefined) steps.push(await runStep(a, b, reported, slot++, 'hold', holdRate, HOLD_SECONDS));
   const hold = steps.find((s) => s.phase === 'hold');
-  const final = daemonCounters(daemon);
+  const final = await daemonCounters(daemon);
 
   const seconds = (Date.now() - t0) / 1000;
   console.log(`\nchurn: short flows (half UDP, one datagram + echo each, 1 s idle timeout; half TCP connect/close) through wireguard-go, ` +

@@ -3,7 +3,8 @@
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { REPO_ROOT } from '../datapath/native';
-import type { DaemonProc } from './daemon';
+import { DaemonProc, WGFLOW } from './daemon';
+import { run } from './procs';
 
 /**
  * Run main, then cleanup; on SIGINT/SIGTERM run cleanup first and exit. Exit code 1 when main
@@ -18,6 +19,11 @@ export function runBench(main: () => Promise<boolean>, cleanup: () => Promise<vo
   };
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
+  // A stray rejection must not end the process before the namespaces and mounts are removed.
+  process.on('unhandledRejection', (err) => {
+    console.error('unhandled rejection:', err);
+    void clean().then(() => process.exit(1));
+  });
   main().then(
     async (ok) => {
       await clean();
@@ -55,10 +61,10 @@ export interface DaemonCounters {
   flowsCreated: number;
 }
 
-export function daemonCounters(d: DaemonProc): DaemonCounters {
-  const r = d.ctl(['status', '--json']);
-  if (r.code !== 0) throw new Error(`wgflow ctl status failed: ${r.stderr}`);
-  const s = JSON.parse(r.stdout) as {
+export async function daemonCounters(d: DaemonProc): Promise<DaemonCounters> {
+  // Not d.ctl(): that blocks this process while the daemon is busy, and with it any sampling.
+  const out = await run(null, process.execPath, [WGFLOW, 'ctl', '--socket', d.socket, 'status', '--json'], 60_000);
+  const s = JSON.parse(out) as {
     flowsActive: number; events: Record<string, number>; kernel: { flowsCreated: number };
     drops: { ringbufFull: number; mapFullPackets: number; discoveredWithoutStart: number; eventsDropped: number };
   };

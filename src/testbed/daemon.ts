@@ -50,10 +50,15 @@ export class DaemonProc {
   /**
    * Start with a config (merged over test defaults) and wait until every interface is attached.
    * reuse: the directory (config, spool, pinned maps) of an earlier daemon, to restart it.
+   * nodeOptions: NODE_OPTIONS for the daemon's node (e.g. to take heap snapshots).
    */
-  static async start(ns: string, config: Record<string, unknown>, reuse?: DaemonProc): Promise<DaemonProc> {
+  static async start(ns: string, config: Record<string, unknown>, reuse?: DaemonProc, nodeOptions?: string): Promise<DaemonProc> {
+    const spawnDaemon = (configFile: string): ChildProcess => spawn('ip', ['netns', 'exec', ns, process.execPath, WGFLOW, 'run', '--config', configFile], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+      env: nodeOptions ? { ...process.env, NODE_OPTIONS: nodeOptions } : process.env,
+    });
     if (reuse) {
-      const child = spawn('ip', ['netns', 'exec', ns, process.execPath, WGFLOW, 'run', '--config', reuse.configFile], { stdio: ['ignore', 'ignore', 'pipe'] });
+      const child = spawnDaemon(reuse.configFile);
       const d = new DaemonProc(ns, child, reuse.dir, reuse.metricsAddr);
       await d.waitAttached();
       return d;
@@ -77,7 +82,7 @@ export class DaemonProc {
       datapath: { pin_dir: join(dir, 'bpf', 'wgflow'), max_flows: 4096, max_flows_v6: 4096, ...(config.datapath as Record<string, unknown> | undefined) },
     };
     writeFileSync(join(dir, 'wgflow.yaml'), stringify(cfg));
-    const child = spawn('ip', ['netns', 'exec', ns, process.execPath, WGFLOW, 'run', '--config', join(dir, 'wgflow.yaml')], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const child = spawnDaemon(join(dir, 'wgflow.yaml'));
     const d = new DaemonProc(ns, child, dir, metricsAddr);
     try {
       await d.waitAttached();
