@@ -6,8 +6,8 @@
 // or doubled is a lossy step. The offered rate steps up (short steps) until a step loses flows or
 // the generators cannot reach it; the highest zero-loss rate is then held for the full duration.
 //
-//   node build/bench/churn.js [--step-seconds 8] [--seconds 30] [--rates 500,1000,2000,4000,8000,16000]
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+//   node build/bench/churn.js [--step-seconds 8] [--seconds 30] [--rates 500,1000,2000,3000,4000,6000,8000,12000,16000]
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -19,7 +19,7 @@ import { killBackground, run, sleep, spawnIn, waitForLine } from '../src/testbed
 import { nsExec, Testbed, WgEndpoint } from '../src/testbed/testbed';
 
 const { values: args } = parseArgs({
-  options: { 'step-seconds': { type: 'string', default: '8' }, seconds: { type: 'string', default: '30' }, rates: { type: 'string', default: '500,1000,2000,4000,8000,16000' } },
+  options: { 'step-seconds': { type: 'string', default: '8' }, seconds: { type: 'string', default: '30' }, rates: { type: 'string', default: '500,1000,2000,3000,4000,6000,8000,12000,16000' } },
 });
 const STEP_SECONDS = Number(args['step-seconds']);
 const HOLD_SECONDS = Number(args.seconds);
@@ -118,9 +118,11 @@ async function awaitEvents(reported: Reported, keys: string[]): Promise<number> 
 }
 
 /** The events of the given flow keys, one summary line each, for the report of a lossy step. */
-function eventsOf(file: string, keys: Set<string>): string[] {
+function eventsOf(dir: string, keys: Set<string>): string[] {
   const out: string[] = [];
-  for (const line of readFileSync(file, 'utf8').split('\n')) {
+  // Rotated files (events-<seq>-<time>.jsonl) sort before events.jsonl, oldest first.
+  const files = readdirSync(dir).filter((f) => f.endsWith('.jsonl')).sort((x, y) => (x === 'events.jsonl' ? 1 : y === 'events.jsonl' ? -1 : x.localeCompare(y)));
+  for (const line of files.flatMap((f) => readFileSync(join(dir, f), 'utf8').split('\n'))) {
     if (!line) continue;
     const ev = JSON.parse(line) as {
       type: string; flow_id: string; protocol: number; timestamp: string; wgflow_end_reason?: string; rx_packets: number; tx_packets: number;
@@ -172,7 +174,7 @@ async function runStep(a: WgEndpoint, b: WgEndpoint, reported: Reported, slot: n
   const unconfirmedReported = [...reported.flows.keys()].filter((k) => inSlot(k) && !generated.has(k)).length;
   const kernel = diff(after, before);
   const bad = gen.keys.filter((k) => { const f = reported.flows.get(k); return !f || f.start !== 1 || f.end !== 1; });
-  const evidence = bad.length ? eventsOf(d.eventsFile, new Set(bad.slice(0, 5))) : [];
+  const evidence = bad.length ? eventsOf(d.outDir, new Set(bad.slice(0, 5))) : [];
   for (const e of evidence) console.log(`  lost or duplicated flow: ${e}`);
   const step: Step = {
     phase, offered: rate, seconds, generated: gen.keys.length, achieved: gen.keys.length / Math.max(gen.udp.seconds, gen.tcp.seconds),
@@ -202,7 +204,6 @@ async function main(): Promise<boolean> {
     log_level: 'warn',
     // A short UDP idle timeout so UDP flows end within the step; TCP ends by FIN as usual.
     lifecycle: { udp_timeout_s: UDP_TIMEOUT_S, interim_interval_s: 0 },
-    output: { rotate_bytes: 2 ** 40 },
     datapath: { max_flows: 65_536, max_flows_v6: 4096 },
   });
   await run(a.ns, 'ping', ['-c', '1', '-W', '3', b.ip4]);

@@ -93,7 +93,9 @@ async function main(): Promise<boolean> {
     interfaces: [b.ifname],
     log_level: 'warn',
     lifecycle: { udp_timeout_s: 3600, interim_interval_s: 0 },
-    output: { rotate_bytes: 2 ** 40 },
+    // Rotation well above what is written between two samples (JsonlTail follows one at a time), and
+    // below 512 MB: larger, a write of a whole drain's STARTs overflows V8's string limit (RangeError).
+    output: { rotate_bytes: 256 * 2 ** 20 },
     datapath: { max_flows: MAP_ENTRIES, max_flows_v6: 4096 },
   }, undefined, nodeOptions.join(' ').trim());
   const d = daemon;
