@@ -10,6 +10,9 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { ensureDir, fsyncDir } from '../fs-util';
 
+
+/** Largest single write of a commit (see commitLoop). */
+export const MAX_PIECE_BYTES = 32 * 1024 * 1024;
 export const CURRENT_FILE = 'events.jsonl';
 const ROTATED_RE = /^events-(\d{6,})-\d{8}T\d{6}Z\.jsonl$/;
 
@@ -216,21 +219,26 @@ export class JsonlWriter {
       return;
     }
     // Split the batch where the file would pass rotateBytes: each piece is one write, and a
-    // rotation between pieces (rotate() syncs the file it closes).
+    // rotation between pieces (rotate() syncs the file it closes). Pieces are also cut at
+    // MAX_PIECE_BYTES: a burst (a drain finding a million flows) must not build one string past
+    // V8's length limit (~512 MiB) when rotation is set high.
     const pieces: Buffer[] = [];
-    let from = 0, acc = this.size;
+    let from = 0, acc = this.size, pieceBytes = 0;
     const t0 = Date.now();
-    const fits = this.size + batch.bytes <= this.rotateBytes;
+    const fits = this.size + batch.bytes <= this.rotateBytes && batch.bytes <= MAX_PIECE_BYTES;
     for (let i = 0; !fits && i < batch.lines.length; i++) {
       const len = Buffer.byteLength(batch.lines[i]) + 1;
-      if (acc > 0 && acc + len > this.rotateBytes) {
+      const rotateHere = acc > 0 && acc + len > this.rotateBytes;
+      if (rotateHere || pieceBytes + len > MAX_PIECE_BYTES) {
         if (i > from) {
           pieces.push(Buffer.from(batch.lines.slice(from, i).join('\n') + '\n', 'utf8'));
           from = i;
         }
-        acc = 0;
+        pieceBytes = 0;
+        if (rotateHere) acc = 0;
       }
       acc += len;
+      pieceBytes += len;
     }
     pieces.push(Buffer.from(batch.lines.slice(from).join('\n') + '\n', 'utf8'));
     const writePiece = (k: number, off: number): void => {
