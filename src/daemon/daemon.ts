@@ -23,6 +23,9 @@ import { missingCapabilities } from './privileges';
 import { activeFlows, statusReport } from './report';
 
 /** A startup failure the operator must fix; the CLI prints the message and exits non-zero. */
+
+/** Output lines queued and not yet committed above which the flow loop waits (see emit). */
+const OUTPUT_BACKLOG_BYTES = 32 * 1024 * 1024;
 export class StartupError extends Error {}
 
 /** snake_case keys of the config file to the camelCase the attribution tables use. */
@@ -183,15 +186,19 @@ export class Daemon {
   }
 
   /** Every event goes to the metrics, then the durable output, then IPFIX. */
-  private emit(events: FlowEvent[]): void {
+  /** Resolves once the events are accepted; waits while the JSON-lines output is far behind. */
+  private async emit(events: FlowEvent[]): Promise<void> {
     if (events.length === 0) return;
     this.metrics.observeEvents(events);
+    this.ipfix?.export(events);
     if (this.exporter) this.exporter.enqueueBatch(events);
     else if (this.writer) {
+      const writer = this.writer;
       const now = Date.now();
-      for (const ev of events) this.writer.append(toJsonLine(ev, now));
+      for (const ev of events) writer.append(toJsonLine(ev, now));
+      // Backpressure: a burst waits for its lines to be on disk instead of piling up in memory.
+      if (writer.pendingBytes > OUTPUT_BACKLOG_BYTES) await new Promise<void>((resolve) => writer.afterCommit(() => resolve()));
     }
-    this.ipfix?.export(events);
   }
 
   /** Kernel byte counting on or off, now. */
