@@ -320,11 +320,11 @@ async function main(): Promise<void> {
         met: { eventsPerSecond: expMed.eventsPerSecond >= 100_000, ratio: ratio >= 0.5 },
       },
     };
-    const cpu = (x: ExporterRun): string => `exporter ${x.exporterCpuUs} µs + collector ${x.collectorCpuUs} µs CPU per event`;
+    const cpu = (x: ExporterRun): string => `exporter ${x.exporterCpuUs.toFixed(1)} µs + collector ${x.collectorCpuUs.toFixed(1)} µs CPU per event`;
     const rows: Array<[string, string]> = [
       ['bare grpc-js stream (no spool, no acks)', `${bareMed} ev/s`],
-      ['exporter -> collector, http2 transport (default)', `${expMed.eventsPerSecond} ev/s  (${cpu(expMed)})`],
-      ['exporter -> collector, grpc-js transport', `${gjMed.eventsPerSecond} ev/s  (${cpu(gjMed)})`],
+      ['exporter -> collector, http2 transport (default)', `${Math.round(expMed.eventsPerSecond)} ev/s  (${cpu(expMed)})`],
+      ['exporter -> collector, grpc-js transport', `${Math.round(gjMed.eventsPerSecond)} ev/s  (${cpu(gjMed)})`],
       ['ratio exporter (default) / bare', `${ratio}  (target >= 0.5: ${ratio >= 0.5 ? 'met' : 'MISSED'})`],
       ['target >= 100,000 events/s', expMed.eventsPerSecond >= 100_000 ? 'met' : 'MISSED'],
     ];
