@@ -7,15 +7,15 @@
 // the generators cannot reach it; the highest zero-loss rate is then held for the full duration.
 //
 //   node build/bench/churn.js [--step-seconds 8] [--seconds 30] [--rates 500,1000,2000,3000,4000,6000,8000,12000,16000]
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { REPO_ROOT } from '../src/datapath/native';
-import { daemonCounters, DaemonCounters, runBench, writeResult } from '../src/testbed/bench-run';
+import { daemonCounters, DaemonCounters, runBench, stopDaemonBench, writeResult } from '../src/testbed/bench-run';
 import { DaemonProc } from '../src/testbed/daemon';
 import { JsonlTail } from '../src/testbed/jsonl-tail';
-import { killBackground, run, sleep, spawnIn, waitForLine } from '../src/testbed/procs';
+import { run, sleep, spawnIn, waitForLine } from '../src/testbed/procs';
 import { nsExec, Testbed, WgEndpoint } from '../src/testbed/testbed';
 
 const { values: args } = parseArgs({
@@ -240,12 +240,4 @@ async function main(): Promise<boolean> {
   return steps.length > 0 && steps[0].zeroLoss && (hold?.zeroLoss ?? false);
 }
 
-runBench(main, async () => {
-  if (daemon) {
-    await daemon.stop();
-    daemon.cleanup();
-  }
-  await killBackground();
-  await tb.destroy();
-  rmSync(work, { recursive: true, force: true });
-});
+runBench(main, () => stopDaemonBench(daemon, tb, work));

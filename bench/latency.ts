@@ -7,16 +7,16 @@
 // received it.
 //
 //   node build/bench/latency.js [--connections 250] [--interval-ms 40]
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { REPO_ROOT } from '../src/datapath/native';
-import { percentile, runBench, writeResult } from '../src/testbed/bench-run';
+import { percentile, runBench, stopDaemonBench, writeResult } from '../src/testbed/bench-run';
 import { DaemonProc, WGFLOW } from '../src/testbed/daemon';
 import { JsonlTail } from '../src/testbed/jsonl-tail';
-import { killBackground, run, sleep, spawnIn, waitForLine } from '../src/testbed/procs';
+import { run, sleep, spawnIn, waitForLine } from '../src/testbed/procs';
 import { Testbed } from '../src/testbed/testbed';
 
 const { values: args } = parseArgs({ options: { connections: { type: 'string', default: '250' }, 'interval-ms': { type: 'string', default: '40' } } });
@@ -114,12 +114,4 @@ async function main(): Promise<boolean> {
   return missing.length === 0;
 }
 
-runBench(main, async () => {
-  if (daemon) {
-    await daemon.stop();
-    daemon.cleanup();
-  }
-  await killBackground();
-  await tb.destroy();
-  rmSync(work, { recursive: true, force: true });
-});
+runBench(main, () => stopDaemonBench(daemon, tb, work));

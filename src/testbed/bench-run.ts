@@ -1,10 +1,11 @@
 // What the daemon benchmarks (bench/churn.ts, latency.ts, scale.ts) share: cleanup that also runs on
 // Ctrl-C, percentiles, the results file, and the daemon's own counters.
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { REPO_ROOT } from '../datapath/native';
 import { DaemonProc, WGFLOW } from './daemon';
-import { run } from './procs';
+import { killBackground, run } from './procs';
+import type { Testbed } from './testbed';
 
 /**
  * Run main, then cleanup; on SIGINT/SIGTERM run cleanup first and exit. Exit code 1 when main
@@ -35,6 +36,17 @@ export function runBench(main: () => Promise<boolean>, cleanup: () => Promise<vo
       process.exit(1);
     },
   );
+}
+
+/** The usual cleanup of a daemon benchmark: stop the daemon, the background traffic, the testbed, the work dir. */
+export async function stopDaemonBench(daemon: DaemonProc | undefined, tb: Testbed, work: string): Promise<void> {
+  if (daemon) {
+    await daemon.stop();
+    daemon.cleanup();
+  }
+  await killBackground();
+  await tb.destroy();
+  rmSync(work, { recursive: true, force: true });
 }
 
 /** The q-quantile (0..1) of xs by the nearest-rank method. */
