@@ -1,6 +1,7 @@
 // The http2 transport against a server built only from the wire contract: a stock grpc-js server
 // that loads proto/flow.proto with proto-loader (no wgflow code on the server side).
 import { mkdtempSync, rmSync } from 'node:fs';
+import * as net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
@@ -20,11 +21,13 @@ const def = protoLoader.loadSync(join(REPO_ROOT, 'proto', 'flow.proto'), { keepC
 const flowPkg = grpc.loadPackageDefinition(def).flow as unknown as { FlowService: { service: grpc.ServiceDefinition } };
 
 const servers: grpc.Server[] = [];
+const proxies: net.Server[] = [];
 const dirs: string[] = [];
 const exporters: Exporter[] = [];
 afterEach(async () => {
   for (const e of exporters.splice(0)) await e.stop({ deadlineMs: 0 });
   for (const s of servers.splice(0)) s.forceShutdown();
+  for (const p of proxies.splice(0)) p.close();
   for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
 });
 
@@ -56,11 +59,40 @@ async function contractServer(token?: string): Promise<{ port: number; received:
   return { port, received };
 }
 
-function exporter(port: number, transport: Transport, token?: string, logs: string[] = []): Exporter {
+/**
+ * A TCP relay that can go silent: while frozen it drops bytes both ways but keeps the connections
+ * open, like a peer that hangs or a path that black-holes (no RST, no FIN).
+ */
+async function freezableProxy(target: number): Promise<{ port: number; freeze(on: boolean): void }> {
+  let frozen = false;
+  const server = net.createServer((client) => {
+    const up = net.connect(target, '127.0.0.1');
+    client.on('data', (d) => {
+      if (!frozen) up.write(d);
+    });
+    up.on('data', (d) => {
+      if (!frozen) client.write(d);
+    });
+    const close = (): void => {
+      client.destroy();
+      up.destroy();
+    };
+    client.on('error', close).on('close', close);
+    up.on('error', close).on('close', close);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  proxies.push(server);
+  return { port: (server.address() as net.AddressInfo).port, freeze: (on) => (frozen = on) };
+}
+
+function exporter(port: number, transport: Transport, token?: string, logs: string[] = [], keepalive?: { timeMs: number; timeoutMs: number }): Exporter {
   const dir = mkdtempSync(join(tmpdir(), 'wgflow-interop-'));
   dirs.push(dir);
   const logger = pino({ level: 'info' }, { write: (line: string) => logs.push(line) });
-  const e = new Exporter({ url: `grpc://127.0.0.1:${port}`, token, transport, spool: { dir }, logger, backoff: { initialMs: 50, maxMs: 200 } });
+  const e = new Exporter({
+    url: `grpc://127.0.0.1:${port}`, token, transport, spool: { dir }, logger, backoff: { initialMs: 50, maxMs: 200 },
+    keepaliveTimeMs: keepalive?.timeMs, keepaliveTimeoutMs: keepalive?.timeoutMs,
+  });
   exporters.push(e);
   return e;
 }
@@ -93,4 +125,30 @@ describe.each(['http2', 'grpc-js'] as const)('%s transport -> stock grpc-js serv
     expect(rejected[0]).toMatchObject({ code: 'UNAUTHENTICATED', details: 'bad token' });
     expect(srv.received).toEqual([]);
   });
+
+  it('a collector that goes silent is detected by keepalive; the events are delivered after it recovers', async () => {
+    const srv = await contractServer();
+    const proxy = await freezableProxy(srv.port);
+    const logs: string[] = [];
+    const ex = exporter(proxy.port, transport, undefined, logs, { timeMs: 1000, timeoutMs: 500 });
+    ex.start();
+    const until = async (what: () => boolean, ms: number): Promise<void> => {
+      const t0 = Date.now();
+      while (!what() && Date.now() - t0 < ms) await new Promise((r) => setTimeout(r, 20));
+    };
+    await until(() => ex.stats().connected, 5000);
+    expect(ex.stats().connected).toBe(true);
+    proxy.freeze(true); // before the first PING: the server never sees one
+    ex.enqueueBatch(Array.from({ length: 100 }, (_, i) => syntheticEvent('keepalive', i)));
+    await until(() => ex.stats().reconnects >= 1, 8000);
+    expect(ex.stats()).toMatchObject({ acked: 0, reconnects: expect.any(Number) });
+    expect(ex.stats().reconnects).toBeGreaterThanOrEqual(1);
+    const ended = logs.map((l) => JSON.parse(l) as { msg: string; details?: string }).filter((l) => /stream to collector ended/.test(l.msg));
+    // Our transport names the cause; grpc-js reports its keepalive watchdog as a dropped connection.
+    expect(ended[0]?.details).toMatch(transport === 'http2' ? /keepalive: no answer to PING within 500 ms/ : /Connection dropped/);
+    proxy.freeze(false);
+    await ex.whenIdle();
+    expect(ex.stats().acked).toBe(100);
+    expect(new Set(srv.received).size).toBe(100);
+  }, 20_000);
 });
