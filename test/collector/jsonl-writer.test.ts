@@ -19,34 +19,31 @@ function linesIn(dir: string): string[] {
   return listEventFiles(dir).flatMap((f) => readFileSync(f, 'utf8').split('\n').filter((l) => l !== ''));
 }
 
+/** Writes about factor x MAX_PIECE_BYTES of padded lines in one batch; returns them and the files. */
+async function writeBatch(rotateBytes: number, pad: number, factor: number): Promise<{ lines: string[]; got: string[]; files: number }> {
+  const dir = mkdtempSync(join(tmpdir(), 'wgflow-writer-'));
+  dirs.push(dir);
+  const w = JsonlWriter.open({ dir, rotateBytes });
+  const padding = 'x'.repeat(pad);
+  const n = Math.ceil((factor * MAX_PIECE_BYTES) / (pad + 20));
+  const lines = Array.from({ length: n }, (_, i) => `{"i":${i},"p":"${padding}"}`);
+  expect(await commitAll(w, lines)).toBeNull();
+  await w.close();
+  return { lines, got: linesIn(dir), files: listEventFiles(dir).length };
+}
+
 describe('JsonlWriter', () => {
   it('a batch larger than one write is written whole, in order, with rotation set high', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'wgflow-writer-'));
-    dirs.push(dir);
-    const w = JsonlWriter.open({ dir, rotateBytes: 2 ** 40 });
-    const pad = 'x'.repeat(1000);
-    const n = Math.ceil((2.5 * MAX_PIECE_BYTES) / 1020);
-    const lines = Array.from({ length: n }, (_, i) => `{"i":${i},"p":"${pad}"}`);
-    expect(await commitAll(w, lines)).toBeNull();
-    await w.close();
-    const got = linesIn(dir);
-    expect(got.length).toBe(n);
+    const { lines, got, files } = await writeBatch(2 ** 40, 1000, 2.5);
+    expect(got.length).toBe(lines.length);
     expect(got.every((l, i) => l === lines[i])).toBe(true);
-    expect(listEventFiles(dir).length).toBe(1); // no rotation: the cut is only for the write size
+    expect(files).toBe(1); // no rotation: the cut is only for the write size
   });
 
   it('rotation boundaries and write-size cuts together keep every line once, in order', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'wgflow-writer-'));
-    dirs.push(dir);
-    const w = JsonlWriter.open({ dir, rotateBytes: MAX_PIECE_BYTES + 12_345 });
-    const pad = 'y'.repeat(2000);
-    const n = Math.ceil((2.2 * MAX_PIECE_BYTES) / 2020);
-    const lines = Array.from({ length: n }, (_, i) => `{"i":${i},"p":"${pad}"}`);
-    expect(await commitAll(w, lines)).toBeNull();
-    await w.close();
-    const got = linesIn(dir);
-    expect(got.length).toBe(n);
+    const { lines, got, files } = await writeBatch(MAX_PIECE_BYTES + 12_345, 2000, 2.2);
+    expect(got.length).toBe(lines.length);
     expect(got.every((l, i) => l === lines[i])).toBe(true);
-    expect(listEventFiles(dir).length).toBe(3);
+    expect(files).toBe(3);
   });
 });
