@@ -9,6 +9,7 @@ import { parseArgs } from 'node:util';
 import { Datapath } from '../src/datapath/datapath';
 import { loadNative, REPO_ROOT } from '../src/datapath/native';
 import { ipv4 } from '../test/helpers/packets';
+import { median } from '../src/testbed/bench-run';
 
 const { values: args } = parseArgs({
   options: {
@@ -20,11 +21,6 @@ const { values: args } = parseArgs({
 const ROUNDS = Number(args.rounds);
 const REPEAT = Number(args.repeat);
 const NEW_FLOWS = Number(args['new-flows']);
-
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
 
 const pkt = ipv4('10.0.0.2', '10.0.0.1', { proto: 6, sport: 40000, dport: 443, tcpFlags: 0x10, payload: 1000 });
 const fresh = (i: number): Buffer => ipv4(`10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`, '10.255.0.1', { proto: 6, sport: 1024 + (i % 60000), dport: 443, tcpFlags: 0x02, payload: 100 });

@@ -24,6 +24,7 @@ import { syntheticEvent, syntheticEventId } from '../src/export/synthetic';
 import { writeFlowEvent } from '../src/export/wire-writer';
 import { idsOfFile, keyOfUuid } from '../src/collector/dedup';
 import { listEventFiles } from '../src/collector/jsonl-writer';
+import { median } from '../src/testbed/bench-run';
 
 const { values: args } = parseArgs({
   options: {
@@ -164,11 +165,6 @@ async function startCollector(out: string, port = 0): Promise<{ child: ChildProc
   const line = await waitJson(child, (o) => o.msg === 'listening', 15_000, 'stderr');
   return { child, port: Number(String(line.address).split(':').pop()) };
 }
-
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
 
 // ---------- part 1: throughput ----------
 

@@ -21,6 +21,7 @@ import {
 } from '../src/datapath/records';
 import { ManualClock } from '../src/flow/clock';
 import { FlowTracker } from '../src/flow/tracker';
+import { median } from '../src/testbed/bench-run';
 
 const { values: args } = parseArgs({ options: { rounds: { type: 'string', default: '5' }, flows: { type: 'string', default: '100000' }, only: { type: 'string', default: 'tcp,udp,drain,steady' } } });
 const ONLY = new Set(args.only.split(','));
@@ -28,10 +29,6 @@ const ROUNDS = Number(args.rounds);
 const FLOWS = Number(args.flows);
 const BATCH = 4096; // records per poll batch, as the datapath delivers them
 
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
 let seed = 7;
 const rnd = (): number => {
   seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;

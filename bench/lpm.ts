@@ -10,6 +10,7 @@ import { parseArgs } from 'node:util';
 import { maskRaw, raw4ToU32, rawToIp, u32ToRaw4 } from '../src/attribution/ip';
 import { Lpm } from '../src/attribution/lpm';
 import { REPO_ROOT } from '../src/datapath/native';
+import { median } from '../src/testbed/bench-run';
 
 const { values: args } = parseArgs({
   options: {
@@ -21,11 +22,6 @@ const { values: args } = parseArgs({
 const ROUNDS = Number(args.rounds);
 const N = Number(args.lookups);
 const P = Number(args.prefixes);
-
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
 
 let seed = 42;
 const rnd = (): number => {

@@ -10,11 +10,11 @@ import { Datapath } from '../src/datapath/datapath';
 import { REPO_ROOT } from '../src/datapath/native';
 import { decodeRecords, RECORD_SIZE } from '../src/datapath/records';
 import { ipv4 } from '../test/helpers/packets';
+import { median } from '../src/testbed/bench-run';
 
 const { values: args } = parseArgs({ options: { rounds: { type: 'string', default: '5' }, records: { type: 'string', default: '200000' } } });
 const ROUNDS = Number(args.rounds);
 const N = Number(args.records);
-const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 async function fillAndDrain(dp: Datapath, round: number, decode: boolean): Promise<number> {
   const pkt = ipv4('10.0.0.1', '10.0.0.2', { proto: 17, sport: 1, dport: 53 });

@@ -12,17 +12,13 @@ import { parseArgs } from 'node:util';
 import { REPO_ROOT } from '../src/datapath/native';
 import { Testbed, WgEndpoint } from '../src/testbed/testbed';
 import { killBackground, Probe, run, spawnIn, waitForLine } from '../test/helpers/procs';
+import { median } from '../src/testbed/bench-run';
 
 const { values: args } = parseArgs({ options: { rounds: { type: 'string', default: '3' }, seconds: { type: 'string', default: '5' } } });
 const ROUNDS = Number(args.rounds);
 const SECONDS = Number(args.seconds);
 type Mode = 'detached' | 'on' | 'off';
 type Proto = 'tcp' | 'udp';
-
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
 
 /** Total run time (ns) and runs of wgflow's programs, from the kernel's per-program accounting. */
 function bpfRunTime(): { ns: number; runs: number } {

@@ -89,9 +89,6 @@ export function openH2Stream(o: StreamOptions, h: StreamHandlers): EventStream {
   };
 
   session.on('error', (err: Error & { code?: string }) => finish({ code: GrpcStatus.UNAVAILABLE, details: `${err.code ? `${err.code}: ` : ''}${err.message}` }));
-  session.on('goaway', () => {
-    // The stream below still ends with its own status; a GOAWAY alone is no reason to cut it.
-  });
   session.on('close', () => finish(status ?? { code: GrpcStatus.UNAVAILABLE, details: 'connection closed' }));
 
   const headers: http2.OutgoingHttpHeaders = {

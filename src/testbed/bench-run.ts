@@ -1,5 +1,5 @@
-// What the daemon benchmarks (bench/churn.ts, latency.ts, scale.ts) share: cleanup that also runs on
-// Ctrl-C, percentiles, the results file, and the daemon's own counters.
+// What the benchmarks share: medians and percentiles, and for the daemon benchmarks (bench/churn.ts,
+// latency.ts, scale.ts) cleanup that also runs on Ctrl-C, the results file and the daemon's own counters.
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { REPO_ROOT } from '../datapath/native';
@@ -47,6 +47,12 @@ export async function stopDaemonBench(daemon: DaemonProc | undefined, tb: Testbe
   await killBackground();
   await tb.destroy();
   rmSync(work, { recursive: true, force: true });
+}
+
+/** The median of xs (the mean of the two middle values for an even count). */
+export function median(xs: readonly number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 }
 
 /** The q-quantile (0..1) of xs by the nearest-rank method. */
