@@ -9,6 +9,7 @@ import { closeSync, fdatasync, fdatasyncSync, fstatSync, ftruncateSync, openSync
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { ensureDir, fsyncDir } from '../fs-util';
+import { ByteBuffer } from './byte-buffer';
 
 
 /** Largest single write of a commit (see commitLoop). */
@@ -38,10 +39,15 @@ type CommitCallback = (err: Error | null) => void;
 
 interface Batch {
   id: number;
-  lines: string[];
-  bytes: number;
+  /** The lines, each followed by its newline. */
+  data: ByteBuffer;
+  /** Offset in data after each line's newline (where a write may be cut). */
+  ends: number[];
   callbacks: CommitCallback[];
 }
+
+/** A committed batch's buffer is reused for the next one unless it grew past this. */
+const REUSE_BUFFER_BYTES = 64 * 1024 * 1024;
 
 export class WriterError extends Error {
   constructor(message: string) {
@@ -81,6 +87,7 @@ export class JsonlWriter {
   /** Size of events.jsonl after the last successful commit. */
   private committedSize: number;
   private current: Batch;
+  private spare: ByteBuffer | null = null;
   private committing = false;
   private closed = false;
   private closeWaiters: Array<() => void> = [];
@@ -97,7 +104,14 @@ export class JsonlWriter {
     this.size = size;
     this.committedSize = size;
     this.nextRotation = nextRotation;
-    this.current = { id: 1, lines: [], bytes: 0, callbacks: [] };
+    this.current = this.newBatch(1);
+  }
+
+  private newBatch(id: number): Batch {
+    const data = this.spare ?? new ByteBuffer();
+    this.spare = null;
+    data.reset();
+    return { id, data, ends: [], callbacks: [] };
   }
 
   /**
@@ -145,10 +159,33 @@ export class JsonlWriter {
   /** Queues one line (without its newline); returns the id of the batch it will be committed in. */
   append(line: string): number {
     if (this.closed) throw new WriterError('writer is closed');
-    this.current.lines.push(line);
-    this.current.bytes += Buffer.byteLength(line) + 1;
+    this.current.data.utf8(line);
+    return this.endLine();
+  }
+
+  /**
+   * Queues one line that write() puts into the batch buffer (bytes of one line, no newline);
+   * returns the id of the batch it will be committed in. The collector writes JSON this way
+   * without building a string first.
+   */
+  appendWith(write: (out: ByteBuffer) => void): number {
+    if (this.closed) throw new WriterError('writer is closed');
+    const start = this.current.data.len;
+    try {
+      write(this.current.data);
+    } catch (err) {
+      this.current.data.len = start; // no half line
+      throw err;
+    }
+    return this.endLine();
+  }
+
+  private endLine(): number {
+    const b = this.current;
+    b.data.byte(0x0a);
+    b.ends.push(b.data.len);
     this.kick();
-    return this.current.id;
+    return b.id;
   }
 
   /** Id of the batch now accumulating. */
@@ -158,7 +195,7 @@ export class JsonlWriter {
 
   /** Bytes queued and not yet committed (the collector slows its senders above a limit). */
   get pendingBytes(): number {
-    return this.current.bytes;
+    return this.current.data.len;
   }
 
   /**
@@ -184,16 +221,18 @@ export class JsonlWriter {
 
   private commitLoop(): void {
     const batch = this.current;
-    if (batch.lines.length === 0 && batch.callbacks.length === 0) {
+    if (batch.ends.length === 0 && batch.callbacks.length === 0) {
       this.committing = false;
       for (const w of this.closeWaiters.splice(0)) w();
       return;
     }
-    this.current = { id: batch.id + 1, lines: [], bytes: 0, callbacks: [] };
+    this.current = this.newBatch(batch.id + 1);
+    const lines = batch.ends.length, bytes = batch.data.len;
     const done = (err: Error | null): void => {
+      if (batch.data.buf.length <= REUSE_BUFFER_BYTES) this.spare = batch.data;
       if (!err) this.committedSize = this.size;
       if (err) {
-        this.log?.error({ err: err.message, file: this.path, lines: batch.lines.length }, 'writing events failed; not acknowledging them');
+        this.log?.error({ err: err.message, file: this.path, lines }, 'writing events failed; not acknowledging them');
         try {
           ftruncateSync(this.fd, this.committedSize); // leave no half-written line behind
           this.size = this.committedSize;
@@ -201,8 +240,8 @@ export class JsonlWriter {
           // The next write fails the same way and is reported.
         }
       } else {
-        this.counters.lines += batch.lines.length;
-        this.counters.bytes += batch.bytes;
+        this.counters.lines += lines;
+        this.counters.bytes += bytes;
         this.counters.commits++;
       }
       for (const cb of batch.callbacks) {
@@ -214,33 +253,35 @@ export class JsonlWriter {
       }
       setImmediate(() => this.commitLoop());
     };
-    if (batch.lines.length === 0) {
+    if (lines === 0) {
       done(null);
       return;
     }
     // Split the batch where the file would pass rotateBytes: each piece is one write, and a
     // rotation between pieces (rotate() syncs the file it closes). Pieces are also cut at
-    // MAX_PIECE_BYTES: a burst (a drain finding a million flows) must not build one string past
-    // V8's length limit (~512 MiB) when rotation is set high.
+    // MAX_PIECE_BYTES, so no single write is huge when rotation is set high. Pieces are views of
+    // the batch buffer, cut at line ends.
     const pieces: Buffer[] = [];
-    let from = 0, acc = this.size, pieceBytes = 0;
     const t0 = Date.now();
-    const fits = this.size + batch.bytes <= this.rotateBytes && batch.bytes <= MAX_PIECE_BYTES;
-    for (let i = 0; !fits && i < batch.lines.length; i++) {
-      const len = Buffer.byteLength(batch.lines[i]) + 1;
-      const rotateHere = acc > 0 && acc + len > this.rotateBytes;
-      if (rotateHere || pieceBytes + len > MAX_PIECE_BYTES) {
-        if (i > from) {
-          pieces.push(Buffer.from(batch.lines.slice(from, i).join('\n') + '\n', 'utf8'));
-          from = i;
+    if (this.size + bytes <= this.rotateBytes && bytes <= MAX_PIECE_BYTES) {
+      pieces.push(batch.data.view());
+    } else {
+      let from = 0, acc = this.size;
+      for (let i = 0; i < lines; i++) {
+        const lineStart = i === 0 ? 0 : batch.ends[i - 1];
+        const len = batch.ends[i] - lineStart;
+        const rotateHere = acc > 0 && acc + len > this.rotateBytes;
+        if (rotateHere || lineStart - from + len > MAX_PIECE_BYTES) {
+          if (lineStart > from) {
+            pieces.push(batch.data.view(from, lineStart));
+            from = lineStart;
+          }
+          if (rotateHere) acc = 0;
         }
-        pieceBytes = 0;
-        if (rotateHere) acc = 0;
+        acc += len;
       }
-      acc += len;
-      pieceBytes += len;
+      pieces.push(batch.data.view(from));
     }
-    pieces.push(Buffer.from(batch.lines.slice(from).join('\n') + '\n', 'utf8'));
     const writePiece = (k: number, off: number): void => {
       const data = pieces[k];
       if (off === 0) {
@@ -258,7 +299,7 @@ export class JsonlWriter {
         if (k + 1 < pieces.length) return writePiece(k + 1, 0);
         if (!this.doFsync) return done(null);
         fdatasync(this.fd, (e) => {
-          this.log?.trace({ lines: batch.lines.length, bytes: batch.bytes, ms: Date.now() - t0 }, 'committed');
+          this.log?.trace({ lines, bytes, ms: Date.now() - t0 }, 'committed');
           done(e ?? null);
         });
       });
@@ -294,7 +335,7 @@ export class JsonlWriter {
   /** Commits what is queued, then closes the file. */
   async close(): Promise<void> {
     if (this.closed) return;
-    if (this.committing || this.current.lines.length > 0) {
+    if (this.committing || this.current.ends.length > 0) {
       await new Promise<void>((resolve) => {
         this.closeWaiters.push(resolve);
         this.kick();

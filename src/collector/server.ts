@@ -12,8 +12,9 @@ import type { AddressInfo, Socket } from 'node:net';
 import type { Logger } from 'pino';
 import { encodeAck, INITIATOR_ACK } from '../export/codec';
 import { EVENTS_METHOD } from '../export/proto';
-import { readFlowEvent, ReadResult } from '../export/wire-reader';
-import { toJsonLine } from '../flow/json';
+import { checkScanned, scanFlowEvent, ScannedEvent } from '../export/wire-reader';
+import { ByteBuffer } from './byte-buffer';
+import { writeJsonLine } from './event-json';
 import { rebuildSeenSet, SeenSet } from './dedup';
 import { JsonlWriter, listEventFiles } from './jsonl-writer';
 
@@ -69,6 +70,28 @@ function frame(msg: Buffer): Buffer {
   return out;
 }
 
+/** The framed ack of one event id, appended to out. */
+function appendAck(out: ByteBuffer, eventId: Buffer): void {
+  if (eventId.length >= 128) {
+    out.bytes(frame(encodeAck(eventId)));
+    return;
+  }
+  // FlowEventAck{event_id} is 0x0a, length, bytes: framed without building it first.
+  out.ensure(7 + eventId.length);
+  const b = out.buf;
+  let at = out.len;
+  b[at++] = 0;
+  b.writeUInt32BE(2 + eventId.length, at);
+  at += 4;
+  b[at++] = 0x0a;
+  b[at++] = eventId.length;
+  out.len = at;
+  out.bytes(eventId);
+}
+
+/** Scratch for the message being handled (every message is handled to the end synchronously). */
+const scanned = new ScannedEvent();
+
 export class CollectorError extends Error {
   constructor(message: string) {
     super(message);
@@ -90,8 +113,8 @@ const MAX_PENDING_PER_STREAM = 65_536;
 class EventStream {
   private parts: Buffer[] = [];
   private partsBytes = 0;
-  /** Acks waiting for their batch's commit, by batch id. */
-  private readonly acks = new Map<number, Buffer[]>();
+  /** Framed acks waiting for their batch's commit, by batch id, and how many each holds. */
+  private readonly acks = new Map<number, { frames: ByteBuffer; count: number }>();
   private pending = 0;
   private paused = false;
   private clientDone = false;
@@ -147,26 +170,26 @@ class EventStream {
 
   /** Handles one FlowEvent message; false when the stream was failed. */
   private onMessage(msg: Buffer): boolean {
-    let r: ReadResult;
+    const ev = scanned;
     try {
-      r = readFlowEvent(msg);
+      scanFlowEvent(msg, ev);
     } catch (err) {
       this.c.counters.malformed++;
       this.fail(Status.INVALID_ARGUMENT, `cannot parse a flow.FlowEvent: ${(err as Error).message}`);
       return false;
     }
-    if (r.kind === 'initiator') {
+    if (ev.initiator) {
       this.s.write(frame(INITIATOR_ACK));
       return true;
     }
     this.c.counters.received++;
-    const id = r.eventId;
-    const ack = frame(encodeAck(id));
+    const id = msg.subarray(ev.eventId.s, ev.eventId.e);
+    const error = checkScanned(ev);
     let batch: number;
-    if (r.kind === 'invalid') {
+    if (error !== null) {
       // Acked anyway: one event we cannot represent must not block its sender forever.
       this.c.counters.malformed++;
-      this.c.warnMalformed(this.peer, r.error);
+      this.c.warnMalformed(this.peer, error);
       batch = this.c.writer.batchId;
     } else {
       const key = id.toString('hex');
@@ -176,27 +199,28 @@ class EventStream {
         batch = this.c.writer.batchId;
       } else {
         this.c.seen.add(key);
-        batch = this.c.writer.append(toJsonLine(r.event, Date.now()));
+        batch = this.c.writer.appendWith(this.c.lineOf);
         this.c.counters.written++;
       }
     }
-    let list = this.acks.get(batch);
-    if (!list) {
-      list = [];
-      this.acks.set(batch, list);
+    let pending = this.acks.get(batch);
+    if (!pending) {
+      pending = { frames: new ByteBuffer(4096), count: 0 };
+      this.acks.set(batch, pending);
       this.c.writer.afterCommit((err) => this.onCommitted(batch, err));
     }
-    list.push(ack);
+    appendAck(pending.frames, id);
+    pending.count++;
     this.pending++;
     if (this.pending >= MAX_PENDING_PER_STREAM) this.updateFlow();
     return true;
   }
 
   private onCommitted(batch: number, err: Error | null): void {
-    const list = this.acks.get(batch);
+    const acks = this.acks.get(batch);
     this.acks.delete(batch);
-    if (!list) return;
-    this.pending -= list.length;
+    if (!acks) return;
+    this.pending -= acks.count;
     if (this.finished) return;
     if (err) {
       // The senders keep the events and send them again on a new stream.
@@ -204,7 +228,7 @@ class EventStream {
       return;
     }
     // All acks of the batch in one write: one DATA frame instead of one per event.
-    this.s.write(list.length === 1 ? list[0] : Buffer.concat(list));
+    this.s.write(acks.frames.view());
     this.updateFlow();
     this.maybeFinish();
   }
@@ -247,6 +271,8 @@ export class Collector {
   readonly log: Logger;
   readonly maxMessageBytes: number;
   readonly writer: JsonlWriter;
+  /** Writes the JSON line of the event in `scanned` (one function, not a closure per event). */
+  readonly lineOf = (out: ByteBuffer): void => writeJsonLine(out, scanned, Date.now());
   readonly seen: SeenSet;
   readonly counters = { streams: 0, received: 0, written: 0, duplicates: 0, malformed: 0, unauthenticated: 0 };
   private readonly server: http2.Http2Server | http2.Http2SecureServer;

@@ -1,14 +1,20 @@
-// A direct flow.FlowEvent bytes -> FlowEvent decoder for the collector's hot path (proto-loader's
-// decode + toObject + codec.fromWire cost about four times as much). It follows protobuf's rules:
-// fields in any order, unknown fields skipped, the last member of a oneof wins, absent fields take
-// their defaults. Tests check it against proto-loader + fromWire for every event shape.
+// A direct flow.FlowEvent decoder for the collector's hot path (proto-loader's decode + toObject +
+// codec.fromWire cost about four times as much). It follows protobuf's rules: fields in any order,
+// unknown fields skipped, the last member of a oneof wins, absent fields take their defaults.
+// Tests check it against proto-loader + fromWire for every event shape.
+//
+// Two steps, so the collector can go from message bytes to its JSON line without building a
+// FlowEvent: scanFlowEvent records where every field's bytes are (no strings, no copies) and
+// checks them; readFlowEvent builds the FlowEvent from that, collector/event-json.ts the JSON.
 import type { EndpointType, FlowEndpoint, FlowEndReason, FlowEvent, FlowEventType } from '../flow/event';
 import { bytesToIp, bytesToKey, bytesToUuid, CodecError } from './codec';
 
-const TYPES: Record<number, FlowEventType> = { 1: 'START', 2: 'END', 3: 'DROP', 100: 'UPDATE' };
-const ENDPOINT_TYPES: Record<number, EndpointType> = { 0: 'UNKNOWN', 1: 'PEER', 2: 'HOST_RESOURCE', 3: 'SUBNET_RESOURCE', 4: 'DOMAIN_RESOURCE' };
-const END_REASONS: Record<number, FlowEndReason> = { 1: 'idle', 2: 'tcp_fin', 3: 'tcp_rst', 4: 'forced', 5: 'lack_of_resources' };
-const EMPTY = Buffer.alloc(0);
+export const EVENT_TYPES: Record<number, FlowEventType> = { 1: 'START', 2: 'END', 3: 'DROP', 100: 'UPDATE' };
+export const ENDPOINT_TYPES: Record<number, EndpointType> = { 0: 'UNKNOWN', 1: 'PEER', 2: 'HOST_RESOURCE', 3: 'SUBNET_RESOURCE', 4: 'DOMAIN_RESOURCE' };
+export const END_REASONS: Record<number, FlowEndReason> = { 1: 'idle', 2: 'tcp_fin', 3: 'tcp_rst', 4: 'forced', 5: 'lack_of_resources' };
+
+/** Date's range (±8.64e15 ms): a later time has no RFC 3339 form, so the event is refused. */
+const MAX_TIME_MS = 8.64e15;
 
 class Reader {
   pos: number;
@@ -48,40 +54,231 @@ class Reader {
   }
 }
 
-interface RawEndpoint {
-  id: string;
-  name: string;
-  type: number;
-  dns: string;
-  os: string;
-  key: Buffer;
+/** A byte range [s, e) of the message; s === e is absent or empty. */
+export class Span {
+  s = 0;
+  e = 0;
+  set(s: number, e: number): void {
+    this.s = s;
+    this.e = e;
+  }
+  get length(): number {
+    return this.e - this.s;
+  }
 }
 
-function readEndpoint(r: Reader, start: number, end: number): RawEndpoint {
-  const e: RawEndpoint = { id: '', name: '', type: 0, dns: '', os: '', key: EMPTY };
-  const m = new Reader(r.buf, start, end);
+/** Where the fields of one endpoint extension (flow_fields 100/101) are. */
+export class EndpointSpans {
+  present = false;
+  type = 0;
+  readonly id = new Span();
+  readonly name = new Span();
+  readonly dns = new Span();
+  readonly os = new Span();
+  readonly key = new Span();
+
+  reset(): void {
+    this.present = false;
+    this.type = 0;
+    this.id.set(0, 0);
+    this.name.set(0, 0);
+    this.dns.set(0, 0);
+    this.os.set(0, 0);
+    this.key.set(0, 0);
+  }
+}
+
+/** The scanned fields of one FlowEvent message (valid until the next scanFlowEvent). */
+export class ScannedEvent {
+  buf: Buffer = Buffer.alloc(0);
+  initiator = false;
+  readonly eventId = new Span();
+  readonly publicKey = new Span();
+  readonly reporterId = new Span();
+  readonly iface = new Span();
+  readonly flowId = new Span();
+  readonly ruleId = new Span();
+  readonly srcIp = new Span();
+  readonly dstIp = new Span();
+  readonly srcRes = new Span();
+  readonly dstRes = new Span();
+  readonly policyName = new Span();
+  readonly userId = new Span();
+  readonly userName = new Span();
+  readonly userEmail = new Span();
+  readonly src = new EndpointSpans();
+  readonly dst = new EndpointSpans();
+  hasFlowFields = false;
+  ts = -1;
+  tsEnd = -1;
+  ws = -1;
+  wsEnd = -1;
+  we = -1;
+  weEnd = -1;
+  type = 0;
+  direction = 0;
+  protocol = 0;
+  rxPackets = 0;
+  txPackets = 0;
+  rxBytes = 0;
+  txBytes = 0;
+  endReason = 0;
+  countersEnabled = false;
+  flagsI = 0;
+  flagsR = 0;
+  sport = 0;
+  dport = 0;
+  icmpType = 0;
+  icmpCode = 0;
+  /** Set by checkScanned: the times in epoch ms (window times are -1 when absent). */
+  timestampMs = 0;
+  windowStartMs = -1;
+  windowEndMs = -1;
+
+  reset(buf: Buffer): void {
+    this.buf = buf;
+    this.initiator = false;
+    for (const s of [this.eventId, this.publicKey, this.reporterId, this.iface, this.flowId, this.ruleId, this.srcIp, this.dstIp, this.srcRes, this.dstRes, this.policyName, this.userId, this.userName, this.userEmail]) s.set(0, 0);
+    this.src.reset();
+    this.dst.reset();
+    this.hasFlowFields = false;
+    this.ts = this.tsEnd = this.ws = this.wsEnd = this.we = this.weEnd = -1;
+    this.type = this.direction = this.protocol = this.rxPackets = this.txPackets = this.rxBytes = this.txBytes = 0;
+    this.endReason = this.flagsI = this.flagsR = this.sport = this.dport = this.icmpType = this.icmpCode = 0;
+    this.countersEnabled = false;
+    this.timestampMs = 0;
+    this.windowStartMs = this.windowEndMs = -1;
+  }
+}
+
+function scanEndpoint(buf: Buffer, start: number, end: number, e: EndpointSpans): void {
+  // A later occurrence replaces an earlier one whole (not merged).
+  e.reset();
+  e.present = true;
+  const m = new Reader(buf, start, end);
   while (m.pos < end) {
     const tag = m.varint();
     const f = Math.floor(tag / 8), wt = tag & 7;
     if (wt === 2 && f >= 1 && f <= 6 && f !== 3) {
       const s = m.len();
-      if (f === 6) e.key = m.buf.subarray(s, m.pos);
-      else {
-        const text = m.buf.toString('utf8', s, m.pos);
-        if (f === 1) e.id = text;
-        else if (f === 2) e.name = text;
-        else if (f === 4) e.dns = text;
-        else e.os = text;
-      }
+      (f === 1 ? e.id : f === 2 ? e.name : f === 4 ? e.dns : f === 5 ? e.os : e.key).set(s, m.pos);
     } else if (wt === 0 && f === 3) e.type = m.varint();
     else m.skip(wt);
   }
-  return e;
 }
 
-function readTimestampMs(r: Reader, start: number, end: number, field: string): number {
+/** Two varint fields 1 and 2 of a small message (port_info, icmp_info). */
+function scanPair(buf: Buffer, start: number, end: number): [number, number] {
+  let a = 0, b = 0;
+  const sub = new Reader(buf, start, end);
+  while (sub.pos < end) {
+    const t = sub.varint();
+    const sf = Math.floor(t / 8), swt = t & 7;
+    if (swt === 0 && sf === 1) a = sub.varint();
+    else if (swt === 0 && sf === 2) b = sub.varint();
+    else sub.skip(swt);
+  }
+  return [a, b];
+}
+
+function scanFlowFields(buf: Buffer, start: number, end: number, ev: ScannedEvent): void {
+  const m = new Reader(buf, start, end);
+  while (m.pos < end) {
+    const tag = m.varint();
+    const f = Math.floor(tag / 8), wt = tag & 7;
+    if (wt === 0) {
+      const v = m.varint();
+      switch (f) {
+        case 2: ev.type = v; break;
+        case 4: ev.direction = v; break;
+        case 5: ev.protocol = v; break;
+        case 10: ev.rxPackets = v; break;
+        case 11: ev.txPackets = v; break;
+        case 12: ev.rxBytes = v; break;
+        case 13: ev.txBytes = v; break;
+        case 104: ev.endReason = v; break;
+        case 105: ev.countersEnabled = v !== 0; break;
+        case 106: ev.flagsI = v; break;
+        case 107: ev.flagsR = v; break;
+        default: break; // 16-18 (aggregates) and unknown
+      }
+    } else if (wt === 2) {
+      const s = m.len();
+      const e = m.pos;
+      switch (f) {
+        case 1: ev.flowId.set(s, e); break;
+        case 3: ev.ruleId.set(s, e); break;
+        case 6: ev.srcIp.set(s, e); break;
+        case 7: ev.dstIp.set(s, e); break;
+        case 8:
+        case 9: {
+          // oneof connection_info: the last member seen wins.
+          const [a, b] = scanPair(buf, s, e);
+          if (f === 8) { ev.sport = a; ev.dport = b; ev.icmpType = 0; ev.icmpCode = 0; } else { ev.icmpType = a; ev.icmpCode = b; ev.sport = 0; ev.dport = 0; }
+          break;
+        }
+        case 14: ev.srcRes.set(s, e); break;
+        case 15: ev.dstRes.set(s, e); break;
+        case 100: scanEndpoint(buf, s, e, ev.src); break;
+        case 101: scanEndpoint(buf, s, e, ev.dst); break;
+        case 102: ev.policyName.set(s, e); break;
+        case 103: {
+          // user: repeated occurrences merge field by field.
+          const sub = new Reader(buf, s, e);
+          while (sub.pos < e) {
+            const t = sub.varint();
+            const sf = Math.floor(t / 8), swt = t & 7;
+            if (swt === 2 && sf >= 1 && sf <= 3) {
+              const ss = sub.len();
+              (sf === 1 ? ev.userId : sf === 2 ? ev.userName : ev.userEmail).set(ss, sub.pos);
+            } else sub.skip(swt);
+          }
+          break;
+        }
+        default: break;
+      }
+    } else m.skip(wt);
+  }
+}
+
+/**
+ * Records where the fields of one flow.FlowEvent are, into ev. Throws CodecError only when the
+ * bytes are not protobuf at all; an event that is protobuf but not representable is caught by
+ * checkScanned.
+ */
+export function scanFlowEvent(buf: Buffer, ev: ScannedEvent): void {
+  ev.reset(buf);
+  const r = new Reader(buf, 0, buf.length);
+  let ffStart = -1, ffEnd = -1;
+  while (r.pos < r.end) {
+    const tag = r.varint();
+    const f = Math.floor(tag / 8), wt = tag & 7;
+    if (wt === 2) {
+      const s = r.len();
+      switch (f) {
+        case 1: ev.eventId.set(s, r.pos); break;
+        case 2: ev.ts = s; ev.tsEnd = r.pos; break;
+        case 3: ev.publicKey.set(s, r.pos); break;
+        case 4: ffStart = s; ffEnd = r.pos; break;
+        case 6: ev.ws = s; ev.wsEnd = r.pos; break;
+        case 7: ev.we = s; ev.weEnd = r.pos; break;
+        case 100: ev.reporterId.set(s, r.pos); break;
+        case 101: ev.iface.set(s, r.pos); break;
+        default: break; // unknown length-delimited field: already skipped
+      }
+    } else if (wt === 0 && f === 5) ev.initiator = r.varint() !== 0;
+    else r.skip(wt);
+  }
+  if (ev.initiator) return;
+  if (ffStart >= 0) {
+    ev.hasFlowFields = true;
+    scanFlowFields(buf, ffStart, ffEnd, ev);
+  }
+}
+
+function readTimestampMs(buf: Buffer, start: number, end: number, field: string): number {
   let seconds = 0, nanos = 0;
-  const m = new Reader(r.buf, start, end);
+  const m = new Reader(buf, start, end);
   while (m.pos < end) {
     const tag = m.varint();
     const f = Math.floor(tag / 8), wt = tag & 7;
@@ -89,21 +286,67 @@ function readTimestampMs(r: Reader, start: number, end: number, field: string): 
     else if (wt === 0 && f === 2) nanos = m.varint();
     else m.skip(wt);
   }
-  if (seconds > 2 ** 53 / 1000 || nanos > 999_999_999) throw new CodecError(`${field}: timestamp out of range`);
-  return seconds * 1000 + Math.floor(nanos / 1e6);
+  const ms = seconds * 1000 + Math.floor(nanos / 1e6);
+  if (nanos > 999_999_999 || ms > MAX_TIME_MS) throw new CodecError(`${field}: timestamp out of range`);
+  return ms;
 }
 
-function toEndpoint(raw: RawEndpoint | null, ip: Buffer, port: number, resourceId: Buffer, field: string): FlowEndpoint {
+const slice = (buf: Buffer, s: Span): Buffer => buf.subarray(s.s, s.e);
+
+function checkIp(buf: Buffer, s: Span, field: string): void {
+  if (s.length !== 0 && s.length !== 4 && s.length !== 16) bytesToIp(slice(buf, s), field); // throws
+}
+
+function checkKey(buf: Buffer, s: Span, field: string): void {
+  if (s.length !== 0 && s.length !== 32) bytesToKey(slice(buf, s), field); // throws
+}
+
+function checkUuid(buf: Buffer, s: Span, field: string): void {
+  if (s.length !== 16) bytesToUuid(slice(buf, s), field); // throws
+}
+
+/**
+ * Null when the scanned event is representable (and then its times are set), else the reason,
+ * in the order a FlowEvent is built (the first problem is the one reported).
+ */
+export function checkScanned(ev: ScannedEvent): string | null {
+  const buf = ev.buf;
+  try {
+    if (!ev.hasFlowFields) throw new CodecError('flow_fields: missing');
+    if (!EVENT_TYPES[ev.type]) throw new CodecError(`flow_fields.type: ${ev.type} is not TYPE_START, TYPE_UPDATE, TYPE_END or TYPE_DROP`);
+    if (ev.direction !== 1 && ev.direction !== 2) throw new CodecError(`flow_fields.direction: ${ev.direction} is not INGRESS or EGRESS`);
+    if (ev.ts < 0) throw new CodecError('timestamp: missing');
+    checkUuid(buf, ev.eventId, 'event_id');
+    checkUuid(buf, ev.flowId, 'flow_fields.flow_id');
+    ev.timestampMs = readTimestampMs(buf, ev.ts, ev.tsEnd, 'timestamp');
+    checkKey(buf, ev.publicKey, 'public_key');
+    checkIp(buf, ev.srcIp, 'source_ip');
+    if (ev.src.present) checkKey(buf, ev.src.key, 'source.public_key');
+    checkIp(buf, ev.dstIp, 'dest_ip');
+    if (ev.dst.present) checkKey(buf, ev.dst.key, 'dest.public_key');
+    if (ev.ws >= 0) ev.windowStartMs = readTimestampMs(buf, ev.ws, ev.wsEnd, 'window_start');
+    if (ev.we >= 0) ev.windowEndMs = readTimestampMs(buf, ev.we, ev.weEnd, 'window_end');
+    return null;
+  } catch (err) {
+    if (err instanceof CodecError) return err.message;
+    throw err;
+  }
+}
+
+const text = (buf: Buffer, s: Span): string => buf.toString('utf8', s.s, s.e);
+
+function toEndpoint(ev: ScannedEvent, raw: EndpointSpans, ip: Span, port: number, resourceId: Span): FlowEndpoint {
+  const buf = ev.buf;
   return {
-    ip: bytesToIp(ip, `${field}_ip`),
+    ip: bytesToIp(slice(buf, ip), ''),
     port,
     // A NetBird sender has no endpoint extension: fall back to the contract's resource id.
-    id: raw?.id || resourceId.toString('utf8'),
-    name: raw?.name ?? '',
-    type: raw ? (ENDPOINT_TYPES[raw.type] ?? 'UNKNOWN') : 'UNKNOWN',
-    dnsLabel: raw?.dns ?? '',
-    os: raw?.os ?? '',
-    publicKey: raw ? bytesToKey(raw.key, `${field}.public_key`) : '',
+    id: raw.present && raw.id.length > 0 ? text(buf, raw.id) : text(buf, resourceId),
+    name: raw.present ? text(buf, raw.name) : '',
+    type: raw.present ? (ENDPOINT_TYPES[raw.type] ?? 'UNKNOWN') : 'UNKNOWN',
+    dnsLabel: raw.present ? text(buf, raw.dns) : '',
+    os: raw.present ? text(buf, raw.os) : '',
+    publicKey: raw.present ? bytesToKey(slice(buf, raw.key), '') : '',
   };
 }
 
@@ -113,148 +356,44 @@ export type ReadResult =
   /** Parsed far enough to know the event id (may be empty), but not representable. */
   | { kind: 'invalid'; eventId: Buffer; error: string };
 
+const scratch = new ScannedEvent();
+
 /** Decodes one flow.FlowEvent. Throws CodecError only when the bytes are not protobuf at all. */
 export function readFlowEvent(buf: Buffer): ReadResult {
-  const r = new Reader(buf, 0, buf.length);
-  let eventId: Buffer = EMPTY, publicKey: Buffer = EMPTY;
-  let tsStart = -1, tsEnd = -1, wsStart = -1, wsEnd = -1, weStart = -1, weEnd = -1, ffStart = -1, ffEnd = -1;
-  let initiator = false, reporterId = '', iface = '';
-  while (r.pos < r.end) {
-    const tag = r.varint();
-    const f = Math.floor(tag / 8), wt = tag & 7;
-    if (wt === 2) {
-      const s = r.len();
-      switch (f) {
-        case 1: eventId = buf.subarray(s, r.pos); break;
-        case 2: tsStart = s; tsEnd = r.pos; break;
-        case 3: publicKey = buf.subarray(s, r.pos); break;
-        case 4: ffStart = s; ffEnd = r.pos; break;
-        case 6: wsStart = s; wsEnd = r.pos; break;
-        case 7: weStart = s; weEnd = r.pos; break;
-        case 100: reporterId = buf.toString('utf8', s, r.pos); break;
-        case 101: iface = buf.toString('utf8', s, r.pos); break;
-        default: break; // unknown length-delimited field: already skipped
-      }
-    } else if (wt === 0 && f === 5) initiator = r.varint() !== 0;
-    else r.skip(wt);
-  }
-  if (initiator) return { kind: 'initiator' };
-
-  // flow_fields
-  let flowId: Buffer = EMPTY, ruleId: Buffer = EMPTY, srcIp: Buffer = EMPTY, dstIp: Buffer = EMPTY, srcRes: Buffer = EMPTY, dstRes: Buffer = EMPTY;
-  let type = 0, direction = 0, protocol = 0, rxP = 0, txP = 0, rxB = 0, txB = 0, endReason = 0, flagsI = 0, flagsR = 0;
-  let countersEnabled = false, policyName = '';
-  let sport = 0, dport = 0, icmpType = 0, icmpCode = 0;
-  let src: RawEndpoint | null = null, dst: RawEndpoint | null = null;
-  const user = { id: '', name: '', email: '' };
-  if (ffStart >= 0) {
-    const m = new Reader(buf, ffStart, ffEnd);
-    while (m.pos < ffEnd) {
-      const tag = m.varint();
-      const f = Math.floor(tag / 8), wt = tag & 7;
-      if (wt === 0) {
-        const v = m.varint();
-        switch (f) {
-          case 2: type = v; break;
-          case 4: direction = v; break;
-          case 5: protocol = v; break;
-          case 10: rxP = v; break;
-          case 11: txP = v; break;
-          case 12: rxB = v; break;
-          case 13: txB = v; break;
-          case 104: endReason = v; break;
-          case 105: countersEnabled = v !== 0; break;
-          case 106: flagsI = v; break;
-          case 107: flagsR = v; break;
-          default: break; // 16-18 (aggregates) and unknown
-        }
-      } else if (wt === 2) {
-        const s = m.len();
-        const e = m.pos;
-        switch (f) {
-          case 1: flowId = buf.subarray(s, e); break;
-          case 3: ruleId = buf.subarray(s, e); break;
-          case 6: srcIp = buf.subarray(s, e); break;
-          case 7: dstIp = buf.subarray(s, e); break;
-          case 8:
-          case 9: {
-            // oneof connection_info: the last member seen wins.
-            let a = 0, b = 0;
-            const sub = new Reader(buf, s, e);
-            while (sub.pos < e) {
-              const t = sub.varint();
-              const sf = Math.floor(t / 8), swt = t & 7;
-              if (swt === 0 && sf === 1) a = sub.varint();
-              else if (swt === 0 && sf === 2) b = sub.varint();
-              else sub.skip(swt);
-            }
-            if (f === 8) { sport = a; dport = b; icmpType = 0; icmpCode = 0; } else { icmpType = a; icmpCode = b; sport = 0; dport = 0; }
-            break;
-          }
-          case 14: srcRes = buf.subarray(s, e); break;
-          case 15: dstRes = buf.subarray(s, e); break;
-          case 100: src = readEndpoint(m, s, e); break;
-          case 101: dst = readEndpoint(m, s, e); break;
-          case 102: policyName = buf.toString('utf8', s, e); break;
-          case 103: {
-            const sub = new Reader(buf, s, e);
-            while (sub.pos < e) {
-              const t = sub.varint();
-              const sf = Math.floor(t / 8), swt = t & 7;
-              if (swt === 2 && sf >= 1 && sf <= 3) {
-                const ss = sub.len();
-                const text = buf.toString('utf8', ss, sub.pos);
-                if (sf === 1) user.id = text;
-                else if (sf === 2) user.name = text;
-                else user.email = text;
-              } else sub.skip(swt);
-            }
-            break;
-          }
-          default: break;
-        }
-      } else m.skip(wt);
-    }
-  }
-
-  try {
-    if (ffStart < 0) throw new CodecError('flow_fields: missing');
-    const evType = TYPES[type];
-    if (!evType) throw new CodecError(`flow_fields.type: ${type} is not TYPE_START, TYPE_UPDATE, TYPE_END or TYPE_DROP`);
-    if (direction !== 1 && direction !== 2) throw new CodecError(`flow_fields.direction: ${direction} is not INGRESS or EGRESS`);
-    if (tsStart < 0) throw new CodecError('timestamp: missing');
-    const ev: FlowEvent = {
-      eventId: bytesToUuid(eventId, 'event_id'),
-      flowId: bytesToUuid(flowId, 'flow_fields.flow_id'),
-      type: evType,
-      timestampMs: readTimestampMs(r, tsStart, tsEnd, 'timestamp'),
-      reporterId,
-      reporterPublicKey: bytesToKey(publicKey, 'public_key'),
-      direction: direction === 1 ? 'INGRESS' : 'EGRESS',
-      protocol,
-      source: toEndpoint(src, srcIp, sport, srcRes, 'source'),
-      destination: toEndpoint(dst, dstIp, dport, dstRes, 'dest'),
-      icmpType,
-      icmpCode,
-      rxPackets: rxP,
-      txPackets: txP,
-      rxBytes: rxB,
-      txBytes: txB,
-      ruleId: ruleId.toString('utf8'),
-      policyName,
-      user,
-      interfaceName: iface,
-      countersEnabled,
-      tcpFlagsInitiator: flagsI,
-      tcpFlagsResponder: flagsR,
-    };
-    const reason = END_REASONS[endReason];
-    if (reason) ev.endReason = reason;
-    if (wsStart >= 0) ev.windowStartMs = readTimestampMs(r, wsStart, wsEnd, 'window_start');
-    if (weStart >= 0) ev.windowEndMs = readTimestampMs(r, weStart, weEnd, 'window_end');
-    return { kind: 'event', eventId, event: ev };
-  } catch (err) {
-    if (err instanceof CodecError) return { kind: 'invalid', eventId, error: err.message };
-    throw err;
-  }
+  const ev = scratch;
+  scanFlowEvent(buf, ev);
+  if (ev.initiator) return { kind: 'initiator' };
+  const eventId = slice(buf, ev.eventId);
+  const error = checkScanned(ev);
+  if (error !== null) return { kind: 'invalid', eventId, error };
+  const event: FlowEvent = {
+    eventId: bytesToUuid(eventId, ''),
+    flowId: bytesToUuid(slice(buf, ev.flowId), ''),
+    type: EVENT_TYPES[ev.type],
+    timestampMs: ev.timestampMs,
+    reporterId: text(buf, ev.reporterId),
+    reporterPublicKey: bytesToKey(slice(buf, ev.publicKey), ''),
+    direction: ev.direction === 1 ? 'INGRESS' : 'EGRESS',
+    protocol: ev.protocol,
+    source: toEndpoint(ev, ev.src, ev.srcIp, ev.sport, ev.srcRes),
+    destination: toEndpoint(ev, ev.dst, ev.dstIp, ev.dport, ev.dstRes),
+    icmpType: ev.icmpType,
+    icmpCode: ev.icmpCode,
+    rxPackets: ev.rxPackets,
+    txPackets: ev.txPackets,
+    rxBytes: ev.rxBytes,
+    txBytes: ev.txBytes,
+    ruleId: text(buf, ev.ruleId),
+    policyName: text(buf, ev.policyName),
+    user: { id: text(buf, ev.userId), name: text(buf, ev.userName), email: text(buf, ev.userEmail) },
+    interfaceName: text(buf, ev.iface),
+    countersEnabled: ev.countersEnabled,
+    tcpFlagsInitiator: ev.flagsI,
+    tcpFlagsResponder: ev.flagsR,
+  };
+  const reason = END_REASONS[ev.endReason];
+  if (reason) event.endReason = reason;
+  if (ev.windowStartMs >= 0) event.windowStartMs = ev.windowStartMs;
+  if (ev.windowEndMs >= 0) event.windowEndMs = ev.windowEndMs;
+  return { kind: 'event', eventId, event };
 }

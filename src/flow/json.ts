@@ -59,7 +59,7 @@ export interface JsonFlowEvent {
 const cacheSec = [NaN, NaN];
 const cachePrefix = ['', ''];
 let cacheNext = 0;
-function rfc3339(ms: number): string {
+export function rfc3339(ms: number): string {
   const sec = Math.floor(ms / 1000);
   const msPart = ms - sec * 1000;
   if (!Number.isInteger(msPart) || sec < 0 || sec >= 253402300800) return new Date(ms).toISOString();

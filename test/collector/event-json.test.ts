@@ -1,0 +1,133 @@
+// The collector's bytes-to-bytes JSON path must write exactly what toJsonLine writes for the event
+// readFlowEvent decodes: for every event shape, for text that needs escaping or is not valid
+// UTF-8, for NetBird-only messages, and for thousands of randomly damaged messages.
+import { describe, expect, it } from 'vitest';
+import { ByteBuffer } from '../../src/collector/byte-buffer';
+import { writeJsonLine } from '../../src/collector/event-json';
+import { loadFlowProto } from '../../src/export/proto';
+import { syntheticEvent } from '../../src/export/synthetic';
+import { checkScanned, readFlowEvent, scanFlowEvent, ScannedEvent } from '../../src/export/wire-reader';
+import { writeFlowEvent } from '../../src/export/wire-writer';
+import { toJsonLine } from '../../src/flow/json';
+import type { FlowEvent } from '../../src/flow/event';
+
+const RECEIVED = 1_763_800_000_123;
+const scanned = new ScannedEvent();
+const out = new ByteBuffer(16);
+
+/** Both routes for one message: equal JSON bytes, or the same refusal. */
+function expectSameOutcome(msg: Buffer): 'event' | 'invalid' | 'initiator' | 'not-protobuf' {
+  let reference: ReturnType<typeof readFlowEvent>;
+  try {
+    reference = readFlowEvent(msg);
+  } catch {
+    expect(() => scanFlowEvent(msg, scanned)).toThrow();
+    return 'not-protobuf';
+  }
+  scanFlowEvent(msg, scanned);
+  if (reference.kind === 'initiator') {
+    expect(scanned.initiator).toBe(true);
+    return 'initiator';
+  }
+  const error = checkScanned(scanned);
+  if (reference.kind === 'invalid') {
+    expect(error).toBe(reference.error);
+    return 'invalid';
+  }
+  expect(error).toBeNull();
+  out.reset();
+  writeJsonLine(out, scanned, RECEIVED);
+  const want = toJsonLine(reference.event, RECEIVED);
+  expect(out.view().toString('utf8')).toBe(want);
+  expect(Buffer.compare(out.view(), Buffer.from(want, 'utf8'))).toBe(0);
+  return 'event';
+}
+
+/** A deterministic PRNG (xorshift32), so a failure can be replayed. */
+function rng(seed: number): () => number {
+  let x = seed >>> 0 || 1;
+  return () => {
+    x ^= x << 13;
+    x >>>= 0;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    x >>>= 0;
+    return x / 4294967296;
+  };
+}
+
+describe('collector JSON from message bytes', () => {
+  it('equals toJsonLine for every synthetic event shape', () => {
+    for (let i = 0; i < 2000; i++) expect(expectSameOutcome(writeFlowEvent(syntheticEvent('json', i)))).toBe('event');
+  });
+
+  it('escapes text as JSON.stringify does, and takes the exact route for invalid UTF-8', () => {
+    const base = syntheticEvent('json', 7);
+    const texts = ['', 'plain', 'quote " and \\ backslash', 'tab\tnl\ncr\rff\fbs\b', 'ctl \u0000\u0001\u001f del \u007f', 'ü é 中文 𝄞 emoji 🎉', '\u2028\u2029', '\ufeffbom', '\uffff'];
+    for (const t of texts) {
+      const ev: FlowEvent = { ...base, policyName: t, ruleId: t, reporterId: t, interfaceName: t, user: { id: t, name: t, email: t }, destination: { ...base.destination, name: t, os: t, dnsLabel: t } };
+      expect(expectSameOutcome(writeFlowEvent(ev))).toBe('event');
+    }
+    // Invalid UTF-8: write a placeholder, then overwrite its bytes.
+    const bad = [[0xff], [0xc0, 0x80], [0xe0, 0x80, 0x80], [0xed, 0xa0, 0x80], [0xf4, 0x90, 0x80, 0x80], [0xf5], [0xc3], [0xe2, 0x82], [0x80], [0xf0, 0x9f, 0x8e]];
+    for (const seq of bad) {
+      const marker = 'M'.repeat(seq.length + 2);
+      const msg = writeFlowEvent({ ...base, policyName: `a${marker}z` });
+      const at = msg.indexOf(marker);
+      expect(at).toBeGreaterThan(0);
+      Buffer.from([...seq, 0x41, 0x42]).copy(msg, at);
+      expect(expectSameOutcome(msg)).toBe('event');
+    }
+  });
+
+  it('equals toJsonLine for a NetBird-only message and for an initiator', () => {
+    const proto = loadFlowProto();
+    const nb = proto.encodeEvent({
+      event_id: Buffer.alloc(16, 1),
+      timestamp: { seconds: 1_700_000_000, nanos: 5_000_000 },
+      public_key: Buffer.alloc(32, 9),
+      flow_fields: {
+        flow_id: Buffer.alloc(16, 2), type: 'TYPE_END', direction: 'EGRESS', protocol: 17,
+        source_ip: Buffer.from('fe800000000000000000000000000001', 'hex'), dest_ip: Buffer.alloc(0),
+        port_info: { source_port: 53, dest_port: 5353 }, rx_bytes: 2 ** 40, tx_packets: 2 ** 53 + 2,
+        source_resource_id: Buffer.from('src-res'), dest_resource_id: Buffer.from('res "x"'),
+      } as never,
+    });
+    expect(expectSameOutcome(nb)).toBe('event');
+    expect(expectSameOutcome(proto.encodeEvent({ isInitiator: true }))).toBe('initiator');
+  });
+
+  it('refuses a timestamp past the range of a date instead of failing on it later', () => {
+    const proto = loadFlowProto();
+    const ev = { event_id: Buffer.alloc(16, 1), flow_fields: { flow_id: Buffer.alloc(16, 2), type: 'TYPE_START', direction: 'INGRESS' } };
+    const msg = proto.encodeEvent({ ...ev, timestamp: { seconds: 9_000_000_000_000, nanos: 0 } } as never);
+    expect(readFlowEvent(msg)).toMatchObject({ kind: 'invalid', error: 'timestamp: timestamp out of range' });
+    expect(expectSameOutcome(msg)).toBe('invalid');
+    expect(expectSameOutcome(proto.encodeEvent({ ...ev, timestamp: { seconds: 8_640_000_000_000, nanos: 0 } } as never))).toBe('event');
+  });
+
+  it('agrees with the reference on thousands of randomly damaged messages', () => {
+    const next = rng(20261122);
+    const seen = { event: 0, invalid: 0, initiator: 0, 'not-protobuf': 0 };
+    for (let n = 0; n < 6000; n++) {
+      const msg = Buffer.from(writeFlowEvent(syntheticEvent('fuzz', Math.floor(next() * 500))));
+      const damage = Math.floor(next() * 3);
+      let m = msg;
+      if (damage === 0) {
+        // A few random bytes changed.
+        const k = 1 + Math.floor(next() * 3);
+        for (let j = 0; j < k; j++) m[Math.floor(next() * m.length)] = Math.floor(next() * 256);
+      } else if (damage === 1) {
+        m = m.subarray(0, Math.floor(next() * m.length));
+      } else {
+        // One byte changed into a text-breaking value.
+        m[Math.floor(next() * m.length)] = [0x00, 0x22, 0x5c, 0x80, 0xc3, 0xe2, 0xf0, 0xff][Math.floor(next() * 8)];
+      }
+      seen[expectSameOutcome(m)]++;
+    }
+    // The damage must have reached every outcome, or the test proves little.
+    expect(seen.event).toBeGreaterThan(500);
+    expect(seen.invalid).toBeGreaterThan(50);
+    expect(seen['not-protobuf']).toBeGreaterThan(500);
+  });
+});
