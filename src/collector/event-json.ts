@@ -8,7 +8,50 @@ import { rfc3339 } from '../flow/json';
 import { ByteBuffer } from './byte-buffer';
 
 const UUID_DASHES = [4, 6, 8, 10];
+// Constant text as bytes: copying bytes is several times cheaper than walking a string.
+const K = (text: string): Buffer => Buffer.from(text, 'latin1');
 const DIRECTIONS = ['', 'INGRESS', 'EGRESS'];
+/** `,"type":"TYPE_X","direction":"D","protocol":` for every type and direction. */
+const TYPE_DIRECTION = new Map<number, Buffer[]>(Object.entries(EVENT_TYPES).map(([n, t]) => [Number(n), DIRECTIONS.map((d) => K(`,"type":"TYPE_${t}","direction":"${d}","protocol":`))]));
+const ENDPOINT_TYPE_BYTES = new Map<number, Buffer>(Object.entries(ENDPOINT_TYPES).map(([n, t]) => [Number(n), K(`,"type":"${t}","dns_label":`)]));
+const UNKNOWN_TYPE_BYTES = K(',"type":"UNKNOWN","dns_label":');
+const END_REASON_BYTES = new Map<number, Buffer>(Object.entries(END_REASONS).map(([n, r]) => [Number(n), K(`,"wgflow_end_reason":"${r}"`)]));
+const T = {
+  id: K('{"id":"'),
+  flowId: K('","flow_id":"'),
+  afterFlowId: K('"'),
+  icmpType: K(',"icmp_type":'),
+  icmpCode: K(',"icmp_code":'),
+  policyId: K(',"policy_id":'),
+  policyName: K(',"policy_name":'),
+  reporterId: K(',"reporter_id":'),
+  timestamp: K(',"timestamp":"'),
+  receiveTimestamp: K('","receive_timestamp":"'),
+  rxBytes: K('","rx_bytes":'),
+  rxPackets: K(',"rx_packets":'),
+  txBytes: K(',"tx_bytes":'),
+  txPackets: K(',"tx_packets":'),
+  source: K(',"source":'),
+  destination: K(',"destination":'),
+  userId: K(',"user_id":'),
+  userEmail: K(',"user_email":'),
+  userName: K(',"user_name":'),
+  reporterKey: K(',"wgflow_reporter_public_key":"'),
+  iface: K('","wgflow_interface":'),
+  countersOn: K(',"wgflow_counters_enabled":true,"wgflow_tcp_flags_initiator":'),
+  countersOff: K(',"wgflow_counters_enabled":false,"wgflow_tcp_flags_initiator":'),
+  flagsR: K(',"wgflow_tcp_flags_responder":'),
+  windowStart: K(',"wgflow_window_start":"'),
+  windowEnd: K(',"wgflow_window_end":"'),
+  address: K('{"address":"'),
+  address6: K('{"address":"['),
+  epId: K('","id":'),
+  epName: K(',"name":'),
+  epOs: K(',"os":'),
+  epKey: K(',"geo_location":{"city_name":"","country_code":""},"public_key":"'),
+  epEnd: K('"}'),
+  epAbsent: K(',"name":"","type":"UNKNOWN","dns_label":"","os":"","geo_location":{"city_name":"","country_code":""},"public_key":""}'),
+};
 const ESCAPES: Record<number, string> = { 0x08: '\\b', 0x09: '\\t', 0x0a: '\\n', 0x0c: '\\f', 0x0d: '\\r', 0x22: '\\"', 0x5c: '\\\\' };
 
 /** Length of the valid UTF-8 sequence starting at i (lead byte >= 0x80), or 0 if it is not one. */
@@ -69,30 +112,46 @@ function jsonString(out: ByteBuffer, src: Buffer, s: number, e: number): void {
 
 const str = (out: ByteBuffer, ev: ScannedEvent, span: Span): void => jsonString(out, ev.buf, span.s, span.e);
 
-function quotedUuid(out: ByteBuffer, ev: ScannedEvent, span: Span): void {
-  out.byte(0x22);
-  out.hex(ev.buf, span.s, span.e, UUID_DASHES);
-  out.byte(0x22);
+// rfc3339's text as bytes. The "YYYY-MM-DDTHH:MM:SS." part is cached per second, four seconds
+// at a time: an event's timestamp, window start and receive time, and its neighbours', share few.
+const cachedSeconds = [NaN, NaN, NaN, NaN];
+const cachedPrefixes = [Buffer.alloc(20), Buffer.alloc(20), Buffer.alloc(20), Buffer.alloc(20)];
+let nextSlot = 0;
+
+/** The time as rfc3339 writes it (no quotes). */
+function time(out: ByteBuffer, ms: number): void {
+  const sec = Math.floor(ms / 1000);
+  const milli = ms - sec * 1000;
+  if (!Number.isInteger(milli) || sec < 0 || sec >= 253402300800) {
+    out.ascii(rfc3339(ms)); // outside the four-digit years: rare, the exact route
+    return;
+  }
+  let slot = cachedSeconds.indexOf(sec);
+  if (slot < 0) {
+    slot = nextSlot;
+    nextSlot = (nextSlot + 1) & 3;
+    cachedPrefixes[slot].write(rfc3339(sec * 1000).slice(0, 20), 'latin1');
+    cachedSeconds[slot] = sec;
+  }
+  out.bytes(cachedPrefixes[slot]);
+  out.ensure(4);
+  const b = out.buf;
+  let at = out.len;
+  b[at++] = 48 + Math.floor(milli / 100);
+  b[at++] = 48 + (Math.floor(milli / 10) % 10);
+  b[at++] = 48 + (milli % 10);
+  b[at++] = 0x5a; // Z
+  out.len = at;
 }
 
-function quotedKey(out: ByteBuffer, ev: ScannedEvent, span: Span): void {
-  out.byte(0x22);
-  out.base64(ev.buf, span.s, span.e);
-  out.byte(0x22);
-}
-
-function quotedTime(out: ByteBuffer, ms: number): void {
-  out.byte(0x22);
-  out.ascii(rfc3339(ms));
-  out.byte(0x22);
-}
-
-function address(out: ByteBuffer, ev: ScannedEvent, ip: Span, port: number): void {
+function endpoint(out: ByteBuffer, ev: ScannedEvent, raw: EndpointSpans, ip: Span, port: number, resourceId: Span): void {
   const b = ev.buf;
   if (ip.length === 16) {
-    out.ascii(`"[${ipv6FromBytes(b, ip.s)}]:`);
+    out.bytes(T.address6);
+    out.ascii(ipv6FromBytes(b, ip.s));
+    out.byte(0x5d);
   } else {
-    out.byte(0x22);
+    out.bytes(T.address);
     if (ip.length === 4) {
       out.uint(b[ip.s]);
       out.byte(0x2e);
@@ -102,31 +161,25 @@ function address(out: ByteBuffer, ev: ScannedEvent, ip: Span, port: number): voi
       out.byte(0x2e);
       out.uint(b[ip.s + 3]);
     }
-    out.byte(0x3a);
   }
+  out.byte(0x3a);
   out.uint(port);
-  out.byte(0x22);
-}
-
-function endpoint(out: ByteBuffer, ev: ScannedEvent, raw: EndpointSpans, ip: Span, port: number, resourceId: Span): void {
-  out.ascii('{"address":');
-  address(out, ev, ip, port);
-  out.ascii(',"id":');
+  out.bytes(T.epId);
   // A NetBird sender has no endpoint extension: fall back to the contract's resource id.
   str(out, ev, raw.present && raw.id.length > 0 ? raw.id : resourceId);
-  if (raw.present) {
-    out.ascii(',"name":');
-    str(out, ev, raw.name);
-    out.ascii(`,"type":"${ENDPOINT_TYPES[raw.type] ?? 'UNKNOWN'}","dns_label":`);
-    str(out, ev, raw.dns);
-    out.ascii(',"os":');
-    str(out, ev, raw.os);
-    out.ascii(',"geo_location":{"city_name":"","country_code":""},"public_key":');
-    quotedKey(out, ev, raw.key);
-    out.byte(0x7d);
-  } else {
-    out.ascii(',"name":"","type":"UNKNOWN","dns_label":"","os":"","geo_location":{"city_name":"","country_code":""},"public_key":""}');
+  if (!raw.present) {
+    out.bytes(T.epAbsent);
+    return;
   }
+  out.bytes(T.epName);
+  str(out, ev, raw.name);
+  out.bytes(ENDPOINT_TYPE_BYTES.get(raw.type) ?? UNKNOWN_TYPE_BYTES);
+  str(out, ev, raw.dns);
+  out.bytes(T.epOs);
+  str(out, ev, raw.os);
+  out.bytes(T.epKey);
+  out.base64(b, raw.key.s, raw.key.e);
+  out.bytes(T.epEnd);
 }
 
 /**
@@ -134,61 +187,65 @@ function endpoint(out: ByteBuffer, ev: ScannedEvent, raw: EndpointSpans, ip: Spa
  * accepted; receiveTimeMs is when the collector received it.
  */
 export function writeJsonLine(out: ByteBuffer, ev: ScannedEvent, receiveTimeMs: number): void {
-  out.ascii('{"id":');
-  quotedUuid(out, ev, ev.eventId);
-  out.ascii(',"flow_id":');
-  quotedUuid(out, ev, ev.flowId);
-  out.ascii(`,"type":"TYPE_${EVENT_TYPES[ev.type]}","direction":"${DIRECTIONS[ev.direction]}","protocol":`);
+  const b = ev.buf;
+  out.bytes(T.id);
+  out.hex(b, ev.eventId.s, ev.eventId.e, UUID_DASHES);
+  out.bytes(T.flowId);
+  out.hex(b, ev.flowId.s, ev.flowId.e, UUID_DASHES);
+  out.bytes(T.afterFlowId);
+  out.bytes((TYPE_DIRECTION.get(ev.type) as Buffer[])[ev.direction]);
   out.uint(ev.protocol);
-  out.ascii(',"icmp_type":');
+  out.bytes(T.icmpType);
   out.uint(ev.icmpType);
-  out.ascii(',"icmp_code":');
+  out.bytes(T.icmpCode);
   out.uint(ev.icmpCode);
-  out.ascii(',"policy_id":');
+  out.bytes(T.policyId);
   str(out, ev, ev.ruleId);
-  out.ascii(',"policy_name":');
+  out.bytes(T.policyName);
   str(out, ev, ev.policyName);
-  out.ascii(',"reporter_id":');
+  out.bytes(T.reporterId);
   str(out, ev, ev.reporterId);
-  out.ascii(',"timestamp":');
-  quotedTime(out, ev.timestampMs);
-  out.ascii(',"receive_timestamp":');
-  quotedTime(out, receiveTimeMs);
-  out.ascii(',"rx_bytes":');
+  out.bytes(T.timestamp);
+  time(out, ev.timestampMs);
+  out.bytes(T.receiveTimestamp);
+  time(out, receiveTimeMs);
+  out.bytes(T.rxBytes);
   out.uint(ev.rxBytes);
-  out.ascii(',"rx_packets":');
+  out.bytes(T.rxPackets);
   out.uint(ev.rxPackets);
-  out.ascii(',"tx_bytes":');
+  out.bytes(T.txBytes);
   out.uint(ev.txBytes);
-  out.ascii(',"tx_packets":');
+  out.bytes(T.txPackets);
   out.uint(ev.txPackets);
-  out.ascii(',"source":');
+  out.bytes(T.source);
   endpoint(out, ev, ev.src, ev.srcIp, ev.sport, ev.srcRes);
-  out.ascii(',"destination":');
+  out.bytes(T.destination);
   endpoint(out, ev, ev.dst, ev.dstIp, ev.dport, ev.dstRes);
-  out.ascii(',"user_id":');
+  out.bytes(T.userId);
   str(out, ev, ev.userId);
-  out.ascii(',"user_email":');
+  out.bytes(T.userEmail);
   str(out, ev, ev.userEmail);
-  out.ascii(',"user_name":');
+  out.bytes(T.userName);
   str(out, ev, ev.userName);
-  out.ascii(',"wgflow_reporter_public_key":');
-  quotedKey(out, ev, ev.publicKey);
-  out.ascii(',"wgflow_interface":');
+  out.bytes(T.reporterKey);
+  out.base64(b, ev.publicKey.s, ev.publicKey.e);
+  out.bytes(T.iface);
   str(out, ev, ev.iface);
-  out.ascii(ev.countersEnabled ? ',"wgflow_counters_enabled":true,"wgflow_tcp_flags_initiator":' : ',"wgflow_counters_enabled":false,"wgflow_tcp_flags_initiator":');
+  out.bytes(ev.countersEnabled ? T.countersOn : T.countersOff);
   out.uint(ev.flagsI);
-  out.ascii(',"wgflow_tcp_flags_responder":');
+  out.bytes(T.flagsR);
   out.uint(ev.flagsR);
-  const reason = END_REASONS[ev.endReason];
-  if (reason) out.ascii(`,"wgflow_end_reason":"${reason}"`);
+  const reason = END_REASON_BYTES.get(ev.endReason);
+  if (reason) out.bytes(reason);
   if (ev.windowStartMs >= 0) {
-    out.ascii(',"wgflow_window_start":');
-    quotedTime(out, ev.windowStartMs);
+    out.bytes(T.windowStart);
+    time(out, ev.windowStartMs);
+    out.byte(0x22);
   }
   if (ev.windowEndMs >= 0) {
-    out.ascii(',"wgflow_window_end":');
-    quotedTime(out, ev.windowEndMs);
+    out.bytes(T.windowEnd);
+    time(out, ev.windowEndMs);
+    out.byte(0x22);
   }
   out.byte(0x7d);
 }

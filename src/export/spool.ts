@@ -36,7 +36,7 @@ export interface SpoolOptions {
    */
   fsync?: FsyncPolicy;
   fsyncIntervalMs?: number;
-  /** Records appended but not yet handed to the sender are kept in memory up to this many bytes. Default 4 MiB. */
+  /** Records appended but not yet handed to the sender are kept in memory up to this many bytes. Default 16 MiB. */
   memoryBytes?: number;
   /** Ack log entries are written in batches this often. Default 200 ms. */
   ackFlushMs?: number;
@@ -77,6 +77,8 @@ export const SEGMENT_HEADER = Buffer.concat([Buffer.from('WGFLOWSPOOL\0', 'latin
 export const SEGMENT_HEADER_BYTES = SEGMENT_HEADER.length; // 16
 const ACK_ENTRY_BYTES = 8;
 const READ_CHUNK_BYTES = 256 * 1024;
+/** Memory of a cached record besides its payload: the record, the id view, the hex key, the payload's Buffer object. */
+const RECORD_MEMORY_OVERHEAD = 256;
 /** No event comes near this; a larger length field is corruption. */
 export const MAX_RECORD_BODY = 1 << 20;
 
@@ -251,7 +253,7 @@ export class Spool {
     this.maxBytes = opts.maxBytes ?? 256 * 1024 * 1024;
     this.segmentBytes = opts.segmentBytes ?? Math.min(4 * 1024 * 1024, Math.floor(this.maxBytes / 2));
     this.fsyncPolicy = opts.fsync ?? 'interval';
-    this.memoryBytes = opts.memoryBytes ?? 4 * 1024 * 1024;
+    this.memoryBytes = opts.memoryBytes ?? 16 * 1024 * 1024;
     this.log = opts.logger;
     this.lockPath = join(this.dir, 'spool.lock');
     if (!['always', 'interval', 'never'].includes(this.fsyncPolicy)) throw new SpoolError(`spool fsync policy "${String(this.fsyncPolicy)}" is not always, interval or never`);
@@ -467,7 +469,7 @@ export class Spool {
   }
 
   private remember(rec: SpoolRecord): void {
-    const size = rec.payload.length + 64;
+    const size = rec.payload.length + RECORD_MEMORY_OVERHEAD;
     if (this.memBytes + size > this.memoryBytes) {
       // The sender is behind: stop caching; everything from the cursor on is read back from disk.
       this.mem = [];
@@ -515,7 +517,7 @@ export class Spool {
     if (this.diskCache?.seq === seg.seq) this.diskCache = null;
     // Records of the segment still waiting in memory are gone with it.
     while (this.memLength() > 0 && this.mem[this.memHead].seq === seg.seq) {
-      this.memBytes -= this.mem[this.memHead].payload.length + 64;
+      this.memBytes -= this.mem[this.memHead].payload.length + RECORD_MEMORY_OVERHEAD;
       this.memHead++;
     }
     if (this.cursor.seq === seg.seq) {
@@ -538,7 +540,7 @@ export class Spool {
         const head = this.mem[this.memHead];
         if (head.seq === this.cursor.seq && head.off === this.cursor.off) {
           this.memHead++;
-          this.memBytes -= head.payload.length + 64;
+          this.memBytes -= head.payload.length + RECORD_MEMORY_OVERHEAD;
           out.push(head);
           this.cursor = { seq: head.seq, off: head.off + RECORD_HEADER_BYTES + 16 + head.payload.length };
           continue;

@@ -7,19 +7,34 @@ import type { EndpointType, FlowEndReason, FlowEvent, FlowEventType } from '../f
 
 const hex = (n: number, width: number): string => n.toString(16).padStart(width, '0').slice(-width);
 
+let lastSeed = '', lastPrefix = '';
+
 /** 8 hex digits naming a run, from any text. */
 export function runPrefix(seed: string): string {
-  return hex(crc32(Buffer.from(seed)), 8);
+  // Generators ask for the same seed over and over (benchmarks make millions of events).
+  if (seed !== lastSeed || lastPrefix === '') {
+    lastPrefix = hex(crc32(Buffer.from(seed)), 8);
+    lastSeed = seed;
+  }
+  return lastPrefix;
 }
 
 export function syntheticEventId(seed: string, i: number): string {
   return `${runPrefix(seed)}-0000-4000-8000-${hex(i, 12)}`;
 }
 
+const keys = new Map<number, string>();
+
+/** A made-up WireGuard key per n (few distinct n, like the peers of a real network). */
 function key(n: number): string {
-  const b = Buffer.alloc(32);
-  for (let k = 0; k < 32; k++) b[k] = (n * 31 + k * 7) & 0xff;
-  return b.toString('base64');
+  let k = keys.get(n);
+  if (k === undefined) {
+    const b = Buffer.alloc(32);
+    for (let j = 0; j < 32; j++) b[j] = (n * 31 + j * 7) & 0xff;
+    k = b.toString('base64');
+    keys.set(n, k);
+  }
+  return k;
 }
 
 const TYPES: FlowEventType[] = ['START', 'UPDATE', 'END', 'DROP'];

@@ -32,9 +32,20 @@ class Writer {
     this.buf = nb;
   }
 
-  /** Unsigned varint up to 2^53 (arithmetic, not 32-bit shifts). */
+  /** Unsigned varint up to 2^53 (32-bit shifts below 2^31, arithmetic above). */
   varint(v: number): void {
     this.ensure(10);
+    const b = this.buf;
+    if (v < 0x80000000) {
+      let p = this.pos;
+      while (v >= 128) {
+        b[p++] = (v & 127) | 128;
+        v >>>= 7;
+      }
+      b[p++] = v;
+      this.pos = p;
+      return;
+    }
     while (v >= 128) {
       this.buf[this.pos++] = (v % 128) | 128;
       v = Math.floor(v / 128);
@@ -92,18 +103,24 @@ class Writer {
     this.finishLen(start, n);
   }
 
-  /** 16 raw bytes from UUID text, written straight into the buffer. */
+  /** 16 raw bytes from UUID text, parsed straight into the buffer. */
   uuid(field: number, text: string, name: string): void {
-    if (text.length !== 36 || text[8] !== '-' || text[13] !== '-' || text[18] !== '-' || text[23] !== '-') {
+    if (text.length !== 36 || text.charCodeAt(8) !== 45 || text.charCodeAt(13) !== 45 || text.charCodeAt(18) !== 45 || text.charCodeAt(23) !== 45) {
       throw new CodecError(`${name}: "${text}" is not a UUID (expected 8-4-4-4-12 hex digits)`);
     }
     this.tag(field, LEN);
     this.ensure(17);
-    this.buf[this.pos++] = 16;
-    const hex = text.slice(0, 8) + text.slice(9, 13) + text.slice(14, 18) + text.slice(19, 23) + text.slice(24);
-    const n = this.buf.write(hex, this.pos, 16, 'hex');
-    if (n !== 16) throw new CodecError(`${name}: "${text}" is not a UUID (expected 8-4-4-4-12 hex digits)`);
-    this.pos += 16;
+    const b = this.buf;
+    let p = this.pos;
+    b[p++] = 16;
+    for (let i = 0; i < 36; i += 2) {
+      if (i === 8 || i === 13 || i === 18 || i === 23) i++;
+      const hi = HEX_VALUE[text.charCodeAt(i) & 0x7f] | (text.charCodeAt(i) & 0xff80);
+      const lo = HEX_VALUE[text.charCodeAt(i + 1) & 0x7f] | (text.charCodeAt(i + 1) & 0xff80);
+      if (hi > 15 || lo > 15) throw new CodecError(`${name}: "${text}" is not a UUID (expected 8-4-4-4-12 hex digits)`);
+      b[p++] = (hi << 4) | lo;
+    }
+    this.pos = p;
   }
 
   /** Starts a length-delimited field whose content follows; returns the content start. */
@@ -140,11 +157,18 @@ class Writer {
   /** A base64 WireGuard key as its 32 raw bytes ('' writes nothing). */
   key(field: number, b64: string, name: string): void {
     if (b64.length === 0) return;
-    if (!KEY_RE.test(b64)) throw new CodecError(`${name}: "${b64}" is not a base64 WireGuard key (32 bytes, 44 characters)`);
+    // The same few keys (peers) come again and again: decode each once.
+    let raw = keyCache.get(b64);
+    if (raw === undefined) {
+      if (!KEY_RE.test(b64)) throw new CodecError(`${name}: "${b64}" is not a base64 WireGuard key (32 bytes, 44 characters)`);
+      raw = Buffer.from(b64, 'base64');
+      if (keyCache.size >= KEY_CACHE_SIZE) keyCache.clear();
+      keyCache.set(b64, raw);
+    }
     this.tag(field, LEN);
     this.ensure(33);
     this.buf[this.pos++] = 32;
-    this.buf.write(b64, this.pos, 32, 'base64');
+    raw.copy(this.buf, this.pos);
     this.pos += 32;
   }
 
@@ -160,6 +184,13 @@ class Writer {
 }
 
 const KEY_RE = /^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$/;
+const KEY_CACHE_SIZE = 4096;
+const keyCache = new Map<string, Buffer>();
+
+/** Value of an ASCII hex digit, 16 for anything else. */
+const HEX_VALUE = new Uint8Array(128).fill(16);
+for (let i = 0; i < 10; i++) HEX_VALUE[48 + i] = i;
+for (let i = 0; i < 6; i++) HEX_VALUE[65 + i] = HEX_VALUE[97 + i] = 10 + i;
 
 const w = new Writer();
 
@@ -190,9 +221,58 @@ function ipv4Fast(text: string): Buffer | null {
   return out;
 }
 
-function ip(text: string, name: string): Buffer {
+/**
+ * Plain IPv6 text (hex groups, at most one "::") in one pass. Anything else (embedded IPv4, a zone,
+ * or an error) returns null and goes to ipToBytes, which decides and words the error.
+ */
+function ipv6Fast(text: string): Buffer | null {
+  const groups: number[] = [];
+  let gap = -1, group = 0, digits = 0;
+  const n = text.length;
+  if (n < 2 || n > 39) return null;
+  for (let i = 0; i < n; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 58) {
+      if (i + 1 < n && text.charCodeAt(i + 1) === 58) {
+        if (gap >= 0) return null;
+        if (digits > 0) groups.push(group);
+        else if (i !== 0) return null; // "x:::y" or ":a::"
+        gap = groups.length;
+        group = 0;
+        digits = 0;
+        i++;
+        continue;
+      }
+      if (digits === 0) return null;
+      groups.push(group);
+      group = 0;
+      digits = 0;
+      if (i + 1 === n) return null; // a trailing single colon
+    } else {
+      const v = c < 128 ? HEX_VALUE[c] : 16;
+      if (v > 15 || ++digits > 4) return null;
+      group = group * 16 + v;
+    }
+  }
+  if (digits > 0) groups.push(group);
+  if (gap < 0 ? groups.length !== 8 : groups.length > 7) return null;
+  const out = Buffer.alloc(16);
+  const tail = gap < 0 ? 0 : groups.length - gap;
+  for (let k = 0; k < groups.length; k++) {
+    const at = gap < 0 || k < gap ? k : 8 - tail + (k - gap);
+    out[at * 2] = groups[k] >> 8;
+    out[at * 2 + 1] = groups[k] & 0xff;
+  }
+  return out;
+}
+
+/** Text IP -> 4 or 16 raw bytes, exactly as ipToBytes (fast paths for plain addresses). */
+export function ip(text: string, name: string): Buffer {
   if (text.length > 0 && text.length <= 15 && !text.includes(':')) {
     const b = ipv4Fast(text);
+    if (b) return b;
+  } else if (text.length > 0) {
+    const b = ipv6Fast(text);
     if (b) return b;
   }
   return ipToBytes(text, name);

@@ -6,7 +6,7 @@ import { loadFlowProto } from '../../src/export/proto';
 import { syntheticEvent } from '../../src/export/synthetic';
 import { parseCollectorUrl } from '../../src/export/url';
 import { readFlowEvent } from '../../src/export/wire-reader';
-import { writeFlowEvent } from '../../src/export/wire-writer';
+import { ip as encoderIp, writeFlowEvent } from '../../src/export/wire-writer';
 import { fromJsonLine, toJsonLine, toJsonObject } from '../../src/flow/json';
 import type { FlowEvent } from '../../src/flow/event';
 
@@ -24,6 +24,8 @@ describe('wire codec', () => {
       expect(proto.decodeEvent(direct)).toEqual(proto.decodeEvent(encodeEvent(ev)));
       expect(fromWire(proto.decodeEvent(direct))).toEqual(ev);
     }
+    const upper = writeFlowEvent({ ...events[0], eventId: events[0].eventId.toUpperCase() });
+    expect(upper.subarray(2, 18)).toEqual(uuidToBytes(events[0].eventId, 'id'));
   });
 
   it('the direct decoder reads both encoders\' output exactly', () => {
@@ -109,10 +111,36 @@ describe('wire codec', () => {
     expect(raw.flow_fields?.rule_id.toString()).toBe(upd.ruleId);
   });
 
+  it('the encoder\'s fast address parsers agree with ipToBytes, on tricky and random text', () => {
+    const outcome = (f: () => Buffer): string => {
+      try {
+        return f().toString('hex');
+      } catch (err) {
+        return `error: ${(err as Error).message}`;
+      }
+    };
+    const tricky = ['', '::', '::1', '1::', 'fe80::1', '2001:db8::', '1:2:3:4:5:6:7:8', '1:2:3:4:5:6:7::', '::2:3:4:5:6:7:8', '1::8', 'ABCD:ef01::', '::ffff:1.2.3.4', '0:0:0:0:0:0:0:0',
+      ':', ':::', '1:::2', '1::2::3', ':1::', '1::2:', '1:2:3:4:5:6:7:8:9', '1:2:3:4:5:6:7', '12345::', 'g::1', '1:2:3:4:5:6:7::8', 'fe80::1%wg0', '01.2.3.4', '1.2.3.256', '1.2.3', '255.255.255.255', '0.0.0.0', ' 1.2.3.4'];
+    for (const t of tricky) expect(outcome(() => encoderIp(t, 'f'))).toBe(outcome(() => ipToBytes(t, 'f')));
+    let x = 12345;
+    const alphabet = '0123456789abcdefABCDEFg:::.%';
+    for (let n = 0; n < 20000; n++) {
+      x = (x * 1103515245 + 12345) >>> 0;
+      let t = '';
+      for (let len = x % 40; len > 0; len--) {
+        x = (x * 1103515245 + 12345) >>> 0;
+        t += alphabet[(x >>> 8) % alphabet.length];
+      }
+      expect(outcome(() => encoderIp(t, 'f'))).toBe(outcome(() => ipToBytes(t, 'f')));
+    }
+  });
+
   it('refuses bad events with a message naming the field', () => {
     const ev = syntheticEvent('codec', 1);
     const bad: Array<[Partial<FlowEvent>, RegExp]> = [
       [{ eventId: 'nope' }, /eventId: "nope" is not a UUID/],
+      [{ eventId: '0000000g-0000-4000-8000-000000000000' }, /eventId: "0000000g-.*" is not a UUID/],
+      [{ eventId: '00000000-0000-4000-8000-00000000000\u00e9' }, /eventId: .* is not a UUID/],
       [{ flowId: '123' }, /flowId/],
       [{ source: { ...ev.source, ip: '300.1.1.1' } }, /source\.ip: "300\.1\.1\.1" is not an IPv4 or IPv6 address/],
       [{ reporterPublicKey: 'abc' }, /reporterPublicKey: "abc" is not a base64 WireGuard key/],
