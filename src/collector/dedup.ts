@@ -2,29 +2,126 @@
 // twice. Bounded: the oldest ids are forgotten first (resends are always of recent events).
 import { closeSync, openSync, readSync } from 'node:fs';
 
+const ID_BYTES = 16;
+
+/** The murmur3 finalizer: spreads the bits of h over all 32. */
+function mix(h: number): number {
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  return (h ^ (h >>> 16)) >>> 0;
+}
+
+/**
+ * A set of 16-byte event ids in typed arrays: a ring of ids in insertion order (the oldest is
+ * evicted when full) and an open-addressing table of ring positions. No string or object per id,
+ * so half a million ids cost ~12 MB and a lookup allocates nothing.
+ */
 export class SeenSet {
-  private readonly set = new Set<string>();
+  /** Ids in insertion order, four 32-bit words each. */
+  private readonly ring: Int32Array;
+  /** Linear-probing table: ring position + 1, 0 for an empty slot. */
+  private readonly table: Int32Array;
+  private readonly mask: number;
+  private head = 0;
+  private count = 0;
 
   constructor(readonly max: number) {
     if (!(Number.isInteger(max) && max >= 1)) throw new Error(`dedup window must be a positive integer, got ${max}`);
+    this.ring = new Int32Array(max * 4);
+    let size = 2;
+    while (size < max * 2) size *= 2;
+    this.table = new Int32Array(size);
+    this.mask = size - 1;
   }
 
-  has(key: string): boolean {
-    return this.set.has(key);
+  private hashAt(words: Int32Array, w: number): number {
+    return mix(words[w] ^ Math.imul(words[w + 1], 0x9e3779b1) ^ Math.imul(words[w + 2], 0x85ebca77) ^ Math.imul(words[w + 3], 0xc2b2ae3d)) & this.mask;
   }
 
-  add(key: string): void {
-    if (this.set.has(key)) return;
-    this.set.add(key);
-    if (this.set.size > this.max) {
-      // A Set iterates in insertion order: the first key is the oldest.
-      const oldest = this.set.values().next().value as string;
-      this.set.delete(oldest);
+  /** Table slot holding the id in `probe` (words 0-3), or -1. */
+  private find(probe: Int32Array): number {
+    const ring = this.ring, table = this.table;
+    for (let i = this.hashAt(probe, 0); ; i = (i + 1) & this.mask) {
+      const v = table[i];
+      if (v === 0) return -1;
+      const w = (v - 1) * 4;
+      if (ring[w] === probe[0] && ring[w + 1] === probe[1] && ring[w + 2] === probe[2] && ring[w + 3] === probe[3]) return i;
     }
   }
 
+  /** Empties slot i, moving later entries of its probe run back (no tombstones). */
+  private removeSlot(i: number): void {
+    const table = this.table, mask = this.mask;
+    for (let j = (i + 1) & mask; table[j] !== 0; j = (j + 1) & mask) {
+      const home = this.hashAt(this.ring, (table[j] - 1) * 4);
+      // Move j into the hole at i unless its home lies cyclically in (i, j].
+      const inRange = i <= j ? home > i && home <= j : home > i || home <= j;
+      if (!inRange) {
+        table[i] = table[j];
+        i = j;
+      }
+    }
+    table[i] = 0;
+  }
+
+  private readonly probe = new Int32Array(4);
+
+  private load(id: Uint8Array, at: number): Int32Array {
+    if (id.length - at < ID_BYTES) throw new Error(`an event id is ${ID_BYTES} bytes, got ${id.length - at}`);
+    const p = this.probe;
+    for (let k = 0; k < 4; k++) {
+      const o = at + k * 4;
+      p[k] = id[o] | (id[o + 1] << 8) | (id[o + 2] << 16) | (id[o + 3] << 24);
+    }
+    return p;
+  }
+
+  /** Is the 16-byte id at id[at..] in the set? */
+  has(id: Uint8Array, at = 0): boolean {
+    return this.find(this.load(id, at)) >= 0;
+  }
+
+  private readonly oldest = new Int32Array(4);
+
+  /**
+   * Adds the 16-byte id at id[at..] and returns true, or returns false if it was already there.
+   * The oldest id is forgotten when the set is full.
+   */
+  add(id: Uint8Array, at = 0): boolean {
+    const p = this.load(id, at);
+    if (this.find(p) >= 0) return false;
+    let pos: number;
+    if (this.count < this.max) {
+      pos = (this.head + this.count) % this.max;
+      this.count++;
+    } else {
+      pos = this.head;
+      this.head = (this.head + 1) % this.max;
+      const oldest = this.oldest;
+      for (let k = 0; k < 4; k++) oldest[k] = this.ring[pos * 4 + k];
+      this.removeSlot(this.find(oldest));
+    }
+    this.ring.set(p, pos * 4);
+    let i = this.hashAt(p, 0);
+    while (this.table[i] !== 0) i = (i + 1) & this.mask;
+    this.table[i] = pos + 1;
+    return true;
+  }
+
+  /** Adds an id given as 32 hex digits (a dedup key). */
+  addKey(key: string): void {
+    this.add(Buffer.from(key, 'hex'));
+  }
+
+  /** Is the id given as 32 hex digits in the set? */
+  hasKey(key: string): boolean {
+    return this.has(Buffer.from(key, 'hex'));
+  }
+
   get size(): number {
-    return this.set.size;
+    return this.count;
   }
 }
 
@@ -103,6 +200,6 @@ export function rebuildSeenSet(filesOldestFirst: readonly string[], max: number)
   }
   const seen = new SeenSet(max);
   // Insert oldest first so that eviction order stays chronological.
-  for (let i = chunks.length - 1; i >= 0; i--) for (const id of chunks[i]) seen.add(id);
+  for (let i = chunks.length - 1; i >= 0; i--) for (const id of chunks[i]) seen.addKey(id);
   return seen;
 }

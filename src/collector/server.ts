@@ -192,13 +192,11 @@ class EventStream {
       this.c.warnMalformed(this.peer, error);
       batch = this.c.writer.batchId;
     } else {
-      const key = id.toString('hex');
-      if (this.c.seen.has(key)) {
+      if (!this.c.seen.add(id)) {
         // Already written (maybe in a batch still being committed): ack once that is durable.
         this.c.counters.duplicates++;
         batch = this.c.writer.batchId;
       } else {
-        this.c.seen.add(key);
         batch = this.c.writer.appendWith(this.c.lineOf);
         this.c.counters.written++;
       }

@@ -37,6 +37,20 @@ function key(n: number): string {
   return k;
 }
 
+/** `${prefix}${k}${suffix}` for k < n, made once: a real network's names are a few shared strings. */
+const names = (n: number, prefix: string, suffix = ''): string[] => Array.from({ length: n }, (_, k) => `${prefix}${k}${suffix}`);
+const REPORTERS = names(7, 'peer-');
+const SRC_IDS = names(13, 'peer-src-');
+const HOSTS = names(13, 'host-');
+const DNS_LABELS = names(13, 'host-', '.netbird.cloud');
+const RESOURCE_IDS = names(17, 'res-');
+const RESOURCE_NAMES = names(17, 'resource "', '" ü');
+const RULES = names(9, 'rule-');
+const POLICIES = names(9, 'policy ');
+const USER_IDS = names(3, 'user-');
+const USER_NAMES = names(3, 'User ');
+const USER_EMAILS = names(3, 'user', '@example.com');
+
 const TYPES: FlowEventType[] = ['START', 'UPDATE', 'END', 'DROP'];
 const REASONS: FlowEndReason[] = ['idle', 'tcp_fin', 'tcp_rst', 'forced', 'lack_of_resources'];
 const ENDPOINT_TYPES: EndpointType[] = ['PEER', 'HOST_RESOURCE', 'SUBNET_RESOURCE', 'DOMAIN_RESOURCE', 'UNKNOWN'];
@@ -54,25 +68,25 @@ export function syntheticEvent(seed: string, i: number, baseTimeMs = 1_750_000_0
     flowId: `${runPrefix(seed)}-0001-4000-8000-${hex(i >> 2, 12)}`,
     type,
     timestampMs: ts,
-    reporterId: `peer-${i % 7}`,
+    reporterId: REPORTERS[i % 7],
     reporterPublicKey: i % 11 === 0 ? '' : key(i % 97),
     direction: i % 2 === 0 ? 'INGRESS' : 'EGRESS',
     protocol: proto,
     source: {
       ip: v6 ? `fd00:4e42::${((i % 0xfffe) + 1).toString(16)}` : `100.64.${(i >> 8) & 255}.${i & 255}`,
       port: icmp ? 0 : 1024 + (i % 60000),
-      id: `peer-src-${i % 13}`,
-      name: `host-${i % 13}`,
+      id: SRC_IDS[i % 13],
+      name: HOSTS[i % 13],
       type: 'PEER',
-      dnsLabel: `host-${i % 13}.netbird.cloud`,
+      dnsLabel: DNS_LABELS[i % 13],
       os: i % 2 ? 'linux' : 'windows',
       publicKey: key(i % 13),
     },
     destination: {
       ip: v6 ? `2001:db8:${((i % 0xfffe) + 1).toString(16)}::1` : `10.${i % 200}.0.${1 + (i % 250)}`,
       port: icmp ? 0 : [443, 53, 22, 8080][i % 4],
-      id: dstType === 'UNKNOWN' ? '' : `res-${i % 17}`,
-      name: dstType === 'UNKNOWN' ? '' : `resource "${i % 17}" ü`,
+      id: dstType === 'UNKNOWN' ? '' : RESOURCE_IDS[i % 17],
+      name: dstType === 'UNKNOWN' ? '' : RESOURCE_NAMES[i % 17],
       type: dstType,
       dnsLabel: '',
       os: '',
@@ -84,9 +98,9 @@ export function syntheticEvent(seed: string, i: number, baseTimeMs = 1_750_000_0
     txPackets: type === 'START' ? 0 : i * 5 + 1,
     rxBytes: type === 'START' ? 0 : i * 1500 + 2 ** 33,
     txBytes: type === 'START' ? 0 : i * 900,
-    ruleId: i % 5 === 0 ? '' : `rule-${i % 9}`,
-    policyName: i % 5 === 0 ? '' : `policy ${i % 9}`,
-    user: { id: `user-${i % 3}`, name: `User ${i % 3}`, email: `user${i % 3}@example.com` },
+    ruleId: i % 5 === 0 ? '' : RULES[i % 9],
+    policyName: i % 5 === 0 ? '' : POLICIES[i % 9],
+    user: { id: USER_IDS[i % 3], name: USER_NAMES[i % 3], email: USER_EMAILS[i % 3] },
     interfaceName: i % 2 ? 'wt0' : 'wg0',
     countersEnabled: i % 10 !== 0,
     tcpFlagsInitiator: proto === 6 ? 0x1b : 0,

@@ -1,0 +1,56 @@
+// The collector's seen-set of event ids: it must behave exactly like a Set with first-in,
+// first-out eviction, through heavy churn (the table's deletions shift entries back).
+import { randomBytes } from 'node:crypto';
+import { describe, expect, it } from 'vitest';
+import { SeenSet } from '../../src/collector/dedup';
+
+/** The reference: a Set of hex keys that forgets its oldest key past max. */
+class Reference {
+  readonly keys = new Set<string>();
+  constructor(readonly max: number) {}
+  add(k: string): boolean {
+    if (this.keys.has(k)) return false;
+    this.keys.add(k);
+    if (this.keys.size > this.max) this.keys.delete(this.keys.values().next().value as string);
+    return true;
+  }
+}
+
+describe('SeenSet', () => {
+  it('matches a FIFO-evicting Set through heavy churn, re-adds and lookups', () => {
+    for (const max of [1, 2, 7, 1000]) {
+      const s = new SeenSet(max);
+      const ref = new Reference(max);
+      const pool = Array.from({ length: max * 3 + 5 }, () => randomBytes(16));
+      for (let n = 0; n < 20_000; n++) {
+        const id = pool[Math.floor(Math.random() * pool.length)];
+        const k = id.toString('hex');
+        if (Math.random() < 0.5) expect(s.add(id)).toBe(ref.add(k));
+        else expect(s.has(id)).toBe(ref.keys.has(k));
+      }
+      expect(s.size).toBe(ref.keys.size);
+      for (const id of pool) expect(s.has(id)).toBe(ref.keys.has(id.toString('hex')));
+    }
+  });
+
+  it('finds ids inside a larger buffer and by their hex key; refuses a short id', () => {
+    const s = new SeenSet(10);
+    const buf = Buffer.concat([Buffer.from([1, 2, 3]), Buffer.alloc(16, 0xab)]);
+    expect(s.add(buf, 3)).toBe(true);
+    expect(s.has(Buffer.alloc(16, 0xab))).toBe(true);
+    expect(s.hasKey('ab'.repeat(16))).toBe(true);
+    s.addKey('00'.repeat(15) + '01');
+    expect(s.has(Buffer.from('00'.repeat(15) + '01', 'hex'))).toBe(true);
+    expect(() => s.has(Buffer.alloc(8))).toThrow(/16 bytes/);
+  });
+
+  it('ids that share all but one word still differ', () => {
+    const s = new SeenSet(100);
+    const a = Buffer.alloc(16), b = Buffer.alloc(16);
+    b[15] = 1;
+    s.add(a);
+    expect(s.has(b)).toBe(false);
+    s.add(b);
+    expect(s.size).toBe(2);
+  });
+});
