@@ -311,6 +311,8 @@ function readVarint(b: Buffer, pos: { p: number }): number {
 
 /** Decodes FlowEventAck; unknown fields are skipped as protobuf requires. */
 export function decodeAck(b: Buffer): DecodedAck {
+  // What every collector sends for an event: only field 1, 16 bytes.
+  if (b.length === 18 && b[0] === 0x0a && b[1] === 16) return { eventId: b.subarray(2), isInitiator: false };
   let eventId: Buffer = Buffer.alloc(0);
   let isInitiator = false;
   const pos = { p: 0 };

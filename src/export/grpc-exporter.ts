@@ -13,6 +13,7 @@ import { CallStatus, EventStream, GrpcStatus, statusName, StreamOptions, Transpo
 import { openGrpcJsStream } from './grpcjs-stream';
 import { openH2Stream } from './h2-stream';
 import { Spool, SpoolOptions, SpoolRecord } from './spool';
+import { InFlight, InFlightTable } from './inflight';
 import { eventIdOf, writeFlowEvent } from './wire-writer';
 import { parseCollectorUrl, CollectorUrl } from './url';
 
@@ -77,11 +78,6 @@ export interface ExporterStats {
   dropped: number;
   corruptSkipped: number;
   spoolBytes: number;
-}
-
-interface InFlight {
-  rec: SpoolRecord;
-  sentAt: number;
 }
 
 /** Exponential backoff with jitter (NetBird's parameters by default). */
@@ -153,7 +149,7 @@ export class Exporter {
   private openedAt = 0;
   private writeBlocked = false;
   private pumpScheduled = false;
-  private readonly inflight = new Map<string, InFlight>();
+  private readonly inflight = new InFlightTable();
   private resend: InFlight[] = [];
   /** Taken from the spool, not yet written (a write may block halfway through a batch). */
   private outbox: SpoolRecord[] = [];
@@ -195,7 +191,7 @@ export class Exporter {
     this.initiator = initiatorMessage();
     this.spool = Spool.open({ logger: this.log, ...opts.spool });
     this.spool.onSegmentDropped = (seq) => {
-      for (const [key, f] of this.inflight) if (f.rec.seq === seq) this.inflight.delete(key);
+      this.inflight.deleteWhere((f) => f.rec.seq === seq);
       this.outbox = this.outbox.slice(this.outboxAt).filter((r) => r.seq !== seq);
       this.outboxAt = 0;
     };
@@ -314,10 +310,9 @@ export class Exporter {
       this.pump();
       return;
     }
-    const key = ack.eventId.toString('hex');
-    const f = this.inflight.get(key);
+    const f = this.inflight.get(ack.eventId);
     if (!f) return; // a duplicate ack, or for a record dropped for space
-    this.inflight.delete(key);
+    this.inflight.delete(f);
     this.spool.ack(f.rec.seq, f.rec.off);
     this.counters.acked++;
     this.opts.onAckLatency?.(Date.now() - f.sentAt);
@@ -380,7 +375,7 @@ export class Exporter {
       let f: InFlight | undefined;
       if (this.resendAt < this.resend.length) {
         f = this.resend[this.resendAt++];
-        if (this.inflight.get(f.rec.key) !== f) continue; // acked or dropped meanwhile
+        if (!f.live) continue; // acked or dropped meanwhile
       } else {
         if (this.resend.length > 0) this.resend = [];
         if (this.outboxAt >= this.outbox.length) {
@@ -390,9 +385,7 @@ export class Exporter {
           this.outboxAt = 0;
           if (this.outbox.length === 0) break;
         }
-        const rec = this.outbox[this.outboxAt++];
-        f = { rec, sentAt: 0 };
-        this.inflight.set(rec.key, f);
+        f = this.inflight.add(this.outbox[this.outboxAt++], now);
       }
       f.sentAt = now;
       batch.push(f.rec.payload);

@@ -46,8 +46,6 @@ export interface SpoolOptions {
 export interface SpoolRecord {
   /** Raw 16-byte event id. */
   id: Buffer;
-  /** id as hex: the key acks are matched by. */
-  key: string;
   /** Serialized flow.FlowEvent. */
   payload: Buffer;
   seq: number;
@@ -77,7 +75,7 @@ export const SEGMENT_HEADER = Buffer.concat([Buffer.from('WGFLOWSPOOL\0', 'latin
 export const SEGMENT_HEADER_BYTES = SEGMENT_HEADER.length; // 16
 const ACK_ENTRY_BYTES = 8;
 const READ_CHUNK_BYTES = 256 * 1024;
-/** Memory of a cached record besides its payload: the record, the id view, the hex key, the payload's Buffer object. */
+/** Memory of a cached record besides its payload: the record, the id view, the payload's Buffer object. */
 const RECORD_MEMORY_OVERHEAD = 256;
 /** No event comes near this; a larger length field is corruption. */
 export const MAX_RECORD_BODY = 1 << 20;
@@ -457,7 +455,7 @@ export class Spool {
       let off = seg.size;
       for (let k = i; k < j; k++) {
         const { id, payload } = items[k];
-        this.remember({ id, key: id.toString('hex'), payload, seq: seg.seq, off });
+        this.remember({ id, payload, seq: seg.seq, off });
         off += RECORD_HEADER_BYTES + 16 + payload.length;
       }
       seg.size += bytes;
@@ -594,7 +592,7 @@ export class Spool {
       // Copies: the chunk is dropped long before an in-flight record is acked.
       const id = Buffer.from(chunk.buf.subarray(at + RECORD_HEADER_BYTES, at + RECORD_HEADER_BYTES + 16));
       const payload = Buffer.from(chunk.buf.subarray(at + RECORD_HEADER_BYTES + 16, at + len));
-      out.push({ id, key: id.toString('hex'), payload, seq: seg.seq, off });
+      out.push({ id, payload, seq: seg.seq, off });
       taken++;
     });
     if (end > this.cursor.off) {

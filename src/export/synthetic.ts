@@ -3,24 +3,33 @@
 // They cover every shape: IPv4 and IPv6, TCP/UDP ports and ICMP/ICMPv6 type+code, every event
 // type, resource endpoints, rule ids, users and every wgflow extension.
 import { crc32 } from 'node:zlib';
+import { uuidText } from '../flow/ids';
 import type { EndpointType, FlowEndReason, FlowEvent, FlowEventType } from '../flow/event';
 
 const hex = (n: number, width: number): string => n.toString(16).padStart(width, '0').slice(-width);
 
-let lastSeed = '', lastPrefix = '';
+let lastSeed = '', lastPrefix = '', lastWord = 0;
 
 /** 8 hex digits naming a run, from any text. */
 export function runPrefix(seed: string): string {
   // Generators ask for the same seed over and over (benchmarks make millions of events).
   if (seed !== lastSeed || lastPrefix === '') {
-    lastPrefix = hex(crc32(Buffer.from(seed)), 8);
+    lastWord = crc32(Buffer.from(seed));
+    lastPrefix = hex(lastWord, 8);
     lastSeed = seed;
   }
   return lastPrefix;
 }
 
+/** `${prefix}-${mid}-8000-${i as 12 hex digits}`, built flat like the flow engine's ids. */
+function runUuid(seed: string, mid: number, i: number): string {
+  runPrefix(seed);
+  const low = i % 2 ** 48;
+  return uuidText(lastWord, mid, (0x80000000 | Math.floor(low / 2 ** 32)) >>> 0, low >>> 0);
+}
+
 export function syntheticEventId(seed: string, i: number): string {
-  return `${runPrefix(seed)}-0000-4000-8000-${hex(i, 12)}`;
+  return runUuid(seed, 0x00004000, i);
 }
 
 const keys = new Map<number, string>();
@@ -65,7 +74,7 @@ export function syntheticEvent(seed: string, i: number, baseTimeMs = 1_750_000_0
   const dstType = ENDPOINT_TYPES[i % ENDPOINT_TYPES.length];
   const ev: FlowEvent = {
     eventId: syntheticEventId(seed, i),
-    flowId: `${runPrefix(seed)}-0001-4000-8000-${hex(i >> 2, 12)}`,
+    flowId: runUuid(seed, 0x00014000, i >> 2),
     type,
     timestampMs: ts,
     reporterId: REPORTERS[i % 7],
