@@ -131,3 +131,27 @@ describe('collector JSON from message bytes', () => {
     expect(seen['not-protobuf']).toBeGreaterThan(500);
   });
 });
+
+describe('ByteBuffer', () => {
+  it('prints integers exactly as JavaScript does, and bytes of every length', () => {
+    const b = new ByteBuffer(1);
+    const values = [0, 1, 9, 10, 42, 99, 100, 101, 999, 1000, 65535, 2 ** 31 - 1, 2 ** 31, 2 ** 32, 2 ** 33 + 5, 2 ** 53, 2 ** 64, 2 ** 70, 1e21];
+    for (let v = 0; v < 5000; v += 7) values.push(v);
+    for (const v of values) {
+      b.reset();
+      b.uint(v);
+      expect(b.view().toString('latin1')).toBe(String(v));
+    }
+    const src = Buffer.from(Array.from({ length: 300 }, (_, i) => i & 0xff));
+    for (let n = 0; n <= 40; n++) {
+      b.reset();
+      b.bytes(src, 3, 3 + n);
+      expect(b.view()).toEqual(src.subarray(3, 3 + n));
+    }
+    for (const n of [0, 1, 2, 3, 32, 100, 101]) {
+      b.reset();
+      b.base64(src, 5, 5 + n);
+      expect(b.view().toString('latin1')).toBe(src.subarray(5, 5 + n).toString('base64'));
+    }
+  });
+});
