@@ -5,12 +5,15 @@
 //    transport and with the grpc-js one, next to a bare grpc-js stream of the same messages (same
 //    generator and encoder; no spool, no acks; the server only counts). Rounds alternate; the
 //    table shows medians, the ratio, and the CPU time each process spent per event.
+//    Then each side alone, to show what each could do with a core of its own: the exporter
+//    against an instant-ack receiver (no JSON, no disk), and the collector fed by a sender of
+//    pre-encoded events (no generation, no spool).
 // 2. Outage: the exporter enqueues 10,000 events/s while the collector is down for 60 s; RSS of
 //    the exporter is sampled every second (it must stay flat: events go to the spool, not to
 //    memory), then the collector comes back, the backlog drains, and every event must be in the
 //    output exactly once. RSS of the collector is sampled while it catches up.
 //
-//   node build/bench/export.js [--events 100000] [--rounds 2] [--outage-s 60] [--rate 10000] [--skip-outage]
+//   node build/bench/export.js [--events 300000] [--rounds 2] [--outage-s 60] [--rate 10000] [--skip-outage]
 //
 // Prints a table and writes bench/results/export.json.
 import { ChildProcess, spawn } from 'node:child_process';
@@ -19,7 +22,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import * as grpc from '@grpc/grpc-js';
+import * as http2 from 'node:http2';
+import { initiatorMessage } from '../src/export/codec';
+import { openH2Stream } from '../src/export/h2-stream';
 import { EVENTS_METHOD } from '../src/export/proto';
+import { parseCollectorUrl } from '../src/export/url';
 import { syntheticEvent, syntheticEventId } from '../src/export/synthetic';
 import { writeFlowEvent } from '../src/export/wire-writer';
 import { idsOfFile, keyOfUuid } from '../src/collector/dedup';
@@ -30,7 +37,7 @@ const { values: args } = parseArgs({
   options: {
     role: { type: 'string' },
     port: { type: 'string' },
-    events: { type: 'string', default: '100000' },
+    events: { type: 'string', default: '300000' },
     rounds: { type: 'string', default: '2' },
     'outage-s': { type: 'string', default: '60' },
     rate: { type: 'string', default: '10000' },
@@ -84,6 +91,91 @@ async function bareClient(port: number, count: number, seed: string): Promise<vo
   const ms = Date.now() - t0;
   process.stdout.write(`${JSON.stringify({ event: 'done', ok: st.code === 0, ms, eventsPerSecond: Math.round((count * 1000) / ms) })}\n`);
   client.close();
+}
+
+// ---------- child roles: each side alone ----------
+
+/** Acks every event at once (no JSON, no disk): the exporter's cost alone. */
+async function instantAckServer(): Promise<void> {
+  const server = http2.createServer({ settings: { initialWindowSize: 1 << 20 } });
+  server.on('session', (session) => session.setLocalWindowSize(8 << 20));
+  server.on('stream', (s) => {
+    s.respond({ ':status': 200, 'content-type': 'application/grpc' }, { waitForTrailers: true });
+    s.on('wantTrailers', () => s.sendTrailers({ 'grpc-status': '0' }));
+    let pending: Buffer | null = null;
+    s.on('data', (chunk: Buffer) => {
+      const buf = pending ? Buffer.concat([pending, chunk]) : chunk;
+      let off = 0, n = 0;
+      const acks = Buffer.allocUnsafe(Math.ceil(buf.length / 5) * 23);
+      while (buf.length - off >= 5) {
+        const len = buf.readUInt32BE(off + 1);
+        if (buf.length - off - 5 < len) break;
+        const m = buf.subarray(off + 5, off + 5 + len);
+        off += 5 + len;
+        // FlowEventAck{event_id} for an event, {is_initiator} for the handshake.
+        const a = n * 23;
+        acks[a] = 0;
+        if (m[0] === 0x0a && m[1] === 16) {
+          acks.writeUInt32BE(18, a + 1);
+          acks[a + 5] = 0x0a;
+          acks[a + 6] = 16;
+          m.copy(acks, a + 7, 2, 18);
+          n++;
+        } else {
+          acks.writeUInt32BE(2, a + 1);
+          acks[a + 5] = 0x10;
+          acks[a + 6] = 1;
+          s.write(acks.subarray(a, a + 7));
+        }
+      }
+      pending = off < buf.length ? buf.subarray(off) : null;
+      if (n > 0) s.write(acks.subarray(0, n * 23));
+    });
+    s.on('end', () => s.end());
+    s.on('error', () => undefined);
+  });
+  server.listen(0, '127.0.0.1', () => {
+    process.stdout.write(`${JSON.stringify({ event: 'listening', port: (server.address() as { port: number }).port })}\n`);
+  });
+}
+
+/** Sends pre-encoded events as fast as the collector acks them: the collector's cost alone. */
+async function preEncodedSender(port: number, count: number, seed: string): Promise<void> {
+  const msgs: Buffer[] = [];
+  for (let i = 0; i < count; i++) msgs.push(writeFlowEvent(syntheticEvent(seed, i)));
+  const WINDOW = 32_768, BATCH = 256;
+  let acked = 0, sent = 0, open = false, blocked = false, t0 = 0;
+  const done = new Promise<void>((resolve, reject) => {
+    const pump = (): void => {
+      while (open && !blocked && sent < count && sent - acked < WINDOW) {
+        const batch = msgs.slice(sent, Math.min(count, sent + BATCH));
+        sent += batch.length;
+        if (!call.write(batch)) blocked = true;
+      }
+    };
+    const call = openH2Stream({ url: parseCollectorUrl(`grpc://127.0.0.1:${port}`), keepaliveTimeMs: 30_000, keepaliveTimeoutMs: 10_000 }, {
+      onAck: (ack) => {
+        if (ack.isInitiator) {
+          open = true;
+          t0 = Date.now();
+        } else if (++acked === count) {
+          call.cancel();
+          resolve();
+          return;
+        }
+        pump();
+      },
+      onDrain: () => {
+        blocked = false;
+        pump();
+      },
+      onEnd: (st) => reject(new Error(`stream ended early: ${st.details}`)),
+    });
+    call.write([initiatorMessage()]);
+  });
+  await done;
+  const ms = Date.now() - t0;
+  process.stdout.write(`${JSON.stringify({ event: 'done', ok: true, ms, eventsPerSecond: Math.round((count * 1000) / ms) })}\n`);
 }
 
 // ---------- orchestration helpers ----------
@@ -190,7 +282,39 @@ async function exporterRun(work: string, tag: string, events: number, transport:
   return { eventsPerSecond: Number(exDone.eventsPerSecond), exporterCpuUs: us(exCpu), collectorCpuUs: us(collCpu) };
 }
 
-async function throughputRound(work: string, round: number, events: number): Promise<{ bare: number; exporter: ExporterRun; grpcjs: ExporterRun }> {
+interface AloneRun {
+  eventsPerSecond: number;
+  cpuUs: number;
+}
+
+/** The exporter against the instant-ack receiver. */
+async function exporterAlone(work: string, tag: string, events: number): Promise<AloneRun> {
+  const srv = start([__filename, '--role', 'instant-ack-server'], 'instant-ack-server');
+  const { port } = (await waitJson(srv, (o) => o.event === 'listening', 10_000)) as { port: number };
+  const ex = start([CLI, 'export-test', '--collector', `grpc://127.0.0.1:${port}`, '--spool', join(work, `alone-spool-${tag}`), '--count', String(events), '--seed', `alone${tag}`, '--timeout-ms', '120000'], 'exporter');
+  const exDone = await waitJson(ex, (o) => o.event === 'done', 125_000);
+  const cpu = cpuSeconds(ex.pid);
+  await killWait(ex);
+  await killWait(srv);
+  if (exDone.ok !== true) throw new Error('exporter-alone round did not deliver every event');
+  return { eventsPerSecond: Number(exDone.eventsPerSecond), cpuUs: Math.round((cpu * 1e7) / events) / 10 };
+}
+
+/** The collector fed pre-encoded events; its CPU is counted from the first event on. */
+async function collectorAlone(work: string, tag: string, events: number): Promise<AloneRun> {
+  const out = join(work, `alone-out-${tag}`);
+  const { child: coll, port } = await startCollector(out);
+  const coll0 = cpuSeconds(coll.pid);
+  const sender = start([__filename, '--role', 'pre-encoded-sender', '--port', String(port), '--events', String(events), '--seed', `calone${tag}`], 'pre-encoded-sender');
+  const done = await waitJson(sender, (o) => o.event === 'done', 125_000);
+  const cpu = cpuSeconds(coll.pid) - coll0;
+  await killWait(sender);
+  await killWait(coll, 'SIGTERM');
+  rmSync(out, { recursive: true, force: true });
+  return { eventsPerSecond: Number(done.eventsPerSecond), cpuUs: Math.round((cpu * 1e7) / events) / 10 };
+}
+
+async function throughputRound(work: string, round: number, events: number): Promise<{ bare: number; exporter: ExporterRun; grpcjs: ExporterRun; exporterAlone: AloneRun; collectorAlone: AloneRun }> {
   const bs = start([__filename, '--role', 'bare-server'], 'bare-server');
   const { port: barePort } = (await waitJson(bs, (o) => o.event === 'listening', 10_000)) as { port: number };
   const bc = start([__filename, '--role', 'bare-client', '--port', String(barePort), '--events', String(events), '--seed', `bare${round}`], 'bare-client');
@@ -200,7 +324,9 @@ async function throughputRound(work: string, round: number, events: number): Pro
 
   const exporter = await exporterRun(work, `h2-${round}`, events, 'http2');
   const grpcjs = await exporterRun(work, `gj-${round}`, events, 'grpc-js');
-  return { bare: Number(bareDone.eventsPerSecond), exporter, grpcjs };
+  const exAlone = await exporterAlone(work, `${round}`, events);
+  const collAlone = await collectorAlone(work, `${round}`, events);
+  return { bare: Number(bareDone.eventsPerSecond), exporter, grpcjs, exporterAlone: exAlone, collectorAlone: collAlone };
 }
 
 // ---------- part 2: outage ----------
@@ -283,6 +409,8 @@ async function outage(work: string, rate: number, outageS: number): Promise<Outa
 async function main(): Promise<void> {
   if (args.role === 'bare-server') return bareServer();
   if (args.role === 'bare-client') return bareClient(Number(args.port), Number(args.events), String(args.seed));
+  if (args.role === 'instant-ack-server') return instantAckServer();
+  if (args.role === 'pre-encoded-sender') return preEncodedSender(Number(args.port), Number(args.events), String(args.seed));
   const events = Number(args.events);
   const rounds = Number(args.rounds);
   const work = mkdtempSync(join(tmpdir(), 'wgflow-bench-export-'));
@@ -291,13 +419,15 @@ async function main(): Promise<void> {
   };
   process.on('exit', cleanup);
   try {
-    const bare: number[] = [], exp: ExporterRun[] = [], gj: ExporterRun[] = [];
+    const bare: number[] = [], exp: ExporterRun[] = [], gj: ExporterRun[] = [], exAlone: AloneRun[] = [], collAlone: AloneRun[] = [];
     for (let r = 0; r < rounds; r++) {
       const res = await throughputRound(work, r, events);
       bare.push(res.bare);
       exp.push(res.exporter);
       gj.push(res.grpcjs);
-      process.stdout.write(`  round ${r + 1}: bare ${res.bare} ev/s, exporter http2 ${res.exporter.eventsPerSecond} ev/s, grpc-js ${res.grpcjs.eventsPerSecond} ev/s\n`);
+      exAlone.push(res.exporterAlone);
+      collAlone.push(res.collectorAlone);
+      process.stdout.write(`  round ${r + 1}: bare ${res.bare} ev/s, exporter http2 ${res.exporter.eventsPerSecond} ev/s, grpc-js ${res.grpcjs.eventsPerSecond} ev/s, exporter alone ${res.exporterAlone.eventsPerSecond} ev/s, collector alone ${res.collectorAlone.eventsPerSecond} ev/s\n`);
     }
     const med = (runs: ExporterRun[]): ExporterRun => ({
       eventsPerSecond: median(runs.map((x) => x.eventsPerSecond)),
@@ -305,6 +435,8 @@ async function main(): Promise<void> {
       collectorCpuUs: median(runs.map((x) => x.collectorCpuUs)),
     });
     const bareMed = median(bare), expMed = med(exp), gjMed = med(gj);
+    const medAlone = (runs: AloneRun[]): AloneRun => ({ eventsPerSecond: median(runs.map((x) => x.eventsPerSecond)), cpuUs: median(runs.map((x) => x.cpuUs)) });
+    const exAloneMed = medAlone(exAlone), collAloneMed = medAlone(collAlone);
     const ratio = Math.round((expMed.eventsPerSecond / bareMed) * 100) / 100;
     const result: Record<string, unknown> = {
       when: new Date().toISOString(),
@@ -312,6 +444,7 @@ async function main(): Promise<void> {
       rounds,
       throughput: {
         bareEventsPerSecond: bareMed, exporterEventsPerSecond: expMed.eventsPerSecond, ratio, exporter: expMed, grpcjsTransport: gjMed,
+        exporterAlone: exAloneMed, collectorAlone: collAloneMed, exporterAloneRounds: exAlone, collectorAloneRounds: collAlone,
         bareRounds: bare, exporterRounds: exp, grpcjsRounds: gj, targets: { eventsPerSecond: 100_000, ratio: 0.5 },
         met: { eventsPerSecond: expMed.eventsPerSecond >= 100_000, ratio: ratio >= 0.5 },
       },
@@ -321,6 +454,8 @@ async function main(): Promise<void> {
       ['bare grpc-js stream (no spool, no acks)', `${bareMed} ev/s`],
       ['exporter -> collector, http2 transport (default)', `${Math.round(expMed.eventsPerSecond)} ev/s  (${cpu(expMed)})`],
       ['exporter -> collector, grpc-js transport', `${Math.round(gjMed.eventsPerSecond)} ev/s  (${cpu(gjMed)})`],
+      ['exporter alone (instant-ack receiver)', `${exAloneMed.eventsPerSecond} ev/s  (exporter ${exAloneMed.cpuUs.toFixed(1)} µs CPU per event)`],
+      ['collector alone (pre-encoded sender)', `${collAloneMed.eventsPerSecond} ev/s  (collector ${collAloneMed.cpuUs.toFixed(1)} µs CPU per event)`],
       ['ratio exporter (default) / bare', `${ratio}  (target >= 0.5: ${ratio >= 0.5 ? 'met' : 'MISSED'})`],
       ['target >= 100,000 events/s', expMed.eventsPerSecond >= 100_000 ? 'met' : 'MISSED'],
     ];

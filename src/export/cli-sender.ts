@@ -27,7 +27,7 @@ export const SENDER_HELP = `usage: wgflow export-test --collector URL --spool DI
   --fsync POLICY         spool fsync policy: always, interval, never (default interval)
   --spool-max SIZE       spool size bound (default 256M)
   --segment-size SIZE    spool segment size (default 4M)
-  --max-inflight N       unacknowledged events on the stream (default 16384)
+  --max-inflight N       unacknowledged events on the stream (default 32768)
   --keepalive-ms N       keepalive ping interval (default 30000)
   --transport T          http2 (default) or grpc-js
   --exit-after-enqueue   stop (deadline 0) right after enqueueing: the spool keeps everything
@@ -101,7 +101,7 @@ export async function main(argv: string[]): Promise<number> {
     caFile: f['ca-file'],
     certFile: f.cert,
     keyFile: f.key,
-    maxInFlight: intFlag(f['max-inflight'], 'max-inflight', 16_384, 1),
+    maxInFlight: intFlag(f['max-inflight'], 'max-inflight', 32_768, 1),
     keepaliveTimeMs: intFlag(f['keepalive-ms'], 'keepalive-ms', 30_000, 1),
     transport: f.transport as Transport | undefined,
     logger,

