@@ -14,7 +14,7 @@
 // Memory is bounded whatever the collector does: records not yet handed to the sender are kept in
 // memory only up to memoryBytes (beyond that they are read back from disk, one segment at most at
 // a time); what was handed out is the sender's bounded in-flight window.
-import { closeSync, fdatasync, fdatasyncSync, openSync, readdirSync, readFileSync, readSync, renameSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, fdatasync, fdatasyncSync, openSync, readdirSync, readFileSync, readSync, renameSync, unlink, unlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
 import type { Logger } from 'pino';
@@ -212,6 +212,25 @@ function tryUnlink(path: string): void {
   }
 }
 
+/** Suffix of a segment file being deleted in the background. */
+const RETIRED_SUFFIX = '.deleted';
+
+/**
+ * Deletes a segment file without blocking the event loop: renamed away at once (cheap; from then
+ * on neither a reopen nor a restart sees it as a segment), then unlinked in the background, since
+ * freeing a multi-megabyte file takes milliseconds. scan() removes what a crash left behind.
+ */
+function retire(path: string): void {
+  const gone = path + RETIRED_SUFFIX;
+  try {
+    renameSync(path, gone);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw err;
+  }
+  unlink(gone, () => undefined); // a failure leaves a file the next scan deletes
+}
+
 function pidAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
@@ -313,6 +332,7 @@ export class Spool {
     const segSet = new Set(segs);
     // An ack log whose segment is gone belonged to a segment already deleted.
     for (const n of names) if (/^\d{16}\.ack$/.test(n) && !segSet.has(Number(n.slice(0, 16)))) tryUnlink(join(this.dir, n));
+    for (const n of names) if (n.endsWith(RETIRED_SUFFIX)) tryUnlink(join(this.dir, n));
     for (const seq of segs) {
       const path = join(this.dir, `${segName(seq)}.seg`);
       const ackPath = join(this.dir, `${segName(seq)}.ack`);
@@ -510,7 +530,7 @@ export class Spool {
     seg.pendingAcks = [];
     if (seg.fd !== null) closeSync(seg.fd);
     seg.fd = null;
-    tryUnlink(seg.path);
+    retire(seg.path);
     tryUnlink(seg.ackPath);
     if (this.diskCache?.seq === seg.seq) this.diskCache = null;
     // Records of the segment still waiting in memory are gone with it.

@@ -51,6 +51,22 @@ describe('spool', () => {
     expect(segFiles(dir).length).toBe(0);
   });
 
+  it('deletes acked segments in the background; a reopen removes what a crash left half-deleted', async () => {
+    const dir = newDir();
+    const s = Spool.open({ dir, segmentBytes: 8192, maxBytes: 64 << 20 });
+    for (let b = 0; b < 10; b++) s.append(items(b * 40, 40));
+    for (const r of drain(s)) s.ack(r.seq, r.off);
+    expect(segFiles(dir).length).toBe(1); // renamed away at once
+    await new Promise((r) => setTimeout(r, 200));
+    expect(readdirSync(dir).filter((n) => n.endsWith('.deleted'))).toEqual([]);
+    s.close();
+    writeFileSync(join(dir, '0000000000000042.seg.deleted'), 'left by a crash');
+    const again = Spool.open({ dir });
+    expect(readdirSync(dir).filter((n) => n.endsWith('.deleted'))).toEqual([]);
+    expect(again.stats().records).toBe(0);
+    again.close();
+  });
+
   it('after a restart resends only what was not acked (acks out of order)', () => {
     const dir = newDir();
     let s = Spool.open({ dir, segmentBytes: 8192 });
