@@ -199,9 +199,14 @@ function checkUint(v: number, name: string, max: number): number {
   return v;
 }
 
+// Scratch for the address being encoded: writeFlowEvent copies it into the message at once.
+const IP4 = Buffer.alloc(4);
+const IP6 = Buffer.alloc(16);
+const GROUPS = new Int32Array(8);
+
 function ipv4Fast(text: string): Buffer | null {
-  // The common case without allocations beyond the result; anything odd goes to ipToBytes.
-  const out = Buffer.allocUnsafe(4);
+  // The common case without allocations; anything odd goes to ipToBytes.
+  const out = IP4;
   let part = 0, digits = 0, idx = 0;
   for (let i = 0; i < text.length; i++) {
     const c = text.charCodeAt(i);
@@ -226,8 +231,8 @@ function ipv4Fast(text: string): Buffer | null {
  * or an error) returns null and goes to ipToBytes, which decides and words the error.
  */
 function ipv6Fast(text: string): Buffer | null {
-  const groups: number[] = [];
-  let gap = -1, group = 0, digits = 0;
+  const groups = GROUPS;
+  let count = 0, gap = -1, group = 0, digits = 0;
   const n = text.length;
   if (n < 2 || n > 39) return null;
   for (let i = 0; i < n; i++) {
@@ -235,16 +240,18 @@ function ipv6Fast(text: string): Buffer | null {
     if (c === 58) {
       if (i + 1 < n && text.charCodeAt(i + 1) === 58) {
         if (gap >= 0) return null;
-        if (digits > 0) groups.push(group);
-        else if (i !== 0) return null; // "x:::y" or ":a::"
-        gap = groups.length;
+        if (digits > 0) {
+          if (count === 8) return null;
+          groups[count++] = group;
+        } else if (i !== 0) return null; // "x:::y" or ":a::"
+        gap = count;
         group = 0;
         digits = 0;
         i++;
         continue;
       }
-      if (digits === 0) return null;
-      groups.push(group);
+      if (digits === 0 || count === 8) return null;
+      groups[count++] = group;
       group = 0;
       digits = 0;
       if (i + 1 === n) return null; // a trailing single colon
@@ -254,11 +261,14 @@ function ipv6Fast(text: string): Buffer | null {
       group = group * 16 + v;
     }
   }
-  if (digits > 0) groups.push(group);
-  if (gap < 0 ? groups.length !== 8 : groups.length > 7) return null;
-  const out = Buffer.alloc(16);
-  const tail = gap < 0 ? 0 : groups.length - gap;
-  for (let k = 0; k < groups.length; k++) {
+  if (digits > 0) {
+    if (count === 8) return null;
+    groups[count++] = group;
+  }
+  if (gap < 0 ? count !== 8 : count > 7) return null;
+  const out = IP6.fill(0);
+  const tail = gap < 0 ? 0 : count - gap;
+  for (let k = 0; k < count; k++) {
     const at = gap < 0 || k < gap ? k : 8 - tail + (k - gap);
     out[at * 2] = groups[k] >> 8;
     out[at * 2 + 1] = groups[k] & 0xff;
@@ -266,8 +276,8 @@ function ipv6Fast(text: string): Buffer | null {
   return out;
 }
 
-/** Text IP -> 4 or 16 raw bytes, exactly as ipToBytes (fast paths for plain addresses). */
-export function ip(text: string, name: string): Buffer {
+/** ip() into scratch memory, valid until the next call. */
+function ipScratch(text: string, name: string): Buffer {
   if (text.length > 0 && text.length <= 15 && !text.includes(':')) {
     const b = ipv4Fast(text);
     if (b) return b;
@@ -276,6 +286,11 @@ export function ip(text: string, name: string): Buffer {
     if (b) return b;
   }
   return ipToBytes(text, name);
+}
+
+/** Text IP -> 4 or 16 raw bytes, exactly as ipToBytes (fast paths for plain addresses). */
+export function ip(text: string, name: string): Buffer {
+  return Buffer.from(ipScratch(text, name));
 }
 
 function endpoint(field: number, e: FlowEndpoint, name: string): void {
@@ -319,8 +334,8 @@ export function writeFlowEvent(ev: FlowEvent): Buffer {
   w.string(3, ev.ruleId); // bytes on the wire; UTF-8 text is the same bytes
   w.uint(4, direction);
   w.uint(5, protocol);
-  w.bytes(6, ip(ev.source.ip, 'source.ip'));
-  w.bytes(7, ip(ev.destination.ip, 'destination.ip'));
+  w.bytes(6, ipScratch(ev.source.ip, 'source.ip'));
+  w.bytes(7, ipScratch(ev.destination.ip, 'destination.ip'));
   if (icmp) {
     const at = w.begin(9);
     w.uint(1, checkUint(ev.icmpType, 'icmpType', 255));

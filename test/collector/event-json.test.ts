@@ -3,7 +3,8 @@
 // UTF-8, for NetBird-only messages, and for thousands of randomly damaged messages.
 import { describe, expect, it } from 'vitest';
 import { ByteBuffer } from '../../src/collector/byte-buffer';
-import { writeJsonLine } from '../../src/collector/event-json';
+import { writeIpv6, writeJsonLine } from '../../src/collector/event-json';
+import { ipv6FromBytes } from '../../src/ip-text';
 import { loadFlowProto } from '../../src/export/proto';
 import { syntheticEvent } from '../../src/export/synthetic';
 import { checkScanned, readFlowEvent, scanFlowEvent, ScannedEvent } from '../../src/export/wire-reader';
@@ -129,6 +130,25 @@ describe('collector JSON from message bytes', () => {
     expect(seen.event).toBeGreaterThan(500);
     expect(seen.invalid).toBeGreaterThan(50);
     expect(seen['not-protobuf']).toBeGreaterThan(500);
+  });
+});
+
+describe('IPv6 text', () => {
+  it('is written byte for byte as ipv6FromBytes writes it', () => {
+    const next = rng(7);
+    const out = new ByteBuffer(8);
+    const cases: Buffer[] = [Buffer.alloc(16), Buffer.from('00000000000000000000ffff01020304', 'hex'), Buffer.from('00000000000000000000fffe01020304', 'hex'), Buffer.from('20010db8000000000001000000000001', 'hex')];
+    for (let n = 0; n < 20_000; n++) {
+      const b = Buffer.alloc(16);
+      // Groups are zero half of the time, so runs of every length and position occur.
+      for (let i = 0; i < 8; i++) if (next() < 0.5) b.writeUInt16BE(Math.floor(next() * 65536) >> Math.floor(next() * 16), i * 2);
+      cases.push(b);
+    }
+    for (const b of cases) {
+      out.reset();
+      writeIpv6(out, b, 0);
+      expect(out.view().toString('latin1')).toBe(ipv6FromBytes(b));
+    }
   });
 });
 
