@@ -57,12 +57,13 @@ describe('faults', () => {
   it('exporter SIGKILLed mid-stream and restarted on the same spool: every event exactly once', async () => {
     const out = newDir('ek-out');
     const spool = newDir('ek-spool');
-    // Kill while events are in flight, whatever the speed of the machine: stop the collector once
-    // the stream carries acks, let the sender spool all N (its generator pauses only past 20,000
+    // Kill while events are in flight, whatever the speed of the machine: the sender spools at a
+    // paced 10,000/s; stop the collector once the stream carries acks (a fraction of N is
+    // delivered by then), let the sender spool all N (its generator pauses only past 20,000
     // queued, so N = 20,000 always fits), kill it, then let the collector go on.
     const N = 20_000;
     const c = await startCollector(out);
-    const s1 = startSender({ collector: c.url, spool, count: N, seed: 'ek' });
+    const s1 = startSender({ collector: c.url, spool, count: N, seed: 'ek', extra: ['--rate', '10000'] });
     await s1.waitFor(ackedAtLeast(s1, 1), 'the first ack');
     c.proc.signal('SIGSTOP');
     await s1.waitJson((o) => o.event === 'enqueued', 'all events spooled', 30_000);
