@@ -46,8 +46,11 @@ interface Batch {
   callbacks: CommitCallback[];
 }
 
-/** A committed batch's buffer is reused for the next one unless it grew past this. */
-const REUSE_BUFFER_BYTES = 64 * 1024 * 1024;
+/**
+ * A committed batch's buffer is reused for the next one unless it grew past this: a burst (the
+ * daemon draining a million flows) must not leave tens of MiB held for good.
+ */
+const REUSE_BUFFER_BYTES = 8 * 1024 * 1024;
 
 export class WriterError extends Error {
   constructor(message: string) {
