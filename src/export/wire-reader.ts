@@ -106,6 +106,7 @@ export class ScannedEvent {
   readonly userId = new Span();
   readonly userName = new Span();
   readonly userEmail = new Span();
+  private readonly spans = [this.eventId, this.publicKey, this.reporterId, this.iface, this.flowId, this.ruleId, this.srcIp, this.dstIp, this.srcRes, this.dstRes, this.policyName, this.userId, this.userName, this.userEmail];
   readonly src = new EndpointSpans();
   readonly dst = new EndpointSpans();
   hasFlowFields = false;
@@ -138,7 +139,7 @@ export class ScannedEvent {
   reset(buf: Buffer): void {
     this.buf = buf;
     this.initiator = false;
-    for (const s of [this.eventId, this.publicKey, this.reporterId, this.iface, this.flowId, this.ruleId, this.srcIp, this.dstIp, this.srcRes, this.dstRes, this.policyName, this.userId, this.userName, this.userEmail]) s.set(0, 0);
+    for (const s of this.spans) s.set(0, 0);
     this.src.reset();
     this.dst.reset();
     this.hasFlowFields = false;
