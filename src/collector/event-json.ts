@@ -20,6 +20,8 @@ const T = {
   flowId: K('","flow_id":"'),
   afterFlowId: K('"'),
   icmpType: K(',"icmp_type":'),
+  noIcmp: K(',"icmp_type":0,"icmp_code":0,"policy_id":'),
+  noCounters: K('","rx_bytes":0,"rx_packets":0,"tx_bytes":0,"tx_packets":0,"source":'),
   icmpCode: K(',"icmp_code":'),
   policyId: K(',"policy_id":'),
   policyName: K(',"policy_name":'),
@@ -246,11 +248,16 @@ export function writeJsonLine(out: ByteBuffer, ev: ScannedEvent, receiveTimeMs: 
   out.bytes(T.afterFlowId);
   out.bytes((TYPE_DIRECTION.get(ev.type) as Buffer[])[ev.direction]);
   out.uint(ev.protocol);
-  out.bytes(T.icmpType);
-  out.uint(ev.icmpType);
-  out.bytes(T.icmpCode);
-  out.uint(ev.icmpCode);
-  out.bytes(T.policyId);
+  // Common runs of constant text in one copy each (no ICMP; a START's zero counters).
+  if (ev.icmpType === 0 && ev.icmpCode === 0) {
+    out.bytes(T.noIcmp);
+  } else {
+    out.bytes(T.icmpType);
+    out.uint(ev.icmpType);
+    out.bytes(T.icmpCode);
+    out.uint(ev.icmpCode);
+    out.bytes(T.policyId);
+  }
   str(out, ev, ev.ruleId);
   out.bytes(T.policyName);
   str(out, ev, ev.policyName);
@@ -260,15 +267,19 @@ export function writeJsonLine(out: ByteBuffer, ev: ScannedEvent, receiveTimeMs: 
   time(out, ev.timestampMs);
   out.bytes(T.receiveTimestamp);
   time(out, receiveTimeMs);
-  out.bytes(T.rxBytes);
-  out.uint(ev.rxBytes);
-  out.bytes(T.rxPackets);
-  out.uint(ev.rxPackets);
-  out.bytes(T.txBytes);
-  out.uint(ev.txBytes);
-  out.bytes(T.txPackets);
-  out.uint(ev.txPackets);
-  out.bytes(T.source);
+  if (ev.rxBytes === 0 && ev.rxPackets === 0 && ev.txBytes === 0 && ev.txPackets === 0) {
+    out.bytes(T.noCounters);
+  } else {
+    out.bytes(T.rxBytes);
+    out.uint(ev.rxBytes);
+    out.bytes(T.rxPackets);
+    out.uint(ev.rxPackets);
+    out.bytes(T.txBytes);
+    out.uint(ev.txBytes);
+    out.bytes(T.txPackets);
+    out.uint(ev.txPackets);
+    out.bytes(T.source);
+  }
   endpoint(out, ev, ev.src, ev.srcIp, ev.sport, ev.srcRes);
   out.bytes(T.destination);
   endpoint(out, ev, ev.dst, ev.dstIp, ev.dport, ev.dstRes);

@@ -47,10 +47,12 @@ interface Batch {
 }
 
 /**
- * A committed batch's buffer is reused for the next one unless it grew past this: a burst (the
- * daemon draining a million flows) must not leave tens of MiB held for good.
+ * A committed batch's buffer is reused for the next one (growing a fresh one from 64 KiB copies
+ * its bytes again), but not past this size, and not once batches use under an eighth of it: a
+ * burst (the daemon draining a million flows) must not leave its buffer held for good.
  */
-const REUSE_BUFFER_BYTES = 8 * 1024 * 1024;
+const REUSE_BUFFER_BYTES = 64 * 1024 * 1024;
+const ALWAYS_REUSE_BYTES = 1024 * 1024;
 
 export class WriterError extends Error {
   constructor(message: string) {
@@ -232,7 +234,8 @@ export class JsonlWriter {
     this.current = this.newBatch(batch.id + 1);
     const lines = batch.ends.length, bytes = batch.data.len;
     const done = (err: Error | null): void => {
-      if (batch.data.buf.length <= REUSE_BUFFER_BYTES) this.spare = batch.data;
+      const capacity = batch.data.buf.length;
+      if (capacity <= ALWAYS_REUSE_BYTES || (capacity <= REUSE_BUFFER_BYTES && bytes >= capacity / 8)) this.spare = batch.data;
       if (!err) this.committedSize = this.size;
       if (err) {
         this.log?.error({ err: err.message, file: this.path, lines }, 'writing events failed; not acknowledging them');

@@ -153,6 +153,11 @@ describe('wire codec', () => {
       expect(() => writeFlowEvent(e)).toThrow(re);
       expect(() => toWire(e)).toThrow(CodecError);
     }
+    // Names of inherited properties are not enum values either.
+    expect(() => writeFlowEvent({ ...ev, type: 'toString' as FlowEvent['type'] })).toThrow(/type: unknown event type "toString"/);
+    expect(() => writeFlowEvent({ ...ev, direction: 'constructor' as FlowEvent['direction'] })).toThrow(/direction: "constructor"/);
+    expect(() => writeFlowEvent({ ...ev, endReason: 'valueOf' as FlowEvent['endReason'] })).toThrow(/endReason: unknown end reason "valueOf"/);
+    expect(() => writeFlowEvent({ ...ev, source: { ...ev.source, type: 'hasOwnProperty' as FlowEvent['source']['type'] } })).toThrow(/source\.type: unknown endpoint type/);
   });
 
   it('parses and prints addresses canonically', () => {
