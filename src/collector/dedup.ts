@@ -3,6 +3,7 @@
 import { closeSync, openSync, readSync } from 'node:fs';
 
 const ID_BYTES = 16;
+const HEX32 = /^[0-9a-f]{32}$/;
 
 /** The murmur3 finalizer: spreads the bits of h over all 32. */
 function mix(h: number): number {
@@ -110,9 +111,12 @@ export class SeenSet {
     return true;
   }
 
-  /** Adds an id given as 32 hex digits (a dedup key). */
+  /**
+   * Adds an id given as 32 hex digits (a dedup key). Anything else (a hand-edited line's odd id)
+   * is skipped: it cannot match a 16-byte id from the wire.
+   */
   addKey(key: string): void {
-    this.add(Buffer.from(key, 'hex'));
+    if (HEX32.test(key)) this.add(Buffer.from(key, 'hex'));
   }
 
   /** Is the id given as 32 hex digits in the set? */

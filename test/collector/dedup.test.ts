@@ -1,8 +1,11 @@
 // The collector's seen-set of event ids: it must behave exactly like a Set with first-in,
 // first-out eviction, through heavy churn (the table's deletions shift entries back).
 import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { SeenSet } from '../../src/collector/dedup';
+import { rebuildSeenSet, SeenSet } from '../../src/collector/dedup';
 
 /** The reference: a Set of hex keys that forgets its oldest key past max. */
 class Reference {
@@ -42,6 +45,10 @@ describe('SeenSet', () => {
     s.addKey('00'.repeat(15) + '01');
     expect(s.has(Buffer.from('00'.repeat(15) + '01', 'hex'))).toBe(true);
     expect(() => s.has(Buffer.alloc(8))).toThrow(/16 bytes/);
+    // An output file may hold a hand-edited line whose id is no UUID: skipped, not fatal.
+    s.addKey('not-a-uuid');
+    s.addKey('abcd');
+    expect(s.size).toBe(2);
   });
 
   it('ids that share all but one word still differ', () => {
@@ -52,5 +59,19 @@ describe('SeenSet', () => {
     expect(s.has(b)).toBe(false);
     s.add(b);
     expect(s.size).toBe(2);
+  });
+
+  it('rebuilds from output files that also hold hand-edited lines (the collector must still start)', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'wgflow-dedup-'));
+    try {
+      const f = join(dir, 'events.jsonl');
+      const id = '0123456789abcdef0123456789abcdef';
+      writeFileSync(f, `{"id":"xyz","note":"hand edited"}\n{"x":1}\n{"id":"${id.slice(0, 8)}-${id.slice(8, 12)}-${id.slice(12, 16)}-${id.slice(16, 20)}-${id.slice(20)}","type":"TYPE_START"}\n`);
+      const s = rebuildSeenSet([f], 100);
+      expect(s.size).toBe(1);
+      expect(s.has(Buffer.from(id, 'hex'))).toBe(true);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
