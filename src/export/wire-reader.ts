@@ -168,7 +168,7 @@ function scanEndpoint(buf: Buffer, start: number, end: number, e: EndpointSpans)
   }
 }
 
-/** Two varint fields 1 and 2 of a small message (port_info, icmp_info, a Timestamp). */
+/** Two varint fields 1 and 2 of a small message (port_info, icmp_info). */
 function scanPair(buf: Buffer, start: number, end: number): [number, number] {
   let a = 0, b = 0;
   const sub = new Reader(buf, start, end);
@@ -278,7 +278,17 @@ export function scanFlowEvent(buf: Buffer, ev: ScannedEvent): void {
 }
 
 function readTimestampMs(buf: Buffer, start: number, end: number, field: string): number {
-  const [seconds, nanos] = scanPair(buf, start, end); // google.protobuf.Timestamp: seconds = 1, nanos = 2
+  // Like scanPair (seconds = 1, nanos = 2), but without its array: measured ~5% of the
+  // collector's throughput at three timestamps per event.
+  let seconds = 0, nanos = 0;
+  const m = new Reader(buf, start, end);
+  while (m.pos < end) {
+    const tag = m.varint();
+    const f = Math.floor(tag / 8), wt = tag & 7;
+    if (wt === 0 && f === 1) seconds = m.varint();
+    else if (wt === 0 && f === 2) nanos = m.varint();
+    else m.skip(wt);
+  }
   const ms = seconds * 1000 + Math.floor(nanos / 1e6);
   if (nanos > 999_999_999 || ms > MAX_TIME_MS) throw new CodecError(`${field}: timestamp out of range`);
   return ms;
