@@ -386,6 +386,7 @@ export class Spool {
   }
 
   private nextSeq = 1;
+  private appendBuf = Buffer.allocUnsafe(64 * 1024);
 
   private get active(): Segment {
     return this.segments[this.segments.length - 1];
@@ -456,7 +457,10 @@ export class Spool {
         j++;
       }
       this.makeRoom(bytes);
-      const data = Buffer.allocUnsafe(bytes);
+      // One reused buffer (the write is synchronous): a fresh one per append was tens of MB/s
+      // of short-lived external memory, which makes V8 collect more often.
+      if (this.appendBuf.length < bytes) this.appendBuf = Buffer.allocUnsafe(Math.max(bytes, this.appendBuf.length * 2));
+      const data = this.appendBuf.subarray(0, bytes);
       let at = 0;
       for (let k = i; k < j; k++) {
         const { id, payload } = items[k];
