@@ -17,7 +17,7 @@
 //
 // Prints a table and writes bench/results/export.json.
 import { ChildProcess, spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, fdatasyncSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -258,6 +258,31 @@ async function startCollector(out: string, port = 0): Promise<{ child: ChildProc
   return { child, port: Number(String(line.address).split(':').pop()) };
 }
 
+// ---------- machine probe ----------
+
+/**
+ * How fast this VM is right now: a fixed CPU loop and fdatasync throughput. Shared VMs drift
+ * (the same build measured 25% apart an hour later); these let two runs be compared.
+ */
+function machineProbe(dir: string): { cpuLoopMs: number; fdatasyncMBps: number } {
+  const t0 = process.hrtime.bigint();
+  let x = 0;
+  for (let i = 0; i < 300_000_000; i++) x += i & 7;
+  const cpuLoopMs = Math.round(Number(process.hrtime.bigint() - t0) / 1e6 + (x < 0 ? 1 : 0));
+  const path = join(dir, 'probe');
+  const fd = openSync(path, 'w');
+  const chunk = Buffer.alloc(8 << 20, 1);
+  const t1 = Date.now();
+  for (let i = 0; i < 8; i++) {
+    writeSync(fd, chunk);
+    fdatasyncSync(fd);
+  }
+  const fdatasyncMBps = Math.round((64 * 1000) / Math.max(1, Date.now() - t1));
+  closeSync(fd);
+  rmSync(path);
+  return { cpuLoopMs, fdatasyncMBps };
+}
+
 // ---------- part 1: throughput ----------
 
 interface ExporterRun {
@@ -419,6 +444,8 @@ async function main(): Promise<void> {
   };
   process.on('exit', cleanup);
   try {
+    const probe = machineProbe(work);
+    process.stdout.write(`  machine: CPU loop ${probe.cpuLoopMs} ms, fdatasync ${probe.fdatasyncMBps} MB/s (compare runs by these)\n`);
     const bare: number[] = [], exp: ExporterRun[] = [], gj: ExporterRun[] = [], exAlone: AloneRun[] = [], collAlone: AloneRun[] = [];
     for (let r = 0; r < rounds; r++) {
       const res = await throughputRound(work, r, events);
@@ -442,6 +469,7 @@ async function main(): Promise<void> {
       when: new Date().toISOString(),
       events,
       rounds,
+      machine: probe,
       throughput: {
         bareEventsPerSecond: bareMed, exporterEventsPerSecond: expMed.eventsPerSecond, ratio, exporter: expMed, grpcjsTransport: gjMed,
         exporterAlone: exAloneMed, collectorAlone: collAloneMed, exporterAloneRounds: exAlone, collectorAloneRounds: collAlone,
