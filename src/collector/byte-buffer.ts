@@ -101,7 +101,7 @@ export class ByteBuffer {
   }
 
   /** Bytes as lowercase hex; dashes (0x2d) before the bytes at the given indexes. */
-  hex(src: Uint8Array, start: number, end: number, dashesBefore: readonly number[] = []): void {
+  hex(src: Uint8Array, start: number, end: number, dashesBefore: readonly number[]): void {
     this.ensure((end - start) * 2 + dashesBefore.length);
     const b = this.buf;
     let at = this.len, d = 0;

@@ -6,26 +6,22 @@ import { crc32 } from 'node:zlib';
 import { uuidText } from '../flow/ids';
 import type { EndpointType, FlowEndReason, FlowEvent, FlowEventType } from '../flow/event';
 
-const hex = (n: number, width: number): string => n.toString(16).padStart(width, '0').slice(-width);
+let lastSeed = '', lastWord = 0;
 
-let lastSeed = '', lastPrefix = '', lastWord = 0;
-
-/** 8 hex digits naming a run, from any text. */
-export function runPrefix(seed: string): string {
+/** 32 bits naming a run, from any text (the first group of its ids). */
+function runWord(seed: string): number {
   // Generators ask for the same seed over and over (benchmarks make millions of events).
-  if (seed !== lastSeed || lastPrefix === '') {
+  if (seed !== lastSeed || lastSeed === '') {
     lastWord = crc32(Buffer.from(seed));
-    lastPrefix = hex(lastWord, 8);
     lastSeed = seed;
   }
-  return lastPrefix;
+  return lastWord;
 }
 
-/** `${prefix}-${mid}-8000-${i as 12 hex digits}`, built flat like the flow engine's ids. */
+/** `${run}-${mid}-8000-${i as 12 hex digits}`, built flat like the flow engine's ids. */
 function runUuid(seed: string, mid: number, i: number): string {
-  runPrefix(seed);
   const low = i % 2 ** 48;
-  return uuidText(lastWord, mid, (0x80000000 | Math.floor(low / 2 ** 32)) >>> 0, low >>> 0);
+  return uuidText(runWord(seed), mid, (0x80000000 | Math.floor(low / 2 ** 32)) >>> 0, low >>> 0);
 }
 
 export function syntheticEventId(seed: string, i: number): string {
