@@ -5,6 +5,8 @@
 
 #include <napi.h>
 
+#include "json_line.h"
+
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <errno.h>
@@ -777,6 +779,7 @@ class ProgramSet : public Napi::ObjectWrap<ProgramSet> {
 }  // namespace
 
 Napi::Object InitAll(Napi::Env env, Napi::Object exports) {
+  register_flow_event_json(env, exports);
   ProgramSet::Init(env, exports);
   return Datapath::Init(env, exports);
 }

@@ -185,6 +185,21 @@ export class JsonlWriter {
     return this.endLine();
   }
 
+  /**
+   * The batch buffer, for a line written in place at its len (the native JSON path writes there
+   * without moving len, then commitWritten(n) takes the line, or nothing happens).
+   */
+  get lineBuffer(): ByteBuffer {
+    if (this.closed) throw new WriterError('writer is closed');
+    return this.current.data;
+  }
+
+  /** Queues the n-byte line written at lineBuffer.len; returns the id of its batch. */
+  commitWritten(n: number): number {
+    this.current.data.len += n;
+    return this.endLine();
+  }
+
   private endLine(): number {
     const b = this.current;
     b.data.byte(0x0a);

@@ -1,4 +1,5 @@
-// Typed view of the C++ addon (native/src/addon.cc). Only src/datapath/ talks to it.
+// Typed view of the C++ addon (native/src/addon.cc). src/datapath/ talks to it, and the collector
+// for its JSON fast path (native/src/json_line.cc, src/collector/native-json.ts).
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 
@@ -62,6 +63,8 @@ export interface NativeModule {
   Datapath: new (opts: NativeOptions) => NativeDatapath;
   ProgramSet: new (objectPath: string) => NativeProgramSet;
   sizes: { key4: number; key6: number; flow: number; record: number; stats: number };
+  /** See src/collector/native-json.ts. */
+  flowEventJson(src: Uint8Array, start: number, end: number, out: Uint8Array, at: number, receiveMs: number, meta: Uint32Array): number;
 }
 
 /** The checkout this code runs from (src/ under vitest, dist/ or build/ when compiled). */

@@ -1,9 +1,12 @@
-// The collector's bytes-to-bytes JSON path must write exactly what toJsonLine writes for the event
-// readFlowEvent decodes: for every event shape, for text that needs escaping or is not valid
-// UTF-8, for NetBird-only messages, and for thousands of randomly damaged messages.
+// The collector's bytes-to-bytes JSON paths (JavaScript, and the C++ fast path of the native addon)
+// must write exactly what toJsonLine writes for the event readFlowEvent decodes: for every event
+// shape, for text that needs escaping or is not valid UTF-8, for NetBird-only messages, and for
+// thousands of randomly damaged messages. The C++ path may decline (the collector then takes the
+// JavaScript route), but never for a plain valid event, and never write different bytes.
 import { describe, expect, it } from 'vitest';
 import { ByteBuffer } from '../../src/collector/byte-buffer';
 import { writeIpv6, writeJsonLine } from '../../src/collector/event-json';
+import { NativeJson } from '../../src/collector/native-json';
 import { ipv6FromBytes } from '../../src/ip-text';
 import { loadFlowProto } from '../../src/export/proto';
 import { syntheticEvent } from '../../src/export/synthetic';
@@ -15,32 +18,60 @@ import type { FlowEvent } from '../../src/flow/event';
 const RECEIVED = 1_763_800_000_123;
 const scanned = new ScannedEvent();
 const out = new ByteBuffer(16);
+const loaded = NativeJson.load();
+// The addon is built before the tests run (make test); a missing one is a failure, not a skip.
+if (typeof loaded === 'string') throw new Error(`the native JSON fast path is not available: ${loaded}`);
+const native: NativeJson = loaded;
+/** Valid events the C++ path wrote (it may decline odd ones; the JS route then writes them). */
+let nativeWrote = 0;
 
-/** Both routes for one message: equal JSON bytes, or the same refusal. */
-function expectSameOutcome(msg: Buffer): 'event' | 'invalid' | 'initiator' | 'not-protobuf' {
+/** The C++ path on msg placed at an odd offset of a bigger buffer: its line and event id, or null if it declined. */
+function nativeLine(msg: Buffer, receivedMs = RECEIVED): { line: Buffer; id: Buffer } | null {
+  const src = Buffer.alloc(msg.length + 7);
+  msg.copy(src, 3);
+  const o = new ByteBuffer(16);
+  o.ascii('xyz');
+  const n = native.write(src, 3, 3 + msg.length, o, receivedMs);
+  if (n < 0) return null;
+  expect(o.len).toBe(3); // the caller moves len
+  return { line: Buffer.from(o.buf.subarray(3, 3 + n)), id: Buffer.from(src.subarray(native.eventIdAt, native.eventIdAt + 16)) };
+}
+
+/** Every route for one message: equal JSON bytes, or the same refusal. */
+function expectSameOutcome(msg: Buffer, receivedMs = RECEIVED): 'event' | 'invalid' | 'initiator' | 'not-protobuf' {
   let reference: ReturnType<typeof readFlowEvent>;
   try {
     reference = readFlowEvent(msg);
   } catch {
     expect(() => scanFlowEvent(msg, scanned)).toThrow();
+    expect(nativeLine(msg, receivedMs)).toBeNull();
     return 'not-protobuf';
   }
   scanFlowEvent(msg, scanned);
   if (reference.kind === 'initiator') {
     expect(scanned.initiator).toBe(true);
+    expect(nativeLine(msg, receivedMs)).toBeNull();
     return 'initiator';
   }
   const error = checkScanned(scanned);
   if (reference.kind === 'invalid') {
     expect(error).toBe(reference.error);
+    expect(nativeLine(msg, receivedMs)).toBeNull();
     return 'invalid';
   }
   expect(error).toBeNull();
   out.reset();
-  writeJsonLine(out, scanned, RECEIVED);
-  const want = toJsonLine(reference.event, RECEIVED);
+  writeJsonLine(out, scanned, receivedMs);
+  const want = toJsonLine(reference.event, receivedMs);
   expect(out.view().toString('utf8')).toBe(want);
   expect(Buffer.compare(out.view(), Buffer.from(want, 'utf8'))).toBe(0);
+  const fast = nativeLine(msg, receivedMs);
+  if (fast) {
+    nativeWrote++;
+    expect(fast.line.toString('utf8')).toBe(want);
+    expect(Buffer.compare(fast.line, Buffer.from(want, 'utf8'))).toBe(0);
+    expect(fast.id).toEqual(reference.eventId);
+  }
   return 'event';
 }
 
@@ -59,7 +90,21 @@ function rng(seed: number): () => number {
 
 describe('collector JSON from message bytes', () => {
   it('equals toJsonLine for every synthetic event shape', () => {
+    const before = nativeWrote;
     for (let i = 0; i < 2000; i++) expect(expectSameOutcome(writeFlowEvent(syntheticEvent('json', i)))).toBe('event');
+    // Plain valid events never need the JS route.
+    expect(nativeWrote - before).toBe(2000);
+  });
+
+  it('writes times as Date#toISOString does, from 1970 to the year 9999 and past it', () => {
+    const next = rng(1970);
+    const times = [0, 999, 1000, 86_399_999, 86_400_000, 951_782_400_000, 951_868_800_000, 4_107_542_400_000, 253_402_300_799_999, 253_402_300_800_000, 8.64e15];
+    for (let n = 0; n < 3000; n++) times.push(Math.floor(next() * 253_402_300_800_000));
+    for (let n = 0; n < 100; n++) times.push(Math.floor(next() * 8.64e15));
+    for (const t of times) {
+      const ev: FlowEvent = { ...syntheticEvent('time', 2), timestampMs: t, windowStartMs: Math.max(0, t - 60_000), windowEndMs: t };
+      expect(expectSameOutcome(writeFlowEvent(ev), t)).toBe('event');
+    }
   });
 
   it('escapes text as JSON.stringify does, and takes the exact route for invalid UTF-8', () => {
@@ -128,6 +173,7 @@ describe('collector JSON from message bytes', () => {
     }
     // The damage must have reached every outcome, or the test proves little.
     expect(seen.event).toBeGreaterThan(500);
+    expect(nativeWrote).toBeGreaterThan(500);
     expect(seen.invalid).toBeGreaterThan(50);
     expect(seen['not-protobuf']).toBeGreaterThan(500);
   });

@@ -53,8 +53,8 @@ export class Proc {
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   private readonly watchers: Array<() => void> = [];
 
-  constructor(args: string[], readonly name: string) {
-    this.child = spawn(process.execPath, [CLI, ...args], { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] });
+  constructor(args: string[], readonly name: string, env: NodeJS.ProcessEnv = {}) {
+    this.child = spawn(process.execPath, [CLI, ...args], { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
     running.add(this);
     this.child.stdout?.on('data', (d: Buffer) => {
       this.stdout += d.toString();
@@ -161,8 +161,8 @@ export interface CollectorProc {
 }
 
 /** Starts `wgflow collect` (port 0 = a free port, read back from its "listening" log line). */
-export async function startCollector(out: string, port = 0, extra: string[] = []): Promise<CollectorProc> {
-  const proc = new Proc(['collect', '--listen', `127.0.0.1:${port}`, '--out', out, ...extra], 'collector');
+export async function startCollector(out: string, port = 0, extra: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<CollectorProc> {
+  const proc = new Proc(['collect', '--listen', `127.0.0.1:${port}`, '--out', out, ...extra], 'collector', env);
   const line = await proc.waitJson((o) => o.msg === 'listening', 'the "listening" log line', 15_000, 'stderr');
   const p = Number(String(line.address).split(':').pop());
   return { proc, port: p, url: `grpc://127.0.0.1:${p}` };

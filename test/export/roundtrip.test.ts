@@ -43,6 +43,28 @@ describe('round trip', () => {
     expect((await c.proc.exited).code).toBe(0);
   });
 
+  it('writes the same lines on the native JSON path and on the JavaScript route', async () => {
+    // Same events (a seed with text to escape is in every synthetic run), two collectors.
+    const N = 2000;
+    const files: string[] = [];
+    for (const env of [{}, { WGFLOW_NATIVE_JSON: '0' }]) {
+      const out = newDir('rt-route');
+      const c = await startCollector(out, 0, [], env);
+      const done = await senderDone(startSender({ collector: c.url, spool: newDir('rt-route-spool'), count: N, seed: 'route' }));
+      expect(done).toMatchObject({ ok: true, acked: N });
+      await c.proc.kill('SIGTERM');
+      expect((await c.proc.exited).code).toBe(0);
+      // The JS route says so once at start; the native one does not.
+      expect(c.proc.stderr.includes('JSON fast path unavailable')).toBe('WGFLOW_NATIVE_JSON' in env);
+      const byId = readFileSync(join(out, 'events.jsonl'), 'utf8').trim().split('\n')
+        .map((l) => l.replace(/"receive_timestamp":"[^"]*"/, '"receive_timestamp":""'))
+        .sort();
+      files.push(byId.join('\n'));
+    }
+    expect(files[0].split('\n').length).toBe(N);
+    expect(files[0]).toBe(files[1]);
+  });
+
   it('serves many exporters at once', async () => {
     const out = newDir('many-out');
     const c = await startCollector(out);
