@@ -26,6 +26,16 @@ constexpr uint64_t kMaxTimeMs = 8640000000000000ull;
 // First second of the year 10000: rfc3339 takes Date's six-digit form from there on.
 constexpr uint64_t kYear10000 = 253402300800ull;
 
+// ASCII bytes JSON text takes as they are (not a control character, quote or backslash).
+struct PlainTable {
+  bool v[256] = {};
+  constexpr PlainTable() {
+    for (int c = 0x20; c < 0x80; c++) v[c] = c != '"' && c != '\\';
+  }
+  constexpr bool operator[](uint8_t c) const { return v[c]; }
+};
+constexpr PlainTable kPlain;
+
 struct Span {
   uint32_t s = 0, e = 0;
   uint32_t len() const { return e - s; }
@@ -287,71 +297,80 @@ class Out {
       v /= 10;
     } while (v > 0);
     if (!room(n)) return;
-    while (n > 0) *p_++ = uint8_t(tmp[--n]);
+    uint8_t *p = p_;
+    while (n > 0) *p++ = uint8_t(tmp[--n]);
+    p_ = p;
   }
 
   // Lowercase hex, dashes before bytes 4, 6, 8 and 10 (a UUID).
   void uuid(const uint8_t *b) {
     static const char kHex[] = "0123456789abcdef";
     if (!room(36)) return;
+    uint8_t *p = p_;
     for (int i = 0; i < 16; i++) {
-      if (i == 4 || i == 6 || i == 8 || i == 10) *p_++ = '-';
-      *p_++ = uint8_t(kHex[b[i] >> 4]);
-      *p_++ = uint8_t(kHex[b[i] & 15]);
+      if (i == 4 || i == 6 || i == 8 || i == 10) *p++ = '-';
+      *p++ = uint8_t(kHex[b[i] >> 4]);
+      *p++ = uint8_t(kHex[b[i] & 15]);
     }
+    p_ = p;
   }
 
   void base64(const uint8_t *b, uint32_t n) {
     static const char kB64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     if (!room((n + 2) / 3 * 4)) return;
+    uint8_t *p = p_;
     uint32_t i = 0;
     for (; i + 3 <= n; i += 3) {
       const uint32_t v = (uint32_t(b[i]) << 16) | (uint32_t(b[i + 1]) << 8) | b[i + 2];
-      *p_++ = uint8_t(kB64[v >> 18]);
-      *p_++ = uint8_t(kB64[(v >> 12) & 63]);
-      *p_++ = uint8_t(kB64[(v >> 6) & 63]);
-      *p_++ = uint8_t(kB64[v & 63]);
+      *p++ = uint8_t(kB64[v >> 18]);
+      *p++ = uint8_t(kB64[(v >> 12) & 63]);
+      *p++ = uint8_t(kB64[(v >> 6) & 63]);
+      *p++ = uint8_t(kB64[v & 63]);
     }
     if (n - i == 1) {
       const uint32_t v = uint32_t(b[i]) << 16;
-      *p_++ = uint8_t(kB64[v >> 18]);
-      *p_++ = uint8_t(kB64[(v >> 12) & 63]);
-      *p_++ = '=';
-      *p_++ = '=';
+      *p++ = uint8_t(kB64[v >> 18]);
+      *p++ = uint8_t(kB64[(v >> 12) & 63]);
+      *p++ = '=';
+      *p++ = '=';
     } else if (n - i == 2) {
       const uint32_t v = (uint32_t(b[i]) << 16) | (uint32_t(b[i + 1]) << 8);
-      *p_++ = uint8_t(kB64[v >> 18]);
-      *p_++ = uint8_t(kB64[(v >> 12) & 63]);
-      *p_++ = uint8_t(kB64[(v >> 6) & 63]);
-      *p_++ = '=';
+      *p++ = uint8_t(kB64[v >> 18]);
+      *p++ = uint8_t(kB64[(v >> 12) & 63]);
+      *p++ = uint8_t(kB64[(v >> 6) & 63]);
+      *p++ = '=';
     }
+    p_ = p;
   }
 
   // JSON.stringify of valid UTF-8 text; invalid UTF-8 fails (the JS route decodes it with U+FFFD).
   void str(const uint8_t *b, Span s) {
     if (!room(size_t(s.len()) * 6 + 2)) return;
-    *p_++ = '"';
+    // A local cursor: stores through a byte pointer may alias p_, so the compiler would reload
+    // and store p_ for every byte.
+    uint8_t *p = p_;
+    *p++ = '"';
     for (uint32_t i = s.s; i < s.e;) {
       const uint8_t c = b[i];
-      if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\') {
-        *p_++ = c;
+      if (kPlain[c]) {
+        *p++ = c;
         i++;
       } else if (c < 0x80) {
-        *p_++ = '\\';
+        *p++ = '\\';
         switch (c) {
-          case 0x08: *p_++ = 'b'; break;
-          case 0x09: *p_++ = 't'; break;
-          case 0x0a: *p_++ = 'n'; break;
-          case 0x0c: *p_++ = 'f'; break;
-          case 0x0d: *p_++ = 'r'; break;
-          case '"': *p_++ = '"'; break;
-          case '\\': *p_++ = '\\'; break;
+          case 0x08: *p++ = 'b'; break;
+          case 0x09: *p++ = 't'; break;
+          case 0x0a: *p++ = 'n'; break;
+          case 0x0c: *p++ = 'f'; break;
+          case 0x0d: *p++ = 'r'; break;
+          case '"': *p++ = '"'; break;
+          case '\\': *p++ = '\\'; break;
           default:
             static const char kHex[] = "0123456789abcdef";
-            memcpy(p_, "u00", 3);
-            p_ += 3;
-            *p_++ = uint8_t(kHex[c >> 4]);
-            *p_++ = uint8_t(kHex[c & 15]);
+            memcpy(p, "u00", 3);
+            p += 3;
+            *p++ = uint8_t(kHex[c >> 4]);
+            *p++ = uint8_t(kHex[c & 15]);
         }
         i++;
       } else {
@@ -360,12 +379,13 @@ class Out {
           ok_ = false;
           return;
         }
-        memcpy(p_, b + i, n);
-        p_ += n;
+        memcpy(p, b + i, n);
+        p += n;
         i += n;
       }
     }
-    *p_++ = '"';
+    *p++ = '"';
+    p_ = p;
   }
 
   // "YYYY-MM-DDTHH:MM:SS.mmmZ" (Date#toISOString) for times before the year 10000.
@@ -421,23 +441,25 @@ class Out {
       i = j;
     }
     static const char kHex[] = "0123456789abcdef";
+    uint8_t *p = p_;
     bool first = true;
     for (int i = 0; i < 8; i++) {
       if (i == best_at) {
-        *p_++ = ':';
-        *p_++ = ':';
+        *p++ = ':';
+        *p++ = ':';
         i += best_len - 1;
         first = true;
         continue;
       }
-      if (!first) *p_++ = ':';
+      if (!first) *p++ = ':';
       first = false;
       const unsigned v = g[i];
-      if (v >= 0x1000) *p_++ = uint8_t(kHex[v >> 12]);
-      if (v >= 0x100) *p_++ = uint8_t(kHex[(v >> 8) & 15]);
-      if (v >= 0x10) *p_++ = uint8_t(kHex[(v >> 4) & 15]);
-      *p_++ = uint8_t(kHex[v & 15]);
+      if (v >= 0x1000) *p++ = uint8_t(kHex[v >> 12]);
+      if (v >= 0x100) *p++ = uint8_t(kHex[(v >> 8) & 15]);
+      if (v >= 0x10) *p++ = uint8_t(kHex[(v >> 4) & 15]);
+      *p++ = uint8_t(kHex[v & 15]);
     }
+    p_ = p;
   }
 
   void ipv4(const uint8_t *b) {
