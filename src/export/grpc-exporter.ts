@@ -8,13 +8,13 @@ import { readFileSync } from 'node:fs';
 import { rootCertificates } from 'node:tls';
 import pino, { Logger } from 'pino';
 import type { FlowEvent } from '../flow/event';
-import { DecodedAck, initiatorMessage } from './codec';
+import { CodecError, DecodedAck, initiatorMessage } from './codec';
 import { CallStatus, EventStream, GrpcStatus, statusName, StreamOptions, Transport, TRANSPORTS } from './event-stream';
 import { openGrpcJsStream } from './grpcjs-stream';
 import { openH2Stream } from './h2-stream';
 import { Spool, SpoolOptions, SpoolRecord } from './spool';
 import { InFlight, InFlightTable } from './inflight';
-import { eventIdOf, writeFlowEvent } from './wire-writer';
+import { writeFlowEventInto } from './wire-writer';
 import { parseCollectorUrl, CollectorUrl } from './url';
 
 export interface BackoffOptions {
@@ -124,6 +124,18 @@ function systemRoots(): Buffer {
   return Buffer.from(parts.join('\n'));
 }
 
+/**
+ * A spool record body for an event, straight into spool memory (a BodyWriter): the 16-byte event
+ * id, then the encoded event, which starts with the same id (field 1, 16 bytes).
+ */
+function writeRecordBody(ev: FlowEvent, buf: Buffer, at: number, end: number): number {
+  const e = writeFlowEventInto(ev, buf, at + 16, end);
+  if (e < 0) return e - 16;
+  if (buf[at + 16] !== 0x0a || buf[at + 17] !== 16) throw new CodecError('encoded event does not start with a 16-byte event_id');
+  buf.copyWithin(at, at + 18, at + 34);
+  return e;
+}
+
 /** Events written to the stream in one batch (one HTTP/2 DATA frame with the http2 transport). */
 const WRITE_BATCH = 256;
 
@@ -214,11 +226,7 @@ export class Exporter {
   enqueueBatch(events: readonly FlowEvent[]): void {
     if (this.stopping) throw new ExporterStoppedError();
     if (events.length === 0) return;
-    const items = events.map((ev) => {
-      const payload = writeFlowEvent(ev);
-      return { id: eventIdOf(payload), payload };
-    });
-    this.spool.append(items);
+    this.spool.appendWith(events.length, (k, buf, at, end) => writeRecordBody(events[k], buf, at, end));
     this.schedulePump();
   }
 

@@ -14,7 +14,7 @@
 // Memory is bounded whatever the collector does: records not yet handed to the sender are kept in
 // memory only up to memoryBytes (beyond that they are read back from disk, one segment at most at
 // a time); what was handed out is the sender's bounded in-flight window.
-import { closeSync, fdatasync, fdatasyncSync, openSync, readdirSync, readFileSync, readSync, renameSync, unlink, unlinkSync, writeFileSync, writeSync } from 'node:fs';
+import { close, closeSync, fdatasync, fdatasyncSync, openSync, readdirSync, readFileSync, readSync, renameSync, unlink, unlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
 import type { Logger } from 'pino';
@@ -44,12 +44,18 @@ export interface SpoolOptions {
 }
 
 export interface SpoolRecord {
-  /** Raw 16-byte event id. */
-  id: Buffer;
-  /** Serialized flow.FlowEvent. */
+  /** Memory holding the record's raw 16-byte event id at idAt, its payload right after it. */
+  buf: Buffer;
+  idAt: number;
+  /** Serialized flow.FlowEvent (a view of buf). */
   payload: Buffer;
   seq: number;
   off: number;
+}
+
+/** The raw 16-byte event id of a record (a view). */
+export function recordId(rec: SpoolRecord): Buffer {
+  return rec.buf.subarray(rec.idAt, rec.idAt + 16);
 }
 
 export interface SpoolStats {
@@ -69,14 +75,27 @@ export interface AppendItem {
   payload: Buffer;
 }
 
+/**
+ * Writes the body of record k (16-byte event id, then the payload) into buf from `at` and returns
+ * where it ends; or, when it would not fit before `end`, writes nothing useful and returns minus
+ * the body's length (it is then called again for k with more room).
+ */
+export type BodyWriter = (k: number, buf: Buffer, at: number, end: number) => number;
+
 export const RECORD_MAGIC = 0x31464757;
 export const RECORD_HEADER_BYTES = 12;
 export const SEGMENT_HEADER = Buffer.concat([Buffer.from('WGFLOWSPOOL\0', 'latin1'), Buffer.from([1, 0, 0, 0])]);
 export const SEGMENT_HEADER_BYTES = SEGMENT_HEADER.length; // 16
 const ACK_ENTRY_BYTES = 8;
 const READ_CHUNK_BYTES = 256 * 1024;
-/** Memory of a cached record besides its payload: the record, the id view, the payload's Buffer object. */
+/** Memory of a cached record besides its payload: the record, its header and id, the payload's Buffer object. */
 const RECORD_MEMORY_OVERHEAD = 256;
+/**
+ * Appended records are laid out in chunks of this size (a batch larger than that gets a larger
+ * one), exactly as in the file: the write goes straight from the chunk and the records the spool
+ * keeps for sending are views into it. A chunk is never reused: a new one when it is full.
+ */
+const CHUNK_BYTES = 64 * 1024;
 /** No event comes near this; a larger length field is corruption. */
 export const MAX_RECORD_BODY = 1 << 20;
 
@@ -386,7 +405,10 @@ export class Spool {
   }
 
   private nextSeq = 1;
-  private appendBuf = Buffer.allocUnsafe(64 * 1024);
+  private chunk = Buffer.allocUnsafe(CHUNK_BYTES);
+  private chunkPos = 0;
+  /** Where each record of the batch being appended ends in its chunk. */
+  private ends: number[] = [];
 
   private get active(): Segment {
     return this.segments[this.segments.length - 1];
@@ -417,8 +439,9 @@ export class Spool {
       if (this.fsyncPolicy === 'always') {
         closeSync(fd);
       } else if (this.fsyncPolicy === 'interval') {
-        // Sync what the interval timer has not yet synced, off the event loop, then close.
-        fdatasync(fd, () => closeSync(fd));
+        // Sync what the interval timer has not yet synced, off the event loop, then close (also
+        // off it: if the segment was deleted meanwhile, the close frees its blocks, milliseconds).
+        fdatasync(fd, () => close(fd, () => undefined));
       } else {
         closeSync(fd);
       }
@@ -441,57 +464,85 @@ export class Spool {
       if (it.id.length !== 16) throw new SpoolError(`event id must be 16 bytes, got ${it.id.length}`);
       if (it.payload.length + 16 > MAX_RECORD_BODY) throw new SpoolError(`event of ${it.payload.length} bytes is larger than the spool's record limit (${MAX_RECORD_BODY})`);
     }
-    let i = 0;
-    while (i < items.length) {
+    this.appendWith(items.length, (k, buf, at, end) => {
+      const { id, payload } = items[k];
+      if (16 + payload.length > end - at) return -(16 + payload.length);
+      buf.set(id, at);
+      buf.set(payload, at + 16);
+      return at + 16 + payload.length;
+    });
+  }
+
+  /**
+   * Like append, for `count` records whose bodies `write` puts straight into spool memory. If
+   * `write` throws (or a body is too large), nothing of the batch is appended.
+   */
+  appendWith(count: number, write: BodyWriter): void {
+    if (this.closed) throw new SpoolError('spool is closed');
+    if (count === 0) return;
+    // The records, back to back as in the file, in the current chunk (or a new one if it fills up:
+    // the batch so far moves along so that it stays in one piece).
+    let buf = this.chunk, start = this.chunkPos, at = start;
+    const ends = this.ends;
+    ends.length = 0;
+    for (let k = 0; k < count; k++) {
+      let end = write(k, buf, at + RECORD_HEADER_BYTES, buf.length);
+      if (end < 0) {
+        const bodyLen = -end;
+        if (bodyLen > MAX_RECORD_BODY) throw new SpoolError(`event of ${bodyLen - 16} bytes is larger than the spool's record limit (${MAX_RECORD_BODY})`);
+        const nb = Buffer.allocUnsafe(Math.max(CHUNK_BYTES, 2 * (at - start + RECORD_HEADER_BYTES + bodyLen)));
+        buf.copy(nb, 0, start, at);
+        for (let m = 0; m < k; m++) ends[m] -= start;
+        buf = nb;
+        at -= start;
+        start = 0;
+        end = write(k, buf, at + RECORD_HEADER_BYTES, buf.length);
+        if (end < 0) throw new SpoolError(`record body of ${-end} bytes did not fit the room made for ${bodyLen}`);
+      }
+      const bodyLen = end - at - RECORD_HEADER_BYTES;
+      if (bodyLen > MAX_RECORD_BODY) throw new SpoolError(`event of ${bodyLen - 16} bytes is larger than the spool's record limit (${MAX_RECORD_BODY})`);
+      if (bodyLen < 16) throw new SpoolError(`record body of ${bodyLen} bytes has no 16-byte event id`);
+      buf.writeUInt32LE(RECORD_MAGIC, at);
+      buf.writeUInt32LE(bodyLen, at + 4);
+      buf.writeUInt32LE(crc32(new Uint8Array(buf.buffer, buf.byteOffset + at + RECORD_HEADER_BYTES, bodyLen)), at + 8);
+      ends.push(end);
+      at = end;
+    }
+    this.chunk = buf;
+    this.chunkPos = at;
+
+    let k = 0, pos = start;
+    while (k < count) {
       if (this.active.size >= this.segmentBytes) {
         this.sealActive();
         this.startSegment();
       }
-      // Records for the active segment up to its size limit, encoded into one buffer, one write.
+      // Records for the active segment up to its size limit: one write.
       const seg = this.active;
-      let j = i, bytes = 0;
-      while (j < items.length) {
-        const len = RECORD_HEADER_BYTES + 16 + items[j].payload.length;
-        if (j > i && seg.size + bytes + len > this.segmentBytes) break;
-        bytes += len;
-        j++;
-      }
+      let j = k, to = pos;
+      while (j < count && (j === k || seg.size + (ends[j] - pos) <= this.segmentBytes)) to = ends[j++];
+      const bytes = to - pos;
       this.makeRoom(bytes);
-      // One reused buffer (the write is synchronous): a fresh one per append was tens of MB/s
-      // of short-lived external memory, which makes V8 collect more often.
-      if (this.appendBuf.length < bytes) this.appendBuf = Buffer.allocUnsafe(Math.max(bytes, this.appendBuf.length * 2));
-      const data = this.appendBuf.subarray(0, bytes);
-      let at = 0;
-      for (let k = i; k < j; k++) {
-        const { id, payload } = items[k];
-        const bodyLen = 16 + payload.length;
-        data.writeUInt32LE(RECORD_MAGIC, at);
-        data.writeUInt32LE(bodyLen, at + 4);
-        id.copy(data, at + RECORD_HEADER_BYTES, 0, 16);
-        payload.copy(data, at + RECORD_HEADER_BYTES + 16);
-        data.writeUInt32LE(crc32(data.subarray(at + RECORD_HEADER_BYTES, at + RECORD_HEADER_BYTES + bodyLen)), at + 8);
-        at += RECORD_HEADER_BYTES + bodyLen;
-      }
       let written = 0;
-      while (written < data.length) written += writeSync(seg.fd as number, data, written, data.length - written, seg.size + written);
+      while (written < bytes) written += writeSync(seg.fd as number, buf, pos + written, bytes - written, seg.size + written);
       if (this.fsyncPolicy === 'always') fdatasyncSync(seg.fd as number);
       else this.dirty = true;
-      let off = seg.size;
-      for (let k = i; k < j; k++) {
-        const { id, payload } = items[k];
-        this.remember({ id, payload, seq: seg.seq, off });
-        off += RECORD_HEADER_BYTES + 16 + payload.length;
+      for (let m = k, off = seg.size; m < j; m++) {
+        this.remember(buf, pos, ends[m], seg.seq, off);
+        off += ends[m] - pos;
+        pos = ends[m];
       }
       seg.size += bytes;
-      seg.records += j - i;
+      seg.records += j - k;
       this.totalBytes += bytes;
-      this.unacked += j - i;
-      i = j;
+      this.unacked += j - k;
+      k = j;
     }
   }
 
-  private remember(rec: SpoolRecord): void {
-    const size = rec.payload.length + RECORD_MEMORY_OVERHEAD;
+  /** Keeps the record at buf[at, end) for sending, unless the memory cap is reached. */
+  private remember(buf: Buffer, at: number, end: number, seq: number, off: number): void {
+    const size = end - at - RECORD_HEADER_BYTES - 16 + RECORD_MEMORY_OVERHEAD;
     if (this.memBytes + size > this.memoryBytes) {
       // The sender is behind: stop caching; everything from the cursor on is read back from disk.
       this.mem = [];
@@ -503,7 +554,8 @@ export class Spool {
       this.mem = [];
       this.memHead = 0;
     }
-    this.mem.push(rec);
+    const idAt = at + RECORD_HEADER_BYTES;
+    this.mem.push({ buf, idAt, payload: buf.subarray(idAt + 16, end), seq, off });
     this.memBytes += size;
   }
 
@@ -564,7 +616,7 @@ export class Spool {
           this.memHead++;
           this.memBytes -= head.payload.length + RECORD_MEMORY_OVERHEAD;
           out.push(head);
-          this.cursor = { seq: head.seq, off: head.off + RECORD_HEADER_BYTES + 16 + head.payload.length };
+          this.cursor.off = head.off + RECORD_HEADER_BYTES + 16 + head.payload.length; // same seq: head is at the cursor
           continue;
         }
       }
@@ -613,10 +665,9 @@ export class Spool {
       if (taken >= max) return false;
       if (seg.preAcked?.has(off)) return;
       const at = off - chunk.start;
-      // Copies: the chunk is dropped long before an in-flight record is acked.
-      const id = Buffer.from(chunk.buf.subarray(at + RECORD_HEADER_BYTES, at + RECORD_HEADER_BYTES + 16));
-      const payload = Buffer.from(chunk.buf.subarray(at + RECORD_HEADER_BYTES + 16, at + len));
-      out.push({ id, payload, seq: seg.seq, off });
+      // A copy: the chunk is dropped long before an in-flight record is acked.
+      const body = Buffer.from(chunk.buf.subarray(at + RECORD_HEADER_BYTES, at + len));
+      out.push({ buf: body, idAt: 0, payload: body.subarray(16), seq: seg.seq, off });
       taken++;
     });
     if (end > this.cursor.off) {

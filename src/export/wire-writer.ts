@@ -48,57 +48,47 @@ function endReasonNum(r: string): number {
 const VARINT = 0;
 const LEN = 2;
 
+/**
+ * Writes into buf from pos on. It never checks for room: writeFlowEventInto makes sure, once per
+ * event, that buf holds maxEncodedLength(ev) bytes past pos.
+ */
 class Writer {
-  buf = Buffer.allocUnsafe(8192);
+  buf: Buffer = Buffer.alloc(0);
   pos = 0;
 
-  reset(): void {
-    this.pos = 0;
-  }
-
-  private ensure(n: number): void {
-    if (this.pos + n <= this.buf.length) return;
-    let size = this.buf.length * 2;
-    while (size < this.pos + n) size *= 2;
-    const nb = Buffer.allocUnsafe(size);
-    this.buf.copy(nb); // all of it: a string may sit past pos while its length is fixed up
-    this.buf = nb;
-  }
-
-  /** Unsigned varint up to 2^53 (32-bit shifts below 2^31, arithmetic above). */
+  /** Unsigned varint up to 2^53, with 32-bit integer operations only. */
   varint(v: number): void {
-    this.ensure(10);
     const b = this.buf;
-    if (v < 0x80000000) {
-      let p = this.pos;
-      while (v >= 128) {
-        b[p++] = (v & 127) | 128;
-        v >>>= 7;
-      }
-      b[p++] = v;
-      this.pos = p;
-      return;
+    let p = this.pos;
+    if (v >= 0x80000000) {
+      // At least 5 bytes: the low 28 bits from the low word, then what is left (< 2^25).
+      const lo = v >>> 0; // v mod 2^32
+      const hi = (v - lo) / 0x100000000;
+      b[p] = (lo & 127) | 128;
+      b[p + 1] = ((lo >>> 7) & 127) | 128;
+      b[p + 2] = ((lo >>> 14) & 127) | 128;
+      b[p + 3] = ((lo >>> 21) & 127) | 128;
+      p += 4;
+      v = (lo >>> 28) | (hi << 4);
     }
     while (v >= 128) {
-      this.buf[this.pos++] = (v % 128) | 128;
-      v = Math.floor(v / 128);
+      b[p++] = (v & 127) | 128;
+      v >>>= 7;
     }
-    this.buf[this.pos++] = v;
+    b[p++] = v;
+    this.pos = p;
   }
 
   tag(field: number, wt: number): void {
-    if (field < 16) {
-      this.ensure(1);
-      this.buf[this.pos++] = field * 8 + wt; // one byte: most of our fields
-      return;
-    }
-    this.varint(field * 8 + wt);
+    if (field < 16) this.buf[this.pos++] = field * 8 + wt; // one byte: most of our fields
+    else this.varint(field * 8 + wt);
   }
 
   uint(field: number, v: number): void {
     if (v === 0) return; // proto3: defaults are not written
     this.tag(field, VARINT);
-    this.varint(v);
+    if (v < 128) this.buf[this.pos++] = v;
+    else this.varint(v);
   }
 
   bool(field: number, v: boolean): void {
@@ -107,38 +97,45 @@ class Writer {
     this.buf[this.pos++] = 1;
   }
 
-  bytes(field: number, b: Buffer): void {
+  /** Short raw bytes (an address, a key): TypedArray.set, cheaper than a call into Buffer.copy. */
+  bytes(field: number, b: Uint8Array): void {
     if (b.length === 0) return;
     this.tag(field, LEN);
-    this.varint(b.length);
-    this.ensure(b.length);
-    b.copy(this.buf, this.pos);
-    this.pos += b.length;
+    const out = this.buf;
+    let p = this.pos;
+    out[p++] = b.length; // < 128
+    if (b.length === 4) {
+      out[p] = b[0];
+      out[p + 1] = b[1];
+      out[p + 2] = b[2];
+      out[p + 3] = b[3];
+    } else {
+      out.set(b, p);
+    }
+    this.pos = p + b.length;
   }
 
   string(field: number, s: string): void {
-    if (s.length === 0) return;
+    const n = s.length;
+    if (n === 0) return;
     this.tag(field, LEN);
-    const max = s.length * 3;
-    this.ensure(max + 5);
-    const start = this.pos + 1;
-    if (s.length < 128) {
-      // Short ASCII strings byte by byte: cheaper than a call into Buffer.write.
-      const b = this.buf;
-      let i = 0;
-      for (; i < s.length; i++) {
+    const b = this.buf;
+    if (n < 43) {
+      // At most 3 bytes a UTF-16 unit: the length fits its one byte, filled in afterwards.
+      const start = this.pos + 1;
+      let p = start, i = 0;
+      for (; i < n; i++) {
         const c = s.charCodeAt(i);
         if (c >= 0x80) break;
-        b[start + i] = c;
+        b[p++] = c;
       }
-      if (i === s.length) {
-        b[start - 1] = i;
-        this.pos = start + i;
-        return;
-      }
+      if (i < n) p = writeUtf8(b, p, s, i);
+      b[start - 1] = p - start;
+      this.pos = p;
+      return;
     }
-    const n = this.buf.write(s, start, max, 'utf8');
-    this.finishLen(start, n);
+    this.varint(utf8Length(s));
+    this.pos = writeUtf8(b, this.pos, s, 0);
   }
 
   /** 16 raw bytes from UUID text, parsed straight into the buffer. */
@@ -146,44 +143,42 @@ class Writer {
     if (text.length !== 36 || text.charCodeAt(8) !== 45 || text.charCodeAt(13) !== 45 || text.charCodeAt(18) !== 45 || text.charCodeAt(23) !== 45) {
       throw new CodecError(`${name}: "${text}" is not a UUID (expected 8-4-4-4-12 hex digits)`);
     }
-    this.tag(field, LEN);
-    this.ensure(17);
     const b = this.buf;
     let p = this.pos;
+    b[p++] = field * 8 + LEN; // field < 16
     b[p++] = 16;
-    for (let i = 0; i < 36; i += 2) {
-      if (i === 8 || i === 13 || i === 18 || i === 23) i++;
-      const hi = HEX_VALUE[text.charCodeAt(i) & 0x7f] | (text.charCodeAt(i) & 0xff80);
-      const lo = HEX_VALUE[text.charCodeAt(i + 1) & 0x7f] | (text.charCodeAt(i + 1) & 0xff80);
-      if (hi > 15 || lo > 15) throw new CodecError(`${name}: "${text}" is not a UUID (expected 8-4-4-4-12 hex digits)`);
-      b[p++] = (hi << 4) | lo;
+    let bad = 0;
+    for (let k = 0; k < 16; k++) {
+      const i = UUID_DIGITS[k];
+      const hi = HEX_VALUE[text.charCodeAt(i)], lo = HEX_VALUE[text.charCodeAt(i + 1)];
+      bad |= hi | lo;
+      b[p + k] = (hi << 4) | lo;
     }
-    this.pos = p;
+    if (bad > 15) throw new CodecError(`${name}: "${text}" is not a UUID (expected 8-4-4-4-12 hex digits)`);
+    this.pos = p + 16;
   }
 
-  /** Starts a length-delimited field whose content follows; returns the content start. */
-  begin(field: number): number {
+  /**
+   * Starts a length-delimited field whose content follows; returns the content start. `reserve`
+   * bytes are left for the length (1, or 2 for content that is usually 128..16383 bytes long);
+   * end() moves the content if the length needs another number of bytes.
+   */
+  begin(field: number, reserve = 1): number {
     this.tag(field, LEN);
-    this.ensure(1);
-    this.pos++; // one byte reserved for the length; finishLen widens it if needed
-    return this.pos;
+    return (this.pos += reserve);
   }
 
-  end(start: number): void {
-    this.finishLen(start, this.pos - start);
-  }
-
-  private finishLen(start: number, n: number): void {
-    if (n < 128) {
+  end(start: number, reserved = 1): void {
+    const n = this.pos - start;
+    if (n < 128 && reserved === 1) {
       this.buf[start - 1] = n;
-      this.pos = start + n;
       return;
     }
-    let lenBytes = 0;
-    for (let v = n; v > 0; v = Math.floor(v / 128)) lenBytes++;
-    this.ensure(lenBytes);
-    this.buf.copyWithin(start - 1 + lenBytes, start, start + n);
-    let p = start - 1, v = n;
+    let lenBytes = 1;
+    for (let v = n; v >= 128; v = Math.floor(v / 128)) lenBytes++;
+    let p = start - reserved;
+    if (lenBytes !== reserved) this.buf.copyWithin(p + lenBytes, start, start + n);
+    let v = n;
     while (v >= 128) {
       this.buf[p++] = (v % 128) | 128;
       v = Math.floor(v / 128);
@@ -203,11 +198,7 @@ class Writer {
       if (keyCache.size >= KEY_CACHE_SIZE) keyCache.clear();
       keyCache.set(b64, raw);
     }
-    this.tag(field, LEN);
-    this.ensure(33);
-    this.buf[this.pos++] = 32;
-    raw.copy(this.buf, this.pos);
-    this.pos += 32;
+    this.bytes(field, raw);
   }
 
   timestamp(field: number, ms: number, name: string): void {
@@ -221,12 +212,62 @@ class Writer {
   }
 }
 
+/** Where the 16 byte pairs of a UUID's text start. */
+const UUID_DIGITS = [0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34];
+
+/** UTF-8 of s from index i on into b at p, as Buffer.write does it (a lone surrogate becomes U+FFFD); returns the end. */
+function writeUtf8(b: Buffer, p: number, s: string, i: number): number {
+  for (const n = s.length; i < n; i++) {
+    let c = s.charCodeAt(i);
+    if (c < 0x80) {
+      b[p++] = c;
+    } else if (c < 0x800) {
+      b[p++] = 0xc0 | (c >> 6);
+      b[p++] = 0x80 | (c & 63);
+    } else {
+      if (c >= 0xd800 && c <= 0xdfff) {
+        const d = c <= 0xdbff && i + 1 < n ? s.charCodeAt(i + 1) : 0;
+        if (d >= 0xdc00 && d <= 0xdfff) {
+          c = 0x10000 + ((c - 0xd800) << 10) + (d - 0xdc00);
+          i++;
+          b[p++] = 0xf0 | (c >> 18);
+          b[p++] = 0x80 | ((c >> 12) & 63);
+          b[p++] = 0x80 | ((c >> 6) & 63);
+          b[p++] = 0x80 | (c & 63);
+          continue;
+        }
+        c = 0xfffd;
+      }
+      b[p++] = 0xe0 | (c >> 12);
+      b[p++] = 0x80 | ((c >> 6) & 63);
+      b[p++] = 0x80 | (c & 63);
+    }
+  }
+  return p;
+}
+
+/** Bytes writeUtf8 writes for s. */
+function utf8Length(s: string): number {
+  const n = s.length;
+  let len = n;
+  for (let i = 0; i < n; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0x80) continue;
+    if (c < 0x800) len += 1;
+    else if (c >= 0xd800 && c <= 0xdbff && i + 1 < n && (s.charCodeAt(i + 1) & 0xfc00) === 0xdc00) {
+      len += 2; // 4 bytes for the pair
+      i++;
+    } else len += 2;
+  }
+  return len;
+}
+
 const KEY_RE = /^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$/;
 const KEY_CACHE_SIZE = 4096;
 const keyCache = new Map<string, Buffer>();
 
-/** Value of an ASCII hex digit, 16 for anything else. */
-const HEX_VALUE = new Uint8Array(128).fill(16);
+/** Value of a hex digit by UTF-16 code unit (every unit: no range check), 16 for anything else. */
+const HEX_VALUE = new Uint8Array(65536).fill(16);
 for (let i = 0; i < 10; i++) HEX_VALUE[48 + i] = i;
 for (let i = 0; i < 6; i++) HEX_VALUE[65 + i] = HEX_VALUE[97 + i] = 10 + i;
 
@@ -294,7 +335,7 @@ function ipv6Fast(text: string): Buffer | null {
       digits = 0;
       if (i + 1 === n) return null; // a trailing single colon
     } else {
-      const v = c < 128 ? HEX_VALUE[c] : 16;
+      const v = HEX_VALUE[c];
       if (v > 15 || ++digits > 4) return null;
       group = group * 16 + v;
     }
@@ -346,8 +387,8 @@ function endpoint(field: number, e: FlowEndpoint, name: 'source' | 'destination'
 
 const isResource = (t: string): boolean => t === 'HOST_RESOURCE' || t === 'SUBNET_RESOURCE' || t === 'DOMAIN_RESOURCE';
 
-/** FlowEvent -> serialized flow.FlowEvent (validated; throws CodecError naming the field). */
-export function writeFlowEvent(ev: FlowEvent): Buffer {
+/** Encodes ev at w.pos (which must have maxEncodedLength(ev) bytes of room). */
+function encode(ev: FlowEvent): void {
   const type = typeNum(ev.type);
   if (type < 0) throw new CodecError(`type: unknown event type "${String(ev.type)}"`);
   const direction = directionNum(ev.direction);
@@ -362,11 +403,10 @@ export function writeFlowEvent(ev: FlowEvent): Buffer {
   const sport = checkUint(ev.source.port, 'source.port', 65535);
   const dport = checkUint(ev.destination.port, 'destination.port', 65535);
   const max = Number.MAX_SAFE_INTEGER;
-  w.reset();
   w.uuid(1, ev.eventId, 'eventId');
   w.timestamp(2, ev.timestampMs, 'timestampMs');
   w.key(3, ev.reporterPublicKey, 'reporterPublicKey');
-  const ff = w.begin(4);
+  const ff = w.begin(4, 2); // flow_fields: a few hundred bytes
   w.uuid(1, ev.flowId, 'flowId');
   w.uint(2, type);
   w.string(3, ev.ruleId); // bytes on the wire; UTF-8 text is the same bytes
@@ -403,12 +443,66 @@ export function writeFlowEvent(ev: FlowEvent): Buffer {
   w.bool(105, ev.countersEnabled);
   w.uint(106, checkUint(ev.tcpFlagsInitiator, 'tcpFlagsInitiator', 255));
   w.uint(107, checkUint(ev.tcpFlagsResponder, 'tcpFlagsResponder', 255));
-  w.end(ff);
+  w.end(ff, 2);
   if (ev.windowStartMs !== undefined) w.timestamp(6, ev.windowStartMs, 'windowStartMs');
   if (ev.windowEndMs !== undefined) w.timestamp(7, ev.windowEndMs, 'windowEndMs');
   w.string(100, ev.reporterId);
   w.string(101, ev.interfaceName);
-  return Buffer.from(w.buf.subarray(0, w.pos));
+}
+
+/**
+ * Room encode() may need: at most ~450 bytes of fixed-size fields (two UUIDs, three keys, two
+ * 16-byte addresses, three timestamps, 10-byte varints, nested length prefixes that widen), at
+ * most 7 bytes of tag and length per string, and 3 bytes per UTF-16 unit of the strings (a
+ * surrogate pair is 4 bytes for 2 units). The resource ids count twice (fields 14 and 15).
+ */
+function maxEncodedLength(ev: FlowEvent): number {
+  const s = ev.source, d = ev.destination, u = ev.user;
+  const units = ev.ruleId.length + ev.policyName.length + ev.reporterId.length + ev.interfaceName.length
+    + 2 * s.id.length + s.name.length + s.dnsLabel.length + s.os.length
+    + 2 * d.id.length + d.name.length + d.dnsLabel.length + d.os.length
+    + u.id.length + u.name.length + u.email.length;
+  return 1024 + 3 * units;
+}
+
+let scratch = Buffer.allocUnsafe(8192);
+
+/** Encodes ev into the scratch buffer; returns its length there. */
+function encodeToScratch(ev: FlowEvent): number {
+  const room = maxEncodedLength(ev);
+  if (room > scratch.length) scratch = Buffer.allocUnsafe(Math.max(room, 2 * scratch.length));
+  w.buf = scratch;
+  w.pos = 0;
+  encode(ev);
+  if (w.pos > scratch.length) throw new Error('wire-writer: encoded past the end of its buffer');
+  return w.pos;
+}
+
+/** FlowEvent -> serialized flow.FlowEvent (validated; throws CodecError naming the field). */
+export function writeFlowEvent(ev: FlowEvent): Buffer {
+  const n = encodeToScratch(ev);
+  return Buffer.from(scratch.subarray(0, n));
+}
+
+/**
+ * writeFlowEvent's bytes, written into buf from `at`; returns where they end, or minus their
+ * length (nothing useful written) when they do not fit before `end`. Throws CodecError like
+ * writeFlowEvent.
+ */
+export function writeFlowEventInto(ev: FlowEvent, buf: Buffer, at: number, end: number): number {
+  if (maxEncodedLength(ev) <= end - at) {
+    w.buf = buf;
+    w.pos = at;
+    encode(ev);
+    w.buf = scratch; // not left holding buf
+    if (w.pos > end) throw new Error('wire-writer: encoded past the end of its buffer');
+    return w.pos;
+  }
+  // Perhaps too long: the exact length from the scratch buffer decides.
+  const n = encodeToScratch(ev);
+  if (n > end - at) return -n;
+  buf.set(scratch.subarray(0, n), at);
+  return at + n;
 }
 
 /** The 16-byte event id at the start of writeFlowEvent's output (field 1 is always first). */

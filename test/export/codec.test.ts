@@ -6,7 +6,7 @@ import { loadFlowProto } from '../../src/export/proto';
 import { syntheticEvent } from '../../src/export/synthetic';
 import { parseCollectorUrl } from '../../src/export/url';
 import { readFlowEvent } from '../../src/export/wire-reader';
-import { ip as encoderIp, writeFlowEvent } from '../../src/export/wire-writer';
+import { ip as encoderIp, writeFlowEvent, writeFlowEventInto } from '../../src/export/wire-writer';
 import { fromJsonLine, toJsonLine, toJsonObject } from '../../src/flow/json';
 import type { FlowEvent } from '../../src/flow/event';
 
@@ -109,6 +109,57 @@ describe('wire codec', () => {
     const raw = loadFlowProto().decodeEvent(writeFlowEvent(upd));
     expect(raw.flow_fields?.dest_resource_id.toString()).toBe(upd.destination.id);
     expect(raw.flow_fields?.rule_id.toString()).toBe(upd.ruleId);
+  });
+
+  it('writes strings as Buffer.write does: 1- to 4-byte characters, lone surrogates, every length class', () => {
+    const proto = loadFlowProto();
+    const pieces = ['a', '\u007f', '\u0080', 'é', '\u07ff', '\u0800', '€', '\uffff', '😀', '\u{10ffff}', '\ud800', '\udbff', '\udc00', '\udfff', '\ud83d', '\ude00', '"', '\u0000'];
+    const texts: string[] = [...pieces, '\ud800\ud800', '\udc00\ud800', '\ud83d\ude00\ud83d', 'x\ud800y', 'ü'.repeat(42), 'ü'.repeat(43), 'a'.repeat(42) + '😀', 'a'.repeat(127), 'a'.repeat(128), 'é'.repeat(64), '€'.repeat(200), 'a'.repeat(300) + '\udfff'];
+    let x = 7;
+    for (let n = 0; n < 300; n++) {
+      let t = '';
+      x = (x * 1103515245 + 12345) >>> 0;
+      for (let len = x % 60; len > 0; len--) {
+        x = (x * 1103515245 + 12345) >>> 0;
+        t += pieces[x % pieces.length];
+      }
+      texts.push(t);
+    }
+    const base = events[1];
+    for (const t of texts) {
+      const ev = { ...base, ruleId: t, policyName: t, user: { ...base.user, name: t } };
+      const buf = writeFlowEvent(ev);
+      const w = proto.decodeEvent(buf);
+      // rule_id is bytes on the wire: exactly Buffer's UTF-8 (a lone surrogate is EF BF BD).
+      expect(Buffer.from(w.flow_fields!.rule_id)).toEqual(Buffer.from(t, 'utf8'));
+      expect(w.flow_fields!.policy_name).toBe(Buffer.from(t, 'utf8').toString('utf8'));
+      expect(w.flow_fields!.user!.name).toBe(Buffer.from(t, 'utf8').toString('utf8'));
+      expect(proto.decodeEvent(buf)).toEqual(proto.decodeEvent(encodeEvent({ ...ev, ruleId: Buffer.from(t, 'utf8').toString('utf8'), policyName: Buffer.from(t, 'utf8').toString('utf8'), user: { ...ev.user, name: Buffer.from(t, 'utf8').toString('utf8') } })));
+    }
+  });
+
+  it('writeFlowEventInto writes writeFlowEvent\'s bytes in place, or says how many it needs', () => {
+    const out = Buffer.alloc(64 * 1024);
+    for (const ev of [...events.slice(0, 50), { ...events[3], policyName: 'ü'.repeat(5000) }]) {
+      const ref = writeFlowEvent(ev);
+      expect(writeFlowEventInto(ev, out, 100, out.length)).toBe(100 + ref.length);
+      expect(out.subarray(100, 100 + ref.length)).toEqual(ref);
+      // Exactly enough room (less than the encoder's worst case) still fits; one byte less does not.
+      out.fill(0);
+      expect(writeFlowEventInto(ev, out, 7, 7 + ref.length)).toBe(7 + ref.length);
+      expect(out.subarray(7, 7 + ref.length)).toEqual(ref);
+      expect(writeFlowEventInto(ev, out, 7, 6 + ref.length)).toBe(-ref.length);
+    }
+    expect(() => writeFlowEventInto({ ...events[0], flowId: 'nope' }, out, 0, out.length)).toThrow('flowId: "nope" is not a UUID');
+  });
+
+  it('varints up to 2^53 match proto-loader', () => {
+    const proto = loadFlowProto();
+    for (const v of [1, 127, 128, 16383, 16384, 2 ** 31 - 1, 2 ** 31, 2 ** 32 - 1, 2 ** 32, 2 ** 32 + 1, 2 ** 35 + 12345, 2 ** 49 - 1, 2 ** 52 + 3, Number.MAX_SAFE_INTEGER]) {
+      const ev = { ...events[1], rxBytes: v, txBytes: v, rxPackets: v, txPackets: v };
+      expect(proto.decodeEvent(writeFlowEvent(ev))).toEqual(proto.decodeEvent(encodeEvent(ev)));
+      expect(fromWire(proto.decodeEvent(writeFlowEvent(ev)))).toEqual(ev);
+    }
   });
 
   it('the encoder\'s fast address parsers agree with ipToBytes, on tricky and random text', () => {

@@ -4,7 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { InFlight, InFlightTable } from '../../src/export/inflight';
 import type { SpoolRecord } from '../../src/export/spool';
 
-const rec = (id: Buffer, seq = 1): SpoolRecord => ({ id, payload: Buffer.alloc(0), seq, off: 0 });
+const rec = (id: Buffer, seq = 1, off = 0): SpoolRecord => ({ buf: id, idAt: 0, payload: Buffer.alloc(0), seq, off });
 
 describe('InFlightTable', () => {
   it('adds, finds and deletes 200,000 ids like a Map (some share a key: 30 bits)', () => {
@@ -42,5 +42,14 @@ describe('InFlightTable', () => {
     t.deleteWhere((f) => f.rec.seq === 2);
     expect(t.size).toBe(0);
     expect(t.get(b)).toBeUndefined();
+  });
+
+  it('finds ids read in place (inside a larger buffer); values() lists them in spool order', () => {
+    const t = new InFlightTable();
+    const chunk = randomBytes(40 * 1000);
+    const order = Array.from({ length: 1000 }, (_, k) => k).sort((a, b) => ((a * 7919) % 1000) - ((b * 7919) % 1000));
+    for (const k of order) t.add({ buf: chunk, idAt: k * 40 + 12, payload: chunk.subarray(k * 40 + 28, k * 40 + 40), seq: 1 + (k >> 8), off: 16 + (k & 255) * 40 }, 0);
+    for (let k = 0; k < 1000; k++) expect(t.get(Buffer.from(chunk.subarray(k * 40 + 12, k * 40 + 28)))?.rec.idAt).toBe(k * 40 + 12);
+    expect(t.values().map((f) => f.rec.idAt)).toEqual(Array.from({ length: 1000 }, (_, k) => k * 40 + 12));
   });
 });

@@ -2,7 +2,7 @@
 import { readdirSync, readFileSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES, Spool, SpoolRecord, walkRecords } from '../../src/export/spool';
+import { MAX_RECORD_BODY, recordId, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES, Spool, SpoolRecord, walkRecords } from '../../src/export/spool';
 import { cleanup, tmpDir } from './helpers';
 
 const dirs: string[] = [];
@@ -19,7 +19,7 @@ const item = (i: number): { id: Buffer; payload: Buffer } => {
   id.writeUInt32BE(i, 12);
   return { id, payload: Buffer.alloc(100 + (i % 37), i & 0xff) };
 };
-const idx = (r: SpoolRecord): number => r.id.readUInt32BE(12);
+const idx = (r: SpoolRecord): number => recordId(r).readUInt32BE(12);
 const items = (from: number, n: number): Array<{ id: Buffer; payload: Buffer }> => Array.from({ length: n }, (_, k) => item(from + k));
 
 function drain(s: Spool, max = 1_000_000): SpoolRecord[] {
@@ -172,6 +172,64 @@ describe('spool', () => {
     expect(rest).toEqual(Array.from({ length: rest.length }, (_, k) => 400 - rest.length + k));
     expect(rest.length).toBe(st.records);
     s.close();
+  });
+
+  it('lays records out in chunks: batches across chunk ends, larger than a chunk, read back the same from memory and disk', () => {
+    const dir = newDir();
+    const s = Spool.open({ dir, segmentBytes: 256 * 1024, maxBytes: 64 << 20 });
+    const sizes: number[] = [];
+    const big = (i: number): { id: Buffer; payload: Buffer } => ({ ...item(i), payload: Buffer.alloc(90_000 + i, i & 0xff) });
+    let n = 0;
+    // ~140 KiB batches and single large records: many chunk ends (64 KiB) fall inside a batch.
+    for (let b = 0; b < 30; b++) {
+      const batch = b % 7 === 3 ? [big(n)] : items(n, 1000);
+      if (b % 7 === 3) sizes.push(batch[0].payload.length);
+      s.append(batch);
+      n += batch.length;
+    }
+    const got = drain(s);
+    expect(got.map(idx)).toEqual(Array.from({ length: n }, (_, i) => i));
+    const want = (r: SpoolRecord): { id: Buffer; payload: Buffer } => (r.payload.length > 1000 ? big(idx(r)) : item(idx(r)));
+    expect(got.filter((r) => !r.payload.equals(want(r).payload) || !recordId(r).equals(want(r).id)).length).toBe(0);
+    s.close();
+    // The file holds the same records: a reopen reads them all back.
+    const s2 = Spool.open({ dir, segmentBytes: 256 * 1024 });
+    expect(s2.stats().corruptSkipped).toBe(0);
+    const back = drain(s2);
+    expect(back.map(idx)).toEqual(Array.from({ length: n }, (_, i) => i));
+    expect(back.filter((r) => r.payload.length > 1000).map((r) => r.payload.length)).toEqual(sizes);
+    expect(back.filter((r) => !r.payload.equals(want(r).payload)).length).toBe(0);
+    s2.close();
+  });
+
+  it('a batch whose writer throws midway appends nothing; the next batch goes on as if it never was', () => {
+    const dir = newDir();
+    const s = Spool.open({ dir, segmentBytes: 8192, maxBytes: 64 << 20 });
+    const write = (from: number, failAt: number) => (k: number, buf: Buffer, at: number, end: number): number => {
+      if (k === failAt) throw new Error(`bad event ${k}`);
+      const { id, payload } = item(from + k);
+      if (16 + payload.length > end - at) return -(16 + payload.length);
+      id.copy(buf, at);
+      payload.copy(buf, at + 16);
+      return at + 16 + payload.length;
+    };
+    s.appendWith(30, write(0, -1));
+    const sizeBefore = s.stats().bytes;
+    // Enough records before the failure to need a new chunk and a new segment.
+    expect(() => s.appendWith(1000, write(30, 700))).toThrow('bad event 700');
+    expect(() => s.appendWith(5, write(30, 0))).toThrow('bad event 0');
+    expect(s.stats()).toMatchObject({ records: 30, bytes: sizeBefore, segments: 1 });
+    // Too large for a record: refused whole too.
+    expect(() => s.appendWith(3, (k, buf, at, end) => (k < 2 ? write(30, -1)(k, buf, at, end) : -(MAX_RECORD_BODY + 1)))).toThrow(/larger than the spool's record limit/);
+    expect(() => s.append([item(30), { id: Buffer.alloc(16), payload: Buffer.alloc(MAX_RECORD_BODY) }])).toThrow(/larger than the spool's record limit/);
+    expect(s.stats()).toMatchObject({ records: 30, bytes: sizeBefore });
+    s.appendWith(20, write(30, -1));
+    expect(drain(s).map(idx)).toEqual(Array.from({ length: 50 }, (_, i) => i));
+    s.close();
+    const s2 = Spool.open({ dir, segmentBytes: 8192 });
+    expect(s2.stats()).toMatchObject({ records: 50, corruptSkipped: 0 });
+    expect(drain(s2).map(idx)).toEqual(Array.from({ length: 50 }, (_, i) => i));
+    s2.close();
   });
 
   it('refuses a spool in use by a live process, with a clear message', () => {
