@@ -504,9 +504,3 @@ export function writeFlowEventInto(ev: FlowEvent, buf: Buffer, at: number, end: 
   buf.set(scratch.subarray(0, n), at);
   return at + n;
 }
-
-/** The 16-byte event id at the start of writeFlowEvent's output (field 1 is always first). */
-export function eventIdOf(encoded: Buffer): Buffer {
-  if (encoded[0] !== 0x0a || encoded[1] !== 16) throw new CodecError('encoded event does not start with a 16-byte event_id');
-  return encoded.subarray(2, 18);
-}

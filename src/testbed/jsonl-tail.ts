@@ -7,6 +7,9 @@
 import { closeSync, existsSync, fstatSync, openSync, readdirSync, readSync, statSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 
+/** What one readChunk returns at most (more only for a single longer line): far below V8's string limit. */
+const MAX_CHUNK_BYTES = 32 * 2 ** 20;
+
 export class JsonlTail {
   private fd = -1;
   private offset = 0;
@@ -14,20 +17,28 @@ export class JsonlTail {
 
   constructor(readonly file: string) {}
 
-  /** The bytes of the lines completed since the last call (empty while the file does not exist). */
-  readChunk(): Buffer {
+  /**
+   * The bytes of whole lines completed since the last call, at most about `max` of them; empty
+   * once caught up (or while the file does not exist). A writer far ahead (hundreds of MB) is
+   * followed over several calls.
+   */
+  readChunk(max = MAX_CHUNK_BYTES): Buffer {
     if (this.fd < 0) {
       const first = existsSync(dirname(this.file)) ? this.rotatedFiles()[0] : undefined;
       if (!first && !existsSync(this.file)) return Buffer.alloc(0);
       this.fd = openSync(first ?? this.file, 'r');
     }
     const chunks: Buffer[] = [];
+    let total = 0;
     for (;;) {
       // Checked before reading: a file is complete once it has been renamed.
       const ino = fstatSync(this.fd).ino;
       const done = existsSync(this.file) && statSync(this.file).ino !== ino;
-      chunks.push(this.readNew());
-      if (!done) break;
+      const chunk = this.readNew(max - total);
+      chunks.push(chunk);
+      total += chunk.length;
+      if (this.offset < fstatSync(this.fd).size) break; // the cap: the next call goes on from here
+      if (!done || total >= max) break;
       closeSync(this.fd);
       this.fd = openSync(this.nextFile(ino), 'r');
       this.offset = 0;
@@ -48,27 +59,36 @@ export class JsonlTail {
     return readdirSync(dir).filter((f) => f.endsWith('.jsonl') && f !== basename(this.file)).sort().map((f) => join(dir, f));
   }
 
-  private readNew(): Buffer {
+  /** Whole lines from the offset on, reading about `limit` bytes (on until a newline, if none is in them). */
+  private readNew(limit: number): Buffer {
     const size = fstatSync(this.fd).size;
-    if (size <= this.offset) return Buffer.alloc(0);
-    const buf = Buffer.allocUnsafe(size - this.offset);
-    let got = 0;
-    while (got < buf.length) {
-      const n = readSync(this.fd, buf, got, buf.length - got, this.offset + got);
-      if (n === 0) break;
-      got += n;
+    let data = this.partial;
+    let end = 0;
+    while (end === 0 && this.offset < size) {
+      const buf = Buffer.allocUnsafe(Math.min(size - this.offset, Math.max(limit, 64 * 1024)));
+      let got = 0;
+      while (got < buf.length) {
+        const n = readSync(this.fd, buf, got, buf.length - got, this.offset + got);
+        if (n === 0) break;
+        got += n;
+      }
+      if (got === 0) break;
+      this.offset += got;
+      data = data.length ? Buffer.concat([data, buf.subarray(0, got)]) : buf.subarray(0, got);
+      // A line is complete only with its newline: the writer may be in the middle of one.
+      end = data.lastIndexOf(10) + 1;
     }
-    this.offset += got;
-    const data = this.partial.length ? Buffer.concat([this.partial, buf.subarray(0, got)]) : buf.subarray(0, got);
-    // A line is complete only with its newline: the writer may be in the middle of one.
-    const end = data.lastIndexOf(10) + 1;
     this.partial = Buffer.from(data.subarray(end));
     return data.subarray(0, end);
   }
 
-  /** The lines completed since the last call. */
+  /** The lines completed since the last call (all of them: converted a chunk at a time). */
   read(): string[] {
-    return this.readChunk().toString('utf8').split('\n').filter(Boolean);
+    const lines: string[] = [];
+    for (let c = this.readChunk(); c.length > 0; c = this.readChunk()) {
+      for (const line of c.toString('utf8').split('\n')) if (line) lines.push(line);
+    }
+    return lines;
   }
 
   close(): void {
