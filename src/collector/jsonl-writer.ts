@@ -48,8 +48,9 @@ interface Batch {
 
 /**
  * A committed batch's buffer is reused for the next one (growing a fresh one from 64 KiB copies
- * its bytes again), but not past this size, and not once batches use under an eighth of it: a
- * burst (the daemon draining a million flows) must not leave its buffer held for good.
+ * its bytes again), but not past this size, and not once batches use under an eighth of it, and
+ * buffers past ALWAYS_REUSE_BYTES are let go when the writer goes idle: a burst (the daemon
+ * draining a million flows) must not leave its buffers held for good.
  */
 const REUSE_BUFFER_BYTES = 64 * 1024 * 1024;
 const ALWAYS_REUSE_BYTES = 1024 * 1024;
@@ -232,6 +233,11 @@ export class JsonlWriter {
     return { ...this.counters };
   }
 
+  /** Buffer memory the writer holds (the batch accumulating and the one kept for reuse). */
+  get bufferBytes(): number {
+    return this.current.data.buf.length + (this.spare?.buf.length ?? 0);
+  }
+
   private kick(): void {
     if (this.committing) return;
     this.committing = true;
@@ -243,6 +249,9 @@ export class JsonlWriter {
     const batch = this.current;
     if (batch.ends.length === 0 && batch.callbacks.length === 0) {
       this.committing = false;
+      // Idle: a burst's large buffers are not held for a next burst that may never come.
+      if (batch.data.len === 0 && batch.data.buf.length > ALWAYS_REUSE_BYTES) batch.data = new ByteBuffer();
+      if (this.spare !== null && this.spare.buf.length > ALWAYS_REUSE_BYTES) this.spare = null;
       for (const w of this.closeWaiters.splice(0)) w();
       return;
     }

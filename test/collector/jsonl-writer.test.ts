@@ -46,4 +46,24 @@ describe('JsonlWriter', () => {
     expect(got.every((l, i) => l === lines[i])).toBe(true);
     expect(files).toBe(3);
   });
+
+  it('lets a burst\'s large buffers go once idle, keeps small ones for reuse', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'wgflow-writer-'));
+    dirs.push(dir);
+    const w = JsonlWriter.open({ dir, fsync: false });
+    const small = w.bufferBytes;
+    const pad = 'x'.repeat(1000);
+    // A burst: several batches of ~8 MB each, as a drain that finds a million flows writes them.
+    for (let b = 0; b < 3; b++) {
+      expect(await commitAll(w, Array.from({ length: 8000 }, (_, i) => `{"b":${b},"i":${i},"p":"${pad}"}`))).toBeNull();
+    }
+    await new Promise((r) => setImmediate(r));
+    expect(w.bufferBytes).toBeLessThanOrEqual(2 * small);
+    // Small batches keep reusing their buffer.
+    expect(await commitAll(w, ['{"a":1}'])).toBeNull();
+    expect(w.bufferBytes).toBeLessThanOrEqual(2 * small);
+    await w.close();
+    expect(linesIn(dir).length).toBe(3 * 8000 + 1);
+  });
 });
+
