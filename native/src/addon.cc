@@ -14,6 +14,7 @@
 #include <net/if.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -485,12 +486,67 @@ Napi::Value Datapath::Poll(const Napi::CallbackInfo &info) {
 }
 
 // Reads (or drains) a whole flow map with batched syscalls, off the JS thread.
+// Memory for one map read: an anonymous mapping, handed to JavaScript as the ArrayBuffer itself
+// (no copy). Pages the walk does not fill are never committed, and all of it goes back to the
+// kernel when JavaScript drops the buffer. Vectors grown per drain and copied out left tens of MB
+// per drain in malloc's arenas: hundreds of MB of RSS at a million flows.
+class MappedBuffer {
+ public:
+  MappedBuffer() = default;
+  MappedBuffer(const MappedBuffer &) = delete;
+  MappedBuffer &operator=(const MappedBuffer &) = delete;
+  ~MappedBuffer() {
+    if (data_) munmap(data_, len_);
+  }
+
+  // At least want bytes (kept contents); false when the kernel refuses.
+  bool Reserve(size_t want) {
+    if (want <= len_) return true;
+    want = (want + 4095) & ~size_t(4095);
+    void *p = data_ ? mremap(data_, len_, want, MREMAP_MAYMOVE)
+                    : mmap(nullptr, want, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) return false;
+    data_ = static_cast<uint8_t *>(p);
+    len_ = want;
+    return true;
+  }
+
+  uint8_t *data() { return data_; }
+
+  // An ArrayBuffer of the first used bytes that owns the mapping from now on.
+  Napi::ArrayBuffer Hand(Napi::Env env, size_t used) {
+    if (!data_ || used == 0) return Napi::ArrayBuffer::New(env, 0);
+    uint8_t *d = data_;
+    size_t *len = new size_t(len_);
+    data_ = nullptr;
+    len_ = 0;
+    return Napi::ArrayBuffer::New(env, d, used, [](Napi::Env, void *data, size_t *mapped) {
+      munmap(data, *mapped);
+      delete mapped;
+    }, len);
+  }
+
+ private:
+  uint8_t *data_ = nullptr;
+  size_t len_ = 0;
+};
+
+// Entries a flow map can hold (its max_entries), 65,536 if the kernel does not say.
+size_t MapCapacity(int fd) {
+  struct bpf_map_info mi;
+  __u32 len = sizeof(mi);
+  memset(&mi, 0, sizeof(mi));
+  if (bpf_obj_get_info_by_fd(fd, &mi, &len) || mi.max_entries == 0) return 65536;
+  return mi.max_entries;
+}
+
 class ReadFlowsWorker : public Napi::AsyncWorker {
  public:
   ReadFlowsWorker(Napi::Env env, Datapath *dp, int family, bool drain)
       : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), dp_(dp),
         fd_(dp->flows_fd(family)), drain_(drain),
-        key_size_(family == 6 ? sizeof(struct wgf_key6) : sizeof(struct wgf_key4)) {
+        key_size_(family == 6 ? sizeof(struct wgf_key6) : sizeof(struct wgf_key4)),
+        capacity_(MapCapacity(fd_) + kBatchEntries) {
     dp_->Ref();
   }
   Napi::Promise Promise() { return deferred_.Promise(); }
@@ -500,15 +556,20 @@ class ReadFlowsWorker : public Napi::AsyncWorker {
     bool first = true;
     for (;;) {
       size_t at = count_;
-      keys_.resize((at + kBatchEntries) * key_size_);
-      values_.resize((at + kBatchEntries) * sizeof(struct wgf_flow));
+      // Room for a whole batch; more than the map holds only if entries moved during the walk.
+      if (at + kBatchEntries > capacity_) capacity_ = 2 * (at + kBatchEntries);
+      if (!keys_.Reserve(capacity_ * key_size_) || !values_.Reserve(capacity_ * sizeof(struct wgf_flow))) {
+        err_ = -ENOMEM;
+        SetError("no memory for the flow map read");
+        return;
+      }
       __u32 n = kBatchEntries;
       int rc = drain_ ? bpf_map_lookup_and_delete_batch(fd_, first ? nullptr : &token, &token,
-                                                        &keys_[at * key_size_],
-                                                        &values_[at * sizeof(struct wgf_flow)], &n, nullptr)
+                                                        keys_.data() + at * key_size_,
+                                                        values_.data() + at * sizeof(struct wgf_flow), &n, nullptr)
                       : bpf_map_lookup_batch(fd_, first ? nullptr : &token, &token,
-                                             &keys_[at * key_size_],
-                                             &values_[at * sizeof(struct wgf_flow)], &n, nullptr);
+                                             keys_.data() + at * key_size_,
+                                             values_.data() + at * sizeof(struct wgf_flow), &n, nullptr);
       int err = rc ? -errno : 0;
       if (err && err != -ENOENT) {
         err_ = err;
@@ -519,19 +580,13 @@ class ReadFlowsWorker : public Napi::AsyncWorker {
       first = false;
       if (err == -ENOENT) break;  // walked every bucket
     }
-    keys_.resize(count_ * key_size_);
-    values_.resize(count_ * sizeof(struct wgf_flow));
   }
   void OnOK() override {
     Napi::Env env = Env();
     Napi::Object r = Napi::Object::New(env);
-    Napi::ArrayBuffer k = Napi::ArrayBuffer::New(env, keys_.size());
-    Napi::ArrayBuffer v = Napi::ArrayBuffer::New(env, values_.size());
-    if (!keys_.empty()) memcpy(k.Data(), keys_.data(), keys_.size());
-    if (!values_.empty()) memcpy(v.Data(), values_.data(), values_.size());
     r.Set("count", Napi::Number::New(env, count_));
-    r.Set("keys", k);
-    r.Set("values", v);
+    r.Set("keys", keys_.Hand(env, count_ * key_size_));
+    r.Set("values", values_.Hand(env, count_ * sizeof(struct wgf_flow)));
     dp_->Unref();
     deferred_.Resolve(r);
   }
@@ -546,8 +601,9 @@ class ReadFlowsWorker : public Napi::AsyncWorker {
   int fd_;
   bool drain_;
   size_t key_size_;
+  size_t capacity_;
   size_t count_ = 0;
-  std::vector<uint8_t> keys_, values_;
+  MappedBuffer keys_, values_;
   int err_ = 0;
 };
 

@@ -6,13 +6,12 @@ import { dirname } from 'node:path';
 import { defaultObjectPath, loadNative, NativeAttachment, NativeDatapath, NativeMapInfo } from './native';
 import {
   decodeCounters,
-  decodeFlows,
   decodeRecords,
   decodeStats,
   FLOW_SIZE,
   FlowCounters,
-  FlowEntry,
   FlowKey,
+  FlowMapRead,
   KernelStats,
   RingRecord,
   setJiffiesClock,
@@ -224,13 +223,13 @@ export class Datapath {
     }
   }
 
-  /** Every flow entry of both maps (batched syscalls, off the event loop). */
-  async readFlows(): Promise<FlowEntry[]> {
+  /** Every flow entry of both maps (batched syscalls, off the event loop), decoded on demand. */
+  async readFlows(): Promise<FlowMapRead> {
     return this.readBoth(false);
   }
 
   /** Every flow entry, deleting them as they are read (shutdown, benchmarks). */
-  async drainFlows(): Promise<FlowEntry[]> {
+  async drainFlows(): Promise<FlowMapRead> {
     return this.readBoth(true);
   }
 
@@ -287,14 +286,14 @@ export class Datapath {
     return this.closed;
   }
 
-  private async readBoth(drain: boolean): Promise<FlowEntry[]> {
+  private async readBoth(drain: boolean): Promise<FlowMapRead> {
     this.check();
-    const out: FlowEntry[] = [];
+    const out = new FlowMapRead();
     for (const family of [4, 6] as const) {
       const r = await this.native.readFlows(family, drain).catch((err: unknown) => {
         throw toDatapathError(err);
       });
-      for (const e of decodeFlows(family, r.keys, r.values, r.count)) out.push(e);
+      out.add(family, r.keys, r.values, r.count);
     }
     return out;
   }

@@ -191,14 +191,65 @@ export function decodeCounters(view: DataView, o: number): FlowCounters {
 
 /** Decode the parallel key/value buffers of a batched map read. */
 export function decodeFlows(family: 4 | 6, keys: ArrayBuffer, values: ArrayBuffer, count: number): FlowEntry[] {
-  const ks = latin1(keys);
-  const vv = new DataView(values);
+  return decodeFlowRange(family, keys, values, 0, count);
+}
+
+/** Entries [from, to) of a batched map read. */
+function decodeFlowRange(family: 4 | 6, keys: ArrayBuffer, values: ArrayBuffer, from: number, to: number): FlowEntry[] {
   const size = family === 4 ? KEY4_SIZE : KEY6_SIZE;
-  const out: FlowEntry[] = new Array(count);
-  for (let i = 0; i < count; i++) {
-    out[i] = { key: new KeyView(ks.substring(i * size, (i + 1) * size), family), value: decodeCounters(vv, i * FLOW_SIZE) };
+  // One latin1 string for the range: key ids are then substrings, not one Buffer each.
+  const ks = Buffer.from(keys, from * size, (to - from) * size).toString('latin1');
+  const vv = new DataView(values);
+  const out: FlowEntry[] = new Array(to - from);
+  for (let i = from; i < to; i++) {
+    const k = (i - from) * size;
+    out[i - from] = { key: new KeyView(ks.substring(k, k + size), family), value: decodeCounters(vv, i * FLOW_SIZE) };
   }
   return out;
+}
+
+/**
+ * The entries of one read of the flow maps, decoded a slice at a time. The tracker walks a
+ * drain of a million flows in slices whose objects die young, instead of one array of them all
+ * that outlives several garbage collections (and kept the heap hundreds of MB larger). A plain
+ * FlowEntry[] is one too.
+ */
+export interface FlowEntryList {
+  readonly length: number;
+  /** Entries [from, to) as fresh objects; all of them without arguments. */
+  slice(from?: number, to?: number): FlowEntry[];
+}
+
+/** A FlowEntryList over batched map reads (key and value buffers as the kernel returned them), in order. */
+export class FlowMapRead implements FlowEntryList {
+  private readonly parts: { family: 4 | 6; keys: ArrayBuffer; values: ArrayBuffer; start: number; count: number }[] = [];
+  private total = 0;
+
+  get length(): number {
+    return this.total;
+  }
+
+  add(family: 4 | 6, keys: ArrayBuffer, values: ArrayBuffer, count: number): void {
+    const size = family === 4 ? KEY4_SIZE : KEY6_SIZE;
+    if (keys.byteLength < count * size || values.byteLength < count * FLOW_SIZE) {
+      throw new RangeError(`a map read of ${count} entries needs ${count * size} key and ${count * FLOW_SIZE} value bytes`);
+    }
+    if (count > 0) this.parts.push({ family, keys, values, start: this.total, count });
+    this.total += count;
+  }
+
+  /** Entries [from, to), clamped to 0..length (no negative indexes). */
+  slice(from = 0, to = this.total): FlowEntry[] {
+    let out: FlowEntry[] = [];
+    for (const p of this.parts) {
+      const a = Math.max(from, p.start) - p.start, b = Math.min(to, p.start + p.count) - p.start;
+      if (a >= b) continue;
+      const part = decodeFlowRange(p.family, p.keys, p.values, a, b);
+      if (out.length === 0) out = part;
+      else for (const e of part) out.push(e);
+    }
+    return out;
+  }
 }
 
 /** Decode one batch from the ring buffer. Records with an unknown family are skipped. */

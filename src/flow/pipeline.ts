@@ -7,13 +7,14 @@
 //   tracker.dueDeletes -> deleteFlows (final counters) -> tracker.onDeleted (ENDs)
 //   sink(events)
 import type { FlowAttributor } from '../attribution/attributor';
-import type { FlowCounters, FlowEntry, FlowKey, RingRecord } from '../datapath/records';
+import type { FlowCounters, FlowEntryList, FlowKey, RingRecord } from '../datapath/records';
 import type { FlowEvent } from './event';
 import { FlowTracker, type TrackerOptions, type TrackerStats } from './tracker';
 
 /** The part of the datapath the flow engine reads and deletes through (Datapath fits; tests fake it). */
 export interface FlowSource {
-  readFlows(): Promise<FlowEntry[]>;
+  /** Every kernel flow entry (a FlowMapRead from the datapath; a plain array from a fake). */
+  readFlows(): Promise<FlowEntryList>;
   /** Delete and return the final counters, read atomically with the delete (undefined: already gone). */
   deleteFlows(keys: FlowKey[]): Promise<(FlowCounters | undefined)[]>;
 }
@@ -29,6 +30,8 @@ export type EventSink = (events: FlowEvent[]) => void | Promise<void>;
 
 /** Events per sink call (see emit). */
 export const EMIT_CHUNK = 8192;
+/** Drain entries decoded and handed to the tracker at a time (their events go to the sink once EMIT_CHUNK are ready). */
+export const DRAIN_SLICE = 4096;
 export type PipelineStage = 'poll' | 'drain' | 'delete' | 'sink';
 
 export interface PipelineOptions {
@@ -170,9 +173,20 @@ export class FlowPipeline {
       this.nextDrainNs = now + this.drainNs;
       try {
         const t0 = process.hrtime.bigint();
+        let sinkNs = 0n;
         const entries = await this.source.readFlows();
-        for (const e of this.tracker.onDrain(entries)) events.push(e);
-        this.s.lastDrainMs = Number(process.hrtime.bigint() - t0) / 1e6;
+        this.tracker.beginDrain();
+        for (let i = 0; i < entries.length; i += DRAIN_SLICE) {
+          for (const e of this.tracker.drainEntries(entries.slice(i, i + DRAIN_SLICE))) events.push(e);
+          if (events.length >= EMIT_CHUNK) {
+            // A burst of discovered flows: on to the sink now, in order, rather than all at once.
+            const s0 = process.hrtime.bigint();
+            await this.emit(events.splice(0));
+            sinkNs += process.hrtime.bigint() - s0;
+          }
+        }
+        for (const e of this.tracker.endDrain()) events.push(e);
+        this.s.lastDrainMs = Number(process.hrtime.bigint() - t0 - sinkNs) / 1e6;
         this.s.drains++;
         this.s.drainedEntries += entries.length;
       } catch (err) {

@@ -347,6 +347,8 @@ export class FlowTracker {
   private drainGen = 0;
   /** The order of the last drain (a linked list through Flow.nextInDrain). */
   private firstInDrain: Flow | null = null;
+  /** The drain in progress: its time and generation, flows listed so far, the last of them. */
+  private drain: { now: number; gen: number; seen: number; prev: Flow | null } | null = null;
   private remnants = 0;
   private readonly st = zeroStats();
   /** Reused for every attribute() call (the attributor does not keep it). */
@@ -427,14 +429,32 @@ export class FlowTracker {
 
   /** A periodic read of every kernel flow: counters, idle and close detection, UPDATEs, discovery. */
   onDrain(entries: readonly FlowEntry[]): FlowEvent[] {
+    this.beginDrain();
+    const out = this.drainEntries(entries);
+    for (const e of this.endDrain()) out.push(e);
+    return out;
+  }
+
+  /**
+   * onDrain in slices: beginDrain, drainEntries for each slice of the entries in order, endDrain.
+   * The pipeline hands each slice's events on before the next, so that a drain that discovers a
+   * burst of flows (a million after a ring overflow) never holds all their STARTs at once.
+   */
+  beginDrain(): void {
+    this.drain = { now: this.wall.sample(), gen: ++this.drainGen, seen: 0, prev: null };
+  }
+
+  /** The next entries of the drain begun by beginDrain; returns their events. */
+  drainEntries(entries: readonly FlowEntry[]): FlowEvent[] {
+    const d = this.drain;
+    if (d === null) throw new Error('drainEntries: no drain in progress (call beginDrain first)');
     const out: FlowEvent[] = [];
-    const now = this.wall.sample();
-    const gen = ++this.drainGen;
+    const { now, gen } = d;
     let seen = 0;
     // Drains list the kernel map in its bucket order, which barely changes from one drain to the
     // next: guess each entry's flow from the previous one's successor in the last drain, and
     // only look it up (a hash of a fresh key string, ~4x the cost) when the guess is wrong.
-    let prev: Flow | null = null;
+    let prev = d.prev;
     for (let i = 0; i < entries.length; i++) {
       const e = entries[i];
       const v = e.value;
@@ -474,10 +494,21 @@ export class FlowTracker {
       }
       if (f.phase === ACTIVE && now >= f.nextUpdateNs) this.update(f, now, out);
     }
-    if (prev === null) this.firstInDrain = null;
-    else prev.nextInDrain = null;
-    if (seen < this.flows.size) this.sweepMissing(gen, now, out);
-    this.expire(now, gen);
+    d.prev = prev;
+    d.seen += seen;
+    return out;
+  }
+
+  /** Finishes the drain: flows it did not list (missed drains end them), expired hints. */
+  endDrain(): FlowEvent[] {
+    const d = this.drain;
+    if (d === null) throw new Error('endDrain: no drain in progress (call beginDrain first)');
+    this.drain = null;
+    const out: FlowEvent[] = [];
+    if (d.prev === null) this.firstInDrain = null;
+    else d.prev.nextInDrain = null;
+    if (d.seen < this.flows.size) this.sweepMissing(d.gen, d.now, out);
+    this.expire(d.now, d.gen);
     return out;
   }
 

@@ -2,7 +2,7 @@
 import { describe, expect, it } from 'vitest';
 import { existsSync } from 'node:fs';
 import {
-  decodeCounters, decodeFlows, decodeRecords, decodeStats, FLOW_SIZE, KEY4_SIZE, KEY6_SIZE, keyId,
+  decodeCounters, decodeFlows, decodeRecords, decodeStats, FLOW_SIZE, FlowMapRead, KEY4_SIZE, KEY6_SIZE, keyId,
   getJiffiesClock, lastSeenNs, lastSeenStamp, RECORD_SIZE, setJiffiesClock, RecordType, STATS_SIZE, tcpFlagsOf,
 } from '../../src/datapath/records';
 import { loadNative, REPO_ROOT } from '../../src/datapath/native';
@@ -78,6 +78,34 @@ describe('record decoding', () => {
     expect(flows[0].key.id).toBe(keyId(k, 4));
     expect(() => keyId(k, 6)).toThrow(/IPv6 key has 40 bytes/);
     expect(Buffer.from(flows[0].key.raw)).toEqual(k);
+  });
+
+  it('FlowMapRead: slices of IPv4 and IPv6 reads decode as decodeFlows of each, in order', () => {
+    const ab = (b: Buffer): ArrayBuffer => b.buffer.slice(b.byteOffset, b.byteOffset + b.length);
+    const values = (n: number, base: number): Buffer => {
+      const v = Buffer.alloc(n * FLOW_SIZE);
+      for (let i = 0; i < n; i++) {
+        v.writeBigUInt64LE(BigInt(base + i), i * FLOW_SIZE);
+        v.writeUInt32LE(i, i * FLOW_SIZE + 24);
+      }
+      return v;
+    };
+    const k4 = Buffer.concat(Array.from({ length: 37 }, (_, i) => key4([10, 0, 0, i], [10, 0, 1, 1], 1000 + i, 53, 17, 0, 3)));
+    const k6 = Buffer.alloc(11 * KEY6_SIZE);
+    for (let i = 0; i < 11; i++) k6.writeUInt16BE(0xfd00 + i, i * KEY6_SIZE);
+    const v4 = values(37, 1000), v6 = values(11, 5000);
+    const read = new FlowMapRead();
+    read.add(4, ab(k4), ab(v4), 37);
+    read.add(6, ab(Buffer.alloc(0)), ab(Buffer.alloc(0)), 0);
+    read.add(6, ab(k6), ab(v6), 11);
+    const all = [...decodeFlows(4, ab(k4), ab(v4), 37), ...decodeFlows(6, ab(k6), ab(v6), 11)];
+    const plain = (es: typeof all): unknown[] => es.map((e) => ({ id: e.key.id, family: e.key.family, value: e.value }));
+    expect(read.length).toBe(48);
+    expect(plain(read.slice())).toEqual(plain(all));
+    for (const [from, to] of [[0, 5], [30, 40], [36, 37], [37, 48], [47, 100], [-5, 3], [20, 10], [48, 60]]) {
+      expect(plain(read.slice(from, to))).toEqual(plain(all.slice(Math.max(0, from), to)));
+    }
+    expect(() => read.add(4, ab(k4), ab(v4), 38)).toThrow(/38 entries needs/);
   });
 
   it('decodes summed statistics', () => {

@@ -21,7 +21,7 @@ describePrivileged('a 1,000,000-flow map', () => {
       const s = dp.stats();
       expect(s.flowsCreated).toBe(N);
       expect(s.mapFull).toBe(0);
-      const flows = await dp.readFlows();
+      const flows = (await dp.readFlows()).slice();
       expect(flows.length).toBe(N);
       const id = dp.mapInfo().find((m) => m.name === 'wgf_flows4')?.id;
       const info = JSON.parse(execFileSync('bpftool', ['-j', 'map', 'show', 'id', String(id)], { encoding: 'utf8' })) as { bytes_memlock: number; max_entries: number };

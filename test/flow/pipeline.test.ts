@@ -4,7 +4,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { Attributor } from '../../src/attribution/attributor';
 import { systemClock } from '../../src/flow/clock';
 import type { FlowEvent } from '../../src/flow/event';
-import { FlowPipeline } from '../../src/flow/pipeline';
+import { EMIT_CHUNK, FlowPipeline } from '../../src/flow/pipeline';
 import { FlowTracker } from '../../src/flow/tracker';
 import { conn, FakeKernel, TCP } from './builders';
 import { BOOT_ID } from './harness';
@@ -140,4 +140,32 @@ describe('FlowPipeline', () => {
     expect(errors).toEqual(['sink: spool full', 'delete: EBUSY']);
     expect(p.stats()).toMatchObject({ errors: { sink: 1, delete: 1 }, eventsDropped: 1 });
   });
+
+  it('a drain that finds a burst hands its STARTs on while it walks the entries, in chunks, each once', async () => {
+    const n = 3 * EMIT_CHUNK + 123;
+    const calls: { size: number; trackedAtCall: number }[] = [];
+    const starts = new Set<string>();
+    let tracker: FlowTracker | undefined;
+    const made = setup({
+      sink: async (evs) => {
+        calls.push({ size: evs.length, trackedAtCall: tracker!.activeFlows });
+        for (const e of evs) if (e.type === 'START') starts.add(e.flowId);
+        await sleep(1); // a sink with backpressure: the loop waits for it
+      },
+    });
+    const { kernel, p } = made;
+    tracker = made.tracker;
+    kernel.ringFull = true; // found by the drain only, as after a ring overflow
+    for (let i = 0; i < n; i++) kernel.packet(conn({ src: '100.64.0.1', sport: 1 + (i % 60000), dst: `100.64.${1 + (i / 60000) | 0}.2`, dport: 9, proto: 17, local: true }), true);
+    kernel.ringFull = false;
+    p.start();
+    await until(() => p.stats().eventsSunk === n, 20_000);
+    expect(starts.size).toBe(n);
+    expect(calls.every((c) => c.size <= EMIT_CHUNK)).toBe(true);
+    // The first chunk left while the drain had listed only part of the burst.
+    expect(calls[0].trackedAtCall).toBeLessThan(n);
+    expect(calls.reduce((a, c) => a + c.size, 0)).toBe(n);
+    expect(p.stats()).toMatchObject({ drainedEntries: n, eventsSunk: n, events: { START: n } });
+  });
 });
+

@@ -1,0 +1,68 @@
+// A drain handed to the tracker in slices (beginDrain / drainEntries / endDrain, as the pipeline
+// does) is the same drain as onDrain over all entries at once: same events, same state.
+import { describe, expect, it } from 'vitest';
+import type { FlowEvent } from '../../src/flow/event';
+import { conn, TCP } from './builders';
+import { harness, type Harness } from './harness';
+
+/** A day in the life of 600 flows: discovered by the drain, updated, idle, vanished, closed. */
+function scenario(h: Harness, drain: () => FlowEvent[]): FlowEvent[] {
+  const out: FlowEvent[] = [];
+  const cycle = (withDrain: boolean): void => {
+    out.push(...h.tracker.onRecords(h.kernel.takeRecords()));
+    if (withDrain) out.push(...drain());
+    const keys = h.tracker.dueDeletes();
+    if (keys.length > 0) out.push(...h.tracker.onDeleted(keys, h.kernel.deleteSync(keys)));
+  };
+  const conns = Array.from({ length: 600 }, (_, i) => conn({ src: '100.64.0.1', sport: 1000 + i, dst: `10.0.${i % 7}.9`, dport: 443 + (i % 3), proto: i % 3 === 0 ? 6 : 17, local: true }));
+  conns.forEach((c, i) => {
+    h.kernel.ringFull = i % 4 === 0; // a quarter found only by the drain
+    h.kernel.packet(c, true, c.proto === 6 ? { tcpFlags: TCP.SYN } : {});
+  });
+  h.kernel.ringFull = false;
+  for (let step = 0; step < 40; step++) {
+    h.clock.advanceMs(500);
+    conns.forEach((c, i) => {
+      if (i % 5 === step % 5 && (step < 25 || i % 8 !== 0)) h.kernel.packet(c, i % 2 === 0, { bytes: 100 + i }); // some go quiet
+      if (step === 12 && i % 9 === 0 && c.proto === 6) {
+        h.kernel.packet(c, true, { tcpFlags: TCP.FIN | TCP.ACK });
+        h.kernel.packet(c, false, { tcpFlags: TCP.FIN | TCP.ACK });
+      }
+    });
+    if (step === 20) for (const c of conns.slice(300, 330)) h.kernel.entries.delete(c.key.id); // gone behind our back
+    cycle(step % 2 === 1);
+  }
+  return out;
+}
+
+describe('drain in slices', () => {
+  it('gives the events and state of one onDrain, whatever the slice size', () => {
+    const opts = { updateIntervalMs: 3000, udpIdleMs: 4000 };
+    const whole = harness(opts);
+    const want = scenario(whole, () => whole.tracker.onDrain(whole.kernel.readSync()));
+    expect(want.filter((e) => e.type === 'UPDATE').length).toBeGreaterThan(100);
+    expect(whole.tracker.stats()).toMatchObject({ discoveredWithoutStart: 150 });
+    const reasons = new Set(want.filter((e) => e.type === 'END').map((e) => e.endReason));
+    expect([...reasons].sort()).toEqual(['forced', 'idle', 'tcp_fin']);
+    expect(whole.tracker.stats().vanished).toBeGreaterThan(0);
+    for (const size of [1, 7, 64, 599, 10_000]) {
+      const h = harness(opts);
+      const got = scenario(h, () => {
+        const entries = h.kernel.readSync();
+        h.tracker.beginDrain();
+        const out: FlowEvent[] = [];
+        for (let i = 0; i < entries.length; i += size) out.push(...h.tracker.drainEntries(entries.slice(i, i + size)));
+        out.push(...h.tracker.endDrain());
+        return out;
+      });
+      expect(got).toEqual(want);
+      expect(h.tracker.stats()).toEqual(whole.tracker.stats());
+    }
+  });
+
+  it('drainEntries and endDrain without beginDrain are refused', () => {
+    const h = harness();
+    expect(() => h.tracker.drainEntries([])).toThrow(/beginDrain/);
+    expect(() => h.tracker.endDrain()).toThrow(/beginDrain/);
+  });
+});
