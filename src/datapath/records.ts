@@ -172,9 +172,9 @@ export function keyId(raw: Uint8Array, family: 4 | 6): string {
   return Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength).toString('latin1');
 }
 
-/** One latin1 string of a whole batch: key ids are then substrings, not one Buffer each. */
-function latin1(buf: ArrayBuffer): string {
-  return Buffer.from(buf).toString('latin1');
+/** One latin1 string of a whole batch (or of len bytes from byte from): key ids are then substrings, not one Buffer each. */
+function latin1(buf: ArrayBuffer, from = 0, len = buf.byteLength - from): string {
+  return Buffer.from(buf, from, len).toString('latin1');
 }
 
 export function decodeCounters(view: DataView, o: number): FlowCounters {
@@ -197,8 +197,7 @@ export function decodeFlows(family: 4 | 6, keys: ArrayBuffer, values: ArrayBuffe
 /** Entries [from, to) of a batched map read. */
 function decodeFlowRange(family: 4 | 6, keys: ArrayBuffer, values: ArrayBuffer, from: number, to: number): FlowEntry[] {
   const size = family === 4 ? KEY4_SIZE : KEY6_SIZE;
-  // One latin1 string for the range: key ids are then substrings, not one Buffer each.
-  const ks = Buffer.from(keys, from * size, (to - from) * size).toString('latin1');
+  const ks = latin1(keys, from * size, (to - from) * size);
   const vv = new DataView(values);
   const out: FlowEntry[] = new Array(to - from);
   for (let i = from; i < to; i++) {

@@ -126,11 +126,7 @@ export function openH2Stream(o: StreamOptions, h: StreamHandlers): EventStream {
         const len = buf.readUInt32BE(off + 1);
         if (buf.length - off - 5 < len) break;
         if (buf[off] !== 0) throw new CodecError('compressed ack, but no compression was offered');
-        // What every collector sends for an event (only field 1, 16 bytes) without the message's
-        // view: decodeAck's answer for it.
-        const ack = len === 18 && buf[off + 5] === 0x0a && buf[off + 6] === 16
-          ? { eventId: buf.subarray(off + 7, off + 23), isInitiator: false }
-          : decodeAck(buf.subarray(off + 5, off + 5 + len));
+        const ack = decodeAck(buf.subarray(off + 5, off + 5 + len));
         off += 5 + len;
         h.onAck(ack);
         if (ended) return;
