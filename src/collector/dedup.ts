@@ -1,8 +1,16 @@
 // The collector's memory of event ids already written, so a resent event is acked but not written
 // twice. Bounded: the oldest ids are forgotten first (resends are always of recent events).
+//
+// Every id carries the tag of the output batch its line went into. An id is added when its line is
+// queued, so that a resend arriving while the batch is being committed is not written twice; when
+// that commit fails, forgetBatch() removes the batch's ids again. The set therefore never claims
+// an id whose line is not (or will not be) durably written: an ack given for a duplicate waits for
+// the commit of the batch that holds the original (see the collector).
 import { closeSync, openSync, readSync } from 'node:fs';
 
 const ID_BYTES = 16;
+/** Tag of a ring position whose id was forgotten (its table entry is gone). */
+const DEAD = -1;
 const HEX32 = /^[0-9a-f]{32}$/;
 
 /** The murmur3 finalizer: spreads the bits of h over all 32. */
@@ -25,12 +33,17 @@ export class SeenSet {
   /** Linear-probing table: ring position + 1, 0 for an empty slot. */
   private readonly table: Int32Array;
   private readonly mask: number;
+  /** Batch tag of each ring position (non-decreasing in insertion order), DEAD once forgotten. */
+  private readonly tags: Int32Array;
   private head = 0;
   private count = 0;
+  /** After add() returned false: the batch tag of the id already there. */
+  foundTag = 0;
 
   constructor(readonly max: number) {
     if (!(Number.isInteger(max) && max >= 1)) throw new Error(`dedup window must be a positive integer, got ${max}`);
     this.ring = new Int32Array(max * 4);
+    this.tags = new Int32Array(max);
     let size = 2;
     while (size < max * 2) size *= 2;
     this.table = new Int32Array(size);
@@ -86,13 +99,28 @@ export class SeenSet {
 
   private readonly oldest = new Int32Array(4);
 
+  /** Removes the table entry that points at ring position pos, if it is still there. */
+  private unlinkPos(pos: number): void {
+    if (this.tags[pos] === DEAD) return;
+    const words = this.oldest;
+    for (let k = 0; k < 4; k++) words[k] = this.ring[pos * 4 + k];
+    const slot = this.find(words);
+    if (slot >= 0 && this.table[slot] === pos + 1) this.removeSlot(slot);
+    this.tags[pos] = DEAD;
+  }
+
   /**
-   * Adds the 16-byte id at id[at..] and returns true, or returns false if it was already there.
-   * The oldest id is forgotten when the set is full.
+   * Adds the 16-byte id at id[at..] with the batch tag `tag` and returns true, or returns false
+   * if it was already there (its tag is then in foundTag). The oldest id is forgotten when the
+   * set is full. Tags must not decrease from one add to the next.
    */
-  add(id: Uint8Array, at = 0): boolean {
+  add(id: Uint8Array, at = 0, tag = 0): boolean {
     const p = this.load(id, at);
-    if (this.find(p) >= 0) return false;
+    const found = this.find(p);
+    if (found >= 0) {
+      this.foundTag = this.tags[this.table[found] - 1];
+      return false;
+    }
     let pos: number;
     if (this.count < this.max) {
       pos = (this.head + this.count) % this.max;
@@ -100,15 +128,45 @@ export class SeenSet {
     } else {
       pos = this.head;
       this.head = (this.head + 1) % this.max;
-      const oldest = this.oldest;
-      for (let k = 0; k < 4; k++) oldest[k] = this.ring[pos * 4 + k];
-      this.removeSlot(this.find(oldest));
+      this.unlinkPos(pos);
     }
+    this.tags[pos] = tag;
     this.ring.set(p, pos * 4);
     let i = this.hashAt(p, 0);
     while (this.table[i] !== 0) i = (i + 1) & this.mask;
     this.table[i] = pos + 1;
     return true;
+  }
+
+  /**
+   * Forgets the ids added with batch tag `tag` (a commit of that batch failed), except the first
+   * `keep` of them (lines written before the failure that are durable, e.g. in a file rotated away
+   * mid-batch). Cost: the ids of the batches from `tag` on, walked from the newest.
+   */
+  forgetBatch(tag: number, keep = 0): number {
+    const positions: number[] = [];
+    for (let n = this.count - 1; n >= 0; n--) {
+      const pos = (this.head + n) % this.max;
+      const t = this.tags[pos];
+      if (t === DEAD || t > tag) continue;
+      if (t < tag) break;
+      positions.push(pos);
+    }
+    // positions are newest first; the first `keep` of the batch are the last `keep` here.
+    let forgotten = 0;
+    for (let i = 0; i < positions.length - keep; i++) {
+      this.unlinkPos(positions[i]);
+      forgotten++;
+    }
+    return forgotten;
+  }
+
+  /** Removes the id added last (its line was never queued). */
+  forgetNewest(): void {
+    if (this.count === 0) return;
+    const pos = (this.head + this.count - 1) % this.max;
+    this.unlinkPos(pos);
+    this.count--;
   }
 
   /**

@@ -62,6 +62,17 @@ export class WriterError extends Error {
   }
 }
 
+/**
+ * A batch commit that failed. Its first durableLines lines are on disk all the same (pieces of the
+ * batch that went into a file rotated away and synced before the failure); the rest are not.
+ */
+export class CommitError extends WriterError {
+  constructor(message: string, readonly durableLines: number, readonly code?: string) {
+    super(message);
+    this.name = 'CommitError';
+  }
+}
+
 function utcStamp(d: Date): string {
   const p = (n: number, w = 2): string => String(n).padStart(w, '0');
   return `${d.getUTCFullYear()}${p(d.getUTCMonth() + 1)}${p(d.getUTCDate())}T${p(d.getUTCHours())}${p(d.getUTCMinutes())}${p(d.getUTCSeconds())}Z`;
@@ -93,6 +104,10 @@ export class JsonlWriter {
   /** Size of events.jsonl after the last successful commit. */
   private committedSize: number;
   private current: Batch;
+  /** The batch being written and synced, if any. */
+  private inCommit: Batch | null = null;
+  /** A failed commit could not cut the file back: do it before the next write. */
+  private needTruncate = false;
   private spare: ByteBuffer | null = null;
   private committing = false;
   private closed = false;
@@ -229,6 +244,21 @@ export class JsonlWriter {
     return this.current.id;
   }
 
+  /**
+   * Runs cb once batch `id` is durable (or failed): the batch accumulating, the one being
+   * committed, or (for one already done) the next commit. The collector acks a resent event with
+   * the batch that holds its first copy, so that the ack shares that batch's fate.
+   */
+  afterBatch(id: number, cb: CommitCallback): void {
+    if (this.inCommit !== null && this.inCommit.id === id) this.inCommit.callbacks.push(cb);
+    else this.afterCommit(cb);
+  }
+
+  /** Id of the newest batch whose commit has finished (successfully or not). */
+  get finishedBatchId(): number {
+    return this.inCommit !== null ? this.inCommit.id - 1 : this.current.id - 1;
+  }
+
   stats(): JsonlWriterStats {
     return { ...this.counters };
   }
@@ -256,24 +286,25 @@ export class JsonlWriter {
       return;
     }
     this.current = this.newBatch(batch.id + 1);
+    this.inCommit = batch;
     const lines = batch.ends.length, bytes = batch.data.len;
-    const done = (err: Error | null): void => {
+    /** Lines of the batch in files already rotated away (synced): durable even if the rest fails. */
+    let durableLines = 0;
+    const done = (cause: NodeJS.ErrnoException | null): void => {
       const capacity = batch.data.buf.length;
       if (capacity <= ALWAYS_REUSE_BYTES || (capacity <= REUSE_BUFFER_BYTES && bytes >= capacity / 8)) this.spare = batch.data;
-      if (!err) this.committedSize = this.size;
-      if (err) {
-        this.log?.error({ err: err.message, file: this.path, lines }, 'writing events failed; not acknowledging them');
-        try {
-          ftruncateSync(this.fd, this.committedSize); // leave no half-written line behind
-          this.size = this.committedSize;
-        } catch {
-          // The next write fails the same way and is reported.
-        }
+      if (!cause) this.committedSize = this.size;
+      let err: CommitError | null = null;
+      if (cause) {
+        err = new CommitError(`${cause.message} (writing ${this.path})`, durableLines, cause.code);
+        this.log?.error({ err: cause.message, code: cause.code, file: this.path, lines: lines - durableLines }, 'writing events failed; not acknowledging them');
+        this.cutBack();
       } else {
         this.counters.lines += lines;
         this.counters.bytes += bytes;
         this.counters.commits++;
       }
+      this.inCommit = null;
       for (const cb of batch.callbacks) {
         try {
           cb(err);
@@ -292,11 +323,14 @@ export class JsonlWriter {
     // MAX_PIECE_BYTES, so no single write is huge when rotation is set high. Pieces are views of
     // the batch buffer, cut at line ends.
     const pieces: Buffer[] = [];
+    /** Lines before each piece. */
+    const linesBefore: number[] = [];
     const t0 = Date.now();
     if (this.size + bytes <= this.rotateBytes && bytes <= MAX_PIECE_BYTES) {
       pieces.push(batch.data.view());
+      linesBefore.push(0);
     } else {
-      let from = 0, acc = this.size;
+      let from = 0, acc = this.size, fromLine = 0;
       for (let i = 0; i < lines; i++) {
         const lineStart = i === 0 ? 0 : batch.ends[i - 1];
         const len = batch.ends[i] - lineStart;
@@ -304,21 +338,32 @@ export class JsonlWriter {
         if (rotateHere || lineStart - from + len > MAX_PIECE_BYTES) {
           if (lineStart > from) {
             pieces.push(batch.data.view(from, lineStart));
+            linesBefore.push(fromLine);
             from = lineStart;
+            fromLine = i;
           }
           if (rotateHere) acc = 0;
         }
         acc += len;
       }
       pieces.push(batch.data.view(from));
+      linesBefore.push(fromLine);
+    }
+    if (this.needTruncate && !this.cutBack()) {
+      done({ name: 'Error', message: `cannot cut ${this.path} back to its last complete line`, code: 'EIO' });
+      return;
     }
     const writePiece = (k: number, off: number): void => {
       const data = pieces[k];
       if (off === 0) {
         try {
-          if (this.size > 0 && this.size + data.length > this.rotateBytes) this.rotate();
+          if (this.size > 0 && this.size + data.length > this.rotateBytes) {
+            this.rotate();
+            durableLines = linesBefore[k]; // rotate() synced the file it closed
+          }
         } catch (err) {
-          done(new WriterError(`cannot rotate ${this.path}: ${(err as Error).message}`));
+          const e = err as NodeJS.ErrnoException;
+          done({ name: 'Error', message: `cannot rotate ${this.path}: ${e.message}`, code: e.code });
           return;
         }
       }
@@ -335,6 +380,23 @@ export class JsonlWriter {
       });
     };
     writePiece(0, 0);
+  }
+
+  /**
+   * Cuts events.jsonl back to its last committed size (no half-written line stays behind a
+   * failed commit). If that fails too, the next commit tries again before it writes.
+   */
+  private cutBack(): boolean {
+    try {
+      ftruncateSync(this.fd, this.committedSize);
+      this.size = this.committedSize;
+      this.needTruncate = false;
+      return true;
+    } catch (err) {
+      this.needTruncate = true;
+      this.log?.error({ err: (err as Error).message, file: this.path }, 'cannot cut the output file back after a failed write; retrying before the next write');
+      return false;
+    }
   }
 
   private rotate(): void {

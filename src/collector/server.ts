@@ -17,7 +17,7 @@ import { ByteBuffer } from './byte-buffer';
 import { writeJsonLine } from './event-json';
 import { NativeJson } from './native-json';
 import { rebuildSeenSet, SeenSet } from './dedup';
-import { JsonlWriter, listEventFiles } from './jsonl-writer';
+import { CommitError, JsonlWriter, listEventFiles } from './jsonl-writer';
 
 export interface CollectorOptions {
   /** HOST:PORT to listen on (PORT 0 picks a free port). */
@@ -50,6 +50,8 @@ export interface CollectorStats {
   duplicates: number;
   malformed: number;
   unauthenticated: number;
+  /** Output commits that failed (their events were not acked; senders resend them). */
+  commitFailures: number;
 }
 
 /** gRPC status codes used here. */
@@ -199,15 +201,16 @@ class EventStream {
       if (n >= 0) {
         this.c.counters.received++;
         const id = native.eventIdAt;
-        let batch: number;
-        if (this.c.seen.add(buf, id)) {
-          batch = this.c.writer.commitWritten(n);
+        const batch = this.c.writer.batchId;
+        if (this.c.seen.add(buf, id, batch)) {
+          this.c.writer.commitWritten(n);
           this.c.counters.written++;
+          this.c.guard(batch);
+          this.queueAck(batch, buf, id, id + 16);
         } else {
           this.c.counters.duplicates++;
-          batch = this.c.writer.batchId;
+          this.queueAck(this.c.ackBatchOfDuplicate(), buf, id, id + 16);
         }
-        this.queueAck(batch, buf, id, id + 16);
         return true;
       }
     }
@@ -237,15 +240,20 @@ class EventStream {
       this.c.counters.malformed++;
       this.c.warnMalformed(this.peer, error);
       batch = this.c.writer.batchId;
+    } else if (!this.c.seen.add(id, 0, this.c.writer.batchId)) {
+      this.c.counters.duplicates++;
+      batch = this.c.ackBatchOfDuplicate();
     } else {
-      if (!this.c.seen.add(id)) {
-        // Already written (maybe in a batch still being committed): ack once that is durable.
-        this.c.counters.duplicates++;
-        batch = this.c.writer.batchId;
-      } else {
+      try {
         batch = this.c.writer.appendWith(this.c.lineOf);
-        this.c.counters.written++;
+      } catch (err) {
+        // Nothing was queued for this id: it must not stay in the set.
+        this.c.seen.forgetNewest();
+        this.fail(Status.INTERNAL, `cannot write the event as JSON: ${(err as Error).message}`);
+        return false;
       }
+      this.c.counters.written++;
+      this.c.guard(batch);
     }
     this.queueAck(batch, msg, ev.eventId.s, ev.eventId.e);
     return true;
@@ -257,7 +265,7 @@ class EventStream {
     if (!pending) {
       pending = { frames: new ByteBuffer(4096), count: 0 };
       this.acks.set(batch, pending);
-      this.c.writer.afterCommit((err) => this.onCommitted(batch, err));
+      this.c.writer.afterBatch(batch, (err) => this.onCommitted(batch, err));
     }
     appendAck(pending.frames, src, start, end);
     pending.count++;
@@ -325,7 +333,7 @@ export class Collector {
   readonly seen: SeenSet;
   /** The C++ JSON fast path, or null (then every line is written in JavaScript). */
   readonly native: NativeJson | null;
-  readonly counters = { streams: 0, received: 0, written: 0, duplicates: 0, malformed: 0, unauthenticated: 0 };
+  readonly counters = { streams: 0, received: 0, written: 0, duplicates: 0, malformed: 0, unauthenticated: 0, commitFailures: 0 };
   private readonly server: http2.Http2Server | http2.Http2SecureServer;
   private readonly sessions = new Set<http2.ServerHttp2Session>();
   private readonly streams = new Set<EventStream>();
@@ -468,6 +476,35 @@ export class Collector {
       this.streams.delete(es);
       this.log.info({ peer }, 'exporter stream closed');
     });
+  }
+
+  /** The batch whose failed commit last registered a forget (see guard). */
+  private guarded = 0;
+
+  /**
+   * Makes sure that if batch fails to commit, the ids added with it leave the de-duplication set
+   * (their senders resend them; they must be written then, not acked as duplicates).
+   */
+  guard(batch: number): void {
+    if (batch === this.guarded) return;
+    this.guarded = batch;
+    this.writer.afterBatch(batch, (err) => {
+      if (err === null) return;
+      const keep = err instanceof CommitError ? err.durableLines : 0;
+      const forgotten = this.seen.forgetBatch(batch, keep);
+      this.counters.commitFailures++;
+      this.counters.written -= forgotten;
+      this.log.error({ batch, forgotten, durable: keep, err: err.message }, 'output commit failed: those events were not acknowledged and will be written when resent');
+    });
+  }
+
+  /**
+   * The batch whose commit acks a duplicate: the batch that holds the first copy while that one is
+   * not yet durable (the ack shares its fate), else the batch now accumulating.
+   */
+  ackBatchOfDuplicate(): number {
+    const tag = this.seen.foundTag;
+    return tag > this.writer.finishedBatchId ? tag : this.writer.batchId;
   }
 
   /** Called by a stream when it closes. */

@@ -101,6 +101,8 @@ export function openH2Stream(o: StreamOptions, h: StreamHandlers): EventStream {
   };
   if (o.token !== undefined && o.token !== '') headers.authorization = `Bearer ${o.token}`;
   const stream = session.request(headers, { endStream: false });
+  // Incoming acks: length-prefixed messages split across DATA frames anywhere.
+  let pending: Buffer | null = null;
 
   stream.on('response', (rh) => {
     const httpStatus = Number(rh[':status']);
@@ -110,15 +112,22 @@ export function openH2Stream(o: StreamOptions, h: StreamHandlers): EventStream {
     else if (!String(rh['content-type'] ?? '').startsWith('application/grpc')) {
       status = { code: GrpcStatus.UNKNOWN, details: `collector answered with content-type ${String(rh['content-type'])}, not application/grpc` };
     }
-    if (status && status.code !== GrpcStatus.OK) stream.close(http2.constants.NGHTTP2_CANCEL);
+    // A status in the response headers (trailers-only) ends the call now, whatever it says.
+    if (status) finish(status);
   });
+  // Trailers end the call (gRPC over HTTP/2): do not wait for 'close', which needs our half of the
+  // stream to end too, and the exporter never ends it. Waiting hung the exporter for good after
+  // any error status from the collector.
   stream.on('trailers', (t) => {
     status = statusOfHeaders(t) ?? { code: GrpcStatus.INTERNAL, details: 'trailers without grpc-status' };
+    if (pending !== null && status.code === GrpcStatus.OK) status = { code: GrpcStatus.INTERNAL, details: `stream ended inside an ack message (${pending.length} bytes of it pending)` };
+    finish(status);
   });
+  // The server ended its half without trailers: the call is over, and not well.
+  stream.on('end', () => finish(status ?? { code: GrpcStatus.INTERNAL, details: 'collector ended the stream without a grpc-status' }));
 
-  // Incoming acks: length-prefixed messages split across DATA frames anywhere.
-  let pending: Buffer | null = null;
   stream.on('data', (chunk: Buffer) => {
+    if (ended) return;
     let buf = pending ? Buffer.concat([pending, chunk]) : chunk;
     let off = 0;
     try {
@@ -132,8 +141,7 @@ export function openH2Stream(o: StreamOptions, h: StreamHandlers): EventStream {
         if (ended) return;
       }
     } catch (err) {
-      status = { code: GrpcStatus.INTERNAL, details: `bad ack from collector: ${(err as Error).message}` };
-      stream.close(http2.constants.NGHTTP2_CANCEL);
+      finish({ code: GrpcStatus.INTERNAL, details: `bad ack from collector: ${(err as Error).message}` });
       return;
     }
     buf = buf.subarray(off);

@@ -75,3 +75,37 @@ describe('SeenSet', () => {
     }
   });
 });
+
+describe('SeenSet batch tags', () => {
+  it('forgets the ids of a failed batch (keeping its durable first lines) and nothing else', () => {
+    const s = new SeenSet(100);
+    const ids = Array.from({ length: 30 }, () => randomBytes(16));
+    ids.slice(0, 10).forEach((id) => expect(s.add(id, 0, 1)).toBe(true));
+    ids.slice(10, 20).forEach((id) => expect(s.add(id, 0, 2)).toBe(true));
+    ids.slice(20, 30).forEach((id) => expect(s.add(id, 0, 3)).toBe(true));
+    expect(s.add(ids[15], 0, 3)).toBe(false);
+    expect(s.foundTag).toBe(2);
+    // Batch 2 failed after its first 4 lines went to a file rotated away.
+    expect(s.forgetBatch(2, 4)).toBe(6);
+    for (let i = 0; i < 30; i++) expect(s.has(ids[i])).toBe(i < 14 || i >= 20);
+    // A resend is new again, and is written with the batch now accumulating.
+    expect(s.add(ids[15], 0, 4)).toBe(true);
+    expect(s.add(ids[15], 0, 4)).toBe(false);
+    expect(s.foundTag).toBe(4);
+    expect(s.forgetBatch(9)).toBe(0);
+  });
+
+  it('evicts forgotten slots without touching a re-added copy of the same id', () => {
+    const s = new SeenSet(4);
+    const a = randomBytes(16);
+    s.add(a, 0, 1);
+    s.forgetBatch(1);
+    expect(s.has(a)).toBe(false);
+    s.add(a, 0, 2); // the ring now holds a dead copy (oldest) and a live one
+    for (let i = 0; i < 2; i++) s.add(randomBytes(16), 0, 2);
+    s.add(randomBytes(16), 0, 2); // evicts the dead copy
+    expect(s.has(a)).toBe(true);
+    s.forgetNewest();
+    expect(s.size).toBe(3);
+  });
+});
