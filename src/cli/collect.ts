@@ -1,9 +1,11 @@
 // wgflow collect: the embedded collector (src/collector/server.ts) as a command.
 import { readFileSync } from 'node:fs';
 import pino from 'pino';
-import { Collector, CollectorError } from '../collector/server';
+import { Collector, COLLECTOR_DEFAULTS as D, CollectorError } from '../collector/server';
 import { WriterError } from '../collector/jsonl-writer';
 import { intFlag, parseFlags, sizeFlag, UsageError } from '../export/cli-args';
+
+const mib = (n: number): string => `${n / (1024 * 1024)}M`;
 
 export const COLLECT_HELP = `usage: wgflow collect --out DIR [options]
 
@@ -12,16 +14,24 @@ as one JSON line to DIR/events.jsonl (fsync'ed in groups), then acknowledges it.
 de-duplicated by event id, across restarts too. Logs (JSON) go to stderr.
 
 options:
-  --listen HOST:PORT      address to listen on (default 127.0.0.1:50051; port 0 = any free port)
+  --listen HOST:PORT      address to listen on (default ${D.listen}; port 0 = any free port)
   --out DIR               output directory (required; created if missing)
   --token TOKEN           require "authorization: Bearer TOKEN" (default: accept any caller)
   --token-file FILE       read the token from FILE (keeps it out of the process list)
   --tls-cert FILE         PEM server certificate: serve TLS (with --tls-key)
   --tls-key FILE          PEM private key of --tls-cert
   --client-ca FILE        PEM CA bundle: require client certificates signed by it (mTLS)
-  --rotate-size SIZE      rotate events.jsonl before it passes SIZE (default 64M)
-  --max-files N           keep at most N rotated files, deleting the oldest (default 0 = all)
-  --dedup-window N        event ids remembered for de-duplication (default 500000)
+  --rotate-size SIZE      rotate events.jsonl before it passes SIZE (default ${mib(D.rotateBytes)})
+  --max-files N           keep at most N rotated files, deleting the oldest (default ${D.maxFiles} = all)
+  --dedup-window N        event ids remembered for de-duplication (default ${D.dedupWindow})
+  --max-message SIZE      largest accepted gRPC message (default ${mib(D.maxMessageBytes)})
+
+connection limits (a flood of broken or idle clients must not lock exporters out):
+  --handshake-timeout-ms N  a connection must open an authenticated stream within N ms (default ${D.handshakeTimeoutMs})
+  --idle-timeout-ms N     close a connection with no open stream after N ms (default ${D.idleTimeoutMs})
+  --max-unauthenticated N connections not yet authenticated, at most; more are refused (default ${D.maxUnauthenticated})
+  --max-connections N     open connections at most; more are refused (default ${D.maxConnections})
+  --max-streams N         concurrent streams per connection (default ${D.maxStreamsPerConnection})
   --log-level LEVEL       fatal, error, warn, info, debug (default info)
   --help, -h              show this help
 
@@ -39,6 +49,12 @@ const OPTIONS = {
   'rotate-size': { type: 'string' },
   'max-files': { type: 'string' },
   'dedup-window': { type: 'string' },
+  'max-message': { type: 'string' },
+  'handshake-timeout-ms': { type: 'string' },
+  'idle-timeout-ms': { type: 'string' },
+  'max-unauthenticated': { type: 'string' },
+  'max-connections': { type: 'string' },
+  'max-streams': { type: 'string' },
   'log-level': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const;
@@ -71,15 +87,21 @@ export async function main(argv: string[]): Promise<number> {
     const logger = pino({ name: 'wgflow-collect', level }, pino.destination({ fd: 2, sync: true }));
     try {
       collector = await Collector.start({
-        listen: f.listen ?? '127.0.0.1:50051',
+        listen: f.listen ?? D.listen,
         out: f.out,
         token,
         tlsCert: f['tls-cert'],
         tlsKey: f['tls-key'],
         clientCa: f['client-ca'],
-        rotateBytes: sizeFlag(f['rotate-size'], 'rotate-size', 64 * 1024 * 1024, 1024),
-        maxFiles: intFlag(f['max-files'], 'max-files', 0),
-        dedupWindow: intFlag(f['dedup-window'], 'dedup-window', 500_000, 1),
+        rotateBytes: sizeFlag(f['rotate-size'], 'rotate-size', D.rotateBytes, 1024),
+        maxFiles: intFlag(f['max-files'], 'max-files', D.maxFiles),
+        dedupWindow: intFlag(f['dedup-window'], 'dedup-window', D.dedupWindow, 1),
+        maxMessageBytes: sizeFlag(f['max-message'], 'max-message', D.maxMessageBytes, 1024),
+        handshakeTimeoutMs: intFlag(f['handshake-timeout-ms'], 'handshake-timeout-ms', D.handshakeTimeoutMs, 1),
+        idleTimeoutMs: intFlag(f['idle-timeout-ms'], 'idle-timeout-ms', D.idleTimeoutMs, 1),
+        maxUnauthenticated: intFlag(f['max-unauthenticated'], 'max-unauthenticated', D.maxUnauthenticated, 1),
+        maxConnections: intFlag(f['max-connections'], 'max-connections', D.maxConnections, 1),
+        maxStreamsPerConnection: intFlag(f['max-streams'], 'max-streams', D.maxStreamsPerConnection, 1),
         logger,
       });
     } catch (err) {

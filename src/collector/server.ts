@@ -39,8 +39,36 @@ export interface CollectorOptions {
   maxMessageBytes?: number;
   /** fdatasync every batch (default true). */
   fsync?: boolean;
+  /** A connection must open an authenticated Events stream within this time (TLS handshake included). */
+  handshakeTimeoutMs?: number;
+  /** A connection with no open Events stream for this long is closed. */
+  idleTimeoutMs?: number;
+  /** Connections that have not yet opened an authenticated stream, at most; more are refused. */
+  maxUnauthenticated?: number;
+  /** Open connections at most; more are refused. */
+  maxConnections?: number;
+  /** Concurrent streams per connection (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS). */
+  maxStreamsPerConnection?: number;
   logger: Logger;
 }
+
+/**
+ * The collector's defaults, one place (the CLI's help and docs/export.md name these). The limits
+ * keep a flood of broken or idle clients from using up the collector's file descriptors: an
+ * exporter holds one connection with one stream and authenticates at once.
+ */
+export const COLLECTOR_DEFAULTS = {
+  listen: '127.0.0.1:50051',
+  rotateBytes: 64 * 1024 * 1024,
+  maxFiles: 0,
+  dedupWindow: 500_000,
+  maxMessageBytes: 4 * 1024 * 1024,
+  handshakeTimeoutMs: 10_000,
+  idleTimeoutMs: 300_000,
+  maxUnauthenticated: 64,
+  maxConnections: 1024,
+  maxStreamsPerConnection: 100,
+} as const;
 
 export interface CollectorStats {
   streams: number;
@@ -50,6 +78,16 @@ export interface CollectorStats {
   duplicates: number;
   malformed: number;
   unauthenticated: number;
+  /** Connections open now, and those of them not yet authenticated. */
+  connections: number;
+  unauthenticatedConnections: number;
+  /** Connections refused at accept (maxConnections or maxUnauthenticated reached). */
+  refusedConnections: number;
+  /** Connections closed for not authenticating in time, or for being idle. */
+  handshakeTimeouts: number;
+  idleClosed: number;
+  /** Streams ended because the client ended them in the middle of a message. */
+  truncated: number;
   /** Output commits that failed (their events were not acked; senders resend them). */
   commitFailures: number;
 }
@@ -93,6 +131,8 @@ function appendAck(out: ByteBuffer, src: Buffer, start: number, end: number): vo
   out.bytes(src, start, end);
 }
 
+const EMPTY = Buffer.alloc(0);
+
 /** Scratch for the message being handled (every message is handled to the end synchronously). */
 const scanned = new ScannedEvent();
 
@@ -101,6 +141,25 @@ export class CollectorError extends Error {
     super(message);
     this.name = 'CollectorError';
   }
+}
+
+/** One accepted TCP connection (the session on it, once there is one). */
+interface Conn {
+  socket: Socket;
+  session: http2.ServerHttp2Session | null;
+  authenticated: boolean;
+  streams: number;
+  /** The handshake deadline, then (with no stream open) the idle timer. */
+  timer: NodeJS.Timeout | null;
+  peer: string;
+}
+
+/** The same key for the raw socket and the (TLS) socket of its session. */
+const connKey = (s: { remoteAddress?: string; remotePort?: number }): string => `${s.remoteAddress ?? ''}|${s.remotePort ?? ''}`;
+
+function positiveInt(n: number, what: string): number {
+  if (!(Number.isInteger(n) && n >= 1)) throw new CollectorError(`${what} must be a positive integer, got ${n}`);
+  return n;
 }
 
 export function parseListen(text: string): { host: string; port: number } {
@@ -119,7 +178,7 @@ class EventStream {
    * The start of a message that a chunk ended in the middle of, at asm[0, asmLen). Reused: a new
    * buffer for each such chunk was ~100 MB/s of short-lived external memory at full speed.
    */
-  private asm = Buffer.allocUnsafe(64 * 1024);
+  private asm = EMPTY;
   private asmLen = 0;
   /** Framed acks waiting for their batch's commit, by batch id, and how many each holds. */
   private readonly acks = new Map<number, { frames: ByteBuffer; count: number }>();
@@ -142,6 +201,11 @@ class EventStream {
     s.on('data', (chunk: Buffer) => this.onData(chunk));
     s.on('end', () => {
       this.clientDone = true;
+      if (this.asmLen > 0) {
+        this.c.counters.truncated++;
+        this.fail(Status.INVALID_ARGUMENT, `stream ended inside a message (${this.asmLen} bytes of it received)`);
+        return;
+      }
       this.maybeFinish();
     });
     s.on('drain', () => this.updateFlow());
@@ -184,10 +248,10 @@ class EventStream {
     this.asmLen = rest;
   }
 
-  /** Room for n bytes in asm, keeping asm[0, asmLen). */
+  /** Room for n bytes in asm, keeping asm[0, asmLen). Allocated on first use: an idle stream holds none. */
   private keep(n: number): void {
     if (n <= this.asm.length) return;
-    const bigger = Buffer.allocUnsafe(Math.max(n, this.asm.length * 2));
+    const bigger = Buffer.allocUnsafe(Math.max(n, this.asm.length * 2, 64 * 1024));
     this.asm.copy(bigger, 0, 0, this.asmLen);
     this.asm = bigger;
   }
@@ -333,30 +397,41 @@ export class Collector {
   readonly seen: SeenSet;
   /** The C++ JSON fast path, or null (then every line is written in JavaScript). */
   readonly native: NativeJson | null;
-  readonly counters = { streams: 0, received: 0, written: 0, duplicates: 0, malformed: 0, unauthenticated: 0, commitFailures: 0 };
+  readonly counters = { streams: 0, received: 0, written: 0, duplicates: 0, malformed: 0, unauthenticated: 0, commitFailures: 0, refusedConnections: 0, handshakeTimeouts: 0, idleClosed: 0, truncated: 0 };
   private readonly server: http2.Http2Server | http2.Http2SecureServer;
   private readonly sessions = new Set<http2.ServerHttp2Session>();
   private readonly streams = new Set<EventStream>();
   private readonly tokenBuf: Buffer | null;
   private lastMalformedLog = 0;
   private openStreams = 0;
+  private readonly limits: { handshakeTimeoutMs: number; idleTimeoutMs: number; maxUnauthenticated: number; maxConnections: number };
+  private readonly connections = new Map<string, Conn>();
+  private unauthenticatedConns = 0;
+  private readonly lastWarn = new Map<string, number>();
   address = '';
 
   private constructor(opts: CollectorOptions) {
     this.log = opts.logger;
-    this.maxMessageBytes = opts.maxMessageBytes ?? 4 * 1024 * 1024;
+    const d = COLLECTOR_DEFAULTS;
+    this.maxMessageBytes = opts.maxMessageBytes ?? d.maxMessageBytes;
+    this.limits = {
+      handshakeTimeoutMs: positiveInt(opts.handshakeTimeoutMs ?? d.handshakeTimeoutMs, 'handshake timeout'),
+      idleTimeoutMs: positiveInt(opts.idleTimeoutMs ?? d.idleTimeoutMs, 'idle timeout'),
+      maxUnauthenticated: positiveInt(opts.maxUnauthenticated ?? d.maxUnauthenticated, 'max unauthenticated connections'),
+      maxConnections: positiveInt(opts.maxConnections ?? d.maxConnections, 'max connections'),
+    };
     this.tokenBuf = opts.token ? Buffer.from(`Bearer ${opts.token}`) : null;
     if ((opts.tlsCert === undefined) !== (opts.tlsKey === undefined)) throw new CollectorError('TLS needs both a certificate and a key (--tls-cert and --tls-key)');
     if (opts.clientCa && !opts.tlsCert) throw new CollectorError('client certificate checking (--client-ca) needs TLS (--tls-cert and --tls-key)');
     this.writer = JsonlWriter.open({ dir: opts.out, rotateBytes: opts.rotateBytes, maxFiles: opts.maxFiles, fsync: opts.fsync, logger: opts.logger });
-    const window = opts.dedupWindow ?? 500_000;
+    const window = opts.dedupWindow ?? d.dedupWindow;
     const t0 = Date.now();
     this.seen = rebuildSeenSet(listEventFiles(opts.out), window);
     const native = NativeJson.load();
     this.native = typeof native === 'string' ? null : native;
     if (typeof native === 'string') this.log.warn({ reason: native }, 'JSON fast path unavailable; writing lines in JavaScript (about half the throughput)');
     if (this.seen.size > 0) this.log.info({ ids: this.seen.size, ms: Date.now() - t0 }, 'rebuilt the de-duplication set from the output files');
-    const settings: http2.Settings = { initialWindowSize: 1 << 20, maxConcurrentStreams: 1000 };
+    const settings: http2.Settings = { initialWindowSize: 1 << 20, maxConcurrentStreams: positiveInt(opts.maxStreamsPerConnection ?? d.maxStreamsPerConnection, 'max streams per connection') };
     if (opts.tlsCert && opts.tlsKey) {
       const read = (p: string, what: string): Buffer => {
         try {
@@ -365,7 +440,7 @@ export class Collector {
           throw new CollectorError(`cannot read the ${what} ${p}: ${(err as Error).message}`);
         }
       };
-      const secure: http2.SecureServerOptions = { cert: read(opts.tlsCert, 'TLS certificate'), key: read(opts.tlsKey, 'TLS key'), settings, allowHTTP1: false };
+      const secure: http2.SecureServerOptions = { cert: read(opts.tlsCert, 'TLS certificate'), key: read(opts.tlsKey, 'TLS key'), settings, allowHTTP1: false, handshakeTimeout: this.limits.handshakeTimeoutMs };
       if (opts.clientCa) {
         secure.ca = read(opts.clientCa, 'client CA file');
         secure.requestCert = true;
@@ -381,6 +456,8 @@ export class Collector {
     }
     this.server.on('session', (session: http2.ServerHttp2Session) => {
       this.sessions.add(session);
+      const conn = this.connOf(session);
+      if (conn) conn.session = session;
       // A bigger connection window than HTTP/2's 64 KiB default: many events per round trip.
       try {
         session.setLocalWindowSize(8 << 20);
@@ -394,9 +471,9 @@ export class Collector {
       });
       session.on('close', () => this.sessions.delete(session));
     });
+    this.server.on('connection', (socket: Socket) => this.onConnection(socket));
     // Acks are small writes: without TCP_NODELAY, Nagle holds them back until the sender's
     // delayed ACK, and the sender's window drains in slow motion.
-    this.server.on('connection', (socket: Socket) => socket.setNoDelay(true));
     this.server.on('secureConnection', (socket: Socket) => socket.setNoDelay(true));
     this.server.on('stream', (stream, headers) => this.onStream(stream, headers));
     this.server.on('sessionError', (err: Error, session?: http2.ServerHttp2Session) => {
@@ -466,6 +543,8 @@ export class Collector {
         return;
       }
     }
+    const conn = this.connOf(stream.session);
+    if (conn) this.streamOpened(conn);
     stream.respond({ ':status': 200, 'content-type': 'application/grpc', 'grpc-accept-encoding': 'identity' }, { waitForTrailers: true });
     this.counters.streams++;
     this.openStreams++;
@@ -474,8 +553,85 @@ export class Collector {
     this.streams.add(es);
     stream.on('close', () => {
       this.streams.delete(es);
+      if (conn) this.streamClosedOn(conn);
       this.log.info({ peer }, 'exporter stream closed');
     });
+  }
+
+  /**
+   * A new TCP connection. Why all this: a connection that breaks HTTP/2 gets a GOAWAY from
+   * nghttp2, which then stops reading it, so even the peer's close goes unnoticed and the file
+   * descriptor stays; and an idle connection is never closed by node:http2. Every connection
+   * therefore has to authenticate (open an accepted Events stream) within handshakeTimeoutMs, is
+   * closed after idleTimeoutMs without a stream, and only so many may wait unauthenticated.
+   */
+  private onConnection(socket: Socket): void {
+    socket.setNoDelay(true);
+    socket.setKeepAlive(true, 30_000);
+    const peer = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? '?'}`;
+    const reason = this.connections.size >= this.limits.maxConnections ? `${this.limits.maxConnections} connections are open (maxConnections)`
+      : this.unauthenticatedConns >= this.limits.maxUnauthenticated ? `${this.limits.maxUnauthenticated} connections have not authenticated yet (maxUnauthenticated)` : null;
+    if (reason !== null) {
+      this.counters.refusedConnections++;
+      this.warnLimited('refused', { peer, reason, refusedTotal: this.counters.refusedConnections }, 'refused a connection');
+      socket.destroy();
+      return;
+    }
+    const key = connKey(socket);
+    const conn: Conn = { socket, session: null, authenticated: false, streams: 0, timer: null, peer };
+    this.connections.set(key, conn);
+    this.unauthenticatedConns++;
+    conn.timer = setTimeout(() => this.expire(conn, 'handshake'), this.limits.handshakeTimeoutMs);
+    conn.timer.unref();
+    socket.on('close', () => {
+      if (conn.timer) clearTimeout(conn.timer);
+      conn.timer = null;
+      if (!conn.authenticated) this.unauthenticatedConns--;
+      if (this.connections.get(key) === conn) this.connections.delete(key);
+    });
+  }
+
+  private connOf(session: http2.Http2Session | undefined): Conn | undefined {
+    const socket = session?.socket;
+    return socket ? this.connections.get(connKey(socket)) : undefined;
+  }
+
+  private streamOpened(conn: Conn): void {
+    if (!conn.authenticated) {
+      conn.authenticated = true;
+      this.unauthenticatedConns--;
+    }
+    if (conn.timer) clearTimeout(conn.timer);
+    conn.timer = null;
+    conn.streams++;
+  }
+
+  private streamClosedOn(conn: Conn): void {
+    conn.streams--;
+    if (conn.streams > 0 || conn.socket.destroyed) return;
+    conn.timer = setTimeout(() => this.expire(conn, 'idle'), this.limits.idleTimeoutMs);
+    conn.timer.unref();
+  }
+
+  private expire(conn: Conn, why: 'handshake' | 'idle'): void {
+    conn.timer = null;
+    if (why === 'handshake') {
+      this.counters.handshakeTimeouts++;
+      this.warnLimited('handshake', { peer: conn.peer, timeoutMs: this.limits.handshakeTimeoutMs, total: this.counters.handshakeTimeouts }, 'closed a connection that did not open an authenticated stream in time');
+    } else {
+      this.counters.idleClosed++;
+      this.log.debug({ peer: conn.peer, idleMs: this.limits.idleTimeoutMs }, 'closed an idle connection');
+    }
+    conn.session?.destroy();
+    conn.socket.destroy();
+  }
+
+  /** Logs a warning of one kind at most once every 10 s (a flood must not flood the log too). */
+  private warnLimited(kind: string, info: Record<string, unknown>, msg: string): void {
+    const now = Date.now();
+    if (now - (this.lastWarn.get(kind) ?? 0) < 10_000) return;
+    this.lastWarn.set(kind, now);
+    this.log.warn(info, msg);
   }
 
   /** The batch whose failed commit last registered a forget (see guard). */
@@ -521,7 +677,7 @@ export class Collector {
   }
 
   stats(): CollectorStats {
-    return { ...this.counters, openStreams: this.openStreams };
+    return { ...this.counters, openStreams: this.openStreams, connections: this.connections.size, unauthenticatedConnections: this.unauthenticatedConns };
   }
 
   /** Ends every stream, commits what is queued and closes the output. */
@@ -532,7 +688,10 @@ export class Collector {
       for (const s of this.sessions) s.close();
       setTimeout(() => {
         for (const s of this.sessions) s.destroy();
+        for (const c of this.connections.values()) c.socket.destroy();
       }, 2000).unref();
+      // Connections with no session yet (or a broken one) would hold server.close() up.
+      for (const c of this.connections.values()) if (c.streams === 0) c.socket.destroy();
     });
     await this.writer.close();
   }
