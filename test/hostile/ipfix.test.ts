@@ -2,7 +2,7 @@
 // unreachable must be counted, by kind, in the stats and in /metrics, logged rate-limited, and a
 // collector started later must get templates and data), and a host name that never resolves
 // (resolved on a schedule, not per message; the log stays bounded however many messages are tried).
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
 import { createSocket, Socket } from 'node:dgram';
 import pino, { Logger } from 'pino';
@@ -10,7 +10,12 @@ import { IpfixExporter } from '../../src/ipfix/exporter';
 import { Metrics } from '../../src/metrics/metrics';
 import { syntheticEvent } from '../../src/export/synthetic';
 import type { FlowEvent } from '../../src/flow/event';
-import { sleep } from '../helpers/procs';
+import { readFileSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Testbed } from '../../src/testbed/testbed';
+import { describePrivileged, killBackground, run, sleep, spawnIn, waitForLine } from '../helpers/env';
+import { DaemonProc, TRAFFIC } from '../helpers/daemon';
 
 interface LogLine { level: number; msg: string; [k: string]: unknown }
 
@@ -161,5 +166,64 @@ describe('IPFIX to a host name that does not resolve', () => {
     expect(setIds(got[0])).toContain(2);
     expect(ids.some((id) => id === 256 || id === 257)).toBe(true);
     expect(x.stats().errors.unresolved).toBeGreaterThan(0);
+  });
+});
+
+/** wgflow_ipfix_send_errors_total{kind="..."} from a /metrics text. */
+function ipfixErrors(text: string, kind: string): number {
+  const m = new RegExp(`^wgflow_ipfix_send_errors_total\\{kind="${kind}"\\} (\\d+)`, 'm').exec(text);
+  return m ? Number(m[1]) : NaN;
+}
+
+describePrivileged('the daemon with IPFIX collectors that are not there', () => {
+  let tb: Testbed;
+  let d: DaemonProc | undefined;
+  const dir = mkdtempSync(join(tmpdir(), 'wgflow-hostile-ipfix-'));
+
+  afterAll(async () => {
+    await d?.stop('SIGKILL');
+    d?.cleanup();
+    await killBackground();
+    await tb?.destroy();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('starts with a name that does not resolve and a port nobody listens on, counts both, logs little, and delivers once a collector listens', async () => {
+    tb = new Testbed();
+    const { a, b } = tb.wgPair();
+    const bad = 'udp://collector.wgflow.invalid:4739';
+    d = await DaemonProc.start(b.ns, {
+      interfaces: [b.ifname],
+      ipfix: [bad, 'udp://127.0.0.1:4741'],
+      ipfix_template_refresh_s: 1,
+      lifecycle: { udp_timeout_s: 1, icmp_timeout_s: 1, interim_interval_s: 1 },
+    });
+    for (let i = 0; i < 5; i++) await run(a.ns, 'ping', ['-c', '3', '-i', '0.2', b.ip4]);
+    await sleep(2500);
+    const text = d.metrics();
+    expect(ipfixErrors(text, 'refused')).toBeGreaterThan(0);
+    expect(ipfixErrors(text, 'unresolved')).toBeGreaterThan(0);
+    expect(d.child.exitCode).toBeNull();
+    const warnings = d.log.split('\n').filter((l) => l.includes('"part":"ipfix"') && /"level":(40|50)/.test(l));
+    expect(warnings.length).toBeGreaterThanOrEqual(2); // one per target and kind
+    expect(warnings.length).toBeLessThanOrEqual(4);
+
+    // A collector appears on the port: templates on their schedule, then the data of new flows.
+    const file = join(dir, 'stream.ipfix');
+    const sink = spawnIn(b.ns, 'node', [TRAFFIC, 'udp-sink', '127.0.0.1', '4741', file]);
+    await waitForLine(sink, /ready/);
+    await sleep(1500);
+    await run(a.ns, 'ping', ['-c', '3', '-i', '0.2', b.ip4]);
+    await sleep(3000);
+    expect(existsSync(file)).toBe(true);
+    const stream = readFileSync(file);
+    const ids: number[] = [];
+    for (let o = 0; o + 16 <= stream.length; o += stream.readUInt16BE(o + 2)) {
+      ids.push(...setIds(stream.subarray(o, o + stream.readUInt16BE(o + 2))));
+      if (stream.readUInt16BE(o + 2) < 16) break;
+    }
+    expect(ids).toContain(2);
+    expect(ids).toContain(256);
+    expect(d.child.exitCode).toBeNull();
   });
 });
