@@ -204,6 +204,7 @@ describePrivileged('the daemon with IPFIX collectors that are not there', () => 
     expect(ipfixErrors(text, 'refused')).toBeGreaterThan(0);
     expect(ipfixErrors(text, 'unresolved')).toBeGreaterThan(0);
     expect(d.child.exitCode).toBeNull();
+    expect(d.ctl(['status']).stdout).toMatch(/ipfix: .* send errors \(refused \d+, unresolved \d+\)/);
     const warnings = d.log.split('\n').filter((l) => l.includes('"part":"ipfix"') && /"level":(40|50)/.test(l));
     expect(warnings.length).toBeGreaterThanOrEqual(2); // one per target and kind
     expect(warnings.length).toBeLessThanOrEqual(4);
