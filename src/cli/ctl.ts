@@ -60,7 +60,12 @@ function formatStatus(s: StatusReport): string {
   } else {
     out.push(`output:         ${s.output.dir}/events.jsonl (no collector configured)`);
   }
-  if (s.ipfix) out.push(`ipfix:          ${s.ipfix.targets.join(', ')}: ${s.ipfix.messages} messages, ${s.ipfix.records} records, ${s.ipfix.sendErrors} send errors`);
+  if (s.ipfix) {
+    // Kinds with errors only (refused: nobody listening; unresolved: host name does not resolve).
+    const kinds = Object.entries(s.ipfix.errors ?? {}).filter(([, n]) => n > 0).map(([k, n]) => `${k} ${n}`).join(', ');
+    out.push(`ipfix:          ${s.ipfix.targets.join(', ')}: ${s.ipfix.messages} messages, ${s.ipfix.records} records, ${s.ipfix.sendErrors} send errors` +
+      (kinds ? ` (${kinds})` : ''));
+  }
   return out.join('\n') + '\n';
 }
 

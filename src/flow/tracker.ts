@@ -76,6 +76,8 @@ export interface TrackerStats {
   startLost: number;
   /** Flows found in the kernel at startup, older than this tracker (restart with pinned maps). */
   adopted: number;
+  /** Of those, flows ended (END idle) because nothing moved for udpIdleMs after the adoption. */
+  adoptedIdleEnded: number;
   /** Flows not exported because of DNS or include/exclude filters (tracked all the same). */
   filtered: number;
   /** Flows not exported because they are exit-node traffic (exitNodeCollection off). */
@@ -132,6 +134,7 @@ const END_REASONS: readonly FlowEndReason[] = ['idle', 'tcp_fin', 'tcp_rst', 'fo
 // integer (one field instead of nine).
 const B_UUID = 1, B_INIT_B = 2, B_EXPORTED = 4, B_REMNANT = 8, B_TCP = 16;
 const B_PHASE_SHIFT = 5, B_REASON_SHIFT = 8, B_PROTO_SHIFT = 12, B_KIND_SHIFT = 20;
+const B_ADOPTED = 1 << 22;
 
 /**
  * Per-flow state. Counters are widened (packets past 2^32) and from the reporter's view.
@@ -185,6 +188,9 @@ class Flow {
   get remnant(): boolean { return (this.bits & B_REMNANT) !== 0; }
   set remnant(v: boolean) { this.flag(B_REMNANT, v); }
   get tcp(): boolean { return (this.bits & B_TCP) !== 0; }
+  /** Adopted at a restart and nothing has moved since (repNs is the adoption time meanwhile). */
+  get adopted(): boolean { return (this.bits & B_ADOPTED) !== 0; }
+  set adopted(v: boolean) { this.flag(B_ADOPTED, v); }
   get phase(): Phase { return ((this.bits >>> B_PHASE_SHIFT) & 3) as Phase; }
   set phase(v: Phase) { this.bits = (this.bits & ~(3 << B_PHASE_SHIFT)) | (v << B_PHASE_SHIFT); }
   get endReason(): FlowEndReason { return END_REASONS[(this.bits >>> B_REASON_SHIFT) & 7]; }
@@ -303,7 +309,7 @@ function zeroStats(): TrackerStats {
     active: 0, remnantsActive: 0,
     events: { START: 0, UPDATE: 0, END: 0 },
     ended: { idle: 0, tcp_fin: 0, tcp_rst: 0, forced: 0, lack_of_resources: 0 },
-    discoveredWithoutStart: 0, startLost: 0, adopted: 0, filtered: 0, exitNodeSkipped: 0,
+    discoveredWithoutStart: 0, startLost: 0, adopted: 0, adoptedIdleEnded: 0, filtered: 0, exitNodeSkipped: 0,
     lateAfterEndFlows: 0, lateAfterEndPackets: 0, lateAfterEndBytes: 0, remnantsPromoted: 0,
     vanished: 0, hintsWithoutFlow: 0, hintsLost: 0,
   };
@@ -488,6 +494,7 @@ export class FlowTracker {
         continue;
       }
       if (f.tcp) this.tcpFlags(f, f.flags, f.lastSeenNs);
+      if (f.adopted && this.adoptedIdle(f, now)) continue;
       if (f.phase === ACTIVE && now - f.lastSeenNs >= this.idleTimeout(f)) {
         this.schedule(f, now, 'idle');
         continue;
@@ -646,6 +653,26 @@ export class FlowTracker {
     }
   }
 
+  /**
+   * An adopted flow's close may have happened while no daemon was reading (SIGKILL): a TCP
+   * connection would then wait tcpIdleMs (2 h). One that shows no packet for udpIdleMs after its
+   * adoption is ended as idle; one that moves is alive and gets the normal timeouts from then on.
+   * Returns true when the flow was scheduled to end.
+   */
+  private adoptedIdle(f: Flow, now: number): boolean {
+    // repNs and the rep counters hold the adoption's values until something moves (update() only
+    // changes them then); lastSeen covers packets the kernel did not count (counting off).
+    if (f.rxP !== f.repRxP || f.txP !== f.repTxP || f.rxB !== f.repRxB || f.txB !== f.repTxB || f.lastSeenNs > f.repNs) {
+      f.adopted = false;
+      return false;
+    }
+    if (f.phase !== ACTIVE || now - f.repNs < this.idle.udp) return false;
+    f.adopted = false;
+    this.st.adoptedIdleEnded++;
+    this.schedule(f, now, 'idle');
+    return true;
+  }
+
   /** New flow from a START record or a drain. Decides remnant / exported / filtered; emits START. */
   private create(key: FlowKey, firstNs: number, flags: number, now: number, out: FlowEvent[]): Flow {
     const id = key.id;
@@ -718,6 +745,7 @@ export class FlowTracker {
     if (f.remnant) return f;
     if (adopted) {
       this.st.adopted++;
+      f.adopted = true;
       f.repRxP = f.rxP;
       f.repTxP = f.txP;
       f.repRxB = f.rxB;

@@ -75,6 +75,7 @@ export class Metrics {
     });
     mirror('wgflow_flows_discovered_without_start_total', 'Flows found by a map read without a START record (ring buffer full or record not read yet).', (s) => s.pipeline?.().discoveredWithoutStart);
     mirror('wgflow_flows_adopted_total', 'Flows found in the pinned kernel maps at startup (restart).', (s) => s.pipeline?.().adopted);
+    mirror('wgflow_flows_adopted_idle_ended_total', 'Adopted flows ended because nothing moved for the UDP idle timeout after the adoption.', (s) => s.pipeline?.().adoptedIdleEnded);
     mirror('wgflow_flows_filtered_total', 'Flows not exported because of the DNS or include/exclude filters.', (s) => s.pipeline?.().filtered);
     mirror('wgflow_flows_exit_node_skipped_total', 'Flows not exported because they are exit-node traffic.', (s) => s.pipeline?.().exitNodeSkipped);
     mirror('wgflow_late_packets_after_end_total', 'Packets of TCP connections that arrived after their END (not exported as flows).', (s) => s.pipeline?.().lateAfterEndPackets);
@@ -113,7 +114,21 @@ export class Metrics {
 
     mirror('wgflow_ipfix_messages_total', 'IPFIX messages sent (templates included).', (s) => s.ipfix?.().messages);
     mirror('wgflow_ipfix_records_total', 'IPFIX data records sent (option records included).', (s) => s.ipfix?.().records);
-    mirror('wgflow_ipfix_send_errors_total', 'IPFIX messages that could not be sent.', (s) => s.ipfix?.().sendErrors);
+    const lastIpfixErrors: Record<string, number> = {};
+    new Counter({
+      name: 'wgflow_ipfix_send_errors_total', labelNames: ['kind'], registers: r,
+      help: 'IPFIX send errors by kind: refused (ICMP port unreachable: no collector listening), unreachable (no route), unresolved (messages dropped, the host does not resolve), other.',
+      collect(this: Counter<'kind'>) {
+        const x = self.sources.ipfix?.();
+        if (!x) return;
+        for (const [kind, cur] of Object.entries(x.errors)) {
+          const last = lastIpfixErrors[kind] ?? 0;
+          // Every kind is exported from the start (at 0), so a rate() sees the first error.
+          this.inc({ kind }, cur > last ? cur - last : 0);
+          lastIpfixErrors[kind] = cur;
+        }
+      },
+    });
 
     new Gauge({
       name: 'wgflow_interface_attached', help: '1 when wgflow is attached to the configured interface, 0 while it waits for it.', labelNames: ['interface'], registers: r,
