@@ -12,7 +12,8 @@ import { CodecError, DecodedAck, initiatorMessage } from './codec';
 import { CallStatus, EventStream, GrpcStatus, statusName, StreamOptions, Transport, TRANSPORTS } from './event-stream';
 import { openGrpcJsStream } from './grpcjs-stream';
 import { openH2Stream } from './h2-stream';
-import { Spool, SpoolOptions, SpoolRecord } from './spool';
+import { SKIP_RECORD, Spool, SpoolOptions, SpoolRecord } from './spool';
+import { checkScanned, scanFlowEvent, ScannedEvent } from './wire-reader';
 import { InFlight, InFlightTable } from './inflight';
 import { writeFlowEventInto } from './wire-writer';
 import { parseCollectorUrl, CollectorUrl } from './url';
@@ -78,6 +79,10 @@ export interface ExporterStats {
   /** Spool figures: dropped because full, corrupt records skipped, bytes on disk. */
   dropped: number;
   corruptSkipped: number;
+  /** Spool records read back that were not valid events: quarantined, not sent. */
+  quarantined: number;
+  /** Events refused at enqueue because they cannot be encoded (the rest of their batch is kept). */
+  badEvents: number;
   spoolBytes: number;
 }
 
@@ -136,6 +141,26 @@ function writeRecordBody(ev: FlowEvent, buf: Buffer, at: number, end: number): n
   return e;
 }
 
+const scratch = new ScannedEvent();
+
+/**
+ * Why a spool record read back from disk cannot be sent, or null: the checks the collector makes
+ * (a message it cannot parse fails the whole stream), and the record's id must be the event's.
+ */
+export function validateRecord(id: Buffer, payload: Buffer): string | null {
+  try {
+    scanFlowEvent(payload, scratch);
+  } catch (err) {
+    return `not a flow.FlowEvent: ${(err as Error).message}`;
+  }
+  if (scratch.initiator) return 'an initiator message, not an event';
+  const why = checkScanned(scratch);
+  if (why !== null) return why;
+  const e = scratch.eventId;
+  if (e.e - e.s !== 16 || payload.compare(id, 0, 16, e.s, e.e) !== 0) return 'the record id is not the event_id of its event';
+  return null;
+}
+
 /** Events written to the stream in one batch (one HTTP/2 DATA frame with the http2 transport). */
 const WRITE_BATCH = 256;
 
@@ -174,7 +199,8 @@ export class Exporter {
   private stopping = false;
   private stopped = false;
   private idleWaiters: Array<() => void> = [];
-  private counters = { acked: 0, sent: 0, reconnects: 0 };
+  private counters = { acked: 0, sent: 0, reconnects: 0, badEvents: 0 };
+  private lastBadEventLog = 0;
 
   constructor(private readonly opts: ExporterOptions) {
     this.url = parseCollectorUrl(opts.url);
@@ -202,7 +228,7 @@ export class Exporter {
       throw new Error(`TLS files were given but ${opts.url} is plaintext; use grpcs:// or https://`);
     }
     this.initiator = initiatorMessage();
-    this.spool = Spool.open({ logger: this.log, ...opts.spool });
+    this.spool = Spool.open({ logger: this.log, validate: validateRecord, ...opts.spool });
     this.spool.onSegmentDropped = (seq) => {
       this.inflight.deleteWhere((f) => f.rec.seq === seq);
       this.outbox = this.outbox.slice(this.outboxAt).filter((r) => r.seq !== seq);
@@ -217,17 +243,39 @@ export class Exporter {
     this.connect();
   }
 
-  /** Validates, encodes and appends one event to the spool; throws CodecError on a bad event. */
-  enqueue(event: FlowEvent): void {
-    this.enqueueBatch([event]);
+  /** Validates, encodes and appends one event to the spool; see enqueueBatch. */
+  enqueue(event: FlowEvent): boolean {
+    return this.enqueueBatch([event]) === 1;
   }
 
-  /** Appends events to the spool with one write; when it returns they are in the spool. */
-  enqueueBatch(events: readonly FlowEvent[]): void {
+  /**
+   * Appends events to the spool with one write; when it returns they are in the spool. An event
+   * that cannot be encoded is left out, counted (badEvents) and logged. Returns how many were spooled.
+   */
+  enqueueBatch(events: readonly FlowEvent[]): number {
     if (this.stopping) throw new ExporterStoppedError();
-    if (events.length === 0) return;
-    this.spool.appendWith(events.length, (k, buf, at, end) => writeRecordBody(events[k], buf, at, end));
+    if (events.length === 0) return 0;
+    const bad = this.counters.badEvents;
+    this.spool.appendWith(events.length, (k, buf, at, end) => {
+      try {
+        return writeRecordBody(events[k], buf, at, end);
+      } catch (err) {
+        if (!(err instanceof CodecError)) throw err;
+        // One event we cannot encode must not take the rest of its batch down with it.
+        this.badEvent(events[k], err);
+        return SKIP_RECORD;
+      }
+    });
     this.schedulePump();
+    return events.length - (this.counters.badEvents - bad);
+  }
+
+  private badEvent(ev: FlowEvent, err: CodecError): void {
+    this.counters.badEvents++;
+    const now = Date.now();
+    if (now - this.lastBadEventLog < 1000) return;
+    this.lastBadEventLog = now;
+    this.log.error({ eventId: ev.eventId, flowId: ev.flowId, err: err.message, badEventsTotal: this.counters.badEvents }, 'an event cannot be encoded: not exported (the rest of its batch is)');
   }
 
   stats(): ExporterStats {
@@ -241,6 +289,8 @@ export class Exporter {
       reconnects: this.counters.reconnects,
       dropped: s.dropped,
       corruptSkipped: s.corruptSkipped,
+      quarantined: s.quarantined,
+      badEvents: this.counters.badEvents,
       spoolBytes: s.bytes,
     };
   }

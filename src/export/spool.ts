@@ -14,7 +14,7 @@
 // Memory is bounded whatever the collector does: records not yet handed to the sender are kept in
 // memory only up to memoryBytes (beyond that they are read back from disk, one segment at most at
 // a time); what was handed out is the sender's bounded in-flight window.
-import { close, closeSync, fdatasync, fdatasyncSync, openSync, readdirSync, readFileSync, readSync, renameSync, unlink, unlinkSync, writeFileSync, writeSync } from 'node:fs';
+import { close, closeSync, fdatasync, fdatasyncSync, openSync, readdirSync, readFileSync, readSync, renameSync, statSync, unlink, unlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
 import type { Logger } from 'pino';
@@ -40,6 +40,15 @@ export interface SpoolOptions {
   memoryBytes?: number;
   /** Ack log entries are written in batches this often. Default 200 ms. */
   ackFlushMs?: number;
+  /**
+   * Checks a record read back from disk (its 16-byte id and payload): a reason it cannot be sent,
+   * or null. A record with a valid CRC whose body is not an event (a bug, a hand edit, another
+   * program's file) is quarantined instead of being sent: otherwise the collector refuses it, the
+   * sender resends it, and nothing behind it is ever delivered.
+   */
+  validate?: (id: Buffer, payload: Buffer) => string | null;
+  /** Quarantined records are kept in DIR/quarantine.records up to this many bytes. Default 16 MiB. */
+  quarantineBytes?: number;
   logger?: Logger;
 }
 
@@ -67,6 +76,8 @@ export interface SpoolStats {
   dropped: number;
   /** Corrupt or truncated records found and skipped. */
   corruptSkipped: number;
+  /** Records whose body failed validation, moved to quarantine.records and not sent. */
+  quarantined: number;
   segments: number;
 }
 
@@ -78,9 +89,16 @@ export interface AppendItem {
 /**
  * Writes the body of record k (16-byte event id, then the payload) into buf from `at` and returns
  * where it ends; or, when it would not fit before `end`, writes nothing useful and returns minus
- * the body's length (it is then called again for k with more room).
+ * the body's length (it is then called again for k with more room); or returns SKIP_RECORD to
+ * leave record k out of the batch (the others are appended).
  */
 export type BodyWriter = (k: number, buf: Buffer, at: number, end: number) => number;
+
+/** A BodyWriter's answer for a record it cannot write (0 is never a body's end). */
+export const SKIP_RECORD = 0;
+
+/** Name of the file quarantined records go to (same record format as a segment's). */
+export const QUARANTINE_FILE = 'quarantine.records';
 
 export const RECORD_MAGIC = 0x31464757;
 export const RECORD_HEADER_BYTES = 12;
@@ -223,6 +241,14 @@ function readRange(path: string, start: number, end: number): Buffer {
   }
 }
 
+function fileSize(path: string): number {
+  try {
+    return statSync(path).size;
+  } catch {
+    return 0;
+  }
+}
+
 function tryUnlink(path: string): void {
   try {
     unlinkSync(path);
@@ -271,6 +297,11 @@ export class Spool {
   private unacked = 0;
   private dropped = 0;
   private corruptSkipped = 0;
+  private quarantined = 0;
+  private quarantinedBytes = 0;
+  private lastQuarantineLog = 0;
+  private readonly validate: ((id: Buffer, payload: Buffer) => string | null) | undefined;
+  private readonly quarantineLimit: number;
   private cursor: Pos;
   private mem: SpoolRecord[] = [];
   private memHead = 0;
@@ -292,6 +323,8 @@ export class Spool {
     this.memoryBytes = opts.memoryBytes ?? 16 * 1024 * 1024;
     this.log = opts.logger;
     this.lockPath = join(this.dir, 'spool.lock');
+    this.validate = opts.validate;
+    this.quarantineLimit = opts.quarantineBytes ?? 16 * 1024 * 1024;
     if (!['always', 'interval', 'never'].includes(this.fsyncPolicy)) throw new SpoolError(`spool fsync policy "${String(this.fsyncPolicy)}" is not always, interval or never`);
     if (!(this.segmentBytes >= 4096)) throw new SpoolError(`spool segmentBytes ${this.segmentBytes} is below the minimum of 4096`);
     if (!(this.maxBytes >= 2 * this.segmentBytes)) throw new SpoolError(`spool maxBytes ${this.maxBytes} must be at least twice segmentBytes (${this.segmentBytes})`);
@@ -308,6 +341,7 @@ export class Spool {
     }
     s.lock();
     try {
+      s.quarantinedBytes = fileSize(join(s.dir, QUARANTINE_FILE));
       s.scan();
       s.startSegment();
     } catch (err) {
@@ -410,6 +444,7 @@ export class Spool {
   /** Where each record of the batch being appended ends in its chunk. */
   private ends: number[] = [];
 
+  /** The newest segment (appends go there). Undefined only after starting a segment failed. */
   private get active(): Segment {
     return this.segments[this.segments.length - 1];
   }
@@ -418,7 +453,13 @@ export class Spool {
     const seq = this.nextSeq++;
     const path = join(this.dir, `${segName(seq)}.seg`);
     const fd = openSync(path, 'wx');
-    writeSync(fd, SEGMENT_HEADER);
+    try {
+      writeSync(fd, SEGMENT_HEADER);
+    } catch (err) {
+      closeSync(fd);
+      tryUnlink(path);
+      throw err;
+    }
     const seg: Segment = { seq, path, ackPath: join(this.dir, `${segName(seq)}.ack`), size: SEGMENT_HEADER_BYTES, records: 0, acked: 0, sealed: false, fd, ackFd: null, pendingAcks: [], preAcked: null };
     if (this.fsyncPolicy === 'always') {
       fdatasyncSync(fd);
@@ -487,16 +528,18 @@ export class Spool {
     ends.length = 0;
     for (let k = 0; k < count; k++) {
       let end = write(k, buf, at + RECORD_HEADER_BYTES, buf.length);
+      if (end === SKIP_RECORD) continue;
       if (end < 0) {
         const bodyLen = -end;
         if (bodyLen > MAX_RECORD_BODY) throw new SpoolError(`event of ${bodyLen - 16} bytes is larger than the spool's record limit (${MAX_RECORD_BODY})`);
         const nb = Buffer.allocUnsafe(Math.max(CHUNK_BYTES, 2 * (at - start + RECORD_HEADER_BYTES + bodyLen)));
         buf.copy(nb, 0, start, at);
-        for (let m = 0; m < k; m++) ends[m] -= start;
+        for (let m = 0; m < ends.length; m++) ends[m] -= start;
         buf = nb;
         at -= start;
         start = 0;
         end = write(k, buf, at + RECORD_HEADER_BYTES, buf.length);
+        if (end === SKIP_RECORD) continue;
         if (end < 0) throw new SpoolError(`record body of ${-end} bytes did not fit the room made for ${bodyLen}`);
       }
       const bodyLen = end - at - RECORD_HEADER_BYTES;
@@ -511,22 +554,36 @@ export class Spool {
     this.chunk = buf;
     this.chunkPos = at;
 
+    const total = ends.length;
     let k = 0, pos = start;
-    while (k < count) {
-      if (this.active.size >= this.segmentBytes) {
-        this.sealActive();
-        this.startSegment();
+    while (k < total) {
+      const act = this.segments.length > 0 ? this.active : null;
+      if (act === null || act.size >= this.segmentBytes || act.sealed) {
+        if (act !== null && !act.sealed) this.sealActive();
+        try {
+          this.startSegment();
+        } catch (err) {
+          const e = err as NodeJS.ErrnoException;
+          throw new SpoolError(`cannot start a new spool segment in ${this.dir}: ${e.code === 'ENOSPC' ? 'the disk is full (ENOSPC)' : e.message}; ${total - k} event(s) of this batch were not spooled`);
+        }
       }
       // Records for the active segment up to its size limit: one write.
       const seg = this.active;
       let j = k, to = pos;
-      while (j < count && (j === k || seg.size + (ends[j] - pos) <= this.segmentBytes)) to = ends[j++];
+      while (j < total && (j === k || seg.size + (ends[j] - pos) <= this.segmentBytes)) to = ends[j++];
       const bytes = to - pos;
       this.makeRoom(bytes);
-      let written = 0;
-      while (written < bytes) written += writeSync(seg.fd as number, buf, pos + written, bytes - written, seg.size + written);
-      if (this.fsyncPolicy === 'always') fdatasyncSync(seg.fd as number);
-      else this.dirty = true;
+      try {
+        let written = 0;
+        while (written < bytes) written += writeSync(seg.fd as number, buf, pos + written, bytes - written, seg.size + written);
+        if (this.fsyncPolicy === 'always') fdatasyncSync(seg.fd as number);
+        else this.dirty = true;
+      } catch (err) {
+        // The records from k on are not in the spool (a partial write is overwritten by the next
+        // append, which writes at seg.size); those before k are.
+        const e = err as NodeJS.ErrnoException;
+        throw new SpoolError(`cannot append to spool segment ${seg.path}: ${e.code === 'ENOSPC' ? 'the disk is full (ENOSPC)' : e.message}; ${total - k} event(s) of this batch were not spooled`);
+      }
       for (let m = k, off = seg.size; m < j; m++) {
         this.remember(buf, pos, ends[m], seg.seq, off);
         off += ends[m] - pos;
@@ -661,10 +718,20 @@ export class Spool {
     const complete = chunk.start + viewEnd >= limit;
     const view = chunk.buf.subarray(this.cursor.off - chunk.start, viewEnd);
     let taken = 0;
+    const bad: number[] = [];
     const { end } = walkRecords(view, this.cursor.off, complete, (off, len) => {
       if (taken >= max) return false;
       if (seg.preAcked?.has(off)) return;
       const at = off - chunk.start;
+      const validate = this.validate;
+      if (validate !== undefined) {
+        const why = validate(chunk.buf.subarray(at + RECORD_HEADER_BYTES, at + RECORD_HEADER_BYTES + 16), chunk.buf.subarray(at + RECORD_HEADER_BYTES + 16, at + len));
+        if (why !== null) {
+          this.quarantine(seg, off, chunk.buf.subarray(at, at + len), why);
+          bad.push(off);
+          return;
+        }
+      }
       // A copy: the chunk is dropped long before an in-flight record is acked.
       const body = Buffer.from(chunk.buf.subarray(at + RECORD_HEADER_BYTES, at + len));
       out.push({ buf: body, idAt: 0, payload: body.subarray(16), seq: seg.seq, off });
@@ -672,7 +739,7 @@ export class Spool {
     });
     if (end > this.cursor.off) {
       this.cursor = { seq: seg.seq, off: end };
-    } else if (taken === 0) {
+    } else if (taken === 0 && bad.length === 0) {
       if (chunk.start === this.cursor.off) {
         // A fresh read from the cursor made no progress (cannot happen with a sane file): skip to
         // the limit rather than spin.
@@ -684,6 +751,35 @@ export class Spool {
       }
     }
     if (this.cursor.off >= chunk.start + chunk.buf.length) this.diskCache = null;
+    // Acked after the walk: an ack may delete the segment and the chunk with it.
+    for (const off of bad) this.ack(seg.seq, off);
+  }
+
+  /** Keeps a record that failed validation in quarantine.records (bounded), counts it and says why. */
+  private quarantine(seg: Segment, off: number, record: Buffer, why: string): void {
+    this.quarantined++;
+    let kept = false;
+    if (this.quarantinedBytes + record.length <= this.quarantineLimit) {
+      try {
+        const path = join(this.dir, QUARANTINE_FILE);
+        const fd = openSync(path, 'a');
+        try {
+          writeSync(fd, record);
+        } finally {
+          closeSync(fd);
+        }
+        this.quarantinedBytes += record.length;
+        kept = true;
+      } catch (err) {
+        this.log?.error({ err: (err as Error).message }, 'cannot write the spool quarantine file');
+      }
+    }
+    const now = Date.now();
+    if (now - this.lastQuarantineLog >= 1000) {
+      this.lastQuarantineLog = now;
+      this.log?.error({ segment: seg.path, offset: off, why, kept: kept ? join(this.dir, QUARANTINE_FILE) : 'no (quarantine full)', quarantinedTotal: this.quarantined },
+        'spool record is not a valid event: quarantined, not sent (the events behind it go on)');
+    }
   }
 
   /** Marks a handed-out record acknowledged. Unknown (already dropped) records are ignored. */
@@ -717,7 +813,7 @@ export class Spool {
   private syncInBackground(): void {
     if (!this.dirty || this.syncing || this.closed) return;
     const seg = this.active;
-    if (seg.fd === null) return;
+    if (!seg || seg.fd === null) return;
     this.dirty = false;
     this.syncing = true;
     fdatasync(seg.fd, (err) => {
@@ -740,7 +836,7 @@ export class Spool {
   }
 
   stats(): SpoolStats {
-    return { bytes: this.totalBytes, records: this.unacked, dropped: this.dropped, corruptSkipped: this.corruptSkipped, segments: this.segments.length };
+    return { bytes: this.totalBytes, records: this.unacked, dropped: this.dropped, corruptSkipped: this.corruptSkipped, quarantined: this.quarantined, segments: this.segments.length };
   }
 
   /** Records handed out and not yet acked are kept: the next open sends them again. */

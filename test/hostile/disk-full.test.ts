@@ -4,7 +4,10 @@
 // http2 exporter hung after the collector ended its stream with an error.
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import pino from 'pino';
 import { expect, it } from 'vitest';
+import { Exporter } from '../../src/export/grpc-exporter';
+import { syntheticEvent } from '../../src/export/synthetic';
 import { describePrivileged } from '../helpers/env';
 import { eventIds, exactlyOnce, processSuite, Proc, senderDone, startCollector, startSender } from '../export/helpers';
 
@@ -71,4 +74,25 @@ describePrivileged('hostile: collector output disk full', () => {
       }
     }, 120_000);
   }
+
+  it('a full spool disk says which file and why, and keeps what was spooled before', async () => {
+    const disk = smallDisk(1024 * 1024);
+    try {
+      const ex = new Exporter({ url: 'grpc://127.0.0.1:1', spool: { dir: `${disk.dir}/spool`, segmentBytes: 64 * 1024, maxBytes: 64 * 1024 * 1024 }, logger: pino({ level: 'silent' }) });
+      let spooled = 0;
+      let error: Error | null = null;
+      for (let i = 0; i < 10_000 && error === null; i += 100) {
+        try {
+          spooled += ex.enqueueBatch(Array.from({ length: 100 }, (_, k) => syntheticEvent('spool-full', i + k)));
+        } catch (err) {
+          error = err as Error;
+        }
+      }
+      expect(error?.message).toMatch(/(cannot append to spool segment .*\/spool\/\d{16}\.seg|cannot start a new spool segment in .*\/spool): the disk is full \(ENOSPC\); \d+ event\(s\) of this batch were not spooled/);
+      expect(ex.stats().queued).toBeGreaterThanOrEqual(spooled);
+      await ex.stop({ deadlineMs: 0 });
+    } finally {
+      disk.unmount();
+    }
+  });
 });
