@@ -56,6 +56,12 @@ export interface ExporterOptions {
   keepaliveTimeoutMs?: number;
   /** A stream whose initiator ack does not arrive in this time is torn down and retried. Default 10 s. */
   handshakeTimeoutMs?: number;
+  /**
+   * Events are in flight and no ack at all came for this long: the stream is torn down and the
+   * events resent on a new one. Covers a collector that keeps the connection (and answers PINGs)
+   * but has stopped acking, e.g. after a graceful GOAWAY. Default 60 s.
+   */
+  ackTimeoutMs?: number;
   backoff?: BackoffOptions;
   logger?: Logger;
   /** Called with the send-to-ack time of every acked event (attach a histogram here). */
@@ -181,6 +187,10 @@ export class Exporter {
   private readonly backoffOpts: Required<BackoffOptions>;
   private readonly backoff: Backoff;
   private readonly handshakeTimeoutMs: number;
+  private readonly ackTimeoutMs: number;
+  /** Last ack, stream open, or first event in flight after none was: what the ack timeout counts from. */
+  private lastProgressAt = 0;
+  private ackTimer: NodeJS.Timeout | null = null;
   private readonly initiator: Buffer;
   private call: EventStream | null = null;
   private open = false;
@@ -210,6 +220,8 @@ export class Exporter {
     this.backoffOpts = { ...DEFAULT_BACKOFF, ...opts.backoff };
     this.backoff = new Backoff(this.backoffOpts);
     this.handshakeTimeoutMs = opts.handshakeTimeoutMs ?? 10_000;
+    this.ackTimeoutMs = opts.ackTimeoutMs ?? 60_000;
+    if (!(Number.isInteger(this.ackTimeoutMs) && this.ackTimeoutMs >= 1)) throw new Error(`ackTimeoutMs must be a positive integer, got ${opts.ackTimeoutMs}`);
     if ((opts.certFile === undefined) !== (opts.keyFile === undefined)) throw new Error('a client certificate needs both certFile and keyFile');
     const transport = opts.transport ?? 'http2';
     if (!TRANSPORTS.includes(transport)) throw new Error(`transport must be one of ${TRANSPORTS.join(', ')}, got ${String(transport)}`);
@@ -240,6 +252,8 @@ export class Exporter {
   start(): void {
     if (this.started) return;
     this.started = true;
+    this.ackTimer = setInterval(() => this.checkAckTimeout(), Math.max(10, Math.floor(this.ackTimeoutMs / 4)));
+    this.ackTimer.unref();
     this.connect();
   }
 
@@ -319,6 +333,7 @@ export class Exporter {
     const stats = this.stats();
     if (this.retryTimer) clearTimeout(this.retryTimer);
     if (this.handshakeTimer) clearTimeout(this.handshakeTimer);
+    if (this.ackTimer) clearInterval(this.ackTimer);
     const call = this.call;
     this.call = null;
     this.open = false;
@@ -359,6 +374,7 @@ export class Exporter {
       if (this.open) return;
       this.open = true;
       this.openedAt = Date.now();
+      this.lastProgressAt = this.openedAt;
       if (this.handshakeTimer) clearTimeout(this.handshakeTimer);
       this.handshakeTimer = null;
       this.log.info({ collector: this.url.text, resending: this.inflight.size, spooled: this.spool.stats().records }, 'connected to collector');
@@ -372,6 +388,7 @@ export class Exporter {
     const f = this.inflight.get(ack.eventId);
     if (!f) return; // a duplicate ack, or for a record dropped for space
     this.inflight.delete(f);
+    this.lastProgressAt = Date.now();
     this.spool.ack(f.rec.seq, f.rec.off);
     this.counters.acked++;
     this.opts.onAckLatency?.(Date.now() - f.sentAt);
@@ -381,6 +398,15 @@ export class Exporter {
       for (const r of w) r();
     }
     this.schedulePump();
+  }
+
+  private checkAckTimeout(): void {
+    const call = this.call;
+    if (!call || !this.open || this.inflight.size === 0) return;
+    if (Date.now() - this.lastProgressAt < this.ackTimeoutMs) return;
+    this.log.warn({ collector: this.url.text, inFlight: this.inflight.size, timeoutMs: this.ackTimeoutMs }, 'no ack from the collector in time: reconnecting and resending');
+    call.cancel();
+    this.onStreamEnd(call, { code: GrpcStatus.DEADLINE_EXCEEDED, details: `no ack for ${this.ackTimeoutMs} ms with ${this.inflight.size} events in flight` });
   }
 
   private onStreamEnd(call: EventStream, status: CallStatus): void {
@@ -444,6 +470,7 @@ export class Exporter {
           this.outboxAt = 0;
           if (this.outbox.length === 0) break;
         }
+        if (this.inflight.size === 0) this.lastProgressAt = now;
         f = this.inflight.add(this.outbox[this.outboxAt++], now);
       }
       f.sentAt = now;
