@@ -124,7 +124,8 @@ export class Daemon {
       throw new StartupError(err.message);
     });
     this.control = await serveControl(cfg.control_socket, this.controlHandlers()).catch((err: Error) => {
-      throw new StartupError(err instanceof ControlError ? `${err.message} (--control-socket)` : `cannot create the control socket ${cfg.control_socket}: ${err.message} (--control-socket)`);
+      const where = '(--control-socket, config key control_socket)';
+      throw new StartupError(err instanceof ControlError ? `${err.message} ${where}` : `cannot create the control socket ${cfg.control_socket}: ${err.message} ${where}`);
     });
 
     try {
