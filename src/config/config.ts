@@ -4,25 +4,21 @@ import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { parse as parseYaml } from 'yaml';
 import {
-  bool, Check, ConfigError, field, hostPort, int, list, obj, oneOf, onOff, optional, section, str,
+  bool, ConfigError, field, hostPort, int, list, obj, oneOf, onOff, optional, section, str, wgKey,
 } from './check';
+import type { AttributionConfig } from '../attribution/config';
+import { attributionSchema, PREFIX } from '../attribution/schema';
+import { AttributionError, AttributionTables } from '../attribution/tables';
 
 const IFNAME = str({ nonEmpty: true, pattern: /^[A-Za-z0-9_.:@-]{1,15}$/, hint: 'an interface name (1-15 letters, digits, _ . : @ -)' });
-const WG_KEY = str({ pattern: /^$|^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$/, hint: 'a base64 WireGuard public key (44 characters)' });
 const COLLECTOR_URL = str({ pattern: /^(grpc|grpcs|https):\/\/[^/\s]+$/, hint: 'grpc://HOST:PORT, grpcs://HOST:PORT or https://HOST[:PORT]' });
 const IPFIX_URL = str({ pattern: /^udp:\/\/(\[[0-9a-fA-F:.]+\]|[^:/\s[\]]+):\d{1,5}$/, hint: 'udp://HOST:PORT' });
 const ABS_PATH = str({ pattern: /^\//, hint: 'an absolute path' });
 
-/** Anything that is a mapping: the attribution tables validate their own contents. */
-const mapping: Check<Record<string, unknown>> = (v, path) => {
-  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new ConfigError(path, 'expected a mapping');
-  return v as Record<string, unknown>;
-};
-
 export const configSchema = obj({
   interfaces: field(list(IFNAME), [] as string[]),
   reporter_id: field(str({ nonEmpty: true }), hostname()),
-  reporter_public_key: field(WG_KEY, ''),
+  reporter_public_key: field(wgKey, ''),
   collector: section(obj({
     url: optional(COLLECTOR_URL),
     token: optional(str()),
@@ -66,12 +62,12 @@ export const configSchema = obj({
   filters: section(obj({
     dns_collection: field(bool, false),
     exit_node_collection: field(bool, false),
-    include_prefixes: field(list(str()), [] as string[]),
-    exclude_prefixes: field(list(str()), [] as string[]),
+    include_prefixes: field(list(PREFIX), [] as string[]),
+    exclude_prefixes: field(list(PREFIX), [] as string[]),
     include_ports: field(list(int(0, 65535)), [] as number[]),
     exclude_ports: field(list(int(0, 65535)), [] as number[]),
   })),
-  attribution: field(mapping, {}),
+  attribution: section(attributionSchema),
   ipfix: field(list(IPFIX_URL), [] as string[]),
   ipfix_mtu: field(int(512, 65507), 1400),
   ipfix_template_refresh_s: field(int(1, 86_400), 60),
@@ -163,3 +159,44 @@ export function resolveConfig(opts: { file?: string; env?: NodeJS.ProcessEnv; fl
 }
 
 export type WgflowConfig = ReturnType<typeof configSchema>;
+
+/** The attribution tables and filters of a config, as AttributionTables takes them. */
+export function attributionOf(cfg: WgflowConfig): AttributionConfig {
+  const f = cfg.filters;
+  return {
+    ...cfg.attribution,
+    dnsCollection: f.dns_collection,
+    exitNodeCollection: f.exit_node_collection,
+    filters: { includePrefixes: f.include_prefixes, excludePrefixes: f.exclude_prefixes, includePorts: f.include_ports, excludePorts: f.exclude_ports },
+  };
+}
+
+/** Compile the tables; what only the whole table can tell (duplicate ids and keys) is found here. */
+export function compileAttribution(cfg: WgflowConfig): AttributionTables {
+  try {
+    return AttributionTables.build(attributionOf(cfg));
+  } catch (err) {
+    // The tables name fields in camelCase; the file writes them in snake_case.
+    if (err instanceof AttributionError) throw new ConfigError(`attribution.${err.path.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`)}`, err.problem);
+    throw new ConfigError('attribution', (err as Error).message);
+  }
+}
+
+export interface LoadedConfig {
+  config: WgflowConfig;
+  tables: AttributionTables;
+}
+
+/**
+ * Everything `run`, `run --check-config` and reload validate, in one place: the settings (file,
+ * environment, flags), then the attribution tables compiled from them.
+ */
+export function loadConfig(opts: { file?: string; env?: NodeJS.ProcessEnv; flags?: FlagValues }): LoadedConfig {
+  const config = resolveConfig(opts);
+  try {
+    return { config, tables: compileAttribution(config) };
+  } catch (err) {
+    if (err instanceof ConfigError && opts.file) throw new ConfigError(err.path, `${err.problem} (in ${opts.file})`);
+    throw err;
+  }
+}
