@@ -4,15 +4,27 @@ import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { parse as parseYaml } from 'yaml';
 import {
-  bool, ConfigError, field, hostPort, int, list, obj, oneOf, onOff, optional, section, str, wgKey,
+  bool, ConfigError, field, hostPort, int, list, obj, oneOf, onOff, optional, section, str, via, wgKey,
 } from './check';
 import type { AttributionConfig } from '../attribution/config';
 import { attributionSchema, PREFIX } from '../attribution/schema';
 import { AttributionError, AttributionTables } from '../attribution/tables';
+import { CollectorUrlError, parseCollectorUrl, tlsFilesProblem } from '../export/url';
+import { parseIpfixUrl } from '../ipfix/exporter';
 
 const IFNAME = str({ nonEmpty: true, pattern: /^[A-Za-z0-9_.:@-]{1,15}$/, hint: 'an interface name (1-15 letters, digits, _ . : @ -)' });
-const COLLECTOR_URL = str({ pattern: /^(grpc|grpcs|https):\/\/[^/\s]+$/, hint: 'grpc://HOST:PORT, grpcs://HOST:PORT or https://HOST[:PORT]' });
-const IPFIX_URL = str({ pattern: /^udp:\/\/(\[[0-9a-fA-F:.]+\]|[^:/\s[\]]+):\d{1,5}$/, hint: 'udp://HOST:PORT' });
+/** The exporter's own parser decides, so --check-config refuses exactly what the exporter would. */
+const COLLECTOR_URL = (v: unknown, path: string): string => {
+  const s = str()(v, path);
+  try {
+    parseCollectorUrl(s);
+  } catch (err) {
+    if (err instanceof CollectorUrlError) throw new ConfigError(path, err.reason);
+    throw err;
+  }
+  return s;
+};
+const IPFIX_URL = via(parseIpfixUrl, 'expected udp://HOST:PORT (port 1-65535)');
 const ABS_PATH = str({ pattern: /^\//, hint: 'an absolute path' });
 
 export const configSchema = obj({
@@ -108,6 +120,22 @@ function setPath(target: Record<string, unknown>, path: string, value: unknown):
   o[keys[keys.length - 1]] = value;
 }
 
+const TLS_KEYS = { caFile: 'collector.ca_file', certFile: 'collector.cert_file', keyFile: 'collector.key_file' } as const;
+
+/**
+ * Rules across settings that `run` depends on. They are part of resolveConfig, the one path of
+ * run, --check-config and reload, so none of them can accept what another refuses.
+ */
+function settingsAgree(cfg: ReturnType<typeof configSchema>): ReturnType<typeof configSchema> {
+  if (cfg.interfaces.length === 0) throw new ConfigError('interfaces', 'no interface to watch: give --interface NAME (repeatable) or "interfaces" in the config file');
+  const c = cfg.collector;
+  if (c.url !== undefined) {
+    const tls = tlsFilesProblem(parseCollectorUrl(c.url), { caFile: c.ca_file, certFile: c.cert_file, keyFile: c.key_file });
+    if (tls) throw new ConfigError(TLS_KEYS[tls.file], tls.problem);
+  }
+  return cfg;
+}
+
 /** Read a config file (YAML or JSON) into a raw mapping; errors name the file. */
 export function readConfigFile(file: string): Record<string, unknown> {
   let text: string;
@@ -146,7 +174,7 @@ export function resolveConfig(opts: { file?: string; env?: NodeJS.ProcessEnv; fl
     setPath(raw, f.path, v);
   }
   try {
-    return configSchema(raw, '');
+    return settingsAgree(configSchema(raw, ''));
   } catch (err) {
     if (err instanceof ConfigError) {
       const flag = RUN_FLAGS.find((f) => f.path === err.path.replace(/\[\d+\]$/, ''));

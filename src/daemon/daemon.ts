@@ -7,7 +7,6 @@ import type { Server as HttpServer } from 'node:http';
 import type { Logger } from 'pino';
 import { Attributor } from '../attribution/attributor';
 import type { AttributionTables } from '../attribution/tables';
-import { ConfigError } from '../config/check';
 import { loadConfig, WgflowConfig, FlagValues } from '../config/config';
 import { ControlError, serveControl } from '../control/control';
 import { Datapath } from '../datapath/datapath';
@@ -85,7 +84,6 @@ export class Daemon {
   private async startParts(): Promise<void> {
     const { cfg } = this;
     const log = this.opts.log;
-    if (cfg.interfaces.length === 0) throw new ConfigError('interfaces', 'no interface to watch: give --interface NAME (repeatable) or "interfaces" in the config file');
     const missing = missingCapabilities();
     if (missing.length) {
       throw new StartupError(`wgflow run needs root or the capabilities CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN; missing: ${missing.join(', ')} (run as root, or use the systemd unit in packaging/)`);

@@ -15,7 +15,7 @@ import { openH2Stream } from './h2-stream';
 import { Spool, SpoolOptions, SpoolRecord } from './spool';
 import { InFlight, InFlightTable } from './inflight';
 import { writeFlowEventInto } from './wire-writer';
-import { parseCollectorUrl, CollectorUrl } from './url';
+import { parseCollectorUrl, CollectorUrl, tlsFilesProblem } from './url';
 
 export interface BackoffOptions {
   /** First delay. NetBird: 800 ms. */
@@ -184,7 +184,8 @@ export class Exporter {
     this.backoffOpts = { ...DEFAULT_BACKOFF, ...opts.backoff };
     this.backoff = new Backoff(this.backoffOpts);
     this.handshakeTimeoutMs = opts.handshakeTimeoutMs ?? 10_000;
-    if ((opts.certFile === undefined) !== (opts.keyFile === undefined)) throw new Error('a client certificate needs both certFile and keyFile');
+    const tlsProblem = tlsFilesProblem(this.url, opts);
+    if (tlsProblem) throw new Error(`${tlsProblem.file}: ${tlsProblem.problem}`);
     const transport = opts.transport ?? 'http2';
     if (!TRANSPORTS.includes(transport)) throw new Error(`transport must be one of ${TRANSPORTS.join(', ')}, got ${String(transport)}`);
     this.openStream = transport === 'grpc-js' ? openGrpcJsStream : openH2Stream;
@@ -198,8 +199,6 @@ export class Exporter {
       this.streamOptions.ca = opts.caFile ? readPem(opts.caFile, 'CA file') : systemRoots();
       if (opts.certFile) this.streamOptions.cert = readPem(opts.certFile, 'client certificate');
       if (opts.keyFile) this.streamOptions.key = readPem(opts.keyFile, 'client key');
-    } else if (opts.caFile || opts.certFile) {
-      throw new Error(`TLS files were given but ${opts.url} is plaintext; use grpcs:// or https://`);
     }
     this.initiator = initiatorMessage();
     this.spool = Spool.open({ logger: this.log, ...opts.spool });

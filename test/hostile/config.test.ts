@@ -97,6 +97,18 @@ const cases: Array<{ name: string; yaml: string; flags?: string[]; err: RegExp }
     err: /^attribution\.policies\[0\]\.sources\[0\]: expected exactly one of peer, group, prefix or resource, got peer and group/ },
   { name: 'an overlay prefix too long', yaml: 'interfaces: [wg0]\nattribution:\n  overlay: [10.0.0.0/33]\n', err: /^attribution\.overlay\[0\]: not an IP prefix: "10\.0\.0\.0\/33"/ },
   { name: 'a filter prefix that is not one', yaml: 'interfaces: [wg0]\nfilters:\n  include_prefixes: [nope]\n', err: /^filters\.include_prefixes\[0\]: not an IP prefix: "nope"/ },
+
+  // Settings `run` refused after --check-config had said OK.
+  { name: 'collector URL with credentials', yaml: 'interfaces: [wg0]\ncollector:\n  url: grpc://user:pw@h:1\n', err: /^collector\.url: "grpc:\/\/user:pw@h:1": credentials in the URL are not supported; give the token with --token or collector\.token/ },
+  { name: 'collector URL with credentials (flag)', yaml: 'interfaces: [wg0]\n', flags: ['--collector', 'grpc://user:pw@h:1'], err: /^collector\.url: "grpc:\/\/user:pw@h:1": credentials .*\(from --collector\)$/ },
+  { name: 'grpc:// collector URL without a port', yaml: 'interfaces: [wg0]\ncollector:\n  url: grpc://collector\n', err: /^collector\.url: "grpc:\/\/collector": missing port/ },
+  { name: 'collector port out of range', yaml: 'interfaces: [wg0]\ncollector:\n  url: grpc://collector:99999\n', err: /^collector\.url: "grpc:\/\/collector:99999": / },
+  { name: 'IPFIX port 0', yaml: 'interfaces: [wg0]\nipfix: [udp://127.0.0.1:0]\n', err: /^ipfix\[0\]: expected udp:\/\/HOST:PORT \(port 1-65535\), got "udp:\/\/127\.0\.0\.1:0"/ },
+  { name: 'no interface', yaml: 'reporter_id: x\n', err: /^interfaces: no interface to watch: give --interface NAME/ },
+  { name: 'a client certificate without its key', yaml: 'interfaces: [wg0]\ncollector:\n  url: grpcs://c.example:443\n  cert_file: /etc/wgflow/client.pem\n',
+    err: /^collector\.key_file: a client certificate needs its key: set both or neither/ },
+  { name: 'TLS files with a plaintext collector', yaml: 'interfaces: [wg0]\ncollector:\n  url: grpc://c.example:50051\n  ca_file: /etc/wgflow/ca.pem\n',
+    err: /^collector\.ca_file: TLS files were given but "grpc:\/\/c\.example:50051" is plaintext; use grpcs:\/\/ or https:\/\// },
 ];
 
 describe('configuration mistakes: --check-config and run say the same, exit 2, the file stays', () => {
