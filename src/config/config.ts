@@ -1,16 +1,17 @@
 // wgflow's configuration: one file (YAML or JSON), overridden by environment variables, overridden
 // by flags. The schema below is the reference; docs/config.md describes every key.
-import { readFileSync } from 'node:fs';
+import { accessSync, constants, readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { parse as parseYaml } from 'yaml';
 import {
-  bool, ConfigError, field, hostPort, int, list, obj, oneOf, onOff, optional, section, str, via, wgKey,
+  bool, Check, ConfigError, field, hostPort, int, list, obj, oneOf, onOff, optional, section, str, via, wgKey,
 } from './check';
 import type { AttributionConfig } from '../attribution/config';
 import { attributionSchema, PREFIX } from '../attribution/schema';
 import { AttributionError, AttributionTables } from '../attribution/tables';
-import { CollectorUrlError, parseCollectorUrl, tlsFilesProblem } from '../export/url';
+import { CollectorUrlError, parseCollectorUrl, TlsFiles, tlsFilesProblem } from '../export/url';
 import { parseIpfixUrl } from '../ipfix/exporter';
+import { checkRingBytes } from '../datapath/datapath';
 
 const IFNAME = str({ nonEmpty: true, pattern: /^[A-Za-z0-9_.:@-]{1,15}$/, hint: 'an interface name (1-15 letters, digits, _ . : @ -)' });
 /** The exporter's own parser decides, so --check-config refuses exactly what the exporter would. */
@@ -25,6 +26,15 @@ const COLLECTOR_URL = (v: unknown, path: string): string => {
   return s;
 };
 const IPFIX_URL = via(parseIpfixUrl, 'expected udp://HOST:PORT (port 1-65535)');
+const RING_BYTES: Check<number> = (v, path) => {
+  const n = int(4096, 1 << 30)(v, path);
+  try {
+    checkRingBytes(n);
+  } catch {
+    throw new ConfigError(path, `expected a power of two from 4096 to ${1 << 30} (e.g. 1048576), got ${n}`);
+  }
+  return n;
+};
 const ABS_PATH = str({ pattern: /^\//, hint: 'an absolute path' });
 
 export const configSchema = obj({
@@ -57,7 +67,7 @@ export const configSchema = obj({
   datapath: section(obj({
     max_flows: field(int(1, 1 << 26), 65_536),
     max_flows_v6: field(int(1, 1 << 26), 65_536),
-    ring_bytes: field(int(4096, 1 << 30), 1 << 20),
+    ring_bytes: field(RING_BYTES, 1 << 20),
     pin_dir: field(ABS_PATH, '/sys/fs/bpf/wgflow'),
     attach_mode: field(oneOf('auto', 'tcx', 'clsact'), 'auto'),
     poll_timeout_ms: field(int(1, 10_000), 100),
@@ -130,8 +140,18 @@ function settingsAgree(cfg: ReturnType<typeof configSchema>): ReturnType<typeof 
   if (cfg.interfaces.length === 0) throw new ConfigError('interfaces', 'no interface to watch: give --interface NAME (repeatable) or "interfaces" in the config file');
   const c = cfg.collector;
   if (c.url !== undefined) {
-    const tls = tlsFilesProblem(parseCollectorUrl(c.url), { caFile: c.ca_file, certFile: c.cert_file, keyFile: c.key_file });
+    const files: TlsFiles = { caFile: c.ca_file, certFile: c.cert_file, keyFile: c.key_file };
+    const tls = tlsFilesProblem(parseCollectorUrl(c.url), files);
     if (tls) throw new ConfigError(TLS_KEYS[tls.file], tls.problem);
+    // The exporter reads them at start: a missing file is a configuration mistake, found here too.
+    for (const [k, file] of Object.entries(files) as [keyof TlsFiles, string | undefined][]) {
+      if (file === undefined) continue;
+      try {
+        accessSync(file, constants.R_OK);
+      } catch (err) {
+        throw new ConfigError(TLS_KEYS[k], `cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+      }
+    }
   }
   return cfg;
 }

@@ -109,6 +109,10 @@ const cases: Array<{ name: string; yaml: string; flags?: string[]; err: RegExp }
     err: /^collector\.key_file: a client certificate needs its key: set both or neither/ },
   { name: 'TLS files with a plaintext collector', yaml: 'interfaces: [wg0]\ncollector:\n  url: grpc://c.example:50051\n  ca_file: /etc/wgflow/ca.pem\n',
     err: /^collector\.ca_file: TLS files were given but "grpc:\/\/c\.example:50051" is plaintext; use grpcs:\/\/ or https:\/\// },
+  { name: 'a CA file that does not exist', yaml: 'interfaces: [wg0]\ncollector:\n  url: grpcs://c.example:443\n  ca_file: /nonexistent/wgflow-ca.pem\n',
+    err: /^collector\.ca_file: cannot read \/nonexistent\/wgflow-ca\.pem \(ENOENT\)/ },
+  { name: 'a ring buffer size that is not a power of two', yaml: 'interfaces: [wg0]\ndatapath:\n  ring_bytes: 5000\n',
+    err: /^datapath\.ring_bytes: expected a power of two from 4096 to 1073741824 \(e\.g\. 1048576\), got 5000/ },
 ];
 
 describe('configuration mistakes: --check-config and run say the same, exit 2, the file stays', () => {
