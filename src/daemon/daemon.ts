@@ -7,6 +7,7 @@ import type { Server as HttpServer } from 'node:http';
 import type { Logger } from 'pino';
 import { Attributor } from '../attribution/attributor';
 import type { AttributionTables } from '../attribution/tables';
+import { ConfigError } from '../config/check';
 import { loadConfig, WgflowConfig, FlagValues } from '../config/config';
 import { ControlError, serveControl } from '../control/control';
 import { Datapath } from '../datapath/datapath';
@@ -232,7 +233,13 @@ export class Daemon {
         return { counting: this.dp.counting() };
       },
       flows: (req) => activeFlows(this.pipeline.tracker, typeof req.top === 'number' ? req.top : 50),
-      reload: () => this.reload(),
+      reload: () => {
+        try {
+          return this.reload();
+        } catch (err) {
+          throw new ControlError(`reload refused, the running configuration stays: ${err instanceof ConfigError ? `configuration error: ${err.message}` : (err as Error).message}`);
+        }
+      },
       resolve: (req) => {
         // DOMAIN resources: addresses a name resolved to, valid for ttl seconds (from a DNS hook).
         const domain = req.domain, addrs = req.addresses, ttl = req.ttl;

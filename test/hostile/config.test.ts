@@ -182,7 +182,7 @@ describePrivileged('reload of a bad configuration keeps the running one', () => 
     writeFileSync(cfgFile, good('wgh-other0', 'not-a-key'));
     const r = ctl('reload');
     expect(r.code).not.toBe(0);
-    expect(r.stderr).toMatch(/attribution\.peers\[0\]\.public_key: expected a base64 WireGuard public key .*got "not-a-key"/);
+    expect(r.stderr).toMatch(/^wgflow ctl: reload refused, the running configuration stays: configuration error: attribution\.peers\[0\]\.public_key: expected a base64 WireGuard public key .*got "not-a-key"/);
     expect(interfaces()).toEqual(['wgh-absent0']);
   });
 
