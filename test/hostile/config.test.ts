@@ -66,6 +66,8 @@ const cases: Array<{ name: string; yaml: string; flags?: string[]; err: RegExp }
     err: /^attribution\.policies\[0\]\.ports\[0\]\.form: unknown key, did you mean "from"\?/ },
   { name: 'a top-level colector', yaml: 'interfaces: [wg0]\ncolector:\n  url: grpc://127.0.0.1:1\n',
     err: /^colector: unknown key, did you mean "collector"\?/ },
+  // A key that is also a property of every object ("constructor") is still unknown.
+  { name: 'a top-level constructor key', yaml: 'interfaces: [wg0]\nconstructor: 1\n', err: /^constructor: unknown key/ },
   { name: 'an unknown key with nothing close', yaml: peers('{ id: a, ip: 100.64.0.1, colour: blue }'),
     err: /^attribution\.peers\[0\]\.colour: unknown key \(known keys here: id, name, ip, ips, public_key, os, dns_label, groups, user\)/ },
 
