@@ -37,7 +37,11 @@ async function replaceableSocket(path: string): Promise<void> {
   });
   if (code === null) throw new ControlError(`another wgflow daemon is listening on ${path}`);
   if (code !== 'ECONNREFUSED' && code !== 'ENOENT') throw new ControlError(`cannot tell whether the socket ${path} is in use (${code}); leaving it alone`);
-  unlinkSync(path);
+  try {
+    unlinkSync(path);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err; // gone already: nothing to replace
+  }
 }
 
 /** Serve handlers on a unix socket at path (replacing only a stale socket left by a crash). */
