@@ -89,30 +89,47 @@ export class PortSet {
   }
 }
 
-function parsePorts(specs: readonly PortSpec[] | undefined, where: string): Int32Array {
-  const out: number[] = [];
-  const check = (p: number): number => {
-    if (!Number.isInteger(p) || p < 0 || p > 65535) throw new Error(`${where}: port ${p} is not 0-65535`);
+/** A table entry that breaks a rule; path is inside the attribution tables (e.g. "policies[2].id"). */
+export class AttributionError extends Error {
+  constructor(readonly path: string, readonly problem: string) {
+    super(path ? `${path}: ${problem}` : problem);
+    this.name = 'AttributionError';
+  }
+}
+
+/** One port spec as [from, to]: 80, "8000-8100" or { from, to }. The config schema checks with this too. */
+export function portRange(s: unknown): [number, number] {
+  const check = (p: unknown): number => {
+    if (typeof p !== 'number' || !Number.isInteger(p) || p < 0 || p > 65535) throw new Error(`port ${JSON.stringify(p)} is not 0-65535`);
     return p;
   };
-  for (const s of specs ?? []) {
-    if (typeof s === 'number') {
-      out.push(check(s), s);
-    } else if (typeof s === 'string') {
-      const m = /^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$/.exec(s);
-      if (!m) throw new Error(`${where}: "${s}" is not a port or "from-to" range`);
-      const from = check(Number(m[1]));
-      const to = m[2] === undefined ? from : check(Number(m[2]));
-      if (to < from) throw new Error(`${where}: range "${s}" ends before it starts`);
-      out.push(from, to);
-    } else if (s && typeof s === 'object') {
-      const from = check(s.from), to = check(s.to);
-      if (to < from) throw new Error(`${where}: range ${from}-${to} ends before it starts`);
-      out.push(from, to);
-    } else {
-      throw new Error(`${where}: bad port spec ${JSON.stringify(s)}`);
-    }
+  if (typeof s === 'number') return [check(s), s];
+  if (typeof s === 'string') {
+    const m = /^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$/.exec(s);
+    if (!m) throw new Error(`"${s}" is not a port or "from-to" range`);
+    const from = check(Number(m[1]));
+    const to = m[2] === undefined ? from : check(Number(m[2]));
+    if (to < from) throw new Error(`range "${s}" ends before it starts`);
+    return [from, to];
   }
+  if (s && typeof s === 'object' && !Array.isArray(s)) {
+    const r = s as { from?: unknown; to?: unknown };
+    const from = check(r.from), to = check(r.to);
+    if (to < from) throw new Error(`range ${from}-${to} ends before it starts`);
+    return [from, to];
+  }
+  throw new Error(`bad port spec ${JSON.stringify(s)} (a port, "from-to" or { from, to })`);
+}
+
+function parsePorts(specs: readonly PortSpec[] | undefined, where: string): Int32Array {
+  const out: number[] = [];
+  (specs ?? []).forEach((s, i) => {
+    try {
+      out.push(...portRange(s));
+    } catch (err) {
+      throw new AttributionError(`${where}[${i}]`, (err as Error).message);
+    }
+  });
   return Int32Array.from(out);
 }
 
@@ -126,11 +143,21 @@ function protocolMatches(p: PolicyProtocol, proto: number): boolean {
   }
 }
 
-function checkProtocol(p: unknown, where: string): PolicyProtocol {
+/** A policy's protocol (absent = all). The config schema checks with this too. */
+export function protocolOf(p: unknown): PolicyProtocol {
   if (p === undefined) return 'all';
   if (p === 'all' || p === 'tcp' || p === 'udp' || p === 'icmp') return p;
   if (typeof p === 'number' && Number.isInteger(p) && p >= 0 && p <= 255) return p;
-  throw new Error(`${where}: protocol must be all, tcp, udp, icmp or 0-255, got ${JSON.stringify(p)}`);
+  throw new Error(`expected all, tcp, udp, icmp or 0-255, got ${JSON.stringify(p)}`);
+}
+
+/** An id unique in its table: a second one would make events and rule ids ambiguous. */
+function uniqueId(seen: Map<string, number>, id: unknown, table: string, what: string, i: number): string {
+  if (typeof id !== 'string' || id === '') throw new AttributionError(`${table}[${i}].id`, 'is required');
+  const first = seen.get(id);
+  if (first !== undefined) throw new AttributionError(`${table}[${i}].id`, `duplicate ${what} id "${id}" (${table}[${first}] has it too)`);
+  seen.set(id, i);
+  return id;
 }
 
 const ENDPOINT_TYPE: Record<ResourceType, EndpointType> = {
@@ -213,10 +240,15 @@ export class AttributionTables {
     this.peersById = new Map();
     const peerSrc = new Map<string, Uint32Array>(), peerDst = new Map<string, Uint32Array>();
     const peersByGroup = new Map<string, PeerConfig[]>();
+    const peerIds = new Map<string, number>(), peerKeys = new Map<string, number>();
     (cfg.peers ?? []).forEach((p, i) => {
-      const where = `peers[${i}]`;
-      if (!p || typeof p.id !== 'string' || p.id === '') throw new Error(`${where}: id is required`);
-      if (peerSrc.has(p.id)) throw new Error(`${where}: duplicate peer id "${p.id}"`);
+      uniqueId(peerIds, p?.id, 'peers', 'peer', i);
+      // One key is one WireGuard peer: two entries with it would attribute its flows arbitrarily.
+      if (p.publicKey) {
+        const first = peerKeys.get(p.publicKey);
+        if (first !== undefined) throw new AttributionError(`peers[${i}].publicKey`, `duplicate public key "${p.publicKey}" (peers[${first}] has it too)`);
+        peerKeys.set(p.publicKey, i);
+      }
       peerSrc.set(p.id, newBits());
       peerDst.set(p.id, newBits());
       for (const g of p.groups ?? []) {
@@ -230,10 +262,10 @@ export class AttributionTables {
     const resCfgById = new Map<string, ResourceConfig>();
     const resourcesByGroup = new Map<string, ResourceConfig[]>();
     const resBits = new Map<string, { src: Uint32Array; dst: Uint32Array }>();
+    const resourceIds = new Map<string, number>();
     (cfg.resources ?? []).forEach((r, i) => {
       const where = `resources[${i}]`;
-      if (!r || typeof r.id !== 'string' || r.id === '') throw new Error(`${where}: id is required`);
-      if (resCfgById.has(r.id)) throw new Error(`${where}: duplicate resource id "${r.id}"`);
+      uniqueId(resourceIds, r?.id, 'resources', 'resource', i);
       if (r.type !== 'HOST' && r.type !== 'SUBNET' && r.type !== 'DOMAIN') {
         throw new Error(`${where}: type must be HOST, SUBNET or DOMAIN, got ${JSON.stringify(r.type)}`);
       }
@@ -261,11 +293,17 @@ export class AttributionTables {
     this.acceptMask = newBits();
     this.bidirMask = newBits();
     let anyBidir = false;
+    const policyIds = new Map<string, number>();
     policiesCfg.forEach((p, i) => {
       const where = `policies[${i}]`;
-      if (!p || typeof p.id !== 'string' || p.id === '') throw new Error(`${where}: id is required`);
+      uniqueId(policyIds, p?.id, 'policies', 'policy', i);
       if (p.action !== 'accept' && p.action !== 'drop') throw new Error(`${where}: action must be accept or drop`);
-      const protocols = checkProtocol(p.protocol, where);
+      let protocols: PolicyProtocol;
+      try {
+        protocols = protocolOf(p.protocol);
+      } catch (err) {
+        throw new AttributionError(`${where}.protocol`, (err as Error).message);
+      }
       const ports = parsePorts(p.ports, `${where}.ports`);
       const cp: CompiledPolicy = {
         index: i,

@@ -1,8 +1,8 @@
 // wgflow run: the daemon. Flags come from the same table as the config file keys (RUN_FLAGS).
 import { parseArgs } from 'node:util';
 import { ConfigError } from '../config/check';
-import { FlagValues, resolveConfig, RUN_FLAGS } from '../config/config';
-import { buildAttributor, Daemon } from '../daemon/daemon';
+import { FlagValues, loadConfig, RUN_FLAGS } from '../config/config';
+import { Daemon } from '../daemon/daemon';
 import { createLogger } from '../log';
 
 export function help(): string {
@@ -41,15 +41,15 @@ export async function main(argv: string[]): Promise<number> {
     return 2;
   }
   const file = typeof values.config === 'string' ? values.config : undefined;
-  let cfg;
+  let loaded;
   try {
-    cfg = resolveConfig({ file, env: process.env, flags });
+    // The one validation path: --check-config stops after it, run goes on with its result.
+    loaded = loadConfig({ file, env: process.env, flags });
     if (values['check-config']) {
-      const a = buildAttributor(cfg);
-      const t = a.tables as unknown as { peers?: unknown[]; resources?: unknown[]; policies?: unknown[] };
-      process.stdout.write(`configuration OK${file ? ` (${file})` : ''}: interfaces ${cfg.interfaces.join(', ') || '(none)'}, ` +
+      const { config: cfg, tables } = loaded;
+      process.stdout.write(`configuration OK${file ? ` (${file})` : ''}: interfaces ${cfg.interfaces.join(', ')}, ` +
         `output ${cfg.collector.url ?? `${cfg.output.dir}/events.jsonl`}${cfg.ipfix.length ? `, ipfix ${cfg.ipfix.join(', ')}` : ''}` +
-        `${t.policies ? `, ${t.policies.length} policies` : ''}\n`);
+        `, ${tables.peersById.size} peers, ${tables.resourcesById.size} resources, ${tables.policies.length} policies\n`);
       return 0;
     }
   } catch (err) {
@@ -60,10 +60,11 @@ export async function main(argv: string[]): Promise<number> {
     throw err;
   }
 
+  const cfg = loaded.config;
   const log = createLogger(cfg.log_level);
   let daemon: Daemon;
   try {
-    daemon = await Daemon.start({ config: cfg, configFile: file, flags, log });
+    daemon = await Daemon.start({ config: cfg, tables: loaded.tables, configFile: file, flags, log });
   } catch (err) {
     const msg = err instanceof ConfigError ? `configuration error: ${err.message}` : (err as Error).message;
     log.fatal(msg);

@@ -79,8 +79,10 @@ export const obj = <F extends Fields>(fields: F): Check<Shape<F>> => (v, path) =
   if (typeof v !== 'object' || Array.isArray(v)) throw new ConfigError(path, `expected a mapping, got ${describe(v)}`);
   const input = v as Record<string, unknown>;
   for (const k of Object.keys(input)) {
-    if (!(k in fields)) {
-      throw new ConfigError(join(path, k), `unknown key (known keys here: ${Object.keys(fields).join(', ')})`);
+    if (!Object.prototype.hasOwnProperty.call(fields, k)) {
+      const known = Object.keys(fields);
+      const near = closest(k, known);
+      throw new ConfigError(join(path, k), `unknown key${near ? `, did you mean "${near}"?` : ''} (known keys here: ${known.join(', ')})`);
     }
   }
   const out: Record<string, unknown> = {};
@@ -97,6 +99,35 @@ export const obj = <F extends Fields>(fields: F): Check<Shape<F>> => (v, path) =
   return out as Shape<F>;
 };
 
+/** Edit distance with adjacent transpositions counting 1 ("emial" is one slip from "email"). */
+function distance(a: string, b: string): number {
+  const d: number[][] = Array.from({ length: a.length + 1 }, (_, i) => [i, ...new Array<number>(b.length).fill(0)]);
+  for (let j = 1; j <= b.length; j++) d[0][j] = j;
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      d[i][j] = Math.min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) d[i][j] = Math.min(d[i][j], d[i - 2][j - 2] + 1);
+    }
+  }
+  return d[a.length][b.length];
+}
+
+/** The known key a typo most likely meant (case, '_' and '-' ignored: "dnsLabel" is "dns_label"), if one is close. */
+export function closest(key: string, known: readonly string[]): string | undefined {
+  const norm = (x: string): string => x.toLowerCase().replace(/[_-]/g, '');
+  let best: string | undefined;
+  let bestD = Infinity;
+  for (const c of known) {
+    const d = distance(norm(key), norm(c));
+    if (d < bestD) {
+      best = c;
+      bestD = d;
+    }
+  }
+  return bestD <= Math.max(1, Math.floor(key.length / 3)) ? best : undefined;
+}
+
 export function join(path: string, key: string): string {
   return path ? `${path}.${key}` : key;
 }
@@ -108,3 +139,21 @@ export const hostPort: Check<string> = (v, path) => {
   if (!m || Number(m[2]) > 65535) throw new ConfigError(path, `expected HOST:PORT (e.g. 127.0.0.1:9617 or [::1]:9617), got ${describe(v)}`);
   return s;
 };
+
+/** Checks with a rule that lives elsewhere (a parser that throws): its message, at this path. */
+export const via = (parse: (s: string) => unknown, hint?: string): Check<string> => (v, path) => {
+  const s = str()(v, path);
+  try {
+    parse(s);
+  } catch (err) {
+    throw new ConfigError(path, hint ? `${hint}, got ${describe(v)}` : (err as Error).message);
+  }
+  return s;
+};
+
+/**
+ * A WireGuard public key: base64 of exactly 32 bytes, canonical (43 characters, the last carrying
+ * 4 bits, then one "="). Anything else would fail to encode on every event that carries it.
+ * Empty means "no key".
+ */
+export const wgKey = str({ pattern: /^$|^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$/, hint: 'a base64 WireGuard public key (44 characters ending in "=", as printed by `wg pubkey`)' });

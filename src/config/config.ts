@@ -1,28 +1,46 @@
 // wgflow's configuration: one file (YAML or JSON), overridden by environment variables, overridden
 // by flags. The schema below is the reference; docs/config.md describes every key.
-import { readFileSync } from 'node:fs';
+import { accessSync, constants, readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { parse as parseYaml } from 'yaml';
 import {
-  bool, Check, ConfigError, field, hostPort, int, list, obj, oneOf, onOff, optional, section, str,
+  bool, Check, ConfigError, field, hostPort, int, list, obj, oneOf, onOff, optional, section, str, via, wgKey,
 } from './check';
+import type { AttributionConfig } from '../attribution/config';
+import { attributionSchema, PREFIX } from '../attribution/schema';
+import { AttributionError, AttributionTables } from '../attribution/tables';
+import { CollectorUrlError, parseCollectorUrl, TlsFiles, tlsFilesProblem } from '../export/url';
+import { parseIpfixUrl } from '../ipfix/exporter';
+import { checkRingBytes } from '../datapath/datapath';
 
 const IFNAME = str({ nonEmpty: true, pattern: /^[A-Za-z0-9_.:@-]{1,15}$/, hint: 'an interface name (1-15 letters, digits, _ . : @ -)' });
-const WG_KEY = str({ pattern: /^$|^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$/, hint: 'a base64 WireGuard public key (44 characters)' });
-const COLLECTOR_URL = str({ pattern: /^(grpc|grpcs|https):\/\/[^/\s]+$/, hint: 'grpc://HOST:PORT, grpcs://HOST:PORT or https://HOST[:PORT]' });
-const IPFIX_URL = str({ pattern: /^udp:\/\/(\[[0-9a-fA-F:.]+\]|[^:/\s[\]]+):\d{1,5}$/, hint: 'udp://HOST:PORT' });
-const ABS_PATH = str({ pattern: /^\//, hint: 'an absolute path' });
-
-/** Anything that is a mapping: the attribution tables validate their own contents. */
-const mapping: Check<Record<string, unknown>> = (v, path) => {
-  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new ConfigError(path, 'expected a mapping');
-  return v as Record<string, unknown>;
+/** The exporter's own parser decides, so --check-config refuses exactly what the exporter would. */
+const COLLECTOR_URL = (v: unknown, path: string): string => {
+  const s = str()(v, path);
+  try {
+    parseCollectorUrl(s);
+  } catch (err) {
+    if (err instanceof CollectorUrlError) throw new ConfigError(path, err.reason);
+    throw err;
+  }
+  return s;
 };
+const IPFIX_URL = via(parseIpfixUrl, 'expected udp://HOST:PORT (port 1-65535)');
+const RING_BYTES: Check<number> = (v, path) => {
+  const n = int(4096, 1 << 30)(v, path);
+  try {
+    checkRingBytes(n);
+  } catch {
+    throw new ConfigError(path, `expected a power of two from 4096 to ${1 << 30} (e.g. 1048576), got ${n}`);
+  }
+  return n;
+};
+const ABS_PATH = str({ pattern: /^\//, hint: 'an absolute path' });
 
 export const configSchema = obj({
   interfaces: field(list(IFNAME), [] as string[]),
   reporter_id: field(str({ nonEmpty: true }), hostname()),
-  reporter_public_key: field(WG_KEY, ''),
+  reporter_public_key: field(wgKey, ''),
   collector: section(obj({
     url: optional(COLLECTOR_URL),
     token: optional(str()),
@@ -49,7 +67,7 @@ export const configSchema = obj({
   datapath: section(obj({
     max_flows: field(int(1, 1 << 26), 65_536),
     max_flows_v6: field(int(1, 1 << 26), 65_536),
-    ring_bytes: field(int(4096, 1 << 30), 1 << 20),
+    ring_bytes: field(RING_BYTES, 1 << 20),
     pin_dir: field(ABS_PATH, '/sys/fs/bpf/wgflow'),
     attach_mode: field(oneOf('auto', 'tcx', 'clsact'), 'auto'),
     poll_timeout_ms: field(int(1, 10_000), 100),
@@ -66,12 +84,12 @@ export const configSchema = obj({
   filters: section(obj({
     dns_collection: field(bool, false),
     exit_node_collection: field(bool, false),
-    include_prefixes: field(list(str()), [] as string[]),
-    exclude_prefixes: field(list(str()), [] as string[]),
+    include_prefixes: field(list(PREFIX), [] as string[]),
+    exclude_prefixes: field(list(PREFIX), [] as string[]),
     include_ports: field(list(int(0, 65535)), [] as number[]),
     exclude_ports: field(list(int(0, 65535)), [] as number[]),
   })),
-  attribution: field(mapping, {}),
+  attribution: section(attributionSchema),
   ipfix: field(list(IPFIX_URL), [] as string[]),
   ipfix_mtu: field(int(512, 65507), 1400),
   ipfix_template_refresh_s: field(int(1, 86_400), 60),
@@ -112,6 +130,32 @@ function setPath(target: Record<string, unknown>, path: string, value: unknown):
   o[keys[keys.length - 1]] = value;
 }
 
+const TLS_KEYS = { caFile: 'collector.ca_file', certFile: 'collector.cert_file', keyFile: 'collector.key_file' } as const;
+
+/**
+ * Rules across settings that `run` depends on. They are part of resolveConfig, the one path of
+ * run, --check-config and reload, so none of them can accept what another refuses.
+ */
+function settingsAgree(cfg: ReturnType<typeof configSchema>): ReturnType<typeof configSchema> {
+  if (cfg.interfaces.length === 0) throw new ConfigError('interfaces', 'no interface to watch: give --interface NAME (repeatable) or "interfaces" in the config file');
+  const c = cfg.collector;
+  if (c.url !== undefined) {
+    const files: TlsFiles = { caFile: c.ca_file, certFile: c.cert_file, keyFile: c.key_file };
+    const tls = tlsFilesProblem(parseCollectorUrl(c.url), files);
+    if (tls) throw new ConfigError(TLS_KEYS[tls.file], tls.problem);
+    // The exporter reads them at start: a missing file is a configuration mistake, found here too.
+    for (const [k, file] of Object.entries(files) as [keyof TlsFiles, string | undefined][]) {
+      if (file === undefined) continue;
+      try {
+        accessSync(file, constants.R_OK);
+      } catch (err) {
+        throw new ConfigError(TLS_KEYS[k], `cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+      }
+    }
+  }
+  return cfg;
+}
+
 /** Read a config file (YAML or JSON) into a raw mapping; errors name the file. */
 export function readConfigFile(file: string): Record<string, unknown> {
   let text: string;
@@ -150,7 +194,7 @@ export function resolveConfig(opts: { file?: string; env?: NodeJS.ProcessEnv; fl
     setPath(raw, f.path, v);
   }
   try {
-    return configSchema(raw, '');
+    return settingsAgree(configSchema(raw, ''));
   } catch (err) {
     if (err instanceof ConfigError) {
       const flag = RUN_FLAGS.find((f) => f.path === err.path.replace(/\[\d+\]$/, ''));
@@ -163,3 +207,44 @@ export function resolveConfig(opts: { file?: string; env?: NodeJS.ProcessEnv; fl
 }
 
 export type WgflowConfig = ReturnType<typeof configSchema>;
+
+/** The attribution tables and filters of a config, as AttributionTables takes them. */
+export function attributionOf(cfg: WgflowConfig): AttributionConfig {
+  const f = cfg.filters;
+  return {
+    ...cfg.attribution,
+    dnsCollection: f.dns_collection,
+    exitNodeCollection: f.exit_node_collection,
+    filters: { includePrefixes: f.include_prefixes, excludePrefixes: f.exclude_prefixes, includePorts: f.include_ports, excludePorts: f.exclude_ports },
+  };
+}
+
+/** Compile the tables; what only the whole table can tell (duplicate ids and keys) is found here. */
+export function compileAttribution(cfg: WgflowConfig): AttributionTables {
+  try {
+    return AttributionTables.build(attributionOf(cfg));
+  } catch (err) {
+    // The tables name fields in camelCase; the file writes them in snake_case.
+    if (err instanceof AttributionError) throw new ConfigError(`attribution.${err.path.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`)}`, err.problem);
+    throw new ConfigError('attribution', (err as Error).message);
+  }
+}
+
+export interface LoadedConfig {
+  config: WgflowConfig;
+  tables: AttributionTables;
+}
+
+/**
+ * Everything `run`, `run --check-config` and reload validate, in one place: the settings (file,
+ * environment, flags), then the attribution tables compiled from them.
+ */
+export function loadConfig(opts: { file?: string; env?: NodeJS.ProcessEnv; flags?: FlagValues }): LoadedConfig {
+  const config = resolveConfig(opts);
+  try {
+    return { config, tables: compileAttribution(config) };
+  } catch (err) {
+    if (err instanceof ConfigError && opts.file) throw new ConfigError(err.path, `${err.problem} (in ${opts.file})`);
+    throw err;
+  }
+}

@@ -1,6 +1,6 @@
 // The daemon's control socket (wgflow ctl): a unix socket, mode 0600, one JSON request and one
 // JSON answer per line. The daemon supplies the handlers; this module only moves messages.
-import { chmodSync, existsSync, unlinkSync } from 'node:fs';
+import { chmodSync, lstatSync, unlinkSync } from 'node:fs';
 import { ensureDir } from '../fs-util';
 import { createConnection, createServer, Server, Socket } from 'node:net';
 import { dirname } from 'node:path';
@@ -15,19 +15,39 @@ export type ControlHandler = (req: ControlRequest) => unknown | Promise<unknown>
 /** An error whose message the client shows as is (bad argument, unknown command). */
 export class ControlError extends Error {}
 
-/** Serve handlers on a unix socket at path (replacing a stale socket left by a crash). */
+/** What is at path, when it is anything but a stale socket that may be removed: a refusal. */
+async function replaceableSocket(path: string): Promise<void> {
+  let st;
+  try {
+    st = lstatSync(path);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw err;
+  }
+  // lstat, not stat: a symlink is refused as itself, whatever it points to.
+  if (!st.isSocket()) {
+    const what = st.isSymbolicLink() ? 'a symbolic link' : st.isDirectory() ? 'a directory' : st.isFile() ? 'a regular file' : 'a special file';
+    throw new ControlError(`${path} is ${what}, not a socket; refusing to replace it (give a path for the control socket, e.g. /run/wgflow/ctl.sock)`);
+  }
+  // A live daemon answers; a stale socket from a crash refuses or has no listener: only then remove it.
+  const code = await new Promise<string | null>((resolve) => {
+    const s = createConnection(path);
+    s.once('connect', () => { s.destroy(); resolve(null); });
+    s.once('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? 'EUNKNOWN'));
+  });
+  if (code === null) throw new ControlError(`another wgflow daemon is listening on ${path}`);
+  if (code !== 'ECONNREFUSED' && code !== 'ENOENT') throw new ControlError(`cannot tell whether the socket ${path} is in use (${code}); leaving it alone`);
+  try {
+    unlinkSync(path);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err; // gone already: nothing to replace
+  }
+}
+
+/** Serve handlers on a unix socket at path (replacing only a stale socket left by a crash). */
 export async function serveControl(path: string, handlers: Record<string, ControlHandler>): Promise<Server> {
   ensureDir(dirname(path));
-  if (existsSync(path)) {
-    // A live daemon answers; a stale socket from a crash refuses: only then remove it.
-    const alive = await new Promise<boolean>((resolve) => {
-      const s = createConnection(path);
-      s.once('connect', () => { s.destroy(); resolve(true); });
-      s.once('error', () => resolve(false));
-    });
-    if (alive) throw new ControlError(`another wgflow daemon is already listening on ${path}`);
-    unlinkSync(path);
-  }
+  await replaceableSocket(path);
   const server = createServer((sock: Socket) => {
     let buf = '';
     sock.setEncoding('utf8');

@@ -6,9 +6,9 @@ import type { Server } from 'node:net';
 import type { Server as HttpServer } from 'node:http';
 import type { Logger } from 'pino';
 import { Attributor } from '../attribution/attributor';
-import type { AttributionConfig } from '../attribution/config';
+import type { AttributionTables } from '../attribution/tables';
 import { ConfigError } from '../config/check';
-import { resolveConfig, WgflowConfig, FlagValues } from '../config/config';
+import { loadConfig, WgflowConfig, FlagValues } from '../config/config';
 import { ControlError, serveControl } from '../control/control';
 import { Datapath } from '../datapath/datapath';
 import { Exporter } from '../export/grpc-exporter';
@@ -28,33 +28,6 @@ import { activeFlows, statusReport } from './report';
 const OUTPUT_BACKLOG_BYTES = 32 * 1024 * 1024;
 export class StartupError extends Error {}
 
-/** snake_case keys of the config file to the camelCase the attribution tables use. */
-function camelKeys(v: unknown): unknown {
-  if (Array.isArray(v)) return v.map(camelKeys);
-  if (v === null || typeof v !== 'object') return v;
-  return Object.fromEntries(Object.entries(v).map(([k, x]) => [k.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase()), camelKeys(x)]));
-}
-
-/** The attribution tables and filters of a config, as the Attributor takes them. */
-export function attributionOf(cfg: WgflowConfig): AttributionConfig {
-  const f = cfg.filters;
-  return {
-    ...(camelKeys(cfg.attribution) as AttributionConfig),
-    dnsCollection: f.dns_collection,
-    exitNodeCollection: f.exit_node_collection,
-    filters: { includePrefixes: f.include_prefixes, excludePrefixes: f.exclude_prefixes, includePorts: f.include_ports, excludePorts: f.exclude_ports },
-  };
-}
-
-/** Build the attributor, turning table errors into config errors that name the section. */
-export function buildAttributor(cfg: WgflowConfig): Attributor {
-  try {
-    return new Attributor(attributionOf(cfg));
-  } catch (err) {
-    throw new ConfigError('attribution', (err as Error).message);
-  }
-}
-
 function writableDir(dir: string, what: string, flag: string): void {
   try {
     ensureDir(dir);
@@ -66,6 +39,8 @@ function writableDir(dir: string, what: string, flag: string): void {
 
 export interface DaemonOptions {
   config: WgflowConfig;
+  /** The attribution tables compiled from config (loadConfig). */
+  tables: AttributionTables;
   /** Where reload re-reads the configuration from (flags and environment stay as given). */
   configFile?: string;
   flags?: FlagValues;
@@ -110,12 +85,11 @@ export class Daemon {
   private async startParts(): Promise<void> {
     const { cfg } = this;
     const log = this.opts.log;
-    if (cfg.interfaces.length === 0) throw new ConfigError('interfaces', 'no interface to watch: give --interface NAME (repeatable) or "interfaces" in the config file');
     const missing = missingCapabilities();
     if (missing.length) {
       throw new StartupError(`wgflow run needs root or the capabilities CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN; missing: ${missing.join(', ')} (run as root, or use the systemd unit in packaging/)`);
     }
-    this.attributor = buildAttributor(cfg);
+    this.attributor = new Attributor(this.opts.tables);
     if (cfg.collector.url) writableDir(cfg.spool.dir, 'spool directory', '--spool-dir');
     else writableDir(cfg.output.dir, 'output directory', '--output');
 
@@ -124,7 +98,8 @@ export class Daemon {
       throw new StartupError(err.message);
     });
     this.control = await serveControl(cfg.control_socket, this.controlHandlers()).catch((err: Error) => {
-      throw new StartupError(err instanceof ControlError ? `${err.message} (--control-socket)` : `cannot create the control socket ${cfg.control_socket}: ${err.message} (--control-socket)`);
+      const where = '(--control-socket, config key control_socket)';
+      throw new StartupError(err instanceof ControlError ? `${err.message} ${where}` : `cannot create the control socket ${cfg.control_socket}: ${err.message} ${where}`);
     });
 
     try {
@@ -212,13 +187,9 @@ export class Daemon {
    * the interface list. A bad file leaves everything as it was and says why.
    */
   reload(): { interfaces: string[]; generation: number } {
-    const next = resolveConfig({ file: this.opts.configFile, env: process.env, flags: this.opts.flags });
-    const attr = attributionOf(next);
-    try {
-      this.attributor.swap(attr);
-    } catch (err) {
-      throw new ConfigError('attribution', (err as Error).message);
-    }
+    // The same validation as start and --check-config; nothing is applied unless all of it passes.
+    const { config: next, tables } = loadConfig({ file: this.opts.configFile, env: process.env, flags: this.opts.flags });
+    this.attributor.swap(tables);
     this.watcher.setInterfaces(next.interfaces);
     this.cfg = next;
     this.opts.log.info({ generation: this.attributor.generation, interfaces: next.interfaces }, 'configuration reloaded');
@@ -262,7 +233,13 @@ export class Daemon {
         return { counting: this.dp.counting() };
       },
       flows: (req) => activeFlows(this.pipeline.tracker, typeof req.top === 'number' ? req.top : 50),
-      reload: () => this.reload(),
+      reload: () => {
+        try {
+          return this.reload();
+        } catch (err) {
+          throw new ControlError(`reload refused, the running configuration stays: ${err instanceof ConfigError ? `configuration error: ${err.message}` : (err as Error).message}`);
+        }
+      },
       resolve: (req) => {
         // DOMAIN resources: addresses a name resolved to, valid for ttl seconds (from a DNS hook).
         const domain = req.domain, addrs = req.addresses, ttl = req.ttl;

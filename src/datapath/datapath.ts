@@ -65,6 +65,13 @@ function toDatapathError(err: unknown): DatapathError {
   return new DatapathError(e.message ?? String(err), e.code ?? 'EDATAPATH', e.errno);
 }
 
+/** The ring buffer size the kernel accepts (a power of two); the configuration check uses it too. */
+export function checkRingBytes(v: number): number {
+  const n = checkCount('ringBytes', v, 4096, 1 << 30);
+  if ((n & (n - 1)) !== 0) throw new DatapathError(`ringBytes must be a power of two, got ${n}`, 'EINVAL');
+  return n;
+}
+
 function checkCount(name: string, v: number, min: number, max: number): number {
   if (!Number.isInteger(v) || v < min || v > max) {
     throw new DatapathError(`${name} must be an integer from ${min} to ${max}, got ${v}`, 'EINVAL');
@@ -142,10 +149,7 @@ export class Datapath {
   static open(opts: DatapathOptions = {}): Datapath {
     const maxFlows = checkCount('maxFlows', opts.maxFlows ?? DEFAULT_MAX_FLOWS, 1, MAX_FLOWS_LIMIT);
     const maxFlowsV6 = checkCount('maxFlowsV6', opts.maxFlowsV6 ?? maxFlows, 1, MAX_FLOWS_LIMIT);
-    const ringBytes = checkCount('ringBytes', opts.ringBytes ?? DEFAULT_RING_BYTES, 4096, 1 << 30);
-    if ((ringBytes & (ringBytes - 1)) !== 0) {
-      throw new DatapathError(`ringBytes must be a power of two, got ${ringBytes}`, 'EINVAL');
-    }
+    const ringBytes = checkRingBytes(opts.ringBytes ?? DEFAULT_RING_BYTES);
     const objectPath = opts.objectPath ?? defaultObjectPath();
     const mountedBpffs = opts.pinDir ? ensureBpffs(opts.pinDir) : false;
     const mod = wrap(() => loadNative());

@@ -16,7 +16,7 @@ import { SKIP_RECORD, Spool, SpoolOptions, SpoolRecord } from './spool';
 import { checkScanned, scanFlowEvent, ScannedEvent } from './wire-reader';
 import { InFlight, InFlightTable } from './inflight';
 import { writeFlowEventInto } from './wire-writer';
-import { parseCollectorUrl, CollectorUrl } from './url';
+import { parseCollectorUrl, CollectorUrl, tlsFilesProblem } from './url';
 
 export interface BackoffOptions {
   /** First delay. NetBird: 800 ms. */
@@ -222,7 +222,8 @@ export class Exporter {
     this.handshakeTimeoutMs = opts.handshakeTimeoutMs ?? 10_000;
     this.ackTimeoutMs = opts.ackTimeoutMs ?? 60_000;
     if (!(Number.isInteger(this.ackTimeoutMs) && this.ackTimeoutMs >= 1)) throw new Error(`ackTimeoutMs must be a positive integer, got ${opts.ackTimeoutMs}`);
-    if ((opts.certFile === undefined) !== (opts.keyFile === undefined)) throw new Error('a client certificate needs both certFile and keyFile');
+    const tlsProblem = tlsFilesProblem(this.url, opts);
+    if (tlsProblem) throw new Error(`${tlsProblem.file}: ${tlsProblem.problem}`);
     const transport = opts.transport ?? 'http2';
     if (!TRANSPORTS.includes(transport)) throw new Error(`transport must be one of ${TRANSPORTS.join(', ')}, got ${String(transport)}`);
     this.openStream = transport === 'grpc-js' ? openGrpcJsStream : openH2Stream;
@@ -236,8 +237,6 @@ export class Exporter {
       this.streamOptions.ca = opts.caFile ? readPem(opts.caFile, 'CA file') : systemRoots();
       if (opts.certFile) this.streamOptions.cert = readPem(opts.certFile, 'client certificate');
       if (opts.keyFile) this.streamOptions.key = readPem(opts.keyFile, 'client key');
-    } else if (opts.caFile || opts.certFile) {
-      throw new Error(`TLS files were given but ${opts.url} is plaintext; use grpcs:// or https://`);
     }
     this.initiator = initiatorMessage();
     this.spool = Spool.open({ logger: this.log, validate: validateRecord, ...opts.spool });

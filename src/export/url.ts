@@ -11,8 +11,11 @@ export interface CollectorUrl {
 }
 
 export class CollectorUrlError extends Error {
-  constructor(message: string) {
-    super(message);
+  /** The message without its "collector URL" lead, for callers that name the setting themselves. */
+  readonly reason: string;
+  constructor(text: string, why: string) {
+    super(`collector URL ${JSON.stringify(text)}: ${why}`);
+    this.reason = `${JSON.stringify(text)}: ${why}`;
     this.name = 'CollectorUrlError';
   }
 }
@@ -21,7 +24,7 @@ const EXAMPLES = 'e.g. grpc://127.0.0.1:50051, grpcs://collector.example:443 or 
 
 export function parseCollectorUrl(text: string): CollectorUrl {
   const bad = (why: string): never => {
-    throw new CollectorUrlError(`collector URL "${text}": ${why} (${EXAMPLES})`);
+    throw new CollectorUrlError(text, `${why} (${EXAMPLES})`);
   };
   const m = /^([a-zA-Z][a-zA-Z0-9+.-]*):\/\/(.*)$/.exec(text.trim());
   if (!m) return bad('missing scheme; use grpc://, grpcs:// or https://');
@@ -36,7 +39,7 @@ export function parseCollectorUrl(text: string): CollectorUrl {
   } catch {
     return bad('not a valid host[:port]');
   }
-  if (url.username || url.password) bad('credentials in the URL are not supported; use the token option');
+  if (url.username || url.password) bad('credentials in the URL are not supported; give the token with --token or collector.token');
   if ((url.pathname && url.pathname !== '/') || url.search || url.hash) bad('a gRPC collector URL has no path, query or fragment');
   const host = url.hostname;
   if (!host) bad('missing host');
@@ -52,4 +55,23 @@ export function parseCollectorUrl(text: string): CollectorUrl {
     port = 443;
   }
   return { target: `${host}:${port}`, host: host.replace(/^\[|\]$/g, ''), port, tls: scheme !== 'grpc', text };
+}
+
+export interface TlsFiles {
+  caFile?: string;
+  certFile?: string;
+  keyFile?: string;
+}
+
+/**
+ * What is wrong with the TLS files given for a collector, if anything (which file, and why). The
+ * exporter refuses with this and the configuration check reports it, so the two cannot disagree.
+ */
+export function tlsFilesProblem(url: CollectorUrl, f: TlsFiles): { file: keyof TlsFiles; problem: string } | null {
+  if (f.certFile !== undefined && f.keyFile === undefined) return { file: 'keyFile', problem: 'a client certificate needs its key: set both or neither' };
+  if (f.keyFile !== undefined && f.certFile === undefined) return { file: 'certFile', problem: 'a client key needs its certificate: set both or neither' };
+  if (!url.tls && (f.caFile !== undefined || f.certFile !== undefined)) {
+    return { file: f.caFile !== undefined ? 'caFile' : 'certFile', problem: `TLS files were given but ${JSON.stringify(url.text)} is plaintext; use grpcs:// or https://` };
+  }
+  return null;
 }

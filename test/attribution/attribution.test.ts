@@ -191,7 +191,7 @@ describe('table swaps', () => {
   });
 
   it('validation: ids required and unique, addresses and prefixes checked', () => {
-    expect(() => new Attributor({ peers: [{ id: '' }] })).toThrow(/peers\[0\]: id/);
+    expect(() => new Attributor({ peers: [{ id: '' }] })).toThrow(/peers\[0\]\.id: is required/);
     expect(() => new Attributor({ peers: [{ id: 'a' }, { id: 'a' }] })).toThrow(/duplicate peer/);
     expect(() => new Attributor({ peers: [{ id: 'a', ip: '1.2.3' }] })).toThrow(/not an IP/);
     expect(() => new Attributor({ resources: [{ id: 'r', type: 'SUBNET', prefixes: ['1.2.3.0/40'] }] })).toThrow(/resources\[0\].prefixes/);

@@ -127,6 +127,17 @@ describe('policy matching', () => {
     expect(() => AttributionTables.build({ policies: [{ id: 'x', action: 'accept', sources: [{ prefix: '10.0.0.0/99' }], destinations: [] }] })).toThrow(/policies\[0\] prefix/);
   });
 
+  it('duplicate ids and peer keys are errors naming both positions', () => {
+    const pol = (id: string): PolicyConfig => ({ id, action: 'accept', sources: [], destinations: [] });
+    expect(() => AttributionTables.build({ policies: [pol('a'), pol('b'), pol('a')] })).toThrow('policies[2].id: duplicate policy id "a" (policies[0] has it too)');
+    expect(() => AttributionTables.build({ resources: [{ id: 'r', type: 'HOST' }, { id: 'r', type: 'HOST' }] })).toThrow('resources[1].id: duplicate resource id "r" (resources[0] has it too)');
+    const key = Buffer.alloc(32, 7).toString('base64');
+    expect(() => AttributionTables.build({ peers: [{ id: 'a', publicKey: key }, { id: 'b' }, { id: 'c', publicKey: key }] }))
+      .toThrow(`peers[2].publicKey: duplicate public key "${key}" (peers[0] has it too)`);
+    // Peers without a key do not collide.
+    expect(AttributionTables.build({ peers: [{ id: 'a' }, { id: 'b', publicKey: '' }] }).peersById.size).toBe(2);
+  });
+
   it('matches a naive reference on random tables (sparse lists, word scan, bidirectional, domain path)', () => {
     let seed = 11;
     const rnd = (n: number): number => {

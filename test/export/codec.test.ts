@@ -4,7 +4,7 @@ import { bytesToIp, CodecError, decodeAck, decodeEvent, encodeAck, encodeEvent, 
 import { Backoff, DEFAULT_BACKOFF } from '../../src/export/grpc-exporter';
 import { loadFlowProto } from '../../src/export/proto';
 import { syntheticEvent } from '../../src/export/synthetic';
-import { parseCollectorUrl } from '../../src/export/url';
+import { parseCollectorUrl, tlsFilesProblem } from '../../src/export/url';
 import { readFlowEvent } from '../../src/export/wire-reader';
 import { ip as encoderIp, writeFlowEvent, writeFlowEventInto } from '../../src/export/wire-writer';
 import { fromJsonLine, toJsonLine, toJsonObject } from '../../src/flow/json';
@@ -282,6 +282,16 @@ describe('collector URL', () => {
     expect(() => parseCollectorUrl('grpc://host')).toThrow(/missing port/);
     expect(() => parseCollectorUrl('grpc://host:99999')).toThrow(/out of range|not a valid/);
     expect(() => parseCollectorUrl('grpcs://host:443/path')).toThrow(/no path/);
+    expect(() => parseCollectorUrl('grpc://user:pw@h:1')).toThrow(/credentials in the URL are not supported; give the token with --token or collector\.token/);
+  });
+
+  it('TLS files: a certificate needs its key, and plaintext takes none (one rule for the exporter and the config check)', () => {
+    const plain = parseCollectorUrl('grpc://h:1'), tls = parseCollectorUrl('grpcs://h:1');
+    expect(tlsFilesProblem(tls, { caFile: '/ca', certFile: '/c', keyFile: '/k' })).toBeNull();
+    expect(tlsFilesProblem(tls, { certFile: '/c' })).toEqual({ file: 'keyFile', problem: 'a client certificate needs its key: set both or neither' });
+    expect(tlsFilesProblem(tls, { keyFile: '/k' })?.file).toBe('certFile');
+    expect(tlsFilesProblem(plain, { caFile: '/ca' })).toEqual({ file: 'caFile', problem: 'TLS files were given but "grpc://h:1" is plaintext; use grpcs:// or https://' });
+    expect(tlsFilesProblem(plain, {})).toBeNull();
   });
 });
 
