@@ -31,7 +31,8 @@ connection limits (a flood of broken or idle clients must not lock exporters out
   --idle-timeout-ms N     close a connection with no open stream after N ms (default ${D.idleTimeoutMs})
   --max-unauthenticated N connections not yet authenticated, at most; more are refused (default ${D.maxUnauthenticated})
   --max-connections N     open connections at most; more are refused (default ${D.maxConnections})
-  --max-streams N         concurrent streams per connection (default ${D.maxStreamsPerConnection})
+  --max-streams-per-connection N  concurrent streams per connection (default ${D.maxStreamsPerConnection})
+  --max-streams N         open streams in all; more are refused with RESOURCE_EXHAUSTED (default ${D.maxStreams})
   --log-level LEVEL       fatal, error, warn, info, debug (default info)
   --help, -h              show this help
 
@@ -54,6 +55,7 @@ const OPTIONS = {
   'idle-timeout-ms': { type: 'string' },
   'max-unauthenticated': { type: 'string' },
   'max-connections': { type: 'string' },
+  'max-streams-per-connection': { type: 'string' },
   'max-streams': { type: 'string' },
   'log-level': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
@@ -101,7 +103,8 @@ export async function main(argv: string[]): Promise<number> {
         idleTimeoutMs: intFlag(f['idle-timeout-ms'], 'idle-timeout-ms', D.idleTimeoutMs, 1),
         maxUnauthenticated: intFlag(f['max-unauthenticated'], 'max-unauthenticated', D.maxUnauthenticated, 1),
         maxConnections: intFlag(f['max-connections'], 'max-connections', D.maxConnections, 1),
-        maxStreamsPerConnection: intFlag(f['max-streams'], 'max-streams', D.maxStreamsPerConnection, 1),
+        maxStreamsPerConnection: intFlag(f['max-streams-per-connection'], 'max-streams-per-connection', D.maxStreamsPerConnection, 1),
+        maxStreams: intFlag(f['max-streams'], 'max-streams', D.maxStreams, 1),
         logger,
       });
     } catch (err) {

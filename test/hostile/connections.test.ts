@@ -94,4 +94,23 @@ describe('hostile: broken and idle HTTP/2 clients', () => {
     const final = c.proc.json('stderr').find((o) => o.msg === 'stopped');
     expect(final).toMatchObject({ idleClosed: 1, truncated: 1 });
   }, 60_000);
+
+  it('streams past --max-streams are refused with RESOURCE_EXHAUSTED and counted', async () => {
+    const out = newDir('streams-out');
+    const c = await startCollector(out, 0, ['--max-streams', '5']);
+    const http2 = await import('node:http2');
+    const session = http2.connect(`http://127.0.0.1:${c.port}`);
+    session.on('error', () => undefined);
+    const statuses = await Promise.all(Array.from({ length: 10 }, () => new Promise<string>((resolve) => {
+      const req = session.request({ ':method': 'POST', ':path': '/flow.FlowService/Events', 'content-type': 'application/grpc', te: 'trailers' });
+      req.on('response', (h) => resolve(String(h['grpc-status'] ?? 'open')));
+      req.on('error', () => resolve('error'));
+      req.write(Buffer.from([0, 0, 0, 0, 2, 0x28, 1]));
+    })));
+    expect(statuses.filter((st) => st === 'open').length).toBe(5);
+    expect(statuses.filter((st) => st === '8').length).toBe(5);
+    session.destroy();
+    await c.proc.kill('SIGTERM');
+    expect(c.proc.json('stderr').find((o) => o.msg === 'stopped')).toMatchObject({ refusedStreams: 5 });
+  }, 30_000);
 });
