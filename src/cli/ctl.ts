@@ -52,7 +52,7 @@ function formatStatus(s: StatusReport): string {
   out.push(`flows active:   ${s.flowsActive}`);
   out.push(`events:         ${Object.entries(s.events).map(([k, v]) => `${k} ${v}`).join(', ')}`);
   out.push(`drops:          ring buffer full ${s.drops.ringbufFull}, flow map full ${s.drops.mapFullPackets} packets, ` +
-    `found without START ${s.drops.discoveredWithoutStart}, output refused ${s.drops.eventsDropped}, spool full ${s.drops.spoolDropped}`);
+    `found without START ${s.drops.discoveredWithoutStart}, output refused ${s.drops.eventsDropped}, spool full ${s.drops.spoolDropped}, quarantined ${s.drops.spoolQuarantined}, not encodable ${s.drops.badEvents}`);
   if (s.output.kind === 'collector') {
     const e = s.output.stats;
     out.push(`collector:      ${s.output.url} ${e.connected ? 'connected' : 'DISCONNECTED'}, acked ${e.acked}, in flight ${e.inFlight}, queued ${e.queued}, ` +

@@ -16,7 +16,7 @@ export interface StatusReport {
   interfaces: InterfaceState[];
   flowsActive: number;
   events: Record<string, number>;
-  drops: { ringbufFull: number; mapFullPackets: number; discoveredWithoutStart: number; eventsDropped: number; spoolDropped: number };
+  drops: { ringbufFull: number; mapFullPackets: number; discoveredWithoutStart: number; eventsDropped: number; spoolDropped: number; spoolQuarantined: number; badEvents: number };
   kernel: KernelStats;
   output: { kind: 'collector'; url: string; stats: ExporterStats } | { kind: 'file'; dir: string };
   ipfix?: IpfixStats & { targets: string[] };
@@ -40,6 +40,8 @@ export function statusReport(s: {
       discoveredWithoutStart: s.pipeline.discoveredWithoutStart,
       eventsDropped: s.pipeline.eventsDropped,
       spoolDropped: s.exporter?.dropped ?? 0,
+      spoolQuarantined: s.exporter?.quarantined ?? 0,
+      badEvents: s.exporter?.badEvents ?? 0,
     },
     kernel: s.kernel,
     output: s.exporter && s.cfg.collector.url ? { kind: 'collector', url: s.cfg.collector.url, stats: s.exporter } : { kind: 'file', dir: s.cfg.output.dir },

@@ -106,6 +106,8 @@ export class Metrics {
     mirror('wgflow_export_reconnects_total', 'Collector streams that ended and were retried.', (s) => s.exporter?.().reconnects);
     mirror('wgflow_spool_dropped_events_total', 'Unacknowledged events dropped because the spool was full.', (s) => s.exporter?.().dropped);
     mirror('wgflow_spool_corrupt_records_total', 'Corrupt or truncated spool records skipped.', (s) => s.exporter?.().corruptSkipped);
+    mirror('wgflow_spool_quarantined_records_total', 'Spool records read back that were not valid events: moved to quarantine.records, not sent.', (s) => s.exporter?.().quarantined);
+    mirror('wgflow_export_bad_events_total', 'Events that could not be encoded: left out of their batch (see logs).', (s) => s.exporter?.().badEvents);
     gauge('wgflow_collector_connected', '1 while the stream to the collector is up.', (s) => (s.exporter ? (s.exporter().connected ? 1 : 0) : undefined));
     this.ackLatency = new Histogram({
       name: 'wgflow_export_ack_latency_seconds', help: 'Time from sending an event to its ack.', registers: r,
