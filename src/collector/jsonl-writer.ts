@@ -25,6 +25,13 @@ export interface JsonlWriterOptions {
   maxFiles?: number;
   /** fdatasync every batch (default true). Off only for benchmarks of the rest. */
   fsync?: boolean;
+  /**
+   * Retry a failed commit after this many ms, keeping its lines (and its callbacks waiting)
+   * instead of failing them. For a writer whose lines have no sender to resend them (the daemon's
+   * own output); callers bound memory through pendingBytes. Off by default: the collector fails
+   * the batch and its senders resend.
+   */
+  retryMs?: number;
   logger?: Logger;
 }
 
@@ -96,6 +103,8 @@ export class JsonlWriter {
   private readonly rotateBytes: number;
   private readonly maxFiles: number;
   private readonly doFsync: boolean;
+  private readonly retryMs: number | undefined;
+  private closing = false;
   private readonly log: Logger | undefined;
   private fd: number;
   /** Bytes of events.jsonl known to be complete (what a failed write is cut back to). */
@@ -120,6 +129,7 @@ export class JsonlWriter {
     this.rotateBytes = opts.rotateBytes ?? 64 * 1024 * 1024;
     this.maxFiles = opts.maxFiles ?? 0;
     this.doFsync = opts.fsync ?? true;
+    this.retryMs = opts.retryMs;
     this.log = opts.logger;
     this.fd = fd;
     this.size = size;
@@ -296,9 +306,16 @@ export class JsonlWriter {
       if (!cause) this.committedSize = this.size;
       let err: CommitError | null = null;
       if (cause) {
-        err = new CommitError(`${cause.message} (writing ${this.path})`, durableLines, cause.code);
-        this.log?.error({ err: cause.message, code: cause.code, file: this.path, lines: lines - durableLines }, 'writing events failed; not acknowledging them');
         this.cutBack();
+        if (this.retryMs !== undefined && !this.closing) {
+          this.log?.error({ err: cause.message, code: cause.code, file: this.path, lines: lines - durableLines, retryInMs: this.retryMs }, 'writing events failed; keeping them and retrying');
+          this.requeue(batch, durableLines);
+          this.inCommit = null;
+          setTimeout(() => this.commitLoop(), this.retryMs);
+          return;
+        }
+        err = new CommitError(`${cause.message} (writing ${this.path})`, durableLines, cause.code);
+        this.log?.error({ err: cause.message, code: cause.code, file: this.path, lines: lines - durableLines }, this.retryMs !== undefined ? 'writing events failed at close; these lines are lost' : 'writing events failed; not acknowledging them');
       } else {
         this.counters.lines += lines;
         this.counters.bytes += bytes;
@@ -383,6 +400,23 @@ export class JsonlWriter {
   }
 
   /**
+   * Puts the lines of a failed batch from line `from` on back in front of the batch accumulating,
+   * with the failed batch's callbacks (retry mode).
+   */
+  private requeue(failed: Batch, from: number): void {
+    const next = this.current;
+    const start = from === 0 ? 0 : failed.ends[from - 1];
+    const merged: Batch = { id: next.id, data: new ByteBuffer(), ends: [], callbacks: [] };
+    merged.data.bytes(failed.data.buf, start, failed.data.len);
+    for (let i = from; i < failed.ends.length; i++) merged.ends.push(failed.ends[i] - start);
+    const shift = merged.data.len;
+    merged.data.bytes(next.data.buf, 0, next.data.len);
+    for (const e of next.ends) merged.ends.push(e + shift);
+    merged.callbacks.push(...failed.callbacks, ...next.callbacks);
+    this.current = merged;
+  }
+
+  /**
    * Cuts events.jsonl back to its last committed size (no half-written line stays behind a
    * failed commit). If that fails too, the next commit tries again before it writes.
    */
@@ -427,6 +461,7 @@ export class JsonlWriter {
   /** Commits what is queued, then closes the file. */
   async close(): Promise<void> {
     if (this.closed) return;
+    this.closing = true; // one more attempt at what is queued, no retries after it
     if (this.committing || this.current.ends.length > 0) {
       await new Promise<void>((resolve) => {
         this.closeWaiters.push(resolve);

@@ -124,7 +124,10 @@ export class Daemon {
       });
       this.exporter.start();
     } else {
-      this.writer = JsonlWriter.open({ dir: cfg.output.dir, rotateBytes: cfg.output.rotate_bytes, logger: log.child({ part: 'output' }) });
+      // Retried on failure (a full disk): nobody would resend these lines. emit() waits while the
+      // backlog is large, so a long outage stalls the pipeline (the kernel map keeps counting)
+      // instead of growing memory.
+      this.writer = JsonlWriter.open({ dir: cfg.output.dir, rotateBytes: cfg.output.rotate_bytes, retryMs: 1000, logger: log.child({ part: 'output' }) });
       log.info({ dir: cfg.output.dir }, 'no --collector: writing events to events.jsonl there');
     }
     if (cfg.ipfix.length) {

@@ -96,3 +96,36 @@ describePrivileged('hostile: collector output disk full', () => {
     }
   });
 });
+
+describePrivileged('hostile: the daemon output disk full', () => {
+  it('a writer in retry mode keeps its lines through a full disk and writes each exactly once when it frees', async () => {
+    const { JsonlWriter } = await import('../../src/collector/jsonl-writer');
+    const disk = smallDisk(1024 * 1024);
+    try {
+      const filler = `${disk.dir}/filler`;
+      fill(filler, freeBytes(disk.dir), 64 * 1024);
+      const w = JsonlWriter.open({ dir: `${disk.dir}/out`, rotateBytes: 256 * 1024, retryMs: 50 });
+      const N = 5000;
+      let durable = 0;
+      for (let i = 0; i < N; i++) {
+        w.append(JSON.stringify({ id: `line-${i}`, pad: 'x'.repeat(80) }));
+        if (i % 500 === 499) {
+          w.afterCommit((err) => {
+            if (err === null) durable = i + 1;
+          });
+          await new Promise((r) => setTimeout(r, 20));
+        }
+      }
+      await new Promise((r) => setTimeout(r, 300));
+      expect(durable).toBeLessThan(N); // the disk is full: not everything can be on it
+      rmSync(filler);
+      await w.close();
+      const { listEventFiles } = await import('../../src/collector/jsonl-writer');
+      const { readFileSync } = await import('node:fs');
+      const ids = listEventFiles(`${disk.dir}/out`).flatMap((f) => readFileSync(f, 'utf8').split('\n').filter((l) => l !== '').map((l) => (JSON.parse(l) as { id: string }).id));
+      expect(ids).toEqual(Array.from({ length: N }, (_, i) => `line-${i}`));
+    } finally {
+      disk.unmount();
+    }
+  });
+});
