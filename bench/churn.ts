@@ -11,7 +11,7 @@ import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { REPO_ROOT } from '../src/datapath/native';
+import { REPO_ROOT } from '../src/util/addon';
 import { daemonCounters, DaemonCounters, runBench, stopDaemonBench, writeResult } from '../src/testbed/bench-run';
 import { DaemonProc } from '../src/testbed/daemon';
 import { JsonlTail } from '../src/testbed/jsonl-tail';

@@ -23,14 +23,14 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import * as grpc from '@grpc/grpc-js';
 import * as http2 from 'node:http2';
-import { initiatorMessage } from '../src/export/codec';
-import { openH2Stream } from '../src/export/h2-stream';
-import { EVENTS_METHOD } from '../src/export/proto';
-import { parseCollectorUrl } from '../src/export/url';
+import { initiatorMessage } from '../src/wire/codec';
+import { openH2Stream } from '../src/output/grpc/h2-stream';
+import { EVENTS_METHOD } from '../src/wire/proto';
+import { parseCollectorUrl } from '../src/output/grpc/url';
 import { syntheticEvent, syntheticEventId } from '../src/export/synthetic';
-import { writeFlowEvent } from '../src/export/wire-writer';
+import { writeFlowEvent } from '../src/wire/writer';
 import { idsOfFile, keyOfUuid } from '../src/collector/dedup';
-import { listEventFiles } from '../src/collector/jsonl-writer';
+import { listEventFiles } from '../src/output/jsonl-writer';
 import { median } from '../src/testbed/bench-run';
 
 const { values: args } = parseArgs({

@@ -16,11 +16,11 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Attributor } from '../src/attribution/attributor';
 import type { AttributionConfig, PolicyConfig, ResourceConfig, PeerConfig } from '../src/attribution/config';
-import { REPO_ROOT } from '../src/datapath/native';
+import { REPO_ROOT } from '../src/util/addon';
 import {
   decodeFlows, decodeRecords, FLAG_INIT_B, FLAG_INIT_EGRESS, FLOW_SIZE, FlowMapRead, KEY4_SIZE, lastSeenStamp, RECORD_SIZE, RecordType,
 } from '../src/datapath/records';
-import { ManualClock } from '../src/flow/clock';
+import { ManualClock } from '../src/model/clock';
 import { DRAIN_SLICE } from '../src/flow/pipeline';
 import { FlowTracker } from '../src/flow/tracker';
 import { median } from '../src/testbed/bench-run';

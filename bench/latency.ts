@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
-import { REPO_ROOT } from '../src/datapath/native';
+import { REPO_ROOT } from '../src/util/addon';
 import { percentile, runBench, stopDaemonBench, writeResult } from '../src/testbed/bench-run';
 import { DaemonProc, WGFLOW } from '../src/testbed/daemon';
 import { JsonlTail } from '../src/testbed/jsonl-tail';

@@ -7,9 +7,9 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { maskRaw, raw4ToU32, rawToIp, u32ToRaw4 } from '../src/attribution/ip';
+import { maskRaw, raw4ToU32, rawToIp, u32ToRaw4 } from '../src/net/ip';
 import { Lpm } from '../src/attribution/lpm';
-import { REPO_ROOT } from '../src/datapath/native';
+import { REPO_ROOT } from '../src/util/addon';
 import { median } from '../src/testbed/bench-run';
 
 const { values: args } = parseArgs({

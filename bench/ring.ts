@@ -7,7 +7,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Datapath } from '../src/datapath/datapath';
-import { REPO_ROOT } from '../src/datapath/native';
+import { REPO_ROOT } from '../src/util/addon';
 import { decodeRecords, RECORD_SIZE } from '../src/datapath/records';
 import { ipv4 } from '../test/helpers/packets';
 import { median } from '../src/testbed/bench-run';

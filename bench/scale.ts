@@ -22,7 +22,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Datapath } from '../src/datapath/datapath';
-import { REPO_ROOT } from '../src/datapath/native';
+import { REPO_ROOT } from '../src/util/addon';
 import { daemonCounters, rssMiB, runBench, writeResult } from '../src/testbed/bench-run';
 import { DaemonProc } from '../src/testbed/daemon';
 import { HeapKind, summarizeHeapSnapshot } from '../src/testbed/heap-summary';

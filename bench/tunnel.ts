@@ -9,7 +9,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { REPO_ROOT } from '../src/datapath/native';
+import { REPO_ROOT } from '../src/util/addon';
 import { Testbed, WgEndpoint } from '../src/testbed/testbed';
 import { killBackground, Probe, run, spawnIn, waitForLine } from '../test/helpers/procs';
 import { median } from '../src/testbed/bench-run';

@@ -2,10 +2,10 @@
 // The tracker calls attribute() once per flow, when the flow starts; the result is reused for
 // every later event of the flow. Tables are replaced whole by swap(): flows that already have an
 // attribution keep it, flows starting afterwards use the new tables (docs/attribution.md).
-import type { FlowDirection, FlowEndpoint, FlowUser } from '../flow/event';
-import { Clock, systemClock } from '../flow/clock';
+import type { FlowDirection, FlowEndpoint, FlowUser } from '../model/event';
+import { Clock, systemClock } from '../model/clock';
 import type { AttributionConfig } from './config';
-import { ipToRaw, normalizeRaw, parseIpRaw } from './ip';
+import { ipToRaw, normalizeRaw, parseIpRaw } from '../net/ip';
 import { AddrInfo, AttributionTables, CompiledPolicy, PeerInfo, ResourceInfo } from './tables';
 
 /** What the tracker knows about a flow when it starts: initiator (src) and responder (dst). */

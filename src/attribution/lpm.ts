@@ -11,7 +11,7 @@
 // into a hash map checked first (a /128 is always the longest match), so thousands of host
 // resources do not cost 32 trie nodes each. IPv4-mapped IPv6 addresses are looked up as IPv4
 // (parsePrefix maps prefixes inside ::ffff:0:0/96 to IPv4 as well).
-import { IpPrefix, normalizeRaw, parsePrefix, parseIpRaw, prefixToString, raw4ToU32 } from './ip';
+import { IpPrefix, normalizeRaw, parsePrefix, parseIpRaw, prefixToString, raw4ToU32 } from '../net/ip';
 
 const SLOTS = 32; // 16 nibbles x [child, value]
 

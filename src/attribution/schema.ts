@@ -2,9 +2,9 @@
 // type and value checked where the operator wrote it, so an error names the exact key
 // ("attribution.peers[3].public_key") and unknown keys are errors at every level. Rules that the
 // tables also need (prefixes, addresses, ports, protocols) come from ip.ts and tables.ts, not copies.
-import { bool, Check, ConfigError, field, list, obj, oneOf, optional, str, via, wgKey } from '../config/check';
+import { bool, Check, ConfigError, field, list, obj, oneOf, optional, str, via, wgKey } from '../util/check';
 import type { AttributionConfig, PeerConfig, PolicyConfig, PolicyTarget, PortSpec, ResourceConfig, UserConfig } from './config';
-import { ipToRaw, parsePrefix } from './ip';
+import { ipToRaw, parsePrefix } from '../net/ip';
 import { portRange, protocolOf } from './tables';
 
 const ID = str({ nonEmpty: true });

@@ -6,9 +6,9 @@
 // longest resource, the policies whose sources/destinations cover it, include/exclude filters), so
 // one lookup per address answers everything. Tables are never modified after build(): a reload
 // builds new tables and swaps a reference (Attributor.swap).
-import type { EndpointType, FlowUser } from '../flow/event';
+import type { EndpointType, FlowUser } from '../model/event';
 import type { AttributionConfig, PeerConfig, PolicyProtocol, PolicyTarget, PortSpec, ResourceConfig, ResourceType } from './config';
-import { IpPrefix, ipToRaw, maskRaw, parsePrefix, prefixToString } from './ip';
+import { IpPrefix, ipToRaw, maskRaw, parsePrefix, prefixToString } from '../net/ip';
 import { Lpm } from './lpm';
 
 /** A FlowEndpoint without ip and port (same shape as attributor's EndpointInfo). */

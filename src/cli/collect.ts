@@ -2,8 +2,8 @@
 import { readFileSync } from 'node:fs';
 import pino from 'pino';
 import { Collector, COLLECTOR_DEFAULTS as D, CollectorError } from '../collector/server';
-import { WriterError } from '../collector/jsonl-writer';
-import { intFlag, parseFlags, sizeFlag, UsageError } from '../export/cli-args';
+import { WriterError } from '../output/jsonl-writer';
+import { intFlag, parseFlags, sizeFlag, UsageError } from './args';
 
 const mib = (n: number): string => `${n / (1024 * 1024)}M`;
 

@@ -7,10 +7,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { stringify } from 'yaml';
-import { REPO_ROOT } from '../datapath/native';
+import { REPO_ROOT } from '../util/addon';
 import { missingCapabilities } from '../daemon/privileges';
-import { fromJsonLine } from '../flow/json';
-import { resourceOf, type FlowEvent } from '../flow/event';
+import { fromJsonLine } from '../model/json';
+import { resourceOf, type FlowEvent } from '../model/event';
 import { Testbed } from '../testbed/testbed';
 import { humanBytes, protoName } from './ctl';
 

@@ -1,7 +1,6 @@
 // wgflow's command dispatcher. Each subcommand is one row of COMMANDS: a summary for the usage
 // text and a loader returning its main(argv) => exit code. Add a row to add a command.
-import { existsSync, readFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { version } from '../util/version';
 
 export type CommandMain = (argv: string[]) => Promise<number>;
 
@@ -32,24 +31,10 @@ export const COMMANDS: Record<string, Command> = {
   'export-test': {
     summary: 'send N synthetic events through the exporter and spool (tests, benchmarks)',
     hidden: true,
-    load: async () => (await import('../export/cli-sender')).main,
+    load: async () => (await import('./export-test')).main,
   },
 };
 
-/** package.json's version, found from dist/cli, build/src/cli or a test build alike. */
-export function version(): string {
-  let dir = __dirname;
-  for (;;) {
-    const p = join(dir, 'package.json');
-    if (existsSync(p)) {
-      const pkg = JSON.parse(readFileSync(p, 'utf8')) as { name?: string; version?: string };
-      if (pkg.name === 'wgflow' && pkg.version) return pkg.version;
-    }
-    const up = dirname(dir);
-    if (up === dir) return 'unknown';
-    dir = up;
-  }
-}
 
 export function usage(): string {
   const rows = Object.entries(COMMANDS).filter(([, c]) => !c.hidden);

@@ -1,9 +1,9 @@
 // wgflow run: the daemon. Flags come from the same table as the config file keys (RUN_FLAGS).
 import { parseArgs } from 'node:util';
-import { ConfigError } from '../config/check';
+import { ConfigError } from '../util/check';
 import { FlagValues, loadConfig, RUN_FLAGS } from '../config/config';
 import { Daemon } from '../daemon/daemon';
-import { createLogger } from '../log';
+import { createLogger } from '../util/log';
 
 export function help(): string {
   const rows = [

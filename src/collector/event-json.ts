@@ -2,9 +2,9 @@
 // bytes. The output is byte for byte toJsonLine(readFlowEvent(msg).event, t) (the schema's one
 // definition, src/flow/json.ts; test/collector/event-json.test.ts checks the equality, fuzzed
 // too), at a fraction of the cost: no FlowEvent object and no intermediate strings per field.
-import { ENDPOINT_TYPES, END_REASONS, EndpointSpans, EVENT_TYPES, ScannedEvent, Span } from '../export/wire-reader';
-import { rfc3339 } from '../flow/json';
-import { ByteBuffer } from './byte-buffer';
+import { ENDPOINT_TYPES, END_REASONS, EndpointSpans, EVENT_TYPES, ScannedEvent, Span } from '../wire/reader';
+import { rfc3339 } from '../model/json';
+import { ByteBuffer } from '../util/byte-buffer';
 
 const UUID_DASHES = [4, 6, 8, 10];
 // Constant text as bytes: copying bytes is several times cheaper than walking a string.

@@ -3,8 +3,8 @@
 // for anything else (the handshake, a refusal, text that is not valid UTF-8, numbers past 2^53,
 // years past 9999) it declines, and the collector takes the JavaScript route, which stays the
 // reference: test/collector/native-json.test.ts checks both write the same bytes.
-import { loadNative } from '../datapath/native';
-import type { ByteBuffer } from './byte-buffer';
+import { loadNative } from '../util/addon';
+import type { ByteBuffer } from '../util/byte-buffer';
 
 type FlowEventJson = (src: Uint8Array, start: number, end: number, out: Uint8Array, at: number, receiveMs: number, meta: Uint32Array) => number;
 

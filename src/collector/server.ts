@@ -10,14 +10,15 @@ import { readFileSync } from 'node:fs';
 import * as http2 from 'node:http2';
 import type { AddressInfo, Socket } from 'node:net';
 import type { Logger } from 'pino';
-import { encodeAck, INITIATOR_ACK } from '../export/codec';
-import { EVENTS_METHOD } from '../export/proto';
-import { checkScanned, scanFlowEvent, ScannedEvent } from '../export/wire-reader';
-import { ByteBuffer } from './byte-buffer';
+import { encodeAck, INITIATOR_ACK } from '../wire/codec';
+import { EVENTS_METHOD } from '../wire/proto';
+import { checkScanned, scanFlowEvent, ScannedEvent } from '../wire/reader';
+import { ByteBuffer } from '../util/byte-buffer';
+import { encodeGrpcMessage, frameMessage, GrpcStatus } from '../wire/grpc';
 import { writeJsonLine } from './event-json';
 import { NativeJson } from './native-json';
 import { rebuildSeenSet, SeenSet } from './dedup';
-import { CommitError, JsonlWriter, listEventFiles } from './jsonl-writer';
+import { CommitError, JsonlWriter, listEventFiles } from '../output/jsonl-writer';
 
 export interface CollectorOptions {
   /** HOST:PORT to listen on (PORT 0 picks a free port). */
@@ -99,30 +100,11 @@ export interface CollectorStats {
   commitFailures: number;
 }
 
-/** gRPC status codes used here. */
-const Status = { OK: 0, INVALID_ARGUMENT: 3, RESOURCE_EXHAUSTED: 8, INTERNAL: 13, UNIMPLEMENTED: 12, UNAVAILABLE: 14, UNAUTHENTICATED: 16 } as const;
-
-/** grpc-message is percent-encoded (gRPC HTTP/2 protocol spec). */
-function encodeGrpcMessage(msg: string): string {
-  return Array.from(Buffer.from(msg, 'utf8'))
-    .map((b) => (b >= 0x20 && b <= 0x7e && b !== 0x25 ? String.fromCharCode(b) : `%${b.toString(16).toUpperCase().padStart(2, '0')}`))
-    .join('');
-}
-
-/** One ack message framed for the wire: flag 0, u32 BE length, FlowEventAck bytes. */
-function frame(msg: Buffer): Buffer {
-  const out = Buffer.allocUnsafe(5 + msg.length);
-  out[0] = 0;
-  out.writeUInt32BE(msg.length, 1);
-  msg.copy(out, 5);
-  return out;
-}
-
 /** The framed ack of the event id src[start, end), appended to out. */
 function appendAck(out: ByteBuffer, src: Buffer, start: number, end: number): void {
   const n = end - start;
   if (n >= 128) {
-    out.bytes(frame(encodeAck(src.subarray(start, end))));
+    out.bytes(frameMessage(encodeAck(src.subarray(start, end))));
     return;
   }
   // FlowEventAck{event_id} is 0x0a, length, bytes: framed without building it first.
@@ -193,7 +175,7 @@ class EventStream {
   private paused = false;
   private clientDone = false;
   private finished = false;
-  private status: { code: number; message: string } = { code: Status.OK, message: '' };
+  private status: { code: number; message: string } = { code: GrpcStatus.OK, message: '' };
 
   constructor(private readonly c: Collector, private readonly s: http2.ServerHttp2Stream, private readonly peer: string) {
     s.on('wantTrailers', () => {
@@ -210,7 +192,7 @@ class EventStream {
       this.clientDone = true;
       if (this.asmLen > 0) {
         this.c.counters.truncated++;
-        this.fail(Status.INVALID_ARGUMENT, `stream ended inside a message (${this.asmLen} bytes of it received)`);
+        this.fail(GrpcStatus.INVALID_ARGUMENT, `stream ended inside a message (${this.asmLen} bytes of it received)`);
         return;
       }
       this.maybeFinish();
@@ -237,10 +219,10 @@ class EventStream {
       const compressed = buf[off];
       const len = buf.readUInt32BE(off + 1);
       if (len > this.c.maxMessageBytes) {
-        return this.fail(Status.RESOURCE_EXHAUSTED, `message of ${len} bytes is larger than the limit of ${this.c.maxMessageBytes}`);
+        return this.fail(GrpcStatus.RESOURCE_EXHAUSTED, `message of ${len} bytes is larger than the limit of ${this.c.maxMessageBytes}`);
       }
       if (buf.length - off - 5 < len) break;
-      if (compressed !== 0) return this.fail(Status.UNIMPLEMENTED, 'compressed messages are not supported (use identity encoding)');
+      if (compressed !== 0) return this.fail(GrpcStatus.UNIMPLEMENTED, 'compressed messages are not supported (use identity encoding)');
       const start = off + 5;
       off += 5 + len;
       if (!this.onMessage(buf, start, off)) return;
@@ -295,11 +277,11 @@ class EventStream {
       scanFlowEvent(msg, ev);
     } catch (err) {
       this.c.counters.malformed++;
-      this.fail(Status.INVALID_ARGUMENT, `cannot parse a flow.FlowEvent: ${(err as Error).message}`);
+      this.fail(GrpcStatus.INVALID_ARGUMENT, `cannot parse a flow.FlowEvent: ${(err as Error).message}`);
       return false;
     }
     if (ev.initiator) {
-      this.s.write(frame(INITIATOR_ACK));
+      this.s.write(frameMessage(INITIATOR_ACK));
       return true;
     }
     this.c.counters.received++;
@@ -320,7 +302,7 @@ class EventStream {
       } catch (err) {
         // Nothing was queued for this id: it must not stay in the set.
         this.c.seen.forgetNewest();
-        this.fail(Status.INTERNAL, `cannot write the event as JSON: ${(err as Error).message}`);
+        this.fail(GrpcStatus.INTERNAL, `cannot write the event as JSON: ${(err as Error).message}`);
         return false;
       }
       this.c.counters.written++;
@@ -352,7 +334,7 @@ class EventStream {
     if (this.finished) return;
     if (err) {
       // The senders keep the events and send them again on a new stream.
-      this.fail(Status.UNAVAILABLE, `collector cannot store events: ${err.message}`);
+      this.fail(GrpcStatus.UNAVAILABLE, `collector cannot store events: ${err.message}`);
       return;
     }
     // All acks of the batch in one write: one DATA frame instead of one per event.
@@ -391,7 +373,7 @@ class EventStream {
 
   /** Ends the stream (server shutdown): the sender resends what is unacked elsewhere or later. */
   shutdown(): void {
-    this.fail(Status.UNAVAILABLE, 'collector is shutting down');
+    this.fail(GrpcStatus.UNAVAILABLE, 'collector is shutting down');
   }
 }
 
@@ -539,7 +521,7 @@ export class Collector {
       return;
     }
     if (headers[':path'] !== EVENTS_METHOD) {
-      trailersOnly(Status.UNIMPLEMENTED, `unknown method ${String(headers[':path'])}; this collector serves ${EVENTS_METHOD}`);
+      trailersOnly(GrpcStatus.UNIMPLEMENTED, `unknown method ${String(headers[':path'])}; this collector serves ${EVENTS_METHOD}`);
       return;
     }
     if (this.tokenBuf) {
@@ -547,14 +529,14 @@ export class Collector {
       if (got.length !== this.tokenBuf.length || !timingSafeEqual(got, this.tokenBuf)) {
         this.counters.unauthenticated++;
         this.log.warn({ peer, reason: headers.authorization ? 'wrong token' : 'no authorization header' }, 'rejected a stream: bad bearer token');
-        trailersOnly(Status.UNAUTHENTICATED, headers.authorization ? 'invalid bearer token' : 'missing authorization: Bearer <token> metadata');
+        trailersOnly(GrpcStatus.UNAUTHENTICATED, headers.authorization ? 'invalid bearer token' : 'missing authorization: Bearer <token> metadata');
         return;
       }
     }
     if (this.openStreams >= this.limits.maxStreams) {
       this.counters.refusedStreams++;
       this.warnLimited('streams', { peer, maxStreams: this.limits.maxStreams, refusedTotal: this.counters.refusedStreams }, 'refused a stream: too many open streams (maxStreams)');
-      trailersOnly(Status.RESOURCE_EXHAUSTED, `this collector has ${this.limits.maxStreams} streams open, its limit; retry later`);
+      trailersOnly(GrpcStatus.RESOURCE_EXHAUSTED, `this collector has ${this.limits.maxStreams} streams open, its limit; retry later`);
       return;
     }
     const conn = this.connOf(stream.session);

@@ -5,12 +5,12 @@ import { hostname } from 'node:os';
 import { parse as parseYaml } from 'yaml';
 import {
   bool, Check, ConfigError, field, hostPort, int, list, obj, oneOf, onOff, optional, section, str, via, wgKey,
-} from './check';
+} from '../util/check';
 import type { AttributionConfig } from '../attribution/config';
 import { attributionSchema, PREFIX } from '../attribution/schema';
 import { AttributionError, AttributionTables } from '../attribution/tables';
-import { CollectorUrlError, parseCollectorUrl, TlsFiles, tlsFilesProblem } from '../export/url';
-import { parseIpfixUrl } from '../ipfix/exporter';
+import { CollectorUrlError, parseCollectorUrl, TlsFiles, tlsFilesProblem } from '../output/grpc/url';
+import { parseIpfixUrl } from '../output/ipfix/exporter';
 import { checkRingBytes } from '../datapath/datapath';
 
 const IFNAME = str({ nonEmpty: true, pattern: /^[A-Za-z0-9_.:@-]{1,15}$/, hint: 'an interface name (1-15 letters, digits, _ . : @ -)' });

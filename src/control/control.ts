@@ -1,7 +1,7 @@
 // The daemon's control socket (wgflow ctl): a unix socket, mode 0600, one JSON request and one
 // JSON answer per line. The daemon supplies the handlers; this module only moves messages.
 import { chmodSync, lstatSync, unlinkSync } from 'node:fs';
-import { ensureDir } from '../fs-util';
+import { ensureDir } from '../util/fs';
 import { createConnection, createServer, Server, Socket } from 'node:net';
 import { dirname } from 'node:path';
 

@@ -1,22 +1,22 @@
 // The wgflow daemon: datapath -> flow pipeline -> outputs (gRPC exporter with its spool, or a local
 // JSON-lines file; IPFIX), with metrics, the control socket, reload and clean shutdown.
 import { accessSync, constants } from 'node:fs';
-import { ensureDir } from '../fs-util';
+import { ensureDir } from '../util/fs';
 import type { Server } from 'node:net';
 import type { Server as HttpServer } from 'node:http';
 import type { Logger } from 'pino';
 import { Attributor } from '../attribution/attributor';
 import type { AttributionTables } from '../attribution/tables';
-import { ConfigError } from '../config/check';
+import { ConfigError } from '../util/check';
 import { loadConfig, WgflowConfig, FlagValues } from '../config/config';
 import { ControlError, serveControl } from '../control/control';
 import { Datapath } from '../datapath/datapath';
-import { Exporter } from '../export/grpc-exporter';
-import { JsonlWriter } from '../collector/jsonl-writer';
-import { toJsonLine } from '../flow/json';
-import type { FlowEvent } from '../flow/event';
+import { Exporter } from '../output/grpc/exporter';
+import { JsonlWriter } from '../output/jsonl-writer';
+import { toJsonLine } from '../model/json';
+import type { FlowEvent } from '../model/event';
 import { FlowPipeline } from '../flow/pipeline';
-import { IpfixExporter } from '../ipfix/exporter';
+import { IpfixExporter } from '../output/ipfix/exporter';
 import { Metrics } from '../metrics/metrics';
 import { InterfaceWatcher } from './interfaces';
 import { missingCapabilities } from './privileges';

@@ -1,7 +1,7 @@
 // Keeps the datapath attached to the configured interfaces as they come and go: waits for an
 // interface that does not exist yet, and reattaches when it is deleted and recreated (new
 // ifindex). A TCX link survives down/up; a deleted device leaves it pointing nowhere.
-import { ifindexOf } from '../netdev';
+import { ifindexOf } from '../net/netdev';
 import type { Logger } from 'pino';
 import type { AttachMode, Datapath } from '../datapath/datapath';
 

@@ -1,12 +1,12 @@
 // What `wgflow ctl status` and `wgflow ctl flows` answer: plain data, formatted by the CLI.
 import type { KernelStats } from '../datapath/records';
-import type { ExporterStats } from '../export/grpc-exporter';
-import { resourceOf, type FlowEvent } from '../flow/event';
+import type { ExporterStats } from '../output/grpc/exporter';
+import { resourceOf, type FlowEvent } from '../model/event';
 import type { PipelineStats } from '../flow/pipeline';
-import type { IpfixStats } from '../ipfix/exporter';
+import type { IpfixStats } from '../output/ipfix/exporter';
 import type { WgflowConfig } from '../config/config';
 import type { InterfaceState } from './interfaces';
-import { version } from '../cli/main';
+import { version } from '../util/version';
 
 export interface StatusReport {
   version: string;

@@ -1,9 +1,9 @@
 // Typed wrapper over the native addon: load, attach, configure, and read kernel records in batches.
 import { execFileSync } from 'node:child_process';
 import { statfsSync } from 'node:fs';
-import { ensureDir } from '../fs-util';
+import { ensureDir } from '../util/fs';
 import { dirname } from 'node:path';
-import { defaultObjectPath, loadNative, NativeAttachment, NativeDatapath, NativeMapInfo } from './native';
+import { defaultObjectPath, loadNative, NativeAttachment, NativeDatapath, NativeMapInfo } from '../util/addon';
 import {
   decodeCounters,
   decodeRecords,

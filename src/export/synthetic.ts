@@ -4,7 +4,7 @@
 // type, resource endpoints, rule ids, users and every wgflow extension.
 import { crc32 } from 'node:zlib';
 import { uuidText } from '../flow/ids';
-import type { EndpointType, FlowEndReason, FlowEvent, FlowEventType } from '../flow/event';
+import type { EndpointType, FlowEndReason, FlowEvent, FlowEventType } from '../model/event';
 
 let lastSeed = '', lastWord = 0;
 

@@ -8,7 +8,7 @@
 //   sink(events)
 import type { FlowAttributor } from '../attribution/attributor';
 import type { FlowCounters, FlowEntryList, FlowKey, RingRecord } from '../datapath/records';
-import type { FlowEvent } from './event';
+import type { FlowEvent } from '../model/event';
 import { FlowTracker, type TrackerOptions, type TrackerStats } from './tracker';
 
 /** The part of the datapath the flow engine reads and deletes through (Datapath fits; tests fake it). */

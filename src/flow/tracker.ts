@@ -7,7 +7,7 @@
 // and returns their last counters atomically, onDeleted() turns those into END events.
 import { readdirSync, readFileSync } from 'node:fs';
 import { Attributor, endpointOf, type Attribution, type FlowAttributor, type FlowTuple } from '../attribution/attributor';
-import { rawToIpAt } from '../attribution/ip';
+import { rawToIpAt } from '../net/ip';
 import {
   FLAG_HINT_LOST,
   FLAG_INIT_B,
@@ -23,8 +23,8 @@ import {
   RecordType,
   type RingRecord,
 } from '../datapath/records';
-import { Clock, systemClock, WallConverter } from './clock';
-import type { FlowEndReason, FlowEvent, FlowEventType } from './event';
+import { Clock, systemClock, WallConverter } from '../model/clock';
+import type { FlowEndReason, FlowEvent, FlowEventType } from '../model/event';
 import { bootNamespace, eventIdText, flowIdWords, readBootId, uuidText, type Uuid } from './ids';
 
 const TCP_FIN = 0x01;

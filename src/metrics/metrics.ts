@@ -4,11 +4,11 @@
 import { createServer, Server } from 'node:http';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { KernelStats } from '../datapath/records';
-import { DeltaTracker } from '../flow/deltas';
-import { resourceOf, type FlowEvent } from '../flow/event';
+import { DeltaTracker } from '../model/deltas';
+import { resourceOf, type FlowEvent } from '../model/event';
 import type { PipelineStats } from '../flow/pipeline';
-import type { ExporterStats } from '../export/grpc-exporter';
-import type { IpfixStats } from '../ipfix/exporter';
+import type { ExporterStats } from '../output/grpc/exporter';
+import type { IpfixStats } from '../output/ipfix/exporter';
 
 /** What the daemon exposes to the metrics at scrape time; absent parts are not reported. */
 export interface MetricSources {

@@ -6,9 +6,9 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
-import { REPO_ROOT } from '../datapath/native';
-import type { FlowEvent } from '../flow/event';
-import { fromJsonLine } from '../flow/json';
+import { REPO_ROOT } from '../util/addon';
+import type { FlowEvent } from '../model/event';
+import { fromJsonLine } from '../model/json';
 import { sleep } from './procs';
 
 export const WGFLOW = join(REPO_ROOT, 'bin', 'wgflow');

@@ -3,8 +3,8 @@
 import { describe, expect, it } from 'vitest';
 import { Attributor } from '../../src/attribution/attributor';
 import type { AttributionConfig } from '../../src/attribution/config';
-import { ipToRaw } from '../../src/attribution/ip';
-import { ManualClock } from '../../src/flow/clock';
+import { ipToRaw } from '../../src/net/ip';
+import { ManualClock } from '../../src/model/clock';
 import { conn, TCP } from '../flow/builders';
 import { harness } from '../flow/harness';
 

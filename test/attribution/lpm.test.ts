@@ -1,6 +1,6 @@
 // Longest-prefix match: edge cases and a randomized comparison with a linear scan.
 import { describe, expect, it } from 'vitest';
-import { ipToRaw, maskRaw, parseIpRaw, parsePrefix, prefixContains, rawToIp, rawToIpAt } from '../../src/attribution/ip';
+import { ipToRaw, maskRaw, parseIpRaw, parsePrefix, prefixContains, rawToIp, rawToIpAt } from '../../src/net/ip';
 import { Lpm } from '../../src/attribution/lpm';
 
 describe('addresses and prefixes', () => {

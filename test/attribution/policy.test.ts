@@ -3,7 +3,7 @@
 import { describe, expect, it } from 'vitest';
 import { Attributor } from '../../src/attribution/attributor';
 import type { AttributionConfig, PolicyConfig } from '../../src/attribution/config';
-import { ipToRaw } from '../../src/attribution/ip';
+import { ipToRaw } from '../../src/net/ip';
 import { AttributionTables } from '../../src/attribution/tables';
 
 const base: AttributionConfig = {

@@ -2,7 +2,7 @@
 // every mistake a ConfigError at its exact key.
 import { describe, expect, it } from 'vitest';
 import { attributionSchema } from '../../src/attribution/schema';
-import { closest, ConfigError } from '../../src/config/check';
+import { closest, ConfigError } from '../../src/util/check';
 
 const KEY = Buffer.alloc(32, 3).toString('base64');
 

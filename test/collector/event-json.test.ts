@@ -4,16 +4,16 @@
 // thousands of randomly damaged messages. The C++ path may decline (the collector then takes the
 // JavaScript route), but never for a plain valid event, and never write different bytes.
 import { describe, expect, it } from 'vitest';
-import { ByteBuffer } from '../../src/collector/byte-buffer';
+import { ByteBuffer } from '../../src/util/byte-buffer';
 import { writeIpv6, writeJsonLine } from '../../src/collector/event-json';
 import { NativeJson } from '../../src/collector/native-json';
-import { ipv6FromBytes } from '../../src/ip-text';
-import { loadFlowProto } from '../../src/export/proto';
+import { ipv6FromBytes } from '../../src/net/ip-text';
+import { loadFlowProto } from '../../src/wire/proto';
 import { syntheticEvent } from '../../src/export/synthetic';
-import { checkScanned, readFlowEvent, scanFlowEvent, ScannedEvent } from '../../src/export/wire-reader';
-import { writeFlowEvent } from '../../src/export/wire-writer';
-import { toJsonLine } from '../../src/flow/json';
-import type { FlowEvent } from '../../src/flow/event';
+import { checkScanned, readFlowEvent, scanFlowEvent, ScannedEvent } from '../../src/wire/reader';
+import { writeFlowEvent } from '../../src/wire/writer';
+import { toJsonLine } from '../../src/model/json';
+import type { FlowEvent } from '../../src/model/event';
 
 const RECEIVED = 1_763_800_000_123;
 const scanned = new ScannedEvent();

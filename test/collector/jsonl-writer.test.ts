@@ -3,7 +3,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { JsonlWriter, listEventFiles, MAX_PIECE_BYTES } from '../../src/collector/jsonl-writer';
+import { JsonlWriter, listEventFiles, MAX_PIECE_BYTES } from '../../src/output/jsonl-writer';
 
 const dirs: string[] = [];
 afterEach(() => {

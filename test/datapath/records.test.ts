@@ -5,7 +5,7 @@ import {
   decodeCounters, decodeFlows, decodeRecords, decodeStats, FLOW_SIZE, FlowMapRead, KEY4_SIZE, KEY6_SIZE, keyId,
   getJiffiesClock, lastSeenNs, lastSeenStamp, RECORD_SIZE, setJiffiesClock, RecordType, STATS_SIZE, tcpFlagsOf,
 } from '../../src/datapath/records';
-import { loadNative, REPO_ROOT } from '../../src/datapath/native';
+import { loadNative, REPO_ROOT } from '../../src/util/addon';
 
 function key4(a: number[], b: number[], pa: number, pb: number, proto: number, kind: number, ifindex: number): Buffer {
   const k = Buffer.alloc(KEY4_SIZE);

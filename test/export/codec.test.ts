@@ -1,14 +1,14 @@
 // Unit tests: FlowEvent <-> wire (both encoders), acks, the JSON form, collector URLs, backoff.
 import { describe, expect, it } from 'vitest';
-import { bytesToIp, CodecError, decodeAck, decodeEvent, encodeAck, encodeEvent, fromWire, INITIATOR_ACK, ipToBytes, toWire, uuidToBytes } from '../../src/export/codec';
-import { Backoff, DEFAULT_BACKOFF } from '../../src/export/grpc-exporter';
-import { loadFlowProto } from '../../src/export/proto';
+import { bytesToIp, CodecError, decodeAck, decodeEvent, encodeAck, encodeEvent, fromWire, INITIATOR_ACK, ipToBytes, toWire, uuidToBytes } from '../../src/wire/codec';
+import { Backoff, DEFAULT_BACKOFF } from '../../src/output/grpc/exporter';
+import { loadFlowProto } from '../../src/wire/proto';
 import { syntheticEvent } from '../../src/export/synthetic';
-import { parseCollectorUrl, tlsFilesProblem } from '../../src/export/url';
-import { readFlowEvent } from '../../src/export/wire-reader';
-import { ip as encoderIp, writeFlowEvent, writeFlowEventInto } from '../../src/export/wire-writer';
-import { fromJsonLine, toJsonLine, toJsonObject } from '../../src/flow/json';
-import type { FlowEvent } from '../../src/flow/event';
+import { parseCollectorUrl, tlsFilesProblem } from '../../src/output/grpc/url';
+import { readFlowEvent } from '../../src/wire/reader';
+import { ip as encoderIp, writeFlowEvent, writeFlowEventInto } from '../../src/wire/writer';
+import { fromJsonLine, toJsonLine, toJsonObject } from '../../src/model/json';
+import type { FlowEvent } from '../../src/model/event';
 
 const events: FlowEvent[] = Array.from({ length: 600 }, (_, i) => syntheticEvent('codec', i));
 

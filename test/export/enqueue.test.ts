@@ -2,10 +2,10 @@
 // without harming the others (it used to take its whole batch down).
 import pino from 'pino';
 import { afterAll, describe, expect, it } from 'vitest';
-import { Exporter } from '../../src/export/grpc-exporter';
-import { recordId, Spool, SpoolRecord } from '../../src/export/spool';
+import { Exporter } from '../../src/output/grpc/exporter';
+import { recordId, Spool, SpoolRecord } from '../../src/output/grpc/spool';
 import { syntheticEvent } from '../../src/export/synthetic';
-import { writeFlowEvent } from '../../src/export/wire-writer';
+import { writeFlowEvent } from '../../src/wire/writer';
 import { cleanup, tmpDir } from './helpers';
 
 const dirs: string[] = [];

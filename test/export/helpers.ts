@@ -6,7 +6,7 @@ import { existsSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { idsOfFile, keyOfUuid } from '../../src/collector/dedup';
-import { listEventFiles } from '../../src/collector/jsonl-writer';
+import { listEventFiles } from '../../src/output/jsonl-writer';
 import { syntheticEventId } from '../../src/export/synthetic';
 import { afterAll, beforeAll } from 'vitest';
 
@@ -29,7 +29,7 @@ function newestMtime(dir: string): number {
  */
 export function ensureBuilt(): void {
   const built = existsSync(CLI) ? statSync(CLI).mtimeMs : 0;
-  const sources = Math.max(...['src/export', 'src/collector', 'src/cli', 'src/flow', 'proto'].map((d) => (existsSync(join(REPO, d)) ? newestMtime(join(REPO, d)) : 0)));
+  const sources = Math.max(...['src', 'proto'].map((d) => (existsSync(join(REPO, d)) ? newestMtime(join(REPO, d)) : 0)));
   if (built >= sources) return;
   try {
     execFileSync(process.execPath, [join(REPO, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(REPO, 'tsconfig.json')], { cwd: REPO, stdio: 'pipe' });

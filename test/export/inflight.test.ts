@@ -1,8 +1,8 @@
 // The exporter's table of unacknowledged events: found by id, whatever ids share a key.
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { InFlight, InFlightTable } from '../../src/export/inflight';
-import type { SpoolRecord } from '../../src/export/spool';
+import { InFlight, InFlightTable } from '../../src/output/grpc/inflight';
+import type { SpoolRecord } from '../../src/output/grpc/spool';
 
 const rec = (id: Buffer, seq = 1, off = 0): SpoolRecord => ({ buf: id, idAt: 0, payload: Buffer.alloc(0), seq, off });
 

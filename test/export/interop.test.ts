@@ -8,9 +8,9 @@ import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
-import { REPO_ROOT } from '../../src/datapath/native';
-import { Transport } from '../../src/export/event-stream';
-import { Exporter } from '../../src/export/grpc-exporter';
+import { REPO_ROOT } from '../../src/util/addon';
+import { Transport } from '../../src/output/grpc/transport';
+import { Exporter } from '../../src/output/grpc/exporter';
 import { syntheticEvent } from '../../src/export/synthetic';
 
 interface WireEvent { event_id: Buffer; isInitiator: boolean; flow_fields?: { flow_id: Buffer } | null }

@@ -5,9 +5,9 @@ import { connect as http2Connect } from 'node:http2';
 import { connect, createServer } from 'node:net';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { listEventFiles } from '../../src/collector/jsonl-writer';
+import { listEventFiles } from '../../src/output/jsonl-writer';
 import { syntheticEvent } from '../../src/export/synthetic';
-import { fromJsonLine } from '../../src/flow/json';
+import { fromJsonLine } from '../../src/model/json';
 import { CLI, collectedCount, eventIds, exactlyOnce, processSuite, REPO, senderDone, startCollector, startSender } from './helpers';
 
 const newDir = processSuite();

@@ -1,7 +1,7 @@
 // Flows adopted after a restart (SIGKILL, pinned maps): a TCP connection whose FIN/RST the dead
 // daemon never saw must not stay active for tcpIdleMs (2 h) when nothing moves after adoption.
 import { describe, expect, it } from 'vitest';
-import type { FlowEvent } from '../../src/flow/event';
+import type { FlowEvent } from '../../src/model/event';
 import { FlowTracker, type TrackerOptions } from '../../src/flow/tracker';
 import { conn, TCP } from './builders';
 import { BOOT_ID, harness, type Harness } from './harness';

@@ -23,7 +23,7 @@ import {
   RecordType,
   type RingRecord,
 } from '../../src/datapath/records';
-import { ipToRaw } from '../../src/attribution/ip';
+import { ipToRaw } from '../../src/net/ip';
 import type { RecordSource } from '../../src/flow/pipeline';
 
 export const TCP = { FIN: 0x01, SYN: 0x02, RST: 0x04, PSH: 0x08, ACK: 0x10 } as const;

@@ -1,7 +1,7 @@
 // A drain handed to the tracker in slices (beginDrain / drainEntries / endDrain, as the pipeline
 // does) is the same drain as onDrain over all entries at once: same events, same state.
 import { describe, expect, it } from 'vitest';
-import type { FlowEvent } from '../../src/flow/event';
+import type { FlowEvent } from '../../src/model/event';
 import { conn, TCP } from './builders';
 import { harness, type Harness } from './harness';
 

@@ -1,8 +1,8 @@
 // A synchronous stand-in for the pipeline loop over FakeKernel and a ManualClock.
 import { Attributor } from '../../src/attribution/attributor';
 import type { AttributionConfig } from '../../src/attribution/config';
-import { ManualClock } from '../../src/flow/clock';
-import type { FlowEvent } from '../../src/flow/event';
+import { ManualClock } from '../../src/model/clock';
+import type { FlowEvent } from '../../src/model/event';
 import { FlowTracker, type TrackerOptions } from '../../src/flow/tracker';
 import { FakeKernel } from './builders';
 

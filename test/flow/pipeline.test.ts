@@ -2,8 +2,8 @@
 // shutdown with and without forced ENDs, error handling.
 import { afterEach, describe, expect, it } from 'vitest';
 import { Attributor } from '../../src/attribution/attributor';
-import { systemClock } from '../../src/flow/clock';
-import type { FlowEvent } from '../../src/flow/event';
+import { systemClock } from '../../src/model/clock';
+import type { FlowEvent } from '../../src/model/event';
 import { EMIT_CHUNK, FlowPipeline } from '../../src/flow/pipeline';
 import { FlowTracker } from '../../src/flow/tracker';
 import { conn, FakeKernel, TCP } from './builders';

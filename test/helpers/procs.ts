@@ -4,7 +4,7 @@ import { ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { REPO_ROOT } from '../../src/datapath/native';
+import { REPO_ROOT } from '../../src/util/addon';
 import { killBackground, run, sleep, spawnIn, waitForLine } from '../../src/testbed/procs';
 import { CapturedPacket, readPcap } from './pcap';
 

@@ -7,9 +7,9 @@ import { readFileSync } from 'node:fs';
 import * as http2 from 'node:http2';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { initiatorMessage } from '../../src/export/codec';
+import { initiatorMessage } from '../../src/wire/codec';
 import { syntheticEvent } from '../../src/export/synthetic';
-import { writeFlowEvent } from '../../src/export/wire-writer';
+import { writeFlowEvent } from '../../src/wire/writer';
 import { eventIds, exactlyOnce, processSuite, senderDone, startCollector, startSender } from '../export/helpers';
 
 const newDir = processSuite();

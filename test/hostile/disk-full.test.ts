@@ -6,7 +6,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import pino from 'pino';
 import { expect, it } from 'vitest';
-import { Exporter } from '../../src/export/grpc-exporter';
+import { Exporter } from '../../src/output/grpc/exporter';
 import { syntheticEvent } from '../../src/export/synthetic';
 import { describePrivileged } from '../helpers/env';
 import { eventIds, exactlyOnce, processSuite, Proc, senderDone, startCollector, startSender } from '../export/helpers';
@@ -99,7 +99,7 @@ describePrivileged('hostile: collector output disk full', () => {
 
 describePrivileged('hostile: the daemon output disk full', () => {
   it('a writer in retry mode keeps its lines through a full disk and writes each exactly once when it frees', async () => {
-    const { JsonlWriter } = await import('../../src/collector/jsonl-writer');
+    const { JsonlWriter } = await import('../../src/output/jsonl-writer');
     const disk = smallDisk(1024 * 1024);
     try {
       const filler = `${disk.dir}/filler`;
@@ -120,7 +120,7 @@ describePrivileged('hostile: the daemon output disk full', () => {
       expect(durable).toBeLessThan(N); // the disk is full: not everything can be on it
       rmSync(filler);
       await w.close();
-      const { listEventFiles } = await import('../../src/collector/jsonl-writer');
+      const { listEventFiles } = await import('../../src/output/jsonl-writer');
       const { readFileSync } = await import('node:fs');
       const ids = listEventFiles(`${disk.dir}/out`).flatMap((f) => readFileSync(f, 'utf8').split('\n').filter((l) => l !== '').map((l) => (JSON.parse(l) as { id: string }).id));
       expect(ids).toEqual(Array.from({ length: N }, (_, i) => `line-${i}`));

@@ -6,10 +6,10 @@ import * as http2 from 'node:http2';
 import type { AddressInfo } from 'node:net';
 import pino from 'pino';
 import { afterAll, describe, expect, it } from 'vitest';
-import { encodeAck, INITIATOR_ACK } from '../../src/export/codec';
-import { Exporter } from '../../src/export/grpc-exporter';
+import { encodeAck, INITIATOR_ACK } from '../../src/wire/codec';
+import { Exporter } from '../../src/output/grpc/exporter';
 import { syntheticEvent } from '../../src/export/synthetic';
-import { scanFlowEvent, ScannedEvent } from '../../src/export/wire-reader';
+import { scanFlowEvent, ScannedEvent } from '../../src/wire/reader';
 import { cleanup, tmpDir } from '../export/helpers';
 
 const dirs: string[] = [];

@@ -6,8 +6,8 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Testbed, WgEndpoint } from '../../src/testbed/testbed';
-import { fromJsonLine } from '../../src/flow/json';
-import type { FlowEvent } from '../../src/flow/event';
+import { fromJsonLine } from '../../src/model/json';
+import type { FlowEvent } from '../../src/model/event';
 import { describePrivileged, killBackground, run, sleep, spawnIn, waitForLine } from '../helpers/env';
 import { DaemonProc, TRAFFIC, WGFLOW } from '../helpers/daemon';
 

@@ -5,7 +5,7 @@ import { spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { parse, stringify } from 'yaml';
 import { Testbed, WgEndpoint, nsExec } from '../../src/testbed/testbed';
-import type { FlowEvent } from '../../src/flow/event';
+import type { FlowEvent } from '../../src/model/event';
 import { describePrivileged, killBackground, run, sleep, spawnIn, waitForLine } from '../helpers/env';
 import { DaemonProc, TRAFFIC } from '../helpers/daemon';
 

@@ -4,7 +4,7 @@
 // policy and the exact byte totals; on the client the same flow as EGRESS.
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { Testbed } from '../../src/testbed/testbed';
-import type { FlowEvent } from '../../src/flow/event';
+import type { FlowEvent } from '../../src/model/event';
 import { Capture, describePrivileged, killBackground, run, spawnIn, waitForLine } from '../helpers/env';
 import { DaemonProc, TRAFFIC } from '../helpers/daemon';
 

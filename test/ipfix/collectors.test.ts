@@ -8,8 +8,8 @@ import { appendFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
-import { IpfixExporter } from '../../src/ipfix/exporter';
-import { FlowEvent } from '../../src/flow/event';
+import { IpfixExporter } from '../../src/output/ipfix/exporter';
+import { FlowEvent } from '../../src/model/event';
 import { syntheticEvent } from '../../src/export/synthetic';
 import { killBackground, sleep, spawnIn } from '../helpers/procs';
 

@@ -7,7 +7,7 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Testbed, WgEndpoint } from '../../src/testbed/testbed';
-import type { FlowEvent } from '../../src/flow/event';
+import type { FlowEvent } from '../../src/model/event';
 import { describePrivileged, killBackground, run, sleep, spawnIn, waitForLine } from '../helpers/env';
 import { DaemonProc, TRAFFIC } from '../helpers/daemon';
 

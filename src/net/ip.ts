@@ -4,7 +4,7 @@
 //
 // IPv4-mapped IPv6 addresses (::ffff:a.b.c.d) are normalised to IPv4 everywhere in attribution:
 // they match IPv4 prefixes, IPv4 peers and IPv4 resources (docs/attribution.md).
-import { ipv6FromGroups } from '../ip-text';
+import { ipv6FromGroups } from './ip-text';
 
 export type Family = 4 | 6;
 

@@ -3,7 +3,7 @@
 // about four times as much. The output decodes to the same message as proto-loader's encoding of
 // codec.toWire(event) (test/export/codec.test.ts checks this for every event shape), and it
 // validates the same way, with the same CodecError messages.
-import type { FlowEndpoint, FlowEvent } from '../flow/event';
+import type { FlowEndpoint, FlowEvent } from '../model/event';
 import { CodecError, ipToBytes } from './codec';
 
 // Enum numbers by switch, -1 for anything else: cheaper than a keyed lookup on every event, and

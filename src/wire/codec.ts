@@ -1,8 +1,8 @@
 // FlowEvent <-> flow.FlowEvent wire message. The contract carries ids, addresses and keys as raw
 // bytes; FlowEvent carries them as text. Encoding validates everything, so a bad event is refused
 // at enqueue time with a message naming the field, never discovered later by the collector.
-import { ipv4FromBytes, ipv6FromBytes } from '../ip-text';
-import type { EndpointType, FlowEndpoint, FlowEndReason, FlowEvent, FlowEventType } from '../flow/event';
+import { ipv4FromBytes, ipv6FromBytes } from '../net/ip-text';
+import type { EndpointType, FlowEndpoint, FlowEndReason, FlowEvent, FlowEventType } from '../model/event';
 import { loadFlowProto, WireEndpoint, WireFlowEvent, WireTimestamp } from './proto';
 
 export class CodecError extends Error {

@@ -2,29 +2,8 @@
 // of encoded FlowEvent messages and hands back decoded acks and, once, the final status.
 // Two implementations: h2-stream.ts (node:http2, the default: a whole batch in one DATA frame) and
 // grpcjs-stream.ts (@grpc/grpc-js: one frame per message).
-import type { DecodedAck } from './codec';
+import type { DecodedAck } from '../../wire/codec';
 import type { CollectorUrl } from './url';
-
-/** gRPC status codes the exporter and transports use (the gRPC spec's numbers). */
-export const GrpcStatus = {
-  OK: 0,
-  CANCELLED: 1,
-  UNKNOWN: 2,
-  INVALID_ARGUMENT: 3,
-  DEADLINE_EXCEEDED: 4,
-  PERMISSION_DENIED: 7,
-  RESOURCE_EXHAUSTED: 8,
-  UNIMPLEMENTED: 12,
-  INTERNAL: 13,
-  UNAVAILABLE: 14,
-  UNAUTHENTICATED: 16,
-} as const;
-
-/** Name of a status code for logs ("UNAVAILABLE"), or the number as text. */
-export function statusName(code: number): string {
-  for (const [name, c] of Object.entries(GrpcStatus)) if (c === code) return name;
-  return String(code);
-}
 
 export interface CallStatus {
   code: number;

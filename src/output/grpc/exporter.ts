@@ -7,15 +7,16 @@
 import { readFileSync } from 'node:fs';
 import { rootCertificates } from 'node:tls';
 import pino, { Logger } from 'pino';
-import type { FlowEvent } from '../flow/event';
-import { CodecError, DecodedAck, initiatorMessage } from './codec';
-import { CallStatus, EventStream, GrpcStatus, statusName, StreamOptions, Transport, TRANSPORTS } from './event-stream';
+import type { FlowEvent } from '../../model/event';
+import { CodecError, DecodedAck, initiatorMessage } from '../../wire/codec';
+import { GrpcStatus, statusName } from '../../wire/grpc';
+import { CallStatus, EventStream, StreamOptions, Transport, TRANSPORTS } from './transport';
 import { openGrpcJsStream } from './grpcjs-stream';
 import { openH2Stream } from './h2-stream';
 import { SKIP_RECORD, Spool, SpoolOptions, SpoolRecord } from './spool';
-import { checkScanned, scanFlowEvent, ScannedEvent } from './wire-reader';
+import { checkScanned, scanFlowEvent, ScannedEvent } from '../../wire/reader';
 import { InFlight, InFlightTable } from './inflight';
-import { writeFlowEventInto } from './wire-writer';
+import { writeFlowEventInto } from '../../wire/writer';
 import { parseCollectorUrl, CollectorUrl, tlsFilesProblem } from './url';
 
 export interface BackoffOptions {

@@ -6,7 +6,7 @@
 // Two steps, so the collector can go from message bytes to its JSON line without building a
 // FlowEvent: scanFlowEvent records where every field's bytes are (no strings, no copies) and
 // checks them; readFlowEvent builds the FlowEvent from that, collector/event-json.ts the JSON.
-import type { EndpointType, FlowEndpoint, FlowEndReason, FlowEvent, FlowEventType } from '../flow/event';
+import type { EndpointType, FlowEndpoint, FlowEndReason, FlowEvent, FlowEventType } from '../model/event';
 import { bytesToIp, bytesToKey, bytesToUuid, CodecError } from './codec';
 
 export const EVENT_TYPES: Record<number, FlowEventType> = { 1: 'START', 2: 'END', 3: 'DROP', 100: 'UPDATE' };

@@ -6,42 +6,12 @@
 // On the wire this is ordinary gRPC (PROTOCOL-HTTP2 of the gRPC spec): request headers, framed
 // protobuf messages, a response with grpc-status in its trailers; any gRPC server accepts it.
 import * as http2 from 'node:http2';
-import { CodecError, decodeAck } from './codec';
-import { CallStatus, EventStream, GrpcStatus, StreamHandlers, StreamOptions } from './event-stream';
-import { EVENTS_METHOD } from './proto';
+import { CodecError, decodeAck } from '../../wire/codec';
+import { decodeGrpcMessage, frameMessages, GrpcStatus, statusOfHttp } from '../../wire/grpc';
+import { CallStatus, EventStream, StreamHandlers, StreamOptions } from './transport';
+import { EVENTS_METHOD } from '../../wire/proto';
 
 const USER_AGENT = 'wgflow-exporter';
-
-/** gRPC's mapping of HTTP statuses from servers and proxies that did not answer in gRPC. */
-function statusOfHttp(httpStatus: number): number {
-  switch (httpStatus) {
-    case 400:
-      return GrpcStatus.INTERNAL;
-    case 401:
-      return GrpcStatus.UNAUTHENTICATED;
-    case 403:
-      return GrpcStatus.PERMISSION_DENIED;
-    case 404:
-      return GrpcStatus.UNIMPLEMENTED;
-    case 429:
-    case 502:
-    case 503:
-    case 504:
-      return GrpcStatus.UNAVAILABLE;
-    default:
-      return GrpcStatus.UNKNOWN;
-  }
-}
-
-/** grpc-message is percent-encoded UTF-8. */
-function decodeGrpcMessage(v: string | string[] | undefined): string {
-  const text = Array.isArray(v) ? v.join(',') : (v ?? '');
-  try {
-    return decodeURIComponent(text);
-  } catch {
-    return text;
-  }
-}
 
 /** The status a headers block carries, if it has one (trailers, or a trailers-only response). */
 function statusOfHeaders(h: http2.IncomingHttpHeaders): CallStatus | null {
@@ -49,21 +19,6 @@ function statusOfHeaders(h: http2.IncomingHttpHeaders): CallStatus | null {
   if (raw === undefined) return null;
   const code = Number(Array.isArray(raw) ? raw[0] : raw);
   return { code: Number.isInteger(code) ? code : GrpcStatus.UNKNOWN, details: decodeGrpcMessage(h['grpc-message']) };
-}
-
-/** Frames messages for the wire: per message a 0 flag byte, u32 BE length, the bytes. */
-export function frameMessages(messages: readonly Buffer[]): Buffer {
-  let total = 0;
-  for (const m of messages) total += 5 + m.length;
-  const out = Buffer.allocUnsafe(total);
-  let o = 0;
-  for (const m of messages) {
-    out[o] = 0;
-    out.writeUInt32BE(m.length, o + 1);
-    out.set(m, o + 5); // cheaper than m.copy, a call into C++
-    o += 5 + m.length;
-  }
-  return out;
 }
 
 /** Opens the Events call on a connection of its own (one per attempt, like a fresh channel). */

@@ -5,10 +5,10 @@ import { lookup as dnsLookup } from 'node:dns/promises';
 import { isIP } from 'node:net';
 import { randomInt } from 'node:crypto';
 import type { Logger } from 'pino';
-import { ipToBytes, uuidToBytes } from '../export/codec';
-import { DeltaTracker } from '../flow/deltas';
-import { FlowEvent, FlowEndReason, resourceOf } from '../flow/event';
-import { ifindexOf } from '../netdev';
+import { ipToBytes, uuidToBytes } from '../../wire/codec';
+import { DeltaTracker } from '../../model/deltas';
+import { FlowEvent, FlowEndReason, resourceOf } from '../../model/event';
+import { ifindexOf } from '../../net/netdev';
 import {
   encodeRecord, header, ieTypeDataSet, ieTypeOptionsTemplateSet, IpfixRecord, packRecords, TEMPLATE_V4, TEMPLATE_V6, templateSet,
 } from './encoder';

@@ -8,8 +8,8 @@
 import { closeSync, fdatasync, fdatasyncSync, fstatSync, ftruncateSync, openSync, readdirSync, readSync, renameSync, unlinkSync, write } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import { ensureDir, fsyncDir } from '../fs-util';
-import { ByteBuffer } from './byte-buffer';
+import { ensureDir, fsyncDir } from '../util/fs';
+import { ByteBuffer } from '../util/byte-buffer';
 
 
 /** Largest single write of a commit (see commitLoop). */

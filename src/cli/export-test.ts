@@ -5,12 +5,12 @@
 // stdout carries one JSON object per line: {"event":"enqueued",...}, {"event":"stats",...},
 // {"event":"done",...}. Logs go to stderr.
 import pino from 'pino';
-import type { FlowEvent } from '../flow/event';
-import { intFlag, parseFlags, sizeFlag, UsageError } from './cli-args';
-import { Transport, TRANSPORTS } from './event-stream';
-import { Exporter, ExporterStats } from './grpc-exporter';
-import type { FsyncPolicy } from './spool';
-import { syntheticEvent } from './synthetic';
+import type { FlowEvent } from '../model/event';
+import { intFlag, parseFlags, sizeFlag, UsageError } from './args';
+import { Transport, TRANSPORTS } from '../output/grpc/transport';
+import { Exporter, ExporterStats } from '../output/grpc/exporter';
+import type { FsyncPolicy } from '../output/grpc/spool';
+import { syntheticEvent } from '../export/synthetic';
 
 export const SENDER_HELP = `usage: wgflow export-test --collector URL --spool DIR [options]
 

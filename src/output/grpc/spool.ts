@@ -18,7 +18,7 @@ import { close, closeSync, fdatasync, fdatasyncSync, openSync, readdirSync, read
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
 import type { Logger } from 'pino';
-import { ensureDir, fsyncDir } from '../fs-util';
+import { ensureDir, fsyncDir } from '../../util/fs';
 
 export type FsyncPolicy = 'always' | 'interval' | 'never';
 

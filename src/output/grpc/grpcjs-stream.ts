@@ -2,9 +2,9 @@
 // for operators who want the reference client library. It writes one HTTP/2 frame per message,
 // so it is slower than the default http2 transport (BENCHMARKS.md, export).
 import * as grpc from '@grpc/grpc-js';
-import { DecodedAck, decodeAck } from './codec';
-import { EventStream, StreamHandlers, StreamOptions } from './event-stream';
-import { EVENTS_METHOD } from './proto';
+import { DecodedAck, decodeAck } from '../../wire/codec';
+import { EventStream, StreamHandlers, StreamOptions } from './transport';
+import { EVENTS_METHOD } from '../../wire/proto';
 
 const identity = (b: Buffer): Buffer => b;
 
