@@ -5,6 +5,7 @@
 import { ENDPOINT_TYPES, END_REASONS, EndpointSpans, EVENT_TYPES, ScannedEvent, Span } from '../wire/reader';
 import { rfc3339 } from '../model/json';
 import { ByteBuffer } from '../util/byte-buffer';
+import { writeIpv6 } from '../net/ip';
 
 const UUID_DASHES = [4, 6, 8, 10];
 // Constant text as bytes: copying bytes is several times cheaper than walking a string.
@@ -143,58 +144,6 @@ function time(out: ByteBuffer, ms: number): void {
   b[at++] = 48 + (milli % 10);
   b[at++] = 0x5a; // Z
   out.len = at;
-}
-
-const HEX_DIGITS = Buffer.from('0123456789abcdef', 'latin1');
-const GROUPS = new Int32Array(8);
-
-/**
- * IPv6 text of the 16 bytes at b[s..], written as ipv6FromBytes (src/ip-text.ts) writes it:
- * RFC 5952, lowercase, the longest run of two or more zero groups as "::", IPv4-mapped as
- * ::ffff:a.b.c.d.
- */
-export function writeIpv6(out: ByteBuffer, b: Uint8Array, s: number): void {
-  const g = GROUPS;
-  for (let i = 0; i < 8; i++) g[i] = (b[s + 2 * i] << 8) | b[s + 2 * i + 1];
-  if (g[0] === 0 && g[1] === 0 && g[2] === 0 && g[3] === 0 && g[4] === 0 && g[5] === 0xffff) {
-    out.ascii('::ffff:');
-    for (let k = 12; k < 16; k++) {
-      if (k > 12) out.byte(0x2e);
-      out.uint(b[s + k]);
-    }
-    return;
-  }
-  let bestAt = -1, bestLen = 0;
-  for (let i = 0; i < 8; ) {
-    if (g[i] !== 0) {
-      i++;
-      continue;
-    }
-    let j = i;
-    while (j < 8 && g[j] === 0) j++;
-    if (j - i > bestLen && j - i >= 2) {
-      bestAt = i;
-      bestLen = j - i;
-    }
-    i = j;
-  }
-  let first = true;
-  for (let i = 0; i < 8; i++) {
-    if (i === bestAt) {
-      out.byte(0x3a);
-      out.byte(0x3a);
-      i += bestLen - 1;
-      first = true;
-      continue;
-    }
-    if (!first) out.byte(0x3a);
-    first = false;
-    const v = g[i];
-    if (v >= 0x1000) out.byte(HEX_DIGITS[v >> 12]);
-    if (v >= 0x100) out.byte(HEX_DIGITS[(v >> 8) & 15]);
-    if (v >= 0x10) out.byte(HEX_DIGITS[(v >> 4) & 15]);
-    out.byte(HEX_DIGITS[v & 15]);
-  }
 }
 
 function endpoint(out: ByteBuffer, ev: ScannedEvent, raw: EndpointSpans, ip: Span, port: number, resourceId: Span): void {

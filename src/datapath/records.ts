@@ -1,5 +1,5 @@
 // The one TypeScript mirror of bpf/wgflow.h. Every byte offset used in user space is here.
-import { ipv4FromBytes, ipv6FromBytes } from '../net/ip-text';
+import { ipv4FromBytes, ipv6FromBytes } from '../net/ip';
 // test/datapath/records.test.ts checks these sizes against the compiled addon.
 
 export const KEY4_SIZE = 16;

@@ -1,10 +1,22 @@
-// IP addresses and prefixes in the form the flow engine already has them: "raw" strings, one
-// latin1 character per address byte (4 for IPv4, 16 for IPv6), exactly as they sit inside a flow
-// key id (src/datapath/records.ts). They are cheap Map keys and need no decoding on the hot path.
+// IP addresses, one module with one set of rules for every layer: parsing text to bytes, bytes
+// and "raw" strings to text, prefixes.
+//
+// Rules (the wire's, applied everywhere): IPv4 is a dotted quad of decimal octets without leading
+// zeros ("010" reads as octal in some tools: ambiguous, refused); IPv6 is RFC 4291 text, with an
+// embedded IPv4 in the last 32 bits allowed; no zone, no brackets, no spaces. Configuration text
+// goes through parseIpRaw, which first takes off what surrounds an address there (spaces,
+// [brackets], a %zone, which names an interface, not an address) and then applies the same rules.
+//
+// Forms: bytes (4 or 16, as on the wire and in the kernel's flow key), and "raw" strings, one
+// latin1 character per address byte, exactly as they sit inside a flow key id
+// (src/datapath/records.ts): cheap Map keys that need no decoding on the hot path.
+//
+// Text output: IPv4 dotted quad; IPv6 in RFC 5952 form (lowercase, the longest run of two or more
+// zero groups as "::", IPv4-mapped addresses as ::ffff:a.b.c.d). The native addon's JSON writer
+// (native/src/json_line.cc) writes the same text; test/collector/event-json.test.ts checks that.
 //
 // IPv4-mapped IPv6 addresses (::ffff:a.b.c.d) are normalised to IPv4 everywhere in attribution:
 // they match IPv4 prefixes, IPv4 peers and IPv4 resources (docs/attribution.md).
-import { ipv6FromGroups } from './ip-text';
 
 export type Family = 4 | 6;
 
@@ -16,6 +28,206 @@ export interface IpPrefix {
   length: number;
 }
 
+/** The text writer's needs (util/byte-buffer's ByteBuffer has them). */
+export interface TextOut {
+  byte(b: number): void;
+  ascii(s: string): void;
+  uint(n: number): void;
+}
+
+// ---------- text -> bytes ----------
+
+const HEX_VALUE = new Uint8Array(65536).fill(16);
+for (let i = 0; i < 10; i++) HEX_VALUE[48 + i] = i;
+for (let i = 0; i < 6; i++) {
+  HEX_VALUE[97 + i] = 10 + i;
+  HEX_VALUE[65 + i] = 10 + i;
+}
+
+// Scratch for parseIpScratch: the caller copies the address out at once.
+const IP4 = Buffer.alloc(4);
+const IP6 = Buffer.alloc(16);
+const GROUPS = new Int32Array(8);
+
+/** A dotted quad into out[o..o+4); false when the text is not one. One pass, no allocation. */
+function ipv4Into(text: string, from: number, to: number, out: Uint8Array, o: number): boolean {
+  let part = 0, digits = 0, idx = 0;
+  for (let i = from; i < to; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 46) {
+      if (digits === 0 || idx > 2) return false;
+      out[o + idx++] = part;
+      part = 0;
+      digits = 0;
+    } else if (c >= 48 && c <= 57) {
+      if (digits > 0 && part === 0) return false; // leading zero
+      part = part * 10 + (c - 48);
+      if (++digits > 3 || part > 255) return false;
+    } else return false;
+  }
+  if (digits === 0 || idx !== 3) return false;
+  out[o + 3] = part;
+  return true;
+}
+
+/** IPv6 text into out (16 bytes); false when it is not one. One pass, no allocation. */
+function ipv6Into(text: string, out: Uint8Array): boolean {
+  const groups = GROUPS;
+  let count = 0, gap = -1, group = 0, digits = 0;
+  let n = text.length;
+  if (n < 2 || n > 45) return false;
+  // An embedded IPv4 in the last 32 bits: parse it into the last two groups' place.
+  let v4 = false;
+  const lastColon = text.lastIndexOf(':');
+  if (lastColon >= 0 && text.indexOf('.', lastColon) !== -1) {
+    if (!ipv4Into(text, lastColon + 1, n, out, 12)) return false;
+    v4 = true;
+    n = lastColon + 1;
+    if (n >= 2 && text.charCodeAt(n - 2) !== 58) n -= 1; // "a:b:1.2.3.4": drop the separator
+  }
+  const maxGroups = v4 ? 6 : 8;
+  for (let i = 0; i < n; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 58) {
+      if (i + 1 < n && text.charCodeAt(i + 1) === 58) {
+        if (gap >= 0) return false;
+        if (digits > 0) {
+          if (count === maxGroups) return false;
+          groups[count++] = group;
+        } else if (i !== 0) return false; // "x:::y" or ":a::"
+        gap = count;
+        group = 0;
+        digits = 0;
+        i++;
+        continue;
+      }
+      if (digits === 0 || count === maxGroups) return false;
+      groups[count++] = group;
+      group = 0;
+      digits = 0;
+      if (i + 1 === n) return false; // a trailing single colon
+    } else {
+      const v = HEX_VALUE[c];
+      if (v > 15 || ++digits > 4) return false;
+      group = group * 16 + v;
+    }
+  }
+  if (digits > 0) {
+    if (count === maxGroups) return false;
+    groups[count++] = group;
+  } else if (v4 && count > 0 && gap !== count) return false; // "a:1.2.3.4" needs its colon pair right
+  if (gap < 0 ? count !== maxGroups : count > maxGroups - 1) return false;
+  const tail = gap < 0 ? 0 : count - gap;
+  for (let k = 0; k < maxGroups * 2; k++) out[k] = 0;
+  for (let k = 0; k < count; k++) {
+    const at = gap < 0 || k < gap ? k : maxGroups - tail + (k - gap);
+    out[at * 2] = groups[k] >> 8;
+    out[at * 2 + 1] = groups[k] & 0xff;
+  }
+  return true;
+}
+
+/**
+ * The 4 or 16 bytes of an address in scratch memory (valid until the next call), or null when the
+ * text is not an address by the rules above. The encoder's hot path: no allocation.
+ */
+export function parseIpScratch(text: string): Buffer | null {
+  if (text.includes(':')) return ipv6Into(text, IP6) ? IP6 : null;
+  return ipv4Into(text, 0, text.length, IP4, 0) ? IP4 : null;
+}
+
+/** The 4 or 16 bytes of an address (a new buffer), or null when the text is not an address. */
+export function parseIp(text: string): Buffer | null {
+  const b = parseIpScratch(text);
+  return b === null ? null : Buffer.from(b);
+}
+
+// ---------- bytes -> text ----------
+
+/** IPv6 text from its eight 16-bit groups. */
+export function ipv6FromGroups(g: readonly number[]): string {
+  if (g[0] === 0 && g[1] === 0 && g[2] === 0 && g[3] === 0 && g[4] === 0 && g[5] === 0xffff) {
+    return `::ffff:${g[6] >> 8}.${g[6] & 0xff}.${g[7] >> 8}.${g[7] & 0xff}`;
+  }
+  let bestAt = -1, bestLen = 0;
+  for (let i = 0; i < 8; ) {
+    if (g[i] !== 0) { i++; continue; }
+    let j = i;
+    while (j < 8 && g[j] === 0) j++;
+    if (j - i > bestLen && j - i >= 2) { bestAt = i; bestLen = j - i; }
+    i = j;
+  }
+  const hex = g.map((x) => x.toString(16));
+  if (bestAt < 0) return hex.join(':');
+  return `${hex.slice(0, bestAt).join(':')}::${hex.slice(bestAt + bestLen).join(':')}`;
+}
+
+/** IPv6 text from 16 bytes at offset o. */
+export function ipv6FromBytes(b: Uint8Array, o = 0): string {
+  const g: number[] = new Array(8);
+  for (let i = 0; i < 8; i++) g[i] = (b[o + 2 * i] << 8) | b[o + 2 * i + 1];
+  return ipv6FromGroups(g);
+}
+
+/** IPv4 text from 4 bytes at offset o. */
+export function ipv4FromBytes(b: Uint8Array, o = 0): string {
+  return `${b[o]}.${b[o + 1]}.${b[o + 2]}.${b[o + 3]}`;
+}
+
+const HEX_DIGITS = Buffer.from('0123456789abcdef', 'latin1');
+const TEXT_GROUPS = new Int32Array(8);
+
+/**
+ * IPv6 text of the 16 bytes at b[s..] written as bytes, exactly as ipv6FromBytes writes it:
+ * RFC 5952, lowercase, the longest run of two or more zero groups as "::", IPv4-mapped as
+ * ::ffff:a.b.c.d.
+ */
+export function writeIpv6(out: TextOut, b: Uint8Array, s: number): void {
+  const g = TEXT_GROUPS;
+  for (let i = 0; i < 8; i++) g[i] = (b[s + 2 * i] << 8) | b[s + 2 * i + 1];
+  if (g[0] === 0 && g[1] === 0 && g[2] === 0 && g[3] === 0 && g[4] === 0 && g[5] === 0xffff) {
+    out.ascii('::ffff:');
+    for (let k = 12; k < 16; k++) {
+      if (k > 12) out.byte(0x2e);
+      out.uint(b[s + k]);
+    }
+    return;
+  }
+  let bestAt = -1, bestLen = 0;
+  for (let i = 0; i < 8; ) {
+    if (g[i] !== 0) {
+      i++;
+      continue;
+    }
+    let j = i;
+    while (j < 8 && g[j] === 0) j++;
+    if (j - i > bestLen && j - i >= 2) {
+      bestAt = i;
+      bestLen = j - i;
+    }
+    i = j;
+  }
+  let first = true;
+  for (let i = 0; i < 8; i++) {
+    if (i === bestAt) {
+      out.byte(0x3a);
+      out.byte(0x3a);
+      i += bestLen - 1;
+      first = true;
+      continue;
+    }
+    if (!first) out.byte(0x3a);
+    first = false;
+    const v = g[i];
+    if (v >= 0x1000) out.byte(HEX_DIGITS[v >> 12]);
+    if (v >= 0x100) out.byte(HEX_DIGITS[(v >> 8) & 15]);
+    if (v >= 0x10) out.byte(HEX_DIGITS[(v >> 4) & 15]);
+    out.byte(HEX_DIGITS[v & 15]);
+  }
+}
+
+// ---------- raw strings and prefixes ----------
+
 const MAPPED_PREFIX = '\0\0\0\0\0\0\0\0\0\0\xff\xff';
 
 /** The IPv4 raw form of an IPv4-mapped IPv6 raw address, else the address unchanged. */
@@ -26,69 +238,18 @@ export function normalizeRaw(raw: string): string {
   return raw;
 }
 
-function parseV4Into(text: string, out: number[]): boolean {
-  const parts = text.split('.');
-  if (parts.length !== 4) return false;
-  for (const p of parts) {
-    if (!/^\d{1,3}$/.test(p)) return false;
-    const n = Number(p);
-    if (n > 255) return false;
-    out.push(n);
-  }
-  return true;
-}
-
-function parseV6Bytes(text: string): number[] | null {
-  let s = text;
-  const pct = s.indexOf('%'); // zone id: not part of the address
-  if (pct >= 0) s = s.substring(0, pct);
-  if (s.length === 0) return null;
-  const halves = s.split('::');
-  if (halves.length > 2) return null;
-  const groups = (h: string): number[] | null => {
-    if (h === '') return [];
-    const out: number[] = [];
-    const parts = h.split(':');
-    for (let i = 0; i < parts.length; i++) {
-      const p = parts[i];
-      if (i === parts.length - 1 && p.includes('.')) {
-        const b: number[] = [];
-        if (!parseV4Into(p, b)) return null;
-        out.push((b[0] << 8) | b[1], (b[2] << 8) | b[3]);
-        continue;
-      }
-      if (!/^[0-9a-fA-F]{1,4}$/.test(p)) return null;
-      out.push(parseInt(p, 16));
-    }
-    return out;
-  };
-  const head = groups(halves[0]);
-  if (!head) return null;
-  let all: number[];
-  if (halves.length === 2) {
-    const tail = groups(halves[1]);
-    if (!tail) return null;
-    const fill = 8 - head.length - tail.length;
-    if (fill < 1) return null;
-    all = [...head, ...new Array<number>(fill).fill(0), ...tail];
-  } else {
-    all = head;
-  }
-  if (all.length !== 8) return null;
-  const bytes: number[] = [];
-  for (const g of all) bytes.push(g >> 8, g & 0xff);
-  return bytes;
-}
-
-/** Parse an IPv4 or IPv6 address to its raw form (not normalised), or null when invalid. */
+/**
+ * Parse configuration text to an address's raw form (not normalised), or null when invalid:
+ * spaces, [brackets] and a %zone around it are taken off, then the rules above apply.
+ */
 export function parseIpRaw(text: string): { family: Family; raw: string } | null {
-  const t = text.trim();
-  if (t.includes(':')) {
-    const b = parseV6Bytes(t.startsWith('[') && t.endsWith(']') ? t.slice(1, -1) : t);
-    return b ? { family: 6, raw: String.fromCharCode(...b) } : null;
-  }
-  const b: number[] = [];
-  return parseV4Into(t, b) ? { family: 4, raw: String.fromCharCode(...b) } : null;
+  let t = text.trim();
+  if (t.startsWith('[') && t.endsWith(']')) t = t.slice(1, -1);
+  const pct = t.indexOf('%');
+  if (pct >= 0 && t.includes(':')) t = t.substring(0, pct);
+  const b = parseIpScratch(t);
+  if (b === null) return null;
+  return { family: b.length === 4 ? 4 : 6, raw: b.toString('latin1') };
 }
 
 /** Parse an address to its normalised raw form (IPv4-mapped IPv6 becomes IPv4); throws when invalid. */

@@ -1,7 +1,7 @@
 // FlowEvent <-> flow.FlowEvent wire message. The contract carries ids, addresses and keys as raw
 // bytes; FlowEvent carries them as text. Encoding validates everything, so a bad event is refused
 // at enqueue time with a message naming the field, never discovered later by the collector.
-import { ipv4FromBytes, ipv6FromBytes } from '../net/ip-text';
+import { ipv4FromBytes, ipv6FromBytes, parseIp } from '../net/ip';
 import type { EndpointType, FlowEndpoint, FlowEndReason, FlowEvent, FlowEventType } from '../model/event';
 import { loadFlowProto, WireEndpoint, WireFlowEvent, WireTimestamp } from './proto';
 
@@ -29,61 +29,10 @@ export function bytesToUuid(b: Buffer, field: string): string {
 
 // ---------- IP addresses ----------
 
-function parseIPv4(text: string): Buffer | null {
-  const parts = text.split('.');
-  if (parts.length !== 4) return null;
-  const out = Buffer.alloc(4);
-  for (let i = 0; i < 4; i++) {
-    const p = parts[i];
-    if (!/^\d{1,3}$/.test(p) || (p.length > 1 && p[0] === '0')) return null;
-    const v = Number(p);
-    if (v > 255) return null;
-    out[i] = v;
-  }
-  return out;
-}
-
-function parseIPv6(text: string): Buffer | null {
-  let s = text;
-  // A zone (fe80::1%wg0) has no place in the 16 wire bytes.
-  if (s.includes('%')) return null;
-  let tail: Buffer | null = null;
-  const lastColon = s.lastIndexOf(':');
-  if (s.indexOf('.', lastColon) !== -1) {
-    // Embedded IPv4 in the last 32 bits (::ffff:1.2.3.4).
-    tail = parseIPv4(s.slice(lastColon + 1));
-    if (!tail) return null;
-    s = s.slice(0, lastColon + 1) + '0:0';
-  }
-  const halves = s.split('::');
-  if (halves.length > 2) return null;
-  const groupsOf = (h: string): string[] | null => {
-    if (h === '') return [];
-    const g = h.split(':');
-    return g.every((x) => /^[0-9a-fA-F]{1,4}$/.test(x)) ? g : null;
-  };
-  const head = groupsOf(halves[0]);
-  const rest = halves.length === 2 ? groupsOf(halves[1]) : [];
-  if (!head || !rest) return null;
-  let groups: string[];
-  if (halves.length === 2) {
-    const missing = 8 - head.length - rest.length;
-    if (missing < 1) return null;
-    groups = [...head, ...new Array<string>(missing).fill('0'), ...rest];
-  } else {
-    groups = head;
-  }
-  if (groups.length !== 8) return null;
-  const out = Buffer.alloc(16);
-  groups.forEach((g, i) => out.writeUInt16BE(parseInt(g, 16), i * 2));
-  if (tail) tail.copy(out, 12);
-  return out;
-}
-
 /** Text IP -> 4 or 16 raw bytes; '' -> empty. */
 export function ipToBytes(text: string, field: string): Buffer {
   if (text === '') return Buffer.alloc(0);
-  const b = text.includes(':') ? parseIPv6(text) : parseIPv4(text);
+  const b = parseIp(text);
   if (!b) throw new CodecError(`${field}: "${text}" is not an IPv4 or IPv6 address`);
   return b;
 }

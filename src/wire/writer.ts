@@ -4,6 +4,7 @@
 // codec.toWire(event) (test/export/codec.test.ts checks this for every event shape), and it
 // validates the same way, with the same CodecError messages.
 import type { FlowEndpoint, FlowEvent } from '../model/event';
+import { parseIpScratch } from '../net/ip';
 import { CodecError, ipToBytes } from './codec';
 
 // Enum numbers by switch, -1 for anything else: cheaper than a keyed lookup on every event, and
@@ -278,93 +279,9 @@ function checkUint(v: number, name: string, max: number): number {
   return v;
 }
 
-// Scratch for the address being encoded: writeFlowEvent copies it into the message at once.
-const IP4 = Buffer.alloc(4);
-const IP6 = Buffer.alloc(16);
-const GROUPS = new Int32Array(8);
-
-function ipv4Fast(text: string): Buffer | null {
-  // The common case without allocations; anything odd goes to ipToBytes.
-  const out = IP4;
-  let part = 0, digits = 0, idx = 0;
-  for (let i = 0; i < text.length; i++) {
-    const c = text.charCodeAt(i);
-    if (c === 46) {
-      if (digits === 0 || idx > 2) return null;
-      out[idx++] = part;
-      part = 0;
-      digits = 0;
-    } else if (c >= 48 && c <= 57) {
-      if (digits > 0 && part === 0) return null; // leading zero
-      part = part * 10 + (c - 48);
-      if (++digits > 3 || part > 255) return null;
-    } else return null;
-  }
-  if (digits === 0 || idx !== 3) return null;
-  out[3] = part;
-  return out;
-}
-
-/**
- * Plain IPv6 text (hex groups, at most one "::") in one pass. Anything else (embedded IPv4, a zone,
- * or an error) returns null and goes to ipToBytes, which decides and words the error.
- */
-function ipv6Fast(text: string): Buffer | null {
-  const groups = GROUPS;
-  let count = 0, gap = -1, group = 0, digits = 0;
-  const n = text.length;
-  if (n < 2 || n > 39) return null;
-  for (let i = 0; i < n; i++) {
-    const c = text.charCodeAt(i);
-    if (c === 58) {
-      if (i + 1 < n && text.charCodeAt(i + 1) === 58) {
-        if (gap >= 0) return null;
-        if (digits > 0) {
-          if (count === 8) return null;
-          groups[count++] = group;
-        } else if (i !== 0) return null; // "x:::y" or ":a::"
-        gap = count;
-        group = 0;
-        digits = 0;
-        i++;
-        continue;
-      }
-      if (digits === 0 || count === 8) return null;
-      groups[count++] = group;
-      group = 0;
-      digits = 0;
-      if (i + 1 === n) return null; // a trailing single colon
-    } else {
-      const v = HEX_VALUE[c];
-      if (v > 15 || ++digits > 4) return null;
-      group = group * 16 + v;
-    }
-  }
-  if (digits > 0) {
-    if (count === 8) return null;
-    groups[count++] = group;
-  }
-  if (gap < 0 ? count !== 8 : count > 7) return null;
-  const out = IP6.fill(0);
-  const tail = gap < 0 ? 0 : count - gap;
-  for (let k = 0; k < count; k++) {
-    const at = gap < 0 || k < gap ? k : 8 - tail + (k - gap);
-    out[at * 2] = groups[k] >> 8;
-    out[at * 2 + 1] = groups[k] & 0xff;
-  }
-  return out;
-}
-
 /** ip() into scratch memory, valid until the next call. */
 function ipScratch(text: string, name: string): Buffer {
-  if (text.length > 0 && text.length <= 15 && !text.includes(':')) {
-    const b = ipv4Fast(text);
-    if (b) return b;
-  } else if (text.length > 0) {
-    const b = ipv6Fast(text);
-    if (b) return b;
-  }
-  return ipToBytes(text, name);
+  return (text.length > 0 ? parseIpScratch(text) : null) ?? ipToBytes(text, name);
 }
 
 /** Text IP -> 4 or 16 raw bytes, exactly as ipToBytes (fast paths for plain addresses). */

@@ -143,3 +143,39 @@ describe('Lpm', () => {
     }
   });
 });
+
+describe('one set of address rules (src/net/ip.ts)', () => {
+  it('accepts exactly what Node accepts (no zones), with the bytes the WHATWG URL parser gives', async () => {
+    const { isIP } = await import('node:net');
+    const { parseIp, ipv6FromBytes } = await import('../../src/net/ip');
+    const hexBytes = (canonical: string): string => {
+      // The URL serializer writes IPv6 as hex groups only: expand them.
+      const [head, tail] = canonical.split('::');
+      const g = (s: string | undefined): string[] => (s ? s.split(':') : []);
+      const groups = tail === undefined ? g(head) : [...g(head), ...new Array(8 - g(head).length - g(tail).length).fill('0'), ...g(tail)];
+      return groups.map((x) => x.padStart(4, '0')).join('');
+    };
+    let x = 987654321;
+    const alphabets = ['0123456789.', '0123456789abcdefABCDEF:.', '0123:f.%'];
+    const samples = ['::ffff:1.2.3.4', '1:2:3:4:5:6:1.2.3.4', '::1.2.3.4', '1::1.2.3.4', '1:2:3:4:5:6::1.2.3.4', 'a:1.2.3.4', '::', '::1', 'fe80::1%wg0', '01.2.3.4', '0.0.0.0', '1.2.3.04'];
+    for (let n = 0; n < 30000; n++) {
+      x = (x * 1103515245 + 12345) >>> 0;
+      const alpha = alphabets[x % alphabets.length];
+      let t = '';
+      for (let len = (x >>> 4) % 24; len > 0; len--) {
+        x = (x * 1103515245 + 12345) >>> 0;
+        t += alpha[(x >>> 8) % alpha.length];
+      }
+      samples.push(t);
+    }
+    for (const t of samples) {
+      const b = parseIp(t);
+      const node = t.includes('%') ? 0 : isIP(t);
+      expect(b === null ? 0 : b.length === 4 ? 4 : 6, t).toBe(node);
+      if (b !== null && b.length === 16) {
+        expect(b.toString('hex'), t).toBe(hexBytes(new URL(`http://[${t}]/`).hostname.slice(1, -1)));
+        expect(parseIp(ipv6FromBytes(b))?.equals(b), t).toBe(true);
+      }
+    }
+  });
+});

@@ -5,9 +5,10 @@
 // JavaScript route), but never for a plain valid event, and never write different bytes.
 import { describe, expect, it } from 'vitest';
 import { ByteBuffer } from '../../src/util/byte-buffer';
-import { writeIpv6, writeJsonLine } from '../../src/collector/event-json';
+import { writeJsonLine } from '../../src/collector/event-json';
+import { writeIpv6 } from '../../src/net/ip';
 import { NativeJson } from '../../src/collector/native-json';
-import { ipv6FromBytes } from '../../src/net/ip-text';
+import { ipv6FromBytes } from '../../src/net/ip';
 import { loadFlowProto } from '../../src/wire/proto';
 import { syntheticEvent } from '../../src/export/synthetic';
 import { checkScanned, readFlowEvent, scanFlowEvent, ScannedEvent } from '../../src/wire/reader';

@@ -1,7 +1,7 @@
 // Minimal pcap reader for captures of an L3 interface (tcpdump -i wg0: LINKTYPE_RAW), used as the
 // independent witness of what crossed the interface.
 import { readFileSync } from 'node:fs';
-import { ipv6FromBytes } from '../../src/net/ip-text';
+import { ipv6FromBytes } from '../../src/net/ip';
 
 export interface CapturedPacket {
   family: 4 | 6;
