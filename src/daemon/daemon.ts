@@ -11,21 +11,15 @@ import { ConfigError } from '../util/check';
 import { loadConfig, WgflowConfig, FlagValues } from '../config/config';
 import { ControlError, serveControl } from '../control/control';
 import { Datapath } from '../datapath/datapath';
-import { Exporter } from '../output/grpc/exporter';
-import { JsonlWriter } from '../output/jsonl-writer';
-import { toJsonLine } from '../model/json';
 import type { FlowEvent } from '../model/event';
 import { FlowPipeline } from '../flow/pipeline';
-import { IpfixExporter } from '../output/ipfix/exporter';
 import { Metrics } from '../metrics/metrics';
 import { InterfaceWatcher } from './interfaces';
 import { missingCapabilities } from './privileges';
 import { activeFlows, statusReport } from './report';
+import { buildSinks, closeSinks, emitAll, Sinks } from './sinks';
 
 /** A startup failure the operator must fix; the CLI prints the message and exits non-zero. */
-
-/** Output lines queued and not yet committed above which the flow loop waits (see emit). */
-const OUTPUT_BACKLOG_BYTES = 32 * 1024 * 1024;
 export class StartupError extends Error {}
 
 function writableDir(dir: string, what: string, flag: string): void {
@@ -54,9 +48,7 @@ export class Daemon {
   private pipeline!: FlowPipeline;
   private watcher!: InterfaceWatcher;
   private attributor!: Attributor;
-  private exporter?: Exporter;
-  private writer?: JsonlWriter;
-  private ipfix?: IpfixExporter;
+  private sinks: Sinks = { all: [] };
   private metricsServer?: HttpServer;
   private control?: Server;
   private readonly startedAt = Date.now();
@@ -115,25 +107,7 @@ export class Daemon {
         '(under "ip netns exec" each run has its own), so a restart may not adopt live flows; mount bpffs where it persists and point --pin-dir there');
     }
 
-    if (cfg.collector.url) {
-      this.exporter = new Exporter({
-        url: cfg.collector.url, token: cfg.collector.token, caFile: cfg.collector.ca_file, certFile: cfg.collector.cert_file, keyFile: cfg.collector.key_file,
-        maxInFlight: cfg.collector.max_in_flight, transport: cfg.collector.transport, logger: log.child({ part: 'exporter' }),
-        spool: { dir: cfg.spool.dir, maxBytes: cfg.spool.max_bytes, fsync: cfg.spool.fsync, fsyncIntervalMs: cfg.spool.fsync_interval_ms, logger: log.child({ part: 'spool' }) },
-        onAckLatency: (ms) => this.metrics.ackLatency.observe(ms / 1000),
-      });
-      this.exporter.start();
-    } else {
-      // Retried on failure (a full disk): nobody would resend these lines. emit() waits while the
-      // backlog is large, so a long outage stalls the pipeline (the kernel map keeps counting)
-      // instead of growing memory.
-      this.writer = JsonlWriter.open({ dir: cfg.output.dir, rotateBytes: cfg.output.rotate_bytes, retryMs: 1000, logger: log.child({ part: 'output' }) });
-      log.info({ dir: cfg.output.dir }, 'no --collector: writing events to events.jsonl there');
-    }
-    if (cfg.ipfix.length) {
-      this.ipfix = new IpfixExporter({ targets: cfg.ipfix, mtu: cfg.ipfix_mtu, templateRefreshMs: cfg.ipfix_template_refresh_s * 1000, logger: log.child({ part: 'ipfix' }) });
-      this.ipfix.start();
-    }
+    this.sinks = buildSinks(cfg, this.metrics, log);
 
     const lc = cfg.lifecycle;
     this.pipeline = new FlowPipeline({
@@ -153,8 +127,8 @@ export class Daemon {
     this.metrics.bind({
       kernel: () => this.dp.stats(),
       pipeline: () => this.pipeline.stats(),
-      exporter: this.exporter ? () => this.exporter!.stats() : undefined,
-      ipfix: this.ipfix ? () => this.ipfix!.stats() : undefined,
+      exporter: this.sinks.exporter ? () => this.sinks.exporter!.stats() : undefined,
+      ipfix: this.sinks.ipfix ? () => this.sinks.ipfix!.stats() : undefined,
       counting: () => this.dp.counting(),
       interfaces: () => this.watcher.list().map((i) => ({ name: i.name, attached: i.attached })),
     });
@@ -163,20 +137,9 @@ export class Daemon {
     log.info({ interfaces: cfg.interfaces, collector: cfg.collector.url ?? null, metrics: cfg.metrics_listen, control: cfg.control_socket, counting: cfg.counters }, 'wgflow running');
   }
 
-  /** Every event goes to the metrics, then the durable output, then IPFIX. */
-  /** Resolves once the events are accepted; waits while the JSON-lines output is far behind. */
-  private async emit(events: FlowEvent[]): Promise<void> {
-    if (events.length === 0) return;
-    this.metrics.observeEvents(events);
-    this.ipfix?.export(events);
-    if (this.exporter) this.exporter.enqueueBatch(events);
-    else if (this.writer) {
-      const writer = this.writer;
-      const now = Date.now();
-      for (const ev of events) writer.append(toJsonLine(ev, now));
-      // Backpressure: a burst waits for its lines to be on disk instead of piling up in memory.
-      if (writer.pendingBytes > OUTPUT_BACKLOG_BYTES) await new Promise<void>((resolve) => writer.afterCommit(() => resolve()));
-    }
+  /** Every batch goes to every sink (src/daemon/sinks.ts); resolves once they all took it. */
+  private emit(events: FlowEvent[]): Promise<void> {
+    return events.length === 0 ? Promise.resolve() : emitAll(this.sinks.all, events);
   }
 
   /** Kernel byte counting on or off, now. */
@@ -213,12 +176,7 @@ export class Daemon {
   }
 
   private async teardown(deadlineMs = 10_000): Promise<void> {
-    if (this.exporter) {
-      const s = await this.exporter.stop({ deadlineMs });
-      if (s.queued + s.inFlight > 0) this.opts.log.warn({ unacked: s.queued + s.inFlight, spool: this.cfg.spool.dir }, 'collector did not ack everything before the deadline: the rest stays in the spool for the next start');
-    }
-    await this.writer?.close();
-    await this.ipfix?.stop();
+    await closeSinks(this.sinks, deadlineMs);
     await new Promise<void>((r) => (this.metricsServer ? this.metricsServer.close(() => r()) : r()));
     await new Promise<void>((r) => (this.control ? this.control.close(() => r()) : r()));
     if (this.dp && !this.dp.isClosed) this.dp.close();
@@ -228,7 +186,7 @@ export class Daemon {
     return {
       status: () => statusReport({
         startedAt: this.startedAt, cfg: this.cfg, interfaces: this.watcher.list(), counting: this.dp.counting(),
-        pipeline: this.pipeline.stats(), kernel: this.dp.stats(), exporter: this.exporter?.stats(), ipfix: this.ipfix?.stats(),
+        pipeline: this.pipeline.stats(), kernel: this.dp.stats(), exporter: this.sinks.exporter?.stats(), ipfix: this.sinks.ipfix?.stats(),
       }),
       counters: (req) => {
         if (req.on !== true && req.on !== false) throw new ControlError('counters: expected on or off');

@@ -1,6 +1,7 @@
 // Prometheus metrics (prom-client) on a registry of wgflow's own: names prefixed wgflow_, units in
 // the names, _total on counters. Most values are read from the components at scrape time; the
 // byte/packet counters are fed from the flow events themselves, so they match the events exactly.
+import type { EventSink } from '../output/sink';
 import { createServer, Server } from 'node:http';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { KernelStats } from '../datapath/records';
@@ -24,7 +25,8 @@ export interface MetricSources {
 /** Resources get their own label value up to this many; the rest are counted as "other". */
 export const MAX_RESOURCE_LABELS = 100;
 
-export class Metrics {
+export class Metrics implements EventSink {
+  readonly name = 'metrics';
   readonly registry = new Registry();
   private sources: MetricSources = {};
   private readonly deltas = new DeltaTracker();
@@ -144,6 +146,16 @@ export class Metrics {
   /** Where scrape-time values come from (replaceable, e.g. after a reload). */
   bind(sources: MetricSources): void {
     this.sources = sources;
+  }
+
+  /** EventSink: observeEvents. */
+  emit(events: readonly FlowEvent[]): void {
+    this.observeEvents(events);
+  }
+
+  /** EventSink: nothing to flush (the HTTP listener is the daemon's to close). */
+  close(): Promise<void> {
+    return Promise.resolve();
   }
 
   /** Count the bytes and packets of flow events (call with every event the daemon emits). */

@@ -13,6 +13,7 @@ import { GrpcStatus, statusName } from '../../wire/grpc';
 import { CallStatus, EventStream, StreamOptions, Transport, TRANSPORTS } from './transport';
 import { openGrpcJsStream } from './grpcjs-stream';
 import { openH2Stream } from './h2-stream';
+import type { EventSink } from '../sink';
 import { SKIP_RECORD, Spool, SpoolOptions, SpoolRecord } from './spool';
 import { checkScanned, scanFlowEvent, ScannedEvent } from '../../wire/reader';
 import { InFlight, InFlightTable } from './inflight';
@@ -178,7 +179,8 @@ export class ExporterStoppedError extends Error {
   }
 }
 
-export class Exporter {
+export class Exporter implements EventSink {
+  readonly name = 'collector';
   readonly url: CollectorUrl;
   private readonly log: Logger;
   private readonly spool: Spool;
@@ -313,6 +315,17 @@ export class Exporter {
   whenIdle(): Promise<void> {
     if (this.spool.unackedCount === 0) return Promise.resolve();
     return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  /** EventSink: the events go to the spool (see enqueueBatch). */
+  emit(events: readonly FlowEvent[]): void {
+    this.enqueueBatch(events);
+  }
+
+  /** EventSink: stop() within the deadline; says so when something stays in the spool. */
+  async close(deadlineMs: number): Promise<void> {
+    const s = await this.stop({ deadlineMs });
+    if (s.queued + s.inFlight > 0) this.log.warn({ unacked: s.queued + s.inFlight, spool: this.spool.dir }, 'collector did not ack everything before the deadline: the rest stays in the spool for the next start');
   }
 
   /**

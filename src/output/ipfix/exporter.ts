@@ -1,5 +1,6 @@
 // IPFIX export over UDP: every flow report (UPDATE, END) becomes two unidirectional data records,
 // initiator -> responder and back, with the bytes and packets moved since the previous report.
+import type { EventSink } from '../sink';
 import { createSocket, Socket } from 'node:dgram';
 import { lookup as dnsLookup } from 'node:dns/promises';
 import { isIP } from 'node:net';
@@ -114,7 +115,8 @@ export function parseIpfixUrl(url: string): { host: string; port: number } {
   return { host: m[2] ?? m[3], port };
 }
 
-export class IpfixExporter {
+export class IpfixExporter implements EventSink {
+  readonly name = 'ipfix';
   private readonly targets: Target[];
   private readonly mtu: number;
   private readonly domain: number;
@@ -170,7 +172,17 @@ export class IpfixExporter {
   }
 
   /** Turn flow events into data records and send them. */
-  export(events: FlowEvent[]): void {
+  /** EventSink: the same as export(). */
+  emit(events: readonly FlowEvent[]): void {
+    this.export(events);
+  }
+
+  /** EventSink: stop(). */
+  close(): Promise<void> {
+    return this.stop();
+  }
+
+  export(events: readonly FlowEvent[]): void {
     const records: Array<{ template: number; bytes: Buffer }> = [];
     for (const ev of events) {
       for (const r of this.toRecords(ev)) records.push({ template: r.v6 ? TEMPLATE_V6 : TEMPLATE_V4, bytes: encodeRecord(r) });

@@ -1,0 +1,75 @@
+// The one place where the configuration becomes the daemon's outputs. Each is an EventSink; the
+// order is the order every batch is handed out in: counters first (cheap, never refuse), then
+// IPFIX (fire and forget), then the durable output (the collector's spool, or the JSON-lines file
+// when there is no collector), whose backpressure the flow engine waits on.
+import type { Logger } from 'pino';
+import type { WgflowConfig } from '../config/config';
+import type { FlowEvent } from '../model/event';
+import type { Metrics } from '../metrics/metrics';
+import { Exporter } from '../output/grpc/exporter';
+import { IpfixExporter } from '../output/ipfix/exporter';
+import { JsonlSink } from '../output/jsonl-sink';
+import type { EventSink } from '../output/sink';
+
+export interface Sinks {
+  /** Every sink, in the order batches are handed out. */
+  all: EventSink[];
+  /** The typed ones the status report and metrics read. */
+  exporter?: Exporter;
+  ipfix?: IpfixExporter;
+  jsonl?: JsonlSink;
+}
+
+/** Builds (and starts) the outputs the configuration asks for. */
+export function buildSinks(cfg: WgflowConfig, metrics: Metrics, log: Logger): Sinks {
+  const s: Sinks = { all: [metrics] };
+  try {
+    if (cfg.ipfix.length) {
+      s.ipfix = new IpfixExporter({ targets: cfg.ipfix, mtu: cfg.ipfix_mtu, templateRefreshMs: cfg.ipfix_template_refresh_s * 1000, logger: log.child({ part: 'ipfix' }) });
+      s.ipfix.start();
+      s.all.push(s.ipfix);
+    }
+    if (cfg.collector.url) {
+      s.exporter = new Exporter({
+        url: cfg.collector.url, token: cfg.collector.token, caFile: cfg.collector.ca_file, certFile: cfg.collector.cert_file, keyFile: cfg.collector.key_file,
+        maxInFlight: cfg.collector.max_in_flight, transport: cfg.collector.transport, logger: log.child({ part: 'exporter' }),
+        spool: { dir: cfg.spool.dir, maxBytes: cfg.spool.max_bytes, fsync: cfg.spool.fsync, fsyncIntervalMs: cfg.spool.fsync_interval_ms, logger: log.child({ part: 'spool' }) },
+        onAckLatency: (ms) => metrics.ackLatency.observe(ms / 1000),
+      });
+      s.exporter.start();
+      s.all.push(s.exporter);
+    } else {
+      s.jsonl = new JsonlSink({ dir: cfg.output.dir, rotateBytes: cfg.output.rotate_bytes, logger: log.child({ part: 'output' }) });
+      log.info({ dir: cfg.output.dir }, 'no --collector: writing events to events.jsonl there');
+      s.all.push(s.jsonl);
+    }
+  } catch (err) {
+    void closeSinks(s, 0);
+    throw err;
+  }
+  return s;
+}
+
+/**
+ * Hands a batch to every sink. One sink refusing it (throwing) does not keep it from the others;
+ * the first error is thrown afterwards, for the caller to log. Waits for any backpressure.
+ */
+export async function emitAll(sinks: readonly EventSink[], events: readonly FlowEvent[]): Promise<void> {
+  let first: unknown = null;
+  let waits: Array<Promise<void>> | null = null;
+  for (const sink of sinks) {
+    try {
+      const w = sink.emit(events);
+      if (w !== undefined) (waits ??= []).push(w);
+    } catch (err) {
+      first ??= new Error(`${sink.name}: ${(err as Error).message}`);
+    }
+  }
+  if (waits !== null) await Promise.all(waits);
+  if (first !== null) throw first;
+}
+
+/** Closes every sink within the deadline (the durable output last: it gets what is left). */
+export async function closeSinks(s: Sinks, deadlineMs: number): Promise<void> {
+  for (const sink of [...s.all].reverse()) await sink.close(deadlineMs);
+}

@@ -1,0 +1,42 @@
+// The daemon's own output when there is no collector: each event as one JSON line in
+// DIR/events.jsonl (the form of src/model/json.ts), through the group-commit writer.
+import type { Logger } from 'pino';
+import type { FlowEvent } from '../model/event';
+import { toJsonLine } from '../model/json';
+import { JsonlWriter } from './jsonl-writer';
+import type { EventSink } from './sink';
+
+export interface JsonlSinkOptions {
+  dir: string;
+  rotateBytes?: number;
+  logger?: Logger;
+}
+
+/**
+ * emit() waits while this many bytes are queued and not yet on disk: a burst (or a full disk)
+ * holds the flow engine back instead of piling up in memory.
+ */
+export const JSONL_BACKLOG_BYTES = 32 * 1024 * 1024;
+
+/** A failed write (full disk) is retried this often: nobody would resend these lines. */
+export const JSONL_RETRY_MS = 1000;
+
+export class JsonlSink implements EventSink {
+  readonly name = 'jsonl';
+  readonly writer: JsonlWriter;
+
+  constructor(opts: JsonlSinkOptions) {
+    this.writer = JsonlWriter.open({ dir: opts.dir, rotateBytes: opts.rotateBytes, retryMs: JSONL_RETRY_MS, logger: opts.logger });
+  }
+
+  emit(events: readonly FlowEvent[]): void | Promise<void> {
+    const writer = this.writer;
+    const now = Date.now();
+    for (const ev of events) writer.append(toJsonLine(ev, now));
+    if (writer.pendingBytes > JSONL_BACKLOG_BYTES) return new Promise<void>((resolve) => writer.afterCommit(() => resolve()));
+  }
+
+  close(): Promise<void> {
+    return this.writer.close();
+  }
+}
