@@ -5,7 +5,7 @@ BPF_CFLAGS = -O2 -g -target bpf -mcpu=v3 -Wall -Werror -I$(ARCH_INC) -Ibpf
 
 ADDON = native/build/Release/wgflow_native.node
 
-.PHONY: all deps build bpf native ts test bench demo clean
+.PHONY: all deps build bpf native ts test bench demo docs clean
 
 all: build
 
@@ -37,6 +37,10 @@ test: deps build
 
 bench: deps build
 	node scripts/run-bench.mjs
+
+# docs/config.md's key table is generated from the configuration schema (checked by a test).
+docs: ts
+	node -e "const fs=require('fs');const r=require('./dist/config/reference.js');const p='docs/config.md';fs.writeFileSync(p,r.withKeysReference(fs.readFileSync(p,'utf8')))"
 
 demo: deps build
 	./bin/wgflow demo

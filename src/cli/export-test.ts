@@ -8,8 +8,8 @@ import pino from 'pino';
 import type { FlowEvent } from '../model/event';
 import { intFlag, parseFlags, sizeFlag, UsageError } from './args';
 import { Transport, TRANSPORTS } from '../output/grpc/transport';
-import { Exporter, ExporterStats } from '../output/grpc/exporter';
-import type { FsyncPolicy } from '../output/grpc/spool';
+import { Exporter, EXPORTER_DEFAULTS, ExporterStats } from '../output/grpc/exporter';
+import { FsyncPolicy, SPOOL_DEFAULTS } from '../output/grpc/spool';
 import { syntheticEvent } from '../export/synthetic';
 
 export const SENDER_HELP = `usage: wgflow export-test --collector URL --spool DIR [options]
@@ -27,8 +27,8 @@ export const SENDER_HELP = `usage: wgflow export-test --collector URL --spool DI
   --fsync POLICY         spool fsync policy: always, interval, never (default interval)
   --spool-max SIZE       spool size bound (default 256M)
   --segment-size SIZE    spool segment size (default 4M)
-  --max-inflight N       unacknowledged events on the stream (default 32768)
-  --keepalive-ms N       keepalive ping interval (default 30000)
+  --max-inflight N       unacknowledged events on the stream (default ${EXPORTER_DEFAULTS.maxInFlight})
+  --keepalive-ms N       keepalive ping interval (default ${EXPORTER_DEFAULTS.keepaliveTimeMs})
   --transport T          http2 (default) or grpc-js
   --exit-after-enqueue   stop (deadline 0) right after enqueueing: the spool keeps everything
   --timeout-ms N         give up (exit 1) if not everything is acked by then (default 0 = never)
@@ -101,15 +101,15 @@ export async function main(argv: string[]): Promise<number> {
     caFile: f['ca-file'],
     certFile: f.cert,
     keyFile: f.key,
-    maxInFlight: intFlag(f['max-inflight'], 'max-inflight', 32_768, 1),
-    keepaliveTimeMs: intFlag(f['keepalive-ms'], 'keepalive-ms', 30_000, 1),
+    maxInFlight: intFlag(f['max-inflight'], 'max-inflight', EXPORTER_DEFAULTS.maxInFlight, 1),
+    keepaliveTimeMs: intFlag(f['keepalive-ms'], 'keepalive-ms', EXPORTER_DEFAULTS.keepaliveTimeMs, 1),
     transport: f.transport as Transport | undefined,
     logger,
     spool: {
       dir: f.spool,
-      fsync: (f.fsync ?? 'interval') as FsyncPolicy,
-      maxBytes: sizeFlag(f['spool-max'], 'spool-max', 256 * 1024 * 1024),
-      segmentBytes: sizeFlag(f['segment-size'], 'segment-size', 4 * 1024 * 1024),
+      fsync: (f.fsync ?? SPOOL_DEFAULTS.fsync) as FsyncPolicy,
+      maxBytes: sizeFlag(f['spool-max'], 'spool-max', SPOOL_DEFAULTS.maxBytes),
+      segmentBytes: sizeFlag(f['segment-size'], 'segment-size', SPOOL_DEFAULTS.segmentBytes),
     },
   });
   const statsTimer = statsMs > 0 ? setInterval(() => out({ event: 'stats', t: Date.now(), ...exporter.stats() }), statsMs) : null;

@@ -18,7 +18,7 @@ import { encodeGrpcMessage, frameMessage, GrpcStatus } from '../wire/grpc';
 import { writeJsonLine } from './event-json';
 import { NativeJson } from './native-json';
 import { rebuildSeenSet, SeenSet } from './dedup';
-import { CommitError, JsonlWriter, listEventFiles } from '../output/jsonl-writer';
+import { CommitError, JSONL_DEFAULTS, JsonlWriter, listEventFiles } from '../output/jsonl-writer';
 
 export interface CollectorOptions {
   /** HOST:PORT to listen on (PORT 0 picks a free port). */
@@ -62,8 +62,8 @@ export interface CollectorOptions {
  */
 export const COLLECTOR_DEFAULTS = {
   listen: '127.0.0.1:50051',
-  rotateBytes: 64 * 1024 * 1024,
-  maxFiles: 0,
+  rotateBytes: JSONL_DEFAULTS.rotateBytes,
+  maxFiles: JSONL_DEFAULTS.maxFiles,
   dedupWindow: 500_000,
   maxMessageBytes: 4 * 1024 * 1024,
   handshakeTimeoutMs: 10_000,

@@ -10,8 +10,13 @@ import type { AttributionConfig } from '../attribution/config';
 import { attributionSchema, PREFIX } from '../attribution/schema';
 import { AttributionError, AttributionTables } from '../attribution/tables';
 import { CollectorUrlError, parseCollectorUrl, TlsFiles, tlsFilesProblem } from '../output/grpc/url';
-import { parseIpfixUrl } from '../output/ipfix/exporter';
-import { checkRingBytes } from '../datapath/datapath';
+import { IPFIX_DEFAULTS, parseIpfixUrl } from '../output/ipfix/exporter';
+import { checkRingBytes, DEFAULT_MAX_FLOWS, DEFAULT_PIN_DIR, DEFAULT_RING_BYTES } from '../datapath/datapath';
+import { PIPELINE_DEFAULTS } from '../flow/pipeline';
+import { TRACKER_DEFAULTS } from '../flow/tracker';
+import { EXPORTER_DEFAULTS } from '../output/grpc/exporter';
+import { SPOOL_DEFAULTS } from '../output/grpc/spool';
+import { JSONL_DEFAULTS } from '../output/jsonl-writer';
 
 const IFNAME = str({ nonEmpty: true, pattern: /^[A-Za-z0-9_.:@-]{1,15}$/, hint: 'an interface name (1-15 letters, digits, _ . : @ -)' });
 /** The exporter's own parser decides, so --check-config refuses exactly what the exporter would. */
@@ -37,6 +42,16 @@ const RING_BYTES: Check<number> = (v, path) => {
 };
 const ABS_PATH = str({ pattern: /^\//, hint: 'an absolute path' });
 
+/** The daemon's own defaults (its components own theirs: see the imports above). */
+export const DAEMON_DEFAULTS = {
+  spoolDir: '/var/lib/wgflow/spool',
+  outputDir: '/var/lib/wgflow/events',
+  metricsListen: '127.0.0.1:9617',
+  controlSocket: '/run/wgflow/ctl.sock',
+  logLevel: 'info',
+} as const;
+const D = DAEMON_DEFAULTS;
+
 export const configSchema = obj({
   interfaces: field(list(IFNAME), [] as string[]),
   reporter_id: field(str({ nonEmpty: true }), hostname()),
@@ -47,39 +62,40 @@ export const configSchema = obj({
     ca_file: optional(ABS_PATH),
     cert_file: optional(ABS_PATH),
     key_file: optional(ABS_PATH),
-    max_in_flight: field(int(1, 1_000_000), 4096),
-    transport: field(oneOf('http2', 'grpc-js'), 'http2'),
+    max_in_flight: field(int(1, 1_000_000), EXPORTER_DEFAULTS.maxInFlight),
+    transport: field(oneOf('http2', 'grpc-js'), EXPORTER_DEFAULTS.transport),
   })),
   spool: section(obj({
-    dir: field(ABS_PATH, '/var/lib/wgflow/spool'),
-    max_bytes: field(int(1 << 20, 2 ** 48), 256 * 1024 * 1024),
-    fsync: field(oneOf('always', 'interval', 'never'), 'interval'),
-    fsync_interval_ms: field(int(1, 60_000), 1000),
+    dir: field(ABS_PATH, D.spoolDir),
+    max_bytes: field(int(1 << 20, 2 ** 48), SPOOL_DEFAULTS.maxBytes),
+    fsync: field(oneOf('always', 'interval', 'never'), SPOOL_DEFAULTS.fsync),
+    fsync_interval_ms: field(int(1, 60_000), SPOOL_DEFAULTS.fsyncIntervalMs),
   })),
   output: section(obj({
-    dir: field(ABS_PATH, '/var/lib/wgflow/events'),
-    rotate_bytes: field(int(1 << 16, 2 ** 40), 64 * 1024 * 1024),
+    dir: field(ABS_PATH, D.outputDir),
+    rotate_bytes: field(int(1 << 16, 2 ** 40), JSONL_DEFAULTS.rotateBytes),
   })),
-  metrics_listen: field(hostPort, '127.0.0.1:9617'),
-  control_socket: field(ABS_PATH, '/run/wgflow/ctl.sock'),
+  metrics_listen: field(hostPort, D.metricsListen),
+  control_socket: field(ABS_PATH, D.controlSocket),
   counters: field(onOff, true),
-  log_level: field(oneOf('trace', 'debug', 'info', 'warn', 'error', 'fatal'), 'info'),
+  log_level: field(oneOf('trace', 'debug', 'info', 'warn', 'error', 'fatal'), D.logLevel),
   datapath: section(obj({
-    max_flows: field(int(1, 1 << 26), 65_536),
-    max_flows_v6: field(int(1, 1 << 26), 65_536),
-    ring_bytes: field(RING_BYTES, 1 << 20),
-    pin_dir: field(ABS_PATH, '/sys/fs/bpf/wgflow'),
+    max_flows: field(int(1, 1 << 26), DEFAULT_MAX_FLOWS),
+    /** Unset: the same as max_flows (the datapath's rule). */
+    max_flows_v6: optional(int(1, 1 << 26)),
+    ring_bytes: field(RING_BYTES, DEFAULT_RING_BYTES),
+    pin_dir: field(ABS_PATH, DEFAULT_PIN_DIR),
     attach_mode: field(oneOf('auto', 'tcx', 'clsact'), 'auto'),
-    poll_timeout_ms: field(int(1, 10_000), 100),
-    drain_interval_ms: field(int(100, 60_000), 1000),
+    poll_timeout_ms: field(int(1, 10_000), PIPELINE_DEFAULTS.pollTimeoutMs),
+    drain_interval_ms: field(int(100, 60_000), PIPELINE_DEFAULTS.drainIntervalMs),
   })),
   lifecycle: section(obj({
-    tcp_close_grace_ms: field(int(0, 60_000), 500),
-    tcp_timeout_s: field(int(1, 7 * 86_400), 7200),
-    udp_timeout_s: field(int(1, 86_400), 30),
-    icmp_timeout_s: field(int(1, 86_400), 30),
-    other_timeout_s: field(int(1, 86_400), 30),
-    interim_interval_s: field(int(0, 86_400), 60),
+    tcp_close_grace_ms: field(int(0, 60_000), TRACKER_DEFAULTS.closeGraceMs),
+    tcp_timeout_s: field(int(1, 7 * 86_400), TRACKER_DEFAULTS.tcpIdleMs / 1000),
+    udp_timeout_s: field(int(1, 86_400), TRACKER_DEFAULTS.udpIdleMs / 1000),
+    icmp_timeout_s: field(int(1, 86_400), TRACKER_DEFAULTS.icmpIdleMs / 1000),
+    other_timeout_s: field(int(1, 86_400), TRACKER_DEFAULTS.otherIdleMs / 1000),
+    interim_interval_s: field(int(0, 86_400), TRACKER_DEFAULTS.updateIntervalMs / 1000),
   })),
   filters: section(obj({
     dns_collection: field(bool, false),
@@ -91,8 +107,8 @@ export const configSchema = obj({
   })),
   attribution: section(attributionSchema),
   ipfix: field(list(IPFIX_URL), [] as string[]),
-  ipfix_mtu: field(int(512, 65507), 1400),
-  ipfix_template_refresh_s: field(int(1, 86_400), 60),
+  ipfix_mtu: field(int(512, 65507), IPFIX_DEFAULTS.mtu),
+  ipfix_template_refresh_s: field(int(1, 86_400), IPFIX_DEFAULTS.templateRefreshMs / 1000),
 });
 
 
@@ -109,14 +125,15 @@ export const RUN_FLAGS = [
   { flag: 'key-file', env: 'WGFLOW_KEY_FILE', path: 'collector.key_file', help: 'PEM client key for mTLS' },
   { flag: 'reporter-id', env: 'WGFLOW_REPORTER_ID', path: 'reporter_id', help: 'this peer\'s id in events (default: hostname)' },
   { flag: 'public-key', env: 'WGFLOW_PUBLIC_KEY', path: 'reporter_public_key', help: 'this peer\'s WireGuard public key (base64), sent with events' },
-  { flag: 'spool-dir', env: 'WGFLOW_SPOOL_DIR', path: 'spool.dir', help: 'durable spool of unacknowledged events (default /var/lib/wgflow/spool)' },
-  { flag: 'output', env: 'WGFLOW_OUTPUT', path: 'output.dir', help: 'directory for events.jsonl when there is no --collector (default /var/lib/wgflow/events)' },
-  { flag: 'metrics-listen', env: 'WGFLOW_METRICS_LISTEN', path: 'metrics_listen', help: 'HOST:PORT of the Prometheus /metrics endpoint (default 127.0.0.1:9617)' },
-  { flag: 'control-socket', env: 'WGFLOW_CONTROL_SOCKET', path: 'control_socket', help: 'unix socket for wgflow ctl (default /run/wgflow/ctl.sock, mode 0600)' },
+  { flag: 'spool-dir', env: 'WGFLOW_SPOOL_DIR', path: 'spool.dir', help: `durable spool of unacknowledged events (default ${D.spoolDir})` },
+  { flag: 'output', env: 'WGFLOW_OUTPUT', path: 'output.dir', help: `directory for events.jsonl when there is no --collector (default ${D.outputDir})` },
+  { flag: 'metrics-listen', env: 'WGFLOW_METRICS_LISTEN', path: 'metrics_listen', help: `HOST:PORT of the Prometheus /metrics endpoint (default ${D.metricsListen})` },
+  { flag: 'control-socket', env: 'WGFLOW_CONTROL_SOCKET', path: 'control_socket', help: `unix socket for wgflow ctl (default ${D.controlSocket}, mode 0600)` },
   { flag: 'counters', env: 'WGFLOW_COUNTERS', path: 'counters', help: 'kernel byte reporting at start: on or off (default on)' },
-  { flag: 'log-level', env: 'WGFLOW_LOG_LEVEL', path: 'log_level', help: 'trace, debug, info, warn, error or fatal (default info)' },
-  { flag: 'max-flows', env: 'WGFLOW_MAX_FLOWS', path: 'datapath.max_flows', numeric: true, help: 'IPv4 flow map size (default 65536)' },
-  { flag: 'pin-dir', env: 'WGFLOW_PIN_DIR', path: 'datapath.pin_dir', help: 'bpffs directory for the pinned flow maps (default /sys/fs/bpf/wgflow)' },
+  { flag: 'log-level', env: 'WGFLOW_LOG_LEVEL', path: 'log_level', help: `trace, debug, info, warn, error or fatal (default ${D.logLevel})` },
+  { flag: 'max-flows', env: 'WGFLOW_MAX_FLOWS', path: 'datapath.max_flows', numeric: true, help: `IPv4 flow map size (default ${DEFAULT_MAX_FLOWS})` },
+  { flag: 'max-flows-v6', env: 'WGFLOW_MAX_FLOWS_V6', path: 'datapath.max_flows_v6', numeric: true, help: 'IPv6 flow map size (default: the same as --max-flows)' },
+  { flag: 'pin-dir', env: 'WGFLOW_PIN_DIR', path: 'datapath.pin_dir', help: `bpffs directory for the pinned flow maps (default ${DEFAULT_PIN_DIR})` },
   { flag: 'ipfix', env: 'WGFLOW_IPFIX', path: 'ipfix', multiple: true, help: 'IPFIX collector udp://HOST:PORT (repeatable)' },
 ] as const;
 

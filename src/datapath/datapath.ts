@@ -35,6 +35,8 @@ export type Attachment = NativeAttachment;
 
 export const DEFAULT_MAX_FLOWS = 65_536;
 export const DEFAULT_RING_BYTES = 1 << 20;
+/** Where the flow maps are pinned so that a restart adopts live flows. */
+export const DEFAULT_PIN_DIR = '/sys/fs/bpf/wgflow';
 /**
  * Records per poll() batch. Small enough that a batch's objects die young (65,536-record batches
  * get promoted by the GC and decode 2.5x slower), large enough to amortise the threadpool hop.

@@ -32,6 +32,9 @@ export type EventSink = (events: FlowEvent[]) => void | Promise<void>;
 export const EMIT_CHUNK = 8192;
 /** Drain entries decoded and handed to the tracker at a time (their events go to the sink once EMIT_CHUNK are ready). */
 export const DRAIN_SLICE = 4096;
+
+/** The pipeline's defaults (datapath.drain_interval_ms and poll_timeout_ms default to these). */
+export const PIPELINE_DEFAULTS = { drainIntervalMs: 1000, pollTimeoutMs: 100 } as const;
 export type PipelineStage = 'poll' | 'drain' | 'delete' | 'sink';
 
 export interface PipelineOptions {
@@ -99,10 +102,10 @@ export class FlowPipeline {
     this.source = opts.source;
     this.sink = opts.sink;
     this.tracker = opts.tracker ?? new FlowTracker({ ...opts.trackerOptions, attributor: opts.attributor ?? opts.trackerOptions?.attributor });
-    const drainMs = opts.drainIntervalMs ?? 1000;
+    const drainMs = opts.drainIntervalMs ?? PIPELINE_DEFAULTS.drainIntervalMs;
     if (!(drainMs > 0)) throw new RangeError(`drainIntervalMs must be > 0, got ${drainMs}`);
     this.drainNs = drainMs * 1e6;
-    this.pollMs = opts.pollTimeoutMs ?? 100;
+    this.pollMs = opts.pollTimeoutMs ?? PIPELINE_DEFAULTS.pollTimeoutMs;
     this.onError = opts.onError ?? (() => undefined);
   }
 

@@ -32,6 +32,19 @@ const TCP_SYN = 0x02;
 const TCP_RST = 0x04;
 const MS = 1e6; // ns per ms
 
+/** The tracker's defaults, one place (the daemon's lifecycle.* keys default to these). */
+export const TRACKER_DEFAULTS = {
+  tcpIdleMs: 2 * 3600_000,
+  tcpHalfClosedIdleMs: 120_000,
+  udpIdleMs: 30_000,
+  icmpIdleMs: 30_000,
+  otherIdleMs: 30_000,
+  closeGraceMs: 500,
+  rstGraceMs: 0,
+  timeWaitMs: 30_000,
+  updateIntervalMs: 60_000,
+} as const;
+
 export interface TrackerOptions {
   clock?: Clock;
   /** /proc/sys/kernel/random/boot_id (read when absent). Part of every flow id. */
@@ -375,18 +388,19 @@ export class FlowTracker {
       if (!Number.isFinite(x) || x < 0) throw new RangeError(`${name} must be a non-negative number of ms, got ${v}`);
       return x * MS;
     };
+    const d = TRACKER_DEFAULTS;
     this.idle = {
-      tcp: ms(opts.tcpIdleMs, 2 * 3600_000, 'tcpIdleMs'),
-      tcpHalf: ms(opts.tcpHalfClosedIdleMs, 120_000, 'tcpHalfClosedIdleMs'),
-      udp: ms(opts.udpIdleMs, 30_000, 'udpIdleMs'),
-      icmp: ms(opts.icmpIdleMs, 30_000, 'icmpIdleMs'),
-      other: ms(opts.otherIdleMs, 30_000, 'otherIdleMs'),
+      tcp: ms(opts.tcpIdleMs, d.tcpIdleMs, 'tcpIdleMs'),
+      tcpHalf: ms(opts.tcpHalfClosedIdleMs, d.tcpHalfClosedIdleMs, 'tcpHalfClosedIdleMs'),
+      udp: ms(opts.udpIdleMs, d.udpIdleMs, 'udpIdleMs'),
+      icmp: ms(opts.icmpIdleMs, d.icmpIdleMs, 'icmpIdleMs'),
+      other: ms(opts.otherIdleMs, d.otherIdleMs, 'otherIdleMs'),
     };
-    this.closeGraceNs = ms(opts.closeGraceMs, 500, 'closeGraceMs');
-    this.rstGraceNs = ms(opts.rstGraceMs, 0, 'rstGraceMs');
-    this.timeWaitNs = ms(opts.timeWaitMs, 30_000, 'timeWaitMs');
+    this.closeGraceNs = ms(opts.closeGraceMs, d.closeGraceMs, 'closeGraceMs');
+    this.rstGraceNs = ms(opts.rstGraceMs, d.rstGraceMs, 'rstGraceMs');
+    this.timeWaitNs = ms(opts.timeWaitMs, d.timeWaitMs, 'timeWaitMs');
     this.remnantGraceNs = opts.remnantGraceMs === undefined ? this.closeGraceNs : ms(opts.remnantGraceMs, 0, 'remnantGraceMs');
-    this.updateNs = ms(opts.updateIntervalMs, 60_000, 'updateIntervalMs');
+    this.updateNs = ms(opts.updateIntervalMs, d.updateIntervalMs, 'updateIntervalMs');
     this.missingToEnd = Math.max(1, Math.floor(opts.missingDrainsToEnd ?? 2));
     this.startedNs = this.clock.monoNs();
   }

@@ -17,6 +17,9 @@ export const MAX_PIECE_BYTES = 32 * 1024 * 1024;
 export const CURRENT_FILE = 'events.jsonl';
 const ROTATED_RE = /^events-(\d{6,})-\d{8}T\d{6}Z\.jsonl$/;
 
+/** The writer's defaults (the daemon's output.* keys and the collector's flags default to these). */
+export const JSONL_DEFAULTS = { rotateBytes: 64 * 1024 * 1024, maxFiles: 0 } as const;
+
 export interface JsonlWriterOptions {
   dir: string;
   /** Rotate events.jsonl before it would pass this size. Default 64 MiB. */
@@ -126,8 +129,8 @@ export class JsonlWriter {
   private constructor(opts: JsonlWriterOptions, fd: number, size: number, nextRotation: number) {
     this.dir = opts.dir;
     this.path = join(opts.dir, CURRENT_FILE);
-    this.rotateBytes = opts.rotateBytes ?? 64 * 1024 * 1024;
-    this.maxFiles = opts.maxFiles ?? 0;
+    this.rotateBytes = opts.rotateBytes ?? JSONL_DEFAULTS.rotateBytes;
+    this.maxFiles = opts.maxFiles ?? JSONL_DEFAULTS.maxFiles;
     this.doFsync = opts.fsync ?? true;
     this.retryMs = opts.retryMs;
     this.log = opts.logger;

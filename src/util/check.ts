@@ -92,6 +92,7 @@ export const obj = <F extends Fields>(fields: F): Check<Shape<F>> => (v, path) =
       if (f.section) out[k] = f.check({}, join(path, k));
       else if (f.default !== undefined) out[k] = f.default;
       else if (!f.optional) throw new ConfigError(join(path, k), 'is required');
+      else out[k] = undefined; // present and unset: the key list stays complete (docs/config.md)
       continue;
     }
     out[k] = f.check(raw, join(path, k));

@@ -111,6 +111,16 @@ export class Backoff {
   }
 }
 
+/** The exporter's defaults, one place (collector.* keys and export-test flags default to these). */
+export const EXPORTER_DEFAULTS = {
+  maxInFlight: 32_768,
+  transport: 'http2' as Transport,
+  keepaliveTimeMs: 30_000,
+  keepaliveTimeoutMs: 10_000,
+  handshakeTimeoutMs: 10_000,
+  ackTimeoutMs: 60_000,
+} as const;
+
 export const DEFAULT_BACKOFF: Required<BackoffOptions> = { initialMs: 800, multiplier: 1.7, jitter: 0.5, maxMs: 30_000, resetAfterMs: 5_000 };
 
 function readPem(path: string, what: string): Buffer {
@@ -218,23 +228,23 @@ export class Exporter implements EventSink {
   constructor(private readonly opts: ExporterOptions) {
     this.url = parseCollectorUrl(opts.url);
     this.log = opts.logger ?? pino({ name: 'wgflow-exporter' }, pino.destination(2));
-    this.maxInFlight = opts.maxInFlight ?? 32_768;
+    this.maxInFlight = opts.maxInFlight ?? EXPORTER_DEFAULTS.maxInFlight;
     if (!(Number.isInteger(this.maxInFlight) && this.maxInFlight >= 1)) throw new Error(`maxInFlight must be a positive integer, got ${opts.maxInFlight}`);
     this.backoffOpts = { ...DEFAULT_BACKOFF, ...opts.backoff };
     this.backoff = new Backoff(this.backoffOpts);
-    this.handshakeTimeoutMs = opts.handshakeTimeoutMs ?? 10_000;
-    this.ackTimeoutMs = opts.ackTimeoutMs ?? 60_000;
+    this.handshakeTimeoutMs = opts.handshakeTimeoutMs ?? EXPORTER_DEFAULTS.handshakeTimeoutMs;
+    this.ackTimeoutMs = opts.ackTimeoutMs ?? EXPORTER_DEFAULTS.ackTimeoutMs;
     if (!(Number.isInteger(this.ackTimeoutMs) && this.ackTimeoutMs >= 1)) throw new Error(`ackTimeoutMs must be a positive integer, got ${opts.ackTimeoutMs}`);
     const tlsProblem = tlsFilesProblem(this.url, opts);
     if (tlsProblem) throw new Error(`${tlsProblem.file}: ${tlsProblem.problem}`);
-    const transport = opts.transport ?? 'http2';
+    const transport = opts.transport ?? EXPORTER_DEFAULTS.transport;
     if (!TRANSPORTS.includes(transport)) throw new Error(`transport must be one of ${TRANSPORTS.join(', ')}, got ${String(transport)}`);
     this.openStream = transport === 'grpc-js' ? openGrpcJsStream : openH2Stream;
     this.streamOptions = {
       url: this.url,
       token: opts.token,
-      keepaliveTimeMs: opts.keepaliveTimeMs ?? 30_000,
-      keepaliveTimeoutMs: opts.keepaliveTimeoutMs ?? 10_000,
+      keepaliveTimeMs: opts.keepaliveTimeMs ?? EXPORTER_DEFAULTS.keepaliveTimeMs,
+      keepaliveTimeoutMs: opts.keepaliveTimeoutMs ?? EXPORTER_DEFAULTS.keepaliveTimeoutMs,
     };
     if (this.url.tls) {
       this.streamOptions.ca = opts.caFile ? readPem(opts.caFile, 'CA file') : systemRoots();

@@ -141,6 +141,17 @@ interface Pos {
 
 const segName = (seq: number): string => String(seq).padStart(16, '0');
 
+/** The spool's defaults, one place (spool.* keys and export-test flags default to these). */
+export const SPOOL_DEFAULTS = {
+  maxBytes: 256 * 1024 * 1024,
+  segmentBytes: 4 * 1024 * 1024,
+  fsync: 'interval' as FsyncPolicy,
+  fsyncIntervalMs: 1000,
+  memoryBytes: 16 * 1024 * 1024,
+  ackFlushMs: 200,
+  quarantineBytes: 16 * 1024 * 1024,
+} as const;
+
 export class SpoolError extends Error {
   constructor(message: string) {
     super(message);
@@ -317,14 +328,14 @@ export class Spool {
 
   private constructor(opts: SpoolOptions) {
     this.dir = opts.dir;
-    this.maxBytes = opts.maxBytes ?? 256 * 1024 * 1024;
-    this.segmentBytes = opts.segmentBytes ?? Math.min(4 * 1024 * 1024, Math.floor(this.maxBytes / 2));
-    this.fsyncPolicy = opts.fsync ?? 'interval';
-    this.memoryBytes = opts.memoryBytes ?? 16 * 1024 * 1024;
+    this.maxBytes = opts.maxBytes ?? SPOOL_DEFAULTS.maxBytes;
+    this.segmentBytes = opts.segmentBytes ?? Math.min(SPOOL_DEFAULTS.segmentBytes, Math.floor(this.maxBytes / 2));
+    this.fsyncPolicy = opts.fsync ?? SPOOL_DEFAULTS.fsync;
+    this.memoryBytes = opts.memoryBytes ?? SPOOL_DEFAULTS.memoryBytes;
     this.log = opts.logger;
     this.lockPath = join(this.dir, 'spool.lock');
     this.validate = opts.validate;
-    this.quarantineLimit = opts.quarantineBytes ?? 16 * 1024 * 1024;
+    this.quarantineLimit = opts.quarantineBytes ?? SPOOL_DEFAULTS.quarantineBytes;
     if (!['always', 'interval', 'never'].includes(this.fsyncPolicy)) throw new SpoolError(`spool fsync policy "${String(this.fsyncPolicy)}" is not always, interval or never`);
     if (!(this.segmentBytes >= 4096)) throw new SpoolError(`spool segmentBytes ${this.segmentBytes} is below the minimum of 4096`);
     if (!(this.maxBytes >= 2 * this.segmentBytes)) throw new SpoolError(`spool maxBytes ${this.maxBytes} must be at least twice segmentBytes (${this.segmentBytes})`);
@@ -348,9 +359,9 @@ export class Spool {
       s.unlock();
       throw err;
     }
-    const fsyncEvery = opts.fsyncIntervalMs ?? 1000;
+    const fsyncEvery = opts.fsyncIntervalMs ?? SPOOL_DEFAULTS.fsyncIntervalMs;
     if (s.fsyncPolicy === 'interval') s.timers.push(setInterval(() => s.syncInBackground(), fsyncEvery).unref());
-    s.timers.push(setInterval(() => s.flushAcks(), opts.ackFlushMs ?? 200).unref());
+    s.timers.push(setInterval(() => s.flushAcks(), opts.ackFlushMs ?? SPOOL_DEFAULTS.ackFlushMs).unref());
     return s;
   }
 

@@ -115,6 +115,9 @@ export function parseIpfixUrl(url: string): { host: string; port: number } {
   return { host: m[2] ?? m[3], port };
 }
 
+/** IPFIX defaults (ipfix_mtu and ipfix_template_refresh_s default to these). */
+export const IPFIX_DEFAULTS = { mtu: 1400, templateRefreshMs: 60_000 } as const;
+
 export class IpfixExporter implements EventSink {
   readonly name = 'ipfix';
   private readonly targets: Target[];
@@ -133,7 +136,7 @@ export class IpfixExporter implements EventSink {
   private readonly errors: Record<IpfixErrorKind, number> = { refused: 0, unreachable: 0, unresolved: 0, other: 0 };
 
   constructor(private readonly opts: IpfixOptions) {
-    this.mtu = opts.mtu ?? 1400;
+    this.mtu = opts.mtu ?? IPFIX_DEFAULTS.mtu;
     if (this.mtu < 512 || this.mtu > 65507) throw new Error(`IPFIX MTU must be 512..65507 octets, got ${this.mtu}`);
     this.domain = opts.observationDomain ?? randomInt(1, 2 ** 31);
     this.lookup = opts.lookup ?? systemLookup;
@@ -161,7 +164,7 @@ export class IpfixExporter implements EventSink {
   start(): void {
     for (const t of this.targets) this.resolve(t);
     this.sendTemplates();
-    this.timer = setInterval(() => this.sendTemplates(), this.opts.templateRefreshMs ?? 60_000);
+    this.timer = setInterval(() => this.sendTemplates(), this.opts.templateRefreshMs ?? IPFIX_DEFAULTS.templateRefreshMs);
     this.timer.unref();
   }
 
