@@ -2,7 +2,7 @@
 import { describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
 import { Datapath, DatapathError } from '../../src/datapath/datapath';
-import { AUTO_MODE, describePrivileged, REPO } from '../helpers/env';
+import { AUTO_MODE, describePrivileged, spawnAsNobody } from '../helpers/env';
 
 describe('datapath option validation', () => {
   it.each([
@@ -49,10 +49,10 @@ describePrivileged('datapath errors from the kernel and the system', () => {
   });
 
   it('without privileges, loading names the capabilities it needs', () => {
-    const script = `
-      const { Datapath } = require('${REPO}/dist/datapath/datapath.js');
+    const script = (repo: string): string => `
+      const { Datapath } = require('${repo}/dist/datapath/datapath.js');
       try { Datapath.open(); console.log('opened'); } catch (e) { console.log(e.code + ': ' + e.message.split('\\n')[0]); }`;
-    const r = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', '--inh-caps=-all', '--bounding-set=-all', 'node', '-e', script], { encoding: 'utf8' });
+    const r = spawnAsNobody(null, (repo) => ['node', '-e', script(repo)]);
     expect(r.stdout).toMatch(/^EPERM: loading the BPF programs failed; wgflow needs root or the capabilities CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN/);
   });
 
@@ -60,8 +60,8 @@ describePrivileged('datapath errors from the kernel and the system', () => {
     const veth = `wgfcap${process.pid % 10000}`;
     spawnSync('ip', ['link', 'add', veth, 'type', 'veth', 'peer', 'name', `${veth}p`]);
     try {
-      const script = `
-        const { Datapath } = require('${REPO}/dist/datapath/datapath.js');
+      const script = (repo: string): string => `
+        const { Datapath } = require('${repo}/dist/datapath/datapath.js');
         const dp = Datapath.open();
         const modes = [dp.attach('${veth}').mode];
         dp.detach('${veth}');
@@ -70,7 +70,7 @@ describePrivileged('datapath errors from the kernel and the system', () => {
         dp.close();
         console.log(modes.join(','));`;
       const caps = '+bpf,+perfmon,+net_admin';
-      const r = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', `--inh-caps=${caps}`, `--ambient-caps=${caps}`, 'node', '-e', script], { encoding: 'utf8' });
+      const r = spawnAsNobody(caps, (repo) => ['node', '-e', script(repo)]);
       expect(r.stderr).toBe('');
       expect(r.stdout.trim()).toBe(`${AUTO_MODE},clsact`);
     } finally {

@@ -1,5 +1,7 @@
 // Test gating: privileged suites run where there is root, and always under CI=true.
-import { release } from 'node:os';
+import { spawnSync, SpawnSyncReturns } from 'node:child_process';
+import { chmodSync, mkdtempSync, rmdirSync } from 'node:fs';
+import { release, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe } from 'vitest';
 
@@ -26,5 +28,23 @@ export function describePrivileged(name: string, fn: () => void): void {
   } else {
     console.warn(`skipping "${name}": needs root (BPF, network namespaces); run the tests as root`);
     describe.skip(name, fn);
+  }
+}
+
+/**
+ * Runs a command as user nobody (65534) with only the given capabilities (null: none), seeing the
+ * checkout at a path nobody can reach: a bind mount of REPO under /tmp, in a mount namespace of
+ * the command's own (nothing is left mounted). A checkout inside a directory only root may enter
+ * (/root/wgflow, a 0700 home) is otherwise out of nobody's reach. build() gets that path.
+ */
+export function spawnAsNobody(caps: string | null, build: (repo: string) => string[]): SpawnSyncReturns<string> {
+  const view = mkdtempSync(join(tmpdir(), 'wgflow-view-'));
+  chmodSync(view, 0o755);
+  try {
+    const priv = caps === null ? ['--inh-caps=-all', '--bounding-set=-all'] : [`--inh-caps=${caps}`, `--ambient-caps=${caps}`];
+    return spawnSync('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', 'mount --bind "$0" "$1" && shift && exec "$@"', REPO, view,
+      'setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', ...priv, ...build(view)], { encoding: 'utf8' });
+  } finally {
+    rmdirSync(view); // empty here: the bind mount lived in the command's namespace only
   }
 }

@@ -1,11 +1,10 @@
 // Bad inputs: each gets its exact message and a non-zero exit (2: usage or configuration, 1: cannot run).
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describePrivileged, REPO } from '../helpers/env';
+import { describePrivileged, spawnAsNobody } from '../helpers/env';
 import { wgflow } from '../helpers/daemon';
 
 describePrivileged('bad inputs: exact messages and exit codes', () => {
@@ -79,7 +78,7 @@ describePrivileged('bad inputs: exact messages and exit codes', () => {
   it.each(cases)('$name', ({ args, code, err, asNobody }) => {
     const r = asNobody
       ? (() => {
-          const s = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', '--inh-caps=-all', '--bounding-set=-all', process.execPath, join(REPO, 'bin', 'wgflow'), ...args()], { encoding: 'utf8' });
+          const s = spawnAsNobody(null, (repo) => [process.execPath, join(repo, 'bin', 'wgflow'), ...args()]);
           return { code: s.status ?? -1, stdout: s.stdout, stderr: s.stderr };
         })()
       : wgflow(args());
