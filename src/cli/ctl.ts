@@ -7,7 +7,7 @@ const DEFAULT_SOCKET = '/run/wgflow/ctl.sock';
 
 export function help(): string {
   return [
-    'usage: wgflow ctl [--socket PATH] [--json] <command>',
+    'usage: wgflow ctl [--socket PATH | --control-socket PATH] [--json] <command>',
     '',
     'commands:',
     '  status              interfaces, active flows, events by type, drops, exporter state, byte reporting',
@@ -17,7 +17,8 @@ export function help(): string {
     '  resolve DOMAIN ADDR... [--ttl S]   feed the DOMAIN-resource table: DOMAIN resolved to ADDRs (default ttl 300 s)',
     '',
     'options:',
-    `  --socket PATH       the daemon's control socket (default ${DEFAULT_SOCKET}; env WGFLOW_CONTROL_SOCKET)`,
+    `  --socket PATH       the daemon's control socket (default ${DEFAULT_SOCKET}; env WGFLOW_CONTROL_SOCKET);`,
+    '                      --control-socket PATH, as wgflow run spells it, is the same',
     '  --json              print the raw answer as JSON',
     '  --help              show this help',
     '',
@@ -85,7 +86,7 @@ export async function main(argv: string[]): Promise<number> {
   try {
     parsed = parseArgs({
       args: argv, allowPositionals: true, strict: true,
-      options: { socket: { type: 'string' }, json: { type: 'boolean' }, top: { type: 'string' }, ttl: { type: 'string' }, help: { type: 'boolean' } },
+      options: { socket: { type: 'string' }, 'control-socket': { type: 'string' }, json: { type: 'boolean' }, top: { type: 'string' }, ttl: { type: 'string' }, help: { type: 'boolean' } },
     });
   } catch (err) {
     process.stderr.write(`wgflow ctl: ${(err as Error).message}\n\n${help()}`);
@@ -96,7 +97,12 @@ export async function main(argv: string[]): Promise<number> {
     process.stdout.write(help());
     return 0;
   }
-  const socket = values.socket ?? process.env.WGFLOW_CONTROL_SOCKET ?? DEFAULT_SOCKET;
+  if (values.socket !== undefined && values['control-socket'] !== undefined && values.socket !== values['control-socket']) {
+    process.stderr.write(`wgflow ctl: --socket and --control-socket name different sockets; give one\n`);
+    return 2;
+  }
+  // --control-socket is the flag wgflow run takes for the same path: both are accepted.
+  const socket = values.socket ?? values['control-socket'] ?? process.env.WGFLOW_CONTROL_SOCKET ?? DEFAULT_SOCKET;
   const [cmd, arg, ...extra] = positionals;
   const usageError = (msg: string): number => {
     process.stderr.write(`wgflow ctl: ${msg}\n\n${help()}`);
@@ -142,6 +148,10 @@ export async function main(argv: string[]): Promise<number> {
   else if (cmd === 'flows') process.stdout.write(formatFlows(result as FlowRow[]));
   else if (cmd === 'counters') process.stdout.write(`kernel byte reporting is now ${(result as { counting: boolean }).counting ? 'on' : 'off'}\n`);
   else if (cmd === 'resolve') process.stdout.write(`${arg} -> ${extra.join(', ')} for ${req.ttl} s\n`);
-  else process.stdout.write(`reloaded: interfaces ${(result as { interfaces: string[] }).interfaces.join(', ')}\n`);
+  else {
+    const r = result as { interfaces: string[]; restartNeeded?: string[] };
+    process.stdout.write(`reloaded: interfaces ${r.interfaces.join(', ')}\n`);
+    if (r.restartNeeded?.length) process.stdout.write(`changed, but only applied by a restart (the running values stay): ${r.restartNeeded.join(', ')}\n`);
+  }
   return 0;
 }

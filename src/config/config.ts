@@ -265,3 +265,23 @@ export function loadConfig(opts: { file?: string; env?: NodeJS.ProcessEnv; flags
     throw err;
   }
 }
+
+/** Every leaf key of a resolved configuration with its value, nested keys joined by dots. */
+export function configLeaves(value: unknown, path = '', out: Array<[string, unknown]> = []): Array<[string, unknown]> {
+  if (value !== null && typeof value === 'object' && !Array.isArray(value)) {
+    for (const [k, v] of Object.entries(value as Record<string, unknown>)) configLeaves(v, path ? `${path}.${k}` : k, out);
+  } else out.push([path, value]);
+  return out;
+}
+
+/** Keys whose values differ between two resolved configurations. */
+export function changedKeys(a: WgflowConfig, b: WgflowConfig): string[] {
+  const before = new Map(configLeaves(a).map(([k, v]) => [k, JSON.stringify(v)]));
+  const after = configLeaves(b);
+  const changed = after.filter(([k, v]) => before.get(k) !== JSON.stringify(v)).map(([k]) => k);
+  for (const k of before.keys()) if (!after.some(([x]) => x === k)) changed.push(k);
+  return changed;
+}
+
+/** Keys a reload applies to the running daemon; every other change needs a restart. */
+export const isReloadable = (key: string): boolean => key === 'interfaces' || key.startsWith('attribution.') || key.startsWith('filters.');

@@ -1,25 +1,15 @@
 // docs/config.md's list of every key and its default, made from the schema itself (one default
 // per setting, in the component that owns it). test/layout/config-docs.test.ts checks that the
 // file holds exactly this; `make docs` writes it.
-import { configSchema, RUN_FLAGS } from './config';
+import { configLeaves, configSchema, RUN_FLAGS } from './config';
 
 const BEGIN = '<!-- keys:begin (generated from src/config/config.ts by `make docs`; do not edit) -->';
 const END = '<!-- keys:end -->';
 
-/** Every leaf key of a resolved configuration with its value, nested keys joined by dots. */
-function leaves(value: unknown, path: string, out: Array<[string, unknown]>): void {
-  if (value !== null && typeof value === 'object' && !Array.isArray(value)) {
-    for (const [k, v] of Object.entries(value as Record<string, unknown>)) leaves(v, path ? `${path}.${k}` : k, out);
-    return;
-  }
-  out.push([path, value]);
-}
-
 /** The generated block: a table of every key, its default and the flag that sets it. */
 export function keysReference(): string {
   const defaults = configSchema({ reporter_id: '(hostname)' }, '') as unknown as Record<string, unknown>;
-  const list: Array<[string, unknown]> = [];
-  leaves(defaults, '', list);
+  const list = configLeaves(defaults);
   const flagOf = new Map<string, string>(RUN_FLAGS.map((f) => [f.path, `\`--${f.flag}\``]));
   const text = (v: unknown): string => (v === undefined ? 'unset' : v === '(hostname)' ? 'the hostname' : `\`${JSON.stringify(v)}\``);
   const lines = ['| key | default | flag |', '|---|---|---|'];

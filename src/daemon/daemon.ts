@@ -8,7 +8,7 @@ import type { Logger } from 'pino';
 import { Attributor } from '../attribution/attributor';
 import type { AttributionTables } from '../attribution/tables';
 import { ConfigError } from '../util/check';
-import { loadConfig, WgflowConfig, FlagValues } from '../config/config';
+import { changedKeys, FlagValues, isReloadable, loadConfig, WgflowConfig } from '../config/config';
 import { ControlError, serveControl } from '../control/control';
 import { Datapath } from '../datapath/datapath';
 import type { FlowEvent } from '../model/event';
@@ -152,14 +152,18 @@ export class Daemon {
    * Re-read the configuration file: new attribution tables (for flows that start from now on) and
    * the interface list. A bad file leaves everything as it was and says why.
    */
-  reload(): { interfaces: string[]; generation: number } {
+  reload(): { interfaces: string[]; generation: number; restartNeeded: string[] } {
     // The same validation as start and --check-config; nothing is applied unless all of it passes.
     const { config: next, tables } = loadConfig({ file: this.opts.configFile, env: process.env, flags: this.opts.flags });
+    // Only the attribution tables, the filters and the interface list apply to a running daemon;
+    // every other changed key keeps its running value (so ctl status shows what runs) and is named.
+    const restartNeeded = changedKeys(this.cfg, next).filter((k) => !isReloadable(k));
     this.attributor.swap(tables);
     this.watcher.setInterfaces(next.interfaces);
-    this.cfg = next;
+    this.cfg = { ...this.cfg, interfaces: next.interfaces, attribution: next.attribution, filters: next.filters };
     this.opts.log.info({ generation: this.attributor.generation, interfaces: next.interfaces }, 'configuration reloaded');
-    return { interfaces: next.interfaces, generation: this.attributor.generation };
+    if (restartNeeded.length > 0) this.opts.log.warn({ keys: restartNeeded }, 'these changed keys take effect only after a restart; their running values stay');
+    return { interfaces: next.interfaces, generation: this.attributor.generation, restartNeeded };
   }
 
   /** SIGTERM/SIGINT: detach, END (forced) for active flows, flush outputs within the deadline. */

@@ -204,6 +204,18 @@ describePrivileged('reload of a bad configuration keeps the running one', () => 
     writeFileSync(cfgFile, good('wgh-other0', KEY_B));
     const r = ctl('reload', '--json');
     expect(r.code, r.stderr).toBe(0);
-    expect(JSON.parse(r.stdout)).toEqual({ interfaces: ['wgh-other0'], generation: 2 });
+    expect(JSON.parse(r.stdout)).toEqual({ interfaces: ['wgh-other0'], generation: 2, restartNeeded: [] });
+  });
+
+  it('keys a reload cannot apply are named, and keep their running values in ctl status', async () => {
+    writeFileSync(cfgFile, `${good('wgh-other0', KEY_B)}log_level: debug\nipfix: [udp://127.0.0.1:4739]\n`);
+    const r = wgflow(['ctl', '--control-socket', sock, 'reload']); // run's spelling of the flag works too
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toBe('reloaded: interfaces wgh-other0\nchanged, but only applied by a restart (the running values stay): log_level, ipfix\n');
+    const st = JSON.parse(ctl('status', '--json').stdout) as { ipfix?: unknown };
+    expect(st.ipfix).toBeUndefined();
+    const deadline = Date.now() + 5000;
+    while (!/these changed keys take effect only after a restart/.test(log) && Date.now() < deadline) await sleep(50);
+    expect(log).toMatch(/these changed keys take effect only after a restart/);
   });
 });
