@@ -2,7 +2,7 @@
 /*
  * wgflow: every layout shared between the BPF programs and user space.
  * src/datapath/records.ts is the one TypeScript mirror of this file; change both together
- * (test/datapath/layout.test.ts checks the sizes and offsets against the compiled object).
+ * (test/datapath/layout.test.ts checks every size and offset against src/datapath/records.ts).
  *
  * Flows are stored once per connection: the key holds the two endpoints in canonical order
  * ("a" is the lower address, or the lower port when the addresses are equal), so both

@@ -10,6 +10,7 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <errno.h>
+#include <stddef.h>
 #include <net/if_arp.h>
 #include <net/if.h>
 #include <string.h>
@@ -70,21 +71,11 @@ std::string TakeLog() {
   return s;
 }
 
+// The symbolic name of every errno (glibc >= 2.32): a short list here once turned ENOSYS ("no BPF
+// in this kernel") into EUNKNOWN, and the daemon's hint for it never showed.
 const char *ErrnoName(int err) {
-  switch (err) {
-    case EPERM: return "EPERM";
-    case EACCES: return "EACCES";
-    case ENOENT: return "ENOENT";
-    case ENODEV: return "ENODEV";
-    case EEXIST: return "EEXIST";
-    case EINVAL: return "EINVAL";
-    case ENOMEM: return "ENOMEM";
-    case E2BIG: return "E2BIG";
-    case EBUSY: return "EBUSY";
-    case ENOTSUP: return "ENOTSUP";
-    case ERANGE: return "ERANGE";
-    default: return "EUNKNOWN";
-  }
+  const char *name = strerrorname_np(err);
+  return name ? name : "EUNKNOWN";
 }
 
 // A JS Error carrying errno and its symbolic code, so callers can branch on err.code.
@@ -791,6 +782,32 @@ Napi::Object Datapath::Init(Napi::Env env, Napi::Object exports) {
   sizes.Set("record", (uint32_t)sizeof(struct wgf_record));
   sizes.Set("stats", (uint32_t)sizeof(struct wgf_stats));
   exports.Set("sizes", sizes);
+
+  // offsetof() and sizeof() of every struct user space decodes: test/datapath/layout.test.ts
+  // compares them with src/datapath/records.ts's LAYOUT, so the header stays the one definition.
+  Napi::Object layout = Napi::Object::New(env);
+#define WGF_STRUCT(s) Napi::Object s##_o = Napi::Object::New(env); s##_o.Set("size", (uint32_t)sizeof(struct s)); layout.Set(#s, s##_o)
+#define WGF_FIELD(s, f) s##_o.Set(#f, (uint32_t)offsetof(struct s, f))
+  WGF_STRUCT(wgf_key4);
+  WGF_FIELD(wgf_key4, addr_a); WGF_FIELD(wgf_key4, addr_b); WGF_FIELD(wgf_key4, port_a); WGF_FIELD(wgf_key4, port_b);
+  WGF_FIELD(wgf_key4, proto); WGF_FIELD(wgf_key4, kind); WGF_FIELD(wgf_key4, ifindex);
+  WGF_STRUCT(wgf_key6);
+  WGF_FIELD(wgf_key6, addr_a); WGF_FIELD(wgf_key6, addr_b); WGF_FIELD(wgf_key6, port_a); WGF_FIELD(wgf_key6, port_b);
+  WGF_FIELD(wgf_key6, proto); WGF_FIELD(wgf_key6, kind); WGF_FIELD(wgf_key6, ifindex);
+  WGF_STRUCT(wgf_flow);
+  WGF_FIELD(wgf_flow, first_ns); WGF_FIELD(wgf_flow, bytes); WGF_FIELD(wgf_flow, packets); WGF_FIELD(wgf_flow, last_seen); WGF_FIELD(wgf_flow, flags);
+  WGF_STRUCT(wgf_record);
+  WGF_FIELD(wgf_record, type); WGF_FIELD(wgf_record, family); WGF_FIELD(wgf_record, dir); WGF_FIELD(wgf_record, tcp_flags);
+  WGF_FIELD(wgf_record, flags); WGF_FIELD(wgf_record, ts_ns); WGF_FIELD(wgf_record, k4); WGF_FIELD(wgf_record, k6);
+  WGF_STRUCT(wgf_stats);
+  WGF_FIELD(wgf_stats, flows_created); WGF_FIELD(wgf_stats, map_full); WGF_FIELD(wgf_stats, map_full_bytes); WGF_FIELD(wgf_stats, ringbuf_full);
+  WGF_FIELD(wgf_stats, non_ip); WGF_FIELD(wgf_stats, malformed); WGF_FIELD(wgf_stats, malformed_bytes); WGF_FIELD(wgf_stats, fragments);
+#undef WGF_FIELD
+#undef WGF_STRUCT
+  exports.Set("layout", layout);
+  exports.Set("errnoName", Napi::Function::New(env, [](const Napi::CallbackInfo &info) -> Napi::Value {
+    return Napi::String::New(info.Env(), ErrnoName(info[0].As<Napi::Number>().Int32Value()));
+  }));
   return exports;
 }
 

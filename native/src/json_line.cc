@@ -4,7 +4,7 @@
 // src/collector/event-json.ts (writeJsonLine) do together, for the common case only: a valid
 // event whose numbers JavaScript holds exactly, whose text is valid UTF-8 and whose times have
 // four-digit years. Anything else returns -1 and the collector takes the JavaScript route, which
-// is the reference (it words the refusals). test/collector/native-json.test.ts checks that both
+// is the reference (it words the refusals). test/collector/event-json.test.ts checks that both
 // routes write the same bytes, on every event shape and on thousands of damaged messages.
 //
 // JS: flowEventJson(src, start, end, out, at, receiveMs, meta) -> bytes written at out[at..], or -1.

@@ -2,7 +2,7 @@
 // in one call, about a tenth of the JavaScript route's CPU. It handles plain valid events only;
 // for anything else (the handshake, a refusal, text that is not valid UTF-8, numbers past 2^53,
 // years past 9999) it declines, and the collector takes the JavaScript route, which stays the
-// reference: test/collector/native-json.test.ts checks both write the same bytes.
+// reference: test/collector/event-json.test.ts checks both write the same bytes.
 import { loadNative } from '../util/addon';
 import type { ByteBuffer } from '../util/byte-buffer';
 

@@ -2,12 +2,25 @@
 import { ipv4FromBytes, ipv6FromBytes } from '../net/ip';
 // test/datapath/records.test.ts checks these sizes against the compiled addon.
 
-export const KEY4_SIZE = 16;
-export const KEY6_SIZE = 40;
-export const FLOW_SIZE = 40;
-export const RECORD_SIZE = 56;
-export const STATS_SIZE = 64;
-const RECORD_KEY_OFFSET = 16;
+/**
+ * Sizes and byte offsets of bpf/wgflow.h's structs, field names as in C. The decoders below read
+ * through these names only; test/datapath/layout.test.ts checks every one against offsetof() and
+ * sizeof() compiled from the header itself (the native addon exports them).
+ */
+export const LAYOUT = {
+  wgf_key4: { size: 16, addr_a: 0, addr_b: 4, port_a: 8, port_b: 10, proto: 12, kind: 13, ifindex: 14 },
+  wgf_key6: { size: 40, addr_a: 0, addr_b: 16, port_a: 32, port_b: 34, proto: 36, kind: 37, ifindex: 38 },
+  wgf_flow: { size: 40, first_ns: 0, bytes: 8, packets: 24, last_seen: 32, flags: 36 },
+  wgf_record: { size: 56, type: 0, family: 1, dir: 2, tcp_flags: 3, flags: 4, ts_ns: 8, k4: 16, k6: 16 },
+  wgf_stats: { size: 64, flows_created: 0, map_full: 8, map_full_bytes: 16, ringbuf_full: 24, non_ip: 32, malformed: 40, malformed_bytes: 48, fragments: 56 },
+} as const;
+
+const K4 = LAYOUT.wgf_key4, K6 = LAYOUT.wgf_key6, F = LAYOUT.wgf_flow, R = LAYOUT.wgf_record, S = LAYOUT.wgf_stats;
+export const KEY4_SIZE = K4.size;
+export const KEY6_SIZE = K6.size;
+export const FLOW_SIZE = F.size;
+export const RECORD_SIZE = R.size;
+export const STATS_SIZE = S.size;
 
 /** enum wgf_kind: what the key's port fields mean. */
 export enum FlowKind {
@@ -116,31 +129,32 @@ class KeyView implements FlowKey {
     for (let i = 0; i < n; i++) b[i] = this.id.charCodeAt(o + i);
     return b;
   }
-  private get portOffset(): number {
-    return this.family === 4 ? 8 : 32;
+  /** The layout of this key's family. */
+  private get k(): typeof K4 | typeof K6 {
+    return this.family === 4 ? K4 : K6;
   }
   get addrA(): string {
-    return this.family === 4 ? ipv4FromBytes(this.bytes(0, 4)) : ipv6FromBytes(this.bytes(0, 16));
+    return this.family === 4 ? ipv4FromBytes(this.bytes(K4.addr_a, 4)) : ipv6FromBytes(this.bytes(K6.addr_a, 16));
   }
   get addrB(): string {
-    return this.family === 4 ? ipv4FromBytes(this.bytes(4, 4)) : ipv6FromBytes(this.bytes(16, 16));
+    return this.family === 4 ? ipv4FromBytes(this.bytes(K4.addr_b, 4)) : ipv6FromBytes(this.bytes(K6.addr_b, 16));
   }
   get portA(): number {
-    const o = this.portOffset;
+    const o = this.k.port_a;
     return (this.id.charCodeAt(o) << 8) | this.id.charCodeAt(o + 1);
   }
   get portB(): number {
-    const o = this.portOffset + 2;
+    const o = this.k.port_b;
     return (this.id.charCodeAt(o) << 8) | this.id.charCodeAt(o + 1);
   }
   get proto(): number {
-    return this.id.charCodeAt(this.portOffset + 4);
+    return this.id.charCodeAt(this.k.proto);
   }
   get kind(): FlowKind {
-    return this.id.charCodeAt(this.portOffset + 5) as FlowKind;
+    return this.id.charCodeAt(this.k.kind) as FlowKind;
   }
   get ifindex(): number {
-    const o = this.portOffset + 6;
+    const o = this.k.ifindex;
     return this.id.charCodeAt(o) | (this.id.charCodeAt(o + 1) << 8);
   }
   get raw(): Uint8Array {
@@ -179,13 +193,13 @@ function latin1(buf: ArrayBuffer, from = 0, len = buf.byteLength - from): string
 
 export function decodeCounters(view: DataView, o: number): FlowCounters {
   return {
-    firstNs: u64(view, o),
-    rxBytes: u64(view, o + 8),
-    txBytes: u64(view, o + 16),
-    rxPackets: view.getUint32(o + 24, true),
-    txPackets: view.getUint32(o + 28, true),
-    lastSeen: view.getUint32(o + 32, true),
-    flags: view.getUint32(o + 36, true),
+    firstNs: u64(view, o + F.first_ns),
+    rxBytes: u64(view, o + F.bytes), // bytes[WGF_DIR_INGRESS]
+    txBytes: u64(view, o + F.bytes + 8),
+    rxPackets: view.getUint32(o + F.packets, true),
+    txPackets: view.getUint32(o + F.packets + 4, true),
+    lastSeen: view.getUint32(o + F.last_seen, true),
+    flags: view.getUint32(o + F.flags, true),
   };
 }
 
@@ -260,15 +274,15 @@ export function decodeRecords(buf: ArrayBuffer): RingRecord[] {
   const out: RingRecord[] = [];
   for (let i = 0; i < n; i++) {
     const o = i * RECORD_SIZE;
-    const family = b[o + 1];
+    const family = b[o + R.family];
     if (family !== 4 && family !== 6) continue;
-    const k = o + RECORD_KEY_OFFSET;
+    const k = o + (family === 4 ? R.k4 : R.k6);
     out.push({
-      type: b[o] as RecordType,
-      dir: b[o + 2],
-      tcpFlags: b[o + 3],
-      flags: v.getUint32(o + 4, true),
-      tsNs: u64(v, o + 8),
+      type: b[o + R.type] as RecordType,
+      dir: b[o + R.dir],
+      tcpFlags: b[o + R.tcp_flags],
+      flags: v.getUint32(o + R.flags, true),
+      tsNs: u64(v, o + R.ts_ns),
       key: new KeyView(s.substring(k, k + (family === 4 ? KEY4_SIZE : KEY6_SIZE)), family),
     });
   }
@@ -278,14 +292,14 @@ export function decodeRecords(buf: ArrayBuffer): RingRecord[] {
 export function decodeStats(buf: ArrayBuffer): KernelStats {
   const v = new DataView(buf);
   return {
-    flowsCreated: u64(v, 0),
-    mapFull: u64(v, 8),
-    mapFullBytes: u64(v, 16),
-    ringbufFull: u64(v, 24),
-    nonIp: u64(v, 32),
-    malformed: u64(v, 40),
-    malformedBytes: u64(v, 48),
-    fragments: u64(v, 56),
+    flowsCreated: u64(v, S.flows_created),
+    mapFull: u64(v, S.map_full),
+    mapFullBytes: u64(v, S.map_full_bytes),
+    ringbufFull: u64(v, S.ringbuf_full),
+    nonIp: u64(v, S.non_ip),
+    malformed: u64(v, S.malformed),
+    malformedBytes: u64(v, S.malformed_bytes),
+    fragments: u64(v, S.fragments),
   };
 }
 

@@ -63,6 +63,10 @@ export interface NativeModule {
   Datapath: new (opts: NativeOptions) => NativeDatapath;
   ProgramSet: new (objectPath: string) => NativeProgramSet;
   sizes: { key4: number; key6: number; flow: number; record: number; stats: number };
+  /** sizeof and offsetof of bpf/wgflow.h's structs, by struct and field name as in C. */
+  layout: Record<string, Record<string, number>>;
+  /** The symbolic name of an errno ("ENOSYS"). */
+  errnoName(errno: number): string;
   /** See src/collector/native-json.ts. */
   flowEventJson(src: Uint8Array, start: number, end: number, out: Uint8Array, at: number, receiveMs: number, meta: Uint32Array): number;
 }
