@@ -6,6 +6,8 @@
 //   every drainIntervalMs: readFlows -> tracker.onDrain
 //   tracker.dueDeletes -> deleteFlows (final counters) -> tracker.onDeleted (ENDs)
 //   sink(events)
+import { sysfsInterfaceNames } from '../net/netdev';
+import { readBootId } from './ids';
 import type { FlowAttributor } from '../attribution/attributor';
 import type { FlowCounters, FlowEntryList, FlowKey, RingRecord } from '../datapath/records';
 import type { FlowEvent } from '../model/event';
@@ -101,7 +103,11 @@ export class FlowPipeline {
   constructor(opts: PipelineOptions) {
     this.source = opts.source;
     this.sink = opts.sink;
-    this.tracker = opts.tracker ?? new FlowTracker({ ...opts.trackerOptions, attributor: opts.attributor ?? opts.trackerOptions?.attributor });
+    // The tracker does no I/O: what it needs from the system (the boot id, interface names) is read here.
+    const to = opts.trackerOptions;
+    this.tracker = opts.tracker ?? new FlowTracker({
+      ...to, attributor: opts.attributor ?? to?.attributor, bootId: to?.bootId ?? readBootId(), interfaceName: to?.interfaceName ?? sysfsInterfaceNames(),
+    });
     const drainMs = opts.drainIntervalMs ?? PIPELINE_DEFAULTS.drainIntervalMs;
     if (!(drainMs > 0)) throw new RangeError(`drainIntervalMs must be > 0, got ${drainMs}`);
     this.drainNs = drainMs * 1e6;
