@@ -5,7 +5,7 @@ BPF_CFLAGS = -O2 -g -target bpf -mcpu=v3 -Wall -Werror -I$(ARCH_INC) -Ibpf
 
 ADDON = native/build/Release/wgflow_native.node
 
-.PHONY: all deps build bpf native ts test bench demo clean
+.PHONY: all deps build bpf native ts test bench demo clean vm-image vm-test vm-test-kernel vm-shell
 
 all: build
 
@@ -43,3 +43,19 @@ demo: deps build
 
 clean:
 	rm -rf dist build native/build bpf/wgflow.bpf.o bench/bpf/*.o
+
+# Kernel WireGuard in a Debian 13 VM (vm/README.md). The image is built from Debian packages and
+# cached outside the repository by a hash of its recipe; the tree built here is passed in over 9p.
+VM_TIMEOUT ?= 5400
+VM_KERNEL_TESTS = test/datapath/wireguard.test.ts test/integration/daemon.test.ts test/integration/routed.test.ts test/flow/lifecycle.test.ts
+
+vm-image:
+	@bash vm/build-image.sh >/dev/null
+
+# The whole suite in the guest, against kernel WireGuard.
+vm-test: deps build vm-image
+	bash vm/run.sh --timeout $(VM_TIMEOUT) node scripts/run-tests.mjs
+
+# The kernel-WireGuard subset: accuracy, the byte-counting toggle, lifecycle (what CI runs).
+vm-test-kernel: deps build vm-image
+	bash vm/run.sh --timeout $(VM_TIMEOUT) node scripts/run-tests.mjs $(VM_KERNEL_TESTS)
