@@ -69,7 +69,7 @@ boot() {
     -drive "file=$img/disk.img,format=raw,if=virtio,snapshot=on,cache=unsafe" \
     -virtfs "local,path=$repo,mount_tag=wgflow,security_model=none,id=wgflow" \
     -virtfs "local,path=$ctl,mount_tag=vmctl,security_model=none,id=vmctl" \
-    -nic none </dev/null > >(tr -d '\r' | tee "$log") 2>&1 &
+    -nic none </dev/null > >(sed -u 's/\r$//' | tee "$log") 2>&1 &
   qpid=$!
   local t=0
   while kill -0 "$qpid" 2>/dev/null; do
