@@ -5,7 +5,7 @@ BPF_CFLAGS = -O2 -g -target bpf -mcpu=v3 -Wall -Werror -I$(ARCH_INC) -Ibpf
 
 ADDON = native/build/Release/wgflow_native.node
 
-.PHONY: all deps build bpf native ts test bench demo clean vm-image vm-test vm-test-kernel vm-shell
+.PHONY: all deps build bpf native ts test bench demo clean vm-image vm-box vm-test vm-test-kernel
 
 all: build
 
@@ -53,6 +53,10 @@ VM_KERNEL_TESTS = test/datapath/wireguard.test.ts test/integration/daemon.test.t
 
 vm-image:
 	@bash vm/build-image.sh >/dev/null
+
+# A local libvirt box of the same image for `vagrant up` (the Vagrantfile uses it when present).
+vm-box:
+	bash vm/build-box.sh
 
 # The whole suite in the guest, against kernel WireGuard.
 vm-test: deps build vm-image

@@ -107,9 +107,10 @@ if [ -z "$accel" ]; then
   fi
 fi
 
-# The command and its environment, for the guest's init.
+# The command and its environment, for the guest's init. Its output goes through a pipe, not the
+# guest's serial tty: programs then print as they would in CI (no colours, no cursor codes).
 {
-  printf '%q ' "$@"; echo
+  printf '{ '; printf '%q ' "$@"; printf '; } 2>&1 | cat\nexit "${PIPESTATUS[0]}"\n'
 } >"$ctl/cmd"
 {
   echo "export WGFLOW_WG=kernel"
