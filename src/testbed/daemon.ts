@@ -10,6 +10,7 @@ import { REPO_ROOT } from '../util/addon';
 import type { FlowEvent } from '../model/event';
 import { fromJsonLine } from '../model/json';
 import { sleep } from './procs';
+import { budget } from './slow';
 
 export const WGFLOW = join(REPO_ROOT, 'bin', 'wgflow');
 export const TRAFFIC = join(REPO_ROOT, 'dist', 'testbed', 'traffic.js');
@@ -26,7 +27,7 @@ export interface CliResult {
 export function wgflow(args: string[], opts: { ns?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): CliResult {
   const cmd = opts.ns ? 'ip' : process.execPath;
   const full = opts.ns ? ['netns', 'exec', opts.ns, process.execPath, WGFLOW, ...args] : [WGFLOW, ...args];
-  const r = spawnSync(cmd, full, { encoding: 'utf8', env: opts.env ?? process.env, timeout: opts.timeoutMs ?? 30_000 });
+  const r = spawnSync(cmd, full, { encoding: 'utf8', env: opts.env ?? process.env, timeout: budget(opts.timeoutMs ?? 30_000) });
   return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
 }
 
@@ -96,7 +97,7 @@ export class DaemonProc {
   }
 
   private async waitAttached(): Promise<void> {
-    const deadline = Date.now() + 15_000;
+    const deadline = Date.now() + budget(15_000);
     for (;;) {
       if (this.child.exitCode !== null) throw new Error(`wgflow run exited ${this.child.exitCode}: ${this.stderr}`);
       if (existsSync(this.socket)) {
@@ -134,7 +135,7 @@ export class DaemonProc {
 
   /** Wait until pred holds for the events written so far. */
   async waitEvents(pred: (evs: FlowEvent[]) => boolean, timeoutMs = 15_000): Promise<FlowEvent[]> {
-    const deadline = Date.now() + timeoutMs;
+    const deadline = Date.now() + budget(timeoutMs);
     for (;;) {
       const evs = this.events();
       if (pred(evs)) return evs;
@@ -161,7 +162,7 @@ export class DaemonProc {
     if (this.child.signalCode !== null) return 128;
     const exited = new Promise<number>((r) => this.child.once('exit', (code, sig) => r(code ?? (sig ? 128 : -1))));
     this.child.kill(signal);
-    const t = setTimeout(() => this.child.kill('SIGKILL'), timeoutMs);
+    const t = setTimeout(() => this.child.kill('SIGKILL'), budget(timeoutMs));
     const code = await exited;
     clearTimeout(t);
     return code;

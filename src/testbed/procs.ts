@@ -1,6 +1,7 @@
 // Background processes for tests and benchmarks: commands in namespaces (killed by PID), waiting
 // for a line of output, running to completion. No vitest here, so benchmarks can use it too.
 import { ChildProcess, spawn } from 'node:child_process';
+import { budget } from './slow';
 
 /** Processes a test started; killBackground() ends them by PID. */
 const background = new Set<ChildProcess>();
@@ -21,6 +22,7 @@ export async function killBackground(): Promise<void> {
 
 /** Resolve with the first line of child's stdout (or stderr) that matches re. */
 export function waitForLine(child: ChildProcess, re: RegExp, timeoutMs = 10_000, stream: 'stdout' | 'stderr' = 'stdout'): Promise<string> {
+  timeoutMs = budget(timeoutMs);
   return new Promise((resolve, reject) => {
     let buf = '';
     const src = stream === 'stdout' ? child.stdout : child.stderr;
@@ -47,6 +49,7 @@ export function waitForLine(child: ChildProcess, re: RegExp, timeoutMs = 10_000,
 
 /** Run a command to completion (inside ns if given); reject with its stderr on failure. */
 export function run(ns: string | null, cmd: string, args: string[], timeoutMs = 30_000): Promise<string> {
+  timeoutMs = budget(timeoutMs);
   return new Promise((resolve, reject) => {
     const child = spawnIn(ns, cmd, args);
     let out = '', err = '';

@@ -21,6 +21,9 @@ export interface WgEndpoint {
   ip4: string;
   ip6: string;
   publicKey: string;
+  /** The underlay interface in ns that carries this end's WireGuard messages (UDP), and its port. */
+  underlay: string;
+  port: number;
 }
 
 function sh(cmd: string, args: string[], input?: string): string {
@@ -152,7 +155,7 @@ export class Testbed {
     const net = opts.net ?? 200 + (seq % 50);
     const nsA = opts.nsA ?? this.addNamespace('a');
     const nsB = opts.nsB ?? this.addNamespace('b');
-    this.addVeth(nsA, `172.30.${net}.1/30`, nsB, `172.30.${net}.2/30`);
+    const { ifA, ifB } = this.addVeth(nsA, `172.30.${net}.1/30`, nsB, `172.30.${net}.2/30`);
     const ends: WgEndpoint[] = [];
     const privs: string[] = [];
     for (const [i, ns] of [nsA, nsB].entries()) {
@@ -160,7 +163,8 @@ export class Testbed {
       this.addWgInterface(ns, ifname);
       const priv = sh('wg', ['genkey']).trim();
       privs.push(priv);
-      ends.push({ ns, ifname, ip4: `10.${net}.0.${i + 1}`, ip6: `fd00:${net}::${i + 1}`, publicKey: sh('wg', ['pubkey'], priv).trim() });
+      ends.push({ ns, ifname, ip4: `10.${net}.0.${i + 1}`, ip6: `fd00:${net}::${i + 1}`, publicKey: sh('wg', ['pubkey'], priv).trim(),
+        underlay: i === 0 ? ifA : ifB, port: 51820 + i });
     }
     const [a, b] = ends;
     this.wgSetup.set(a.ifname, { priv: privs[0], port: 51820, peerKey: b.publicKey, endpoint: `172.30.${net}.2:51821`,
@@ -169,6 +173,23 @@ export class Testbed {
     this.configureWg(a);
     this.configureWg(b);
     return { a, b };
+  }
+
+  /**
+   * Make a capture on end's interface see what leaves it segment by segment, as on wireguard-go.
+   * Kernel WireGuard takes TCP GSO super-packets itself (it segments them before encrypting), so
+   * tcpdump, which taps after the stack's own segmentation, sees them whole. With the device's TSO
+   * off the stack segments before the tap; the TCP socket still builds GSO packets (generic GSO
+   * stays on), so TC egress still sees super-packets. No-op on wireguard-go.
+   */
+  segmentedEgress(end: WgEndpoint): void {
+    if (this.impl !== 'kernel') return;
+    nsExec(end.ns, 'ethtool', ['-K', end.ifname, 'tx-tcp-segmentation', 'off', 'tx-tcp6-segmentation', 'off']);
+  }
+
+  /** The interface's MTU (kernel WireGuard pads each message to a multiple of 16, at most this). */
+  static mtu(ns: string, ifname: string): number {
+    return (JSON.parse(nsExec(ns, 'ip', ['-j', 'link', 'show', 'dev', ifname])) as Array<{ mtu: number }>)[0].mtu;
   }
 
   /** Delete end's WireGuard interface and create it again (same name, key and peer): a new ifindex. */

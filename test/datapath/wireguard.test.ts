@@ -4,7 +4,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { Testbed, WgEndpoint } from '../../src/testbed/testbed';
 import { FLAG_INIT_B, FLAG_INIT_EGRESS, FLAG_UNCOUNTED } from '../../src/datapath/records';
 import { AUTO_MODE, Capture, describePrivileged, killBackground, Probe, REPO, run, sleep, spawnIn, TCX, waitForLine } from '../helpers/env';
-import { CapturedPacket } from '../helpers/pcap';
+import { CapturedPacket, unmergedBytes, WgMessage } from '../helpers/pcap';
 
 interface Entry {
   key: { family: 4 | 6; addrA: string; addrB: string; portA: number; portB: number; proto: number; kind: number; ifindex: number };
@@ -34,6 +34,15 @@ function witness(pkts: CapturedPacket[], local: string, remote: string, proto: n
   return { tx, rx };
 }
 
+/**
+ * The length of the data message that carries an IP packet of len bytes on kernel WireGuard: the
+ * packet padded to a multiple of 16 (never beyond the MTU), plus the 16-byte header and 16-byte tag.
+ */
+function wgDataMessageLength(len: number, mtu: number): number {
+  const last = len > mtu ? len % mtu : len;
+  return len - last + Math.min(mtu, Math.ceil(last / 16) * 16) + 32;
+}
+
 function sums(entries: Entry[]): { rxBytes: number; txBytes: number; rxPackets: number; txPackets: number } {
   const s = { rxBytes: 0, txBytes: 0, rxPackets: 0, txPackets: 0 };
   for (const e of entries) {
@@ -51,6 +60,8 @@ describePrivileged('datapath on a real WireGuard tunnel', () => {
   beforeAll(async () => {
     tb = new Testbed();
     ({ a, b } = tb.wgPair());
+    tb.segmentedEgress(a);
+    tb.segmentedEgress(b);
     pa = await Probe.start(a.ns);
     pb = await Probe.start(b.ns);
     await pa.call('attach', { ifname: a.ifname });
@@ -78,9 +89,20 @@ describePrivileged('datapath on a real WireGuard tunnel', () => {
     }
   }
 
-  /** Run traffic with captures on both ends and interface counters around it; return everything. */
+  const KERNEL = (): boolean => tb.impl === 'kernel';
+
+  /** The packets that left end's interface in its own capture (its overlay addresses as source). */
+  const egress = (cap: CapturedPacket[], end: WgEndpoint): CapturedPacket[] => cap.filter((p) => p.src === end.ip4 || p.src === end.ip6);
+  const total = (ps: Array<{ length: number }>): number => ps.reduce((s, p) => s + p.length, 0);
+
+  /**
+   * Run traffic with captures on both ends and interface counters around it; return everything.
+   * On kernel WireGuard the underlay is captured too: there the interface counters count the
+   * WireGuard messages (padded packet + 32 bytes, keepalives, handshakes), not IP packets.
+   */
   async function observe(traffic: () => Promise<void>) {
     const [ca, cb] = [await Capture.start(a.ns, a.ifname), await Capture.start(b.ns, b.ifname)];
+    const cu = KERNEL() ? await Capture.start(a.ns, a.underlay) : null;
     const [sa0, sb0] = [await snapshot(a, pa), await snapshot(b, pb)];
     const before = { a: sa0.c, b: sb0.c, fa: sums(sa0.flows), fb: sums(sb0.flows) };
     await traffic();
@@ -88,12 +110,43 @@ describePrivileged('datapath on a real WireGuard tunnel', () => {
     const [sa1, sb1] = [await snapshot(a, pa), await snapshot(b, pb)];
     const after = { a: sa1.c, b: sb1.c, fa: sa1.flows, fb: sb1.flows };
     const [capA, capB] = [await ca.stop(), await cb.stop()];
-    // All flows together account for exactly what the interface counted, on both peers.
-    for (const [side, c0, c1, f0, f1] of [['A', before.a, after.a, before.fa, sums(after.fa)], ['B', before.b, after.b, before.fb, sums(after.fb)]] as const) {
-      expect({ side, rxB: f1.rxBytes - f0.rxBytes, txB: f1.txBytes - f0.txBytes, rxP: f1.rxPackets - f0.rxPackets, txP: f1.txPackets - f0.txPackets, drops: 0 })
-        .toEqual({ side, rxB: c1.rxBytes - c0.rxBytes, txB: c1.txBytes - c0.txBytes, rxP: c1.rxPackets - c0.rxPackets, txP: c1.txPackets - c0.txPackets, drops: c1.txDropped - c0.txDropped + c1.rxDropped - c0.rxDropped });
+    const wire: WgMessage[] = cu ? await cu.stopUnderlay() : [];
+    const sides = [['A', a, b, before.a, after.a, before.fa, sums(after.fa), capA, capB], ['B', b, a, before.b, after.b, before.fb, sums(after.fb), capB, capA]] as const;
+    for (const [side, end, peer, c0, c1, f0, f1, own, peerCap] of sides) {
+      const flows = { side, rxB: f1.rxBytes - f0.rxBytes, txB: f1.txBytes - f0.txBytes, rxP: f1.rxPackets - f0.rxPackets, txP: f1.txPackets - f0.txPackets };
+      const counters = { side, rxB: c1.rxBytes - c0.rxBytes, txB: c1.txBytes - c0.txBytes, rxP: c1.rxPackets - c0.rxPackets, txP: c1.txPackets - c0.txPackets };
+      const drops = c1.txDropped - c0.txDropped + c1.rxDropped - c0.rxDropped;
+      if (!KERNEL()) {
+        // wireguard-go counts IP packets: all flows together account for exactly what the interface counted.
+        expect({ ...flows, drops: 0 }).toEqual({ ...counters, drops });
+        continue;
+      }
+      // Kernel WireGuard counts WireGuard messages: exactly the UDP payloads on the underlay, each way.
+      const sent = wire.filter((m) => m.sport === end.port && m.dport === peer.port);
+      const got = wire.filter((m) => m.sport === peer.port && m.dport === end.port);
+      expect({ ...counters, drops }).toEqual({ side, rxB: total(got), txB: total(sent), rxP: got.length, txP: sent.length, drops: 0 });
+      // Every data message but a keepalive (32 bytes) carries one IP packet that left the interface,
+      // segment by segment (segmentedEgress): its length padded to 16, plus 32.
+      const mtu = Testbed.mtu(end.ns, end.ifname);
+      const out = egress(own, end), into = egress(peerCap, peer);
+      const data = (ms: WgMessage[]) => ms.filter((m) => m.type === 4 && m.length > 32);
+      expect({ side, messages: data(sent).length, bytes: total(data(sent)) })
+        .toEqual({ side, messages: out.length, bytes: out.reduce((s, p) => s + wgDataMessageLength(p.length, mtu), 0) });
+      expect({ side, messages: data(got).length, bytes: total(data(got)) })
+        .toEqual({ side, messages: into.length, bytes: into.reduce((s, p) => s + wgDataMessageLength(p.length, mtu), 0) });
+      // All flows together account for exactly those packets: sent, and received (what the peer sent).
+      expect(flows).toEqual({ side, rxB: total(into), txB: total(out), rxP: into.length, txP: out.length });
     }
     return { fa: after.fa, fb: after.fb, capA, capB };
+  }
+
+  /**
+   * Packets and IP bytes of one flow as end sent and received them. A capture sees GRO super-packets
+   * on kernel WireGuard's receive path, so there what end received is what the peer sent.
+   */
+  function witnessOf(own: CapturedPacket[], peerCap: CapturedPacket[], local: string, remote: string, proto: number, port: number) {
+    const w = witness(own, local, remote, proto, port);
+    return KERNEL() ? { tx: w.tx, rx: witness(peerCap, remote, local, proto, port).tx } : w;
   }
 
   for (const family of [4, 6] as const) {
@@ -108,10 +161,18 @@ describePrivileged('datapath on a real WireGuard tunnel', () => {
       srv.kill('SIGKILL');
       const [la, lb] = family === 4 ? [a.ip4, b.ip4] : [a.ip6, b.ip6];
       const ea = find(fa, 6, port, family), eb = find(fb, 6, port, family);
-      const wa = witness(capA, la, lb, 6, port), wb = witness(capB, lb, la, 6, port);
+      const wa = witnessOf(capA, capB, la, lb, 6, port), wb = witnessOf(capB, capA, lb, la, 6, port);
       expect(wa.tx[1]).toBeGreaterThan(4 << 20);
       expect([ea.value.txPackets, ea.value.txBytes, ea.value.rxPackets, ea.value.rxBytes]).toEqual([...wa.tx, ...wa.rx]);
       expect([eb.value.txPackets, eb.value.txBytes, eb.value.rxPackets, eb.value.rxBytes]).toEqual([...wb.tx, ...wb.rx]);
+      if (KERNEL()) {
+        // What each receiver's tap saw (GRO super-packets) is exactly the sender's segments merged.
+        const merged = (cap: CapturedPacket[], from: string, to: string) => cap.filter((p) => p.proto === 6 && p.src === from && p.dst === to && (p.sport === port || p.dport === port));
+        expect(unmergedBytes(merged(capB, la, lb), wa.tx[0])).toBe(wa.tx[1]);
+        expect(unmergedBytes(merged(capA, lb, la), wb.tx[0])).toBe(wb.tx[1]);
+        // B really received super-packets (GRO), and wgflow counted them segment by segment.
+        expect(merged(capB, la, lb).length).toBeLessThan(wa.tx[0]);
+      }
       // A initiated: its first packet left A's interface and arrived over B's.
       expect(initiator(ea)).toBe(la);
       expect(initiator(eb)).toBe(la);

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { REPO_ROOT } from '../../src/util/addon';
 import { killBackground, run, sleep, spawnIn, waitForLine } from '../../src/testbed/procs';
-import { CapturedPacket, readPcap } from './pcap';
+import { CapturedPacket, readPcap, readWgUnderlay, WgMessage } from './pcap';
 
 export { killBackground, run, sleep, spawnIn, waitForLine };
 
@@ -72,12 +72,21 @@ export class Capture {
     // A large buffer (-B, KiB): a witness that drops packets is no witness.
     const child = spawnIn(ns, 'tcpdump', ['--immediate-mode', '-U', '-n', '-B', '65536', '-s', '128', '-i', ifname, '-w', join(dir, 'cap.pcap')]);
     const cap = new Capture(child, dir);
-    await waitForLine(child, /listening on/, 10_000, 'stderr');
+    await waitForLine(child, /listening on/, 10_000, 'stderr'); // scaled by waitForLine
     return cap;
   }
 
   /** Stop and read the capture; throws if tcpdump says the kernel dropped packets. */
   async stop(): Promise<CapturedPacket[]> {
+    return this.finish(readPcap);
+  }
+
+  /** Stop and read a capture of the underlay as WireGuard messages (UDP payloads). */
+  async stopUnderlay(): Promise<WgMessage[]> {
+    return this.finish(readWgUnderlay);
+  }
+
+  private async finish<T>(read: (path: string) => T[]): Promise<T[]> {
     const exited = new Promise((r) => this.child.once('exit', r));
     this.child.kill('SIGINT');
     await exited;
@@ -87,7 +96,7 @@ export class Capture {
       rmSync(this.dir, { recursive: true, force: true });
       throw new Error(`tcpdump's capture is incomplete: ${this.stderr.trim()}`);
     }
-    const pkts = readPcap(join(this.dir, 'cap.pcap'));
+    const pkts = read(join(this.dir, 'cap.pcap'));
     rmSync(this.dir, { recursive: true, force: true });
     return pkts;
   }

@@ -8,6 +8,7 @@ import { Testbed, WgEndpoint, nsExec } from '../../src/testbed/testbed';
 import type { FlowEvent } from '../../src/model/event';
 import { describePrivileged, killBackground, run, sleep, spawnIn, waitForLine } from '../helpers/env';
 import { DaemonProc, TRAFFIC } from '../helpers/daemon';
+import { idleTimeoutS } from '../../src/testbed/slow';
 
 describePrivileged('wgflow run and ctl on a WireGuard pair', () => {
   let tb: Testbed;
@@ -20,7 +21,9 @@ describePrivileged('wgflow run and ctl on a WireGuard pair', () => {
     ({ a, b } = tb.wgPair());
     d = await DaemonProc.start(b.ns, {
       interfaces: [b.ifname],
-      lifecycle: { udp_timeout_s: 2, icmp_timeout_s: 2, interim_interval_s: 0, tcp_close_grace_ms: 200 },
+      // Idle timeouts longer than a pause between two commands here (under emulation a Node start
+      // takes seconds): the counters test pauses its flow for one `ctl` and one client start.
+      lifecycle: { udp_timeout_s: idleTimeoutS(2), icmp_timeout_s: idleTimeoutS(2), interim_interval_s: 0, tcp_close_grace_ms: 200 },
       attribution: {
         // Only A is a peer here, so B's address is looked up in the resource table.
         overlay: [`${a.ip4}/32`],
@@ -111,6 +114,10 @@ describePrivileged('wgflow run and ctl on a WireGuard pair', () => {
     nsExec(b.ns, 'ip', ['link', 'set', b.ifname, 'down']);
     nsExec(b.ns, 'ip', ['link', 'set', b.ifname, 'up']);
     nsExec(b.ns, 'ip', ['-6', 'addr', 'add', `${b.ip6}/64`, 'dev', b.ifname, 'nodad']);
+    // Kernel WireGuard drops its sessions when the device goes down (wireguard-go keeps them): B
+    // starts the handshake, as after the recreate below (A would keep sending on its old session,
+    // which B can no longer decrypt, until its 15 s rekey).
+    await run(b.ns, 'ping', ['-c', '1', '-W', '3', a.ip4]);
     await run(a.ns, 'node', [TRAFFIC, 'udp-client', b.ip4, '9100', '3', '100', '42200']);
     await d.waitEvents((es) => es.some((e) => e.source.port === 42200 && e.type === 'END' && e.rxPackets === 3));
 
