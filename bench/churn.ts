@@ -12,11 +12,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { REPO_ROOT } from '../src/util/addon';
-import { daemonCounters, DaemonCounters, runBench, stopDaemonBench, writeResult } from '../src/testbed/bench-run';
-import { DaemonProc } from '../src/testbed/daemon';
-import { JsonlTail } from '../src/testbed/jsonl-tail';
-import { run, sleep, spawnIn, waitForLine } from '../src/testbed/procs';
-import { nsExec, Testbed, WgEndpoint } from '../src/testbed/testbed';
+import { daemonCounters, DaemonCounters, runBench, stopDaemonBench, writeResult } from '../testkit/bench-run';
+import { DaemonProc } from '../testkit/daemon';
+import { JsonlTail } from '../testkit/jsonl-tail';
+import { run, sleep, spawnIn, waitForLine } from '../testkit/procs';
+import { nsExec, Testbed, WgEndpoint } from '../testkit/testbed';
 
 const { values: args } = parseArgs({
   options: { 'step-seconds': { type: 'string', default: '8' }, seconds: { type: 'string', default: '30' }, rates: { type: 'string', default: '500,1000,2000,3000,4000,6000,8000,12000,16000' } },
@@ -24,7 +24,7 @@ const { values: args } = parseArgs({
 const STEP_SECONDS = Number(args['step-seconds']);
 const HOLD_SECONDS = Number(args.seconds);
 const RATES = args.rates!.split(',').map(Number);
-const CHURN = join(REPO_ROOT, 'dist', 'testbed', 'churn-traffic.js');
+const CHURN = join(REPO_ROOT, 'build', 'testkit', 'churn-traffic.js');
 const UDP_TIMEOUT_S = 1;
 // Each step (slot) gets its own port ranges, so a late event of one step cannot count for another.
 const SLOTS = RATES.length + 1;

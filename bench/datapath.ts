@@ -8,8 +8,8 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Datapath } from '../src/datapath/datapath';
 import { loadNative, REPO_ROOT } from '../src/util/addon';
-import { ipv4 } from '../test/helpers/packets';
-import { median } from '../src/testbed/bench-run';
+import { ipv4 } from '../testkit/packets';
+import { median } from '../testkit/bench-run';
 
 const { values: args } = parseArgs({
   options: {

@@ -27,11 +27,11 @@ import { initiatorMessage } from '../src/wire/codec';
 import { openH2Stream } from '../src/output/grpc/h2-stream';
 import { EVENTS_METHOD } from '../src/wire/proto';
 import { parseCollectorUrl } from '../src/output/grpc/url';
-import { syntheticEvent, syntheticEventId } from '../src/export/synthetic';
+import { syntheticEvent, syntheticEventId } from '../testkit/synthetic';
 import { writeFlowEvent } from '../src/wire/writer';
 import { idsOfFile, keyOfUuid } from '../src/collector/dedup';
 import { listEventFiles } from '../src/output/jsonl-writer';
-import { median } from '../src/testbed/bench-run';
+import { median } from '../testkit/bench-run';
 
 const { values: args } = parseArgs({
   options: {

@@ -23,7 +23,7 @@ import {
 import { ManualClock } from '../src/model/clock';
 import { DRAIN_SLICE } from '../src/flow/pipeline';
 import { FlowTracker } from '../src/flow/tracker';
-import { median } from '../src/testbed/bench-run';
+import { median } from '../testkit/bench-run';
 
 const { values: args } = parseArgs({ options: { rounds: { type: 'string', default: '5' }, flows: { type: 'string', default: '100000' }, only: { type: 'string', default: 'tcp,udp,drain,steady' } } });
 const ONLY = new Set(args.only.split(','));

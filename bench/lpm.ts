@@ -10,7 +10,7 @@ import { parseArgs } from 'node:util';
 import { maskRaw, raw4ToU32, rawToIp, u32ToRaw4 } from '../src/net/ip';
 import { Lpm } from '../src/attribution/lpm';
 import { REPO_ROOT } from '../src/util/addon';
-import { median } from '../src/testbed/bench-run';
+import { median } from '../testkit/bench-run';
 
 const { values: args } = parseArgs({
   options: {

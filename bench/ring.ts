@@ -9,8 +9,8 @@ import { parseArgs } from 'node:util';
 import { Datapath } from '../src/datapath/datapath';
 import { REPO_ROOT } from '../src/util/addon';
 import { decodeRecords, RECORD_SIZE } from '../src/datapath/records';
-import { ipv4 } from '../test/helpers/packets';
-import { median } from '../src/testbed/bench-run';
+import { ipv4 } from '../testkit/packets';
+import { median } from '../testkit/bench-run';
 
 const { values: args } = parseArgs({ options: { rounds: { type: 'string', default: '5' }, records: { type: 'string', default: '200000' } } });
 const ROUNDS = Number(args.rounds);

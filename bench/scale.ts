@@ -8,7 +8,7 @@
 // active. Sampled meanwhile: the daemon's RSS (/proc/PID/status VmRSS, VmHWM), flows it tracks
 // and START events it made (`wgflow ctl status`), and START lines in its events.jsonl.
 //
-// The daemon also writes process.memoryUsage() every second (src/testbed/mem-probe.ts): the split
+// The daemon also writes process.memoryUsage() every second (testkit/mem-probe.ts): the split
 // of its RSS into V8 heap, ArrayBuffers and the rest.
 //
 //   node build/bench/scale.js [--flows 1000000] [--profile] [--node-options '--max-old-space-size=128']
@@ -23,13 +23,13 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Datapath } from '../src/datapath/datapath';
 import { REPO_ROOT } from '../src/util/addon';
-import { daemonCounters, rssMiB, runBench, writeResult } from '../src/testbed/bench-run';
-import { DaemonProc } from '../src/testbed/daemon';
-import { HeapKind, summarizeHeapSnapshot } from '../src/testbed/heap-summary';
-import { JsonlTail } from '../src/testbed/jsonl-tail';
-import { ipv4 } from '../src/testbed/packets';
-import { killBackground, sleep } from '../src/testbed/procs';
-import { Testbed } from '../src/testbed/testbed';
+import { daemonCounters, rssMiB, runBench, writeResult } from '../testkit/bench-run';
+import { DaemonProc } from '../testkit/daemon';
+import { HeapKind, summarizeHeapSnapshot } from '../testkit/heap-summary';
+import { JsonlTail } from '../testkit/jsonl-tail';
+import { ipv4 } from '../testkit/packets';
+import { killBackground, sleep } from '../testkit/procs';
+import { Testbed } from '../testkit/testbed';
 
 const { values: args } = parseArgs({
   options: { flows: { type: 'string', default: '1000000' }, profile: { type: 'boolean', default: false }, 'node-options': { type: 'string', default: '' } },
@@ -43,9 +43,9 @@ const tb = new Testbed();
 let daemon: DaemonProc | undefined;
 let dp: Datapath | undefined;
 const work = mkdtempSync(join(tmpdir(), 'wgflow-scale-'));
-// The daemon inherits this: its memory probe writes here (see src/testbed/mem-probe.ts).
+// The daemon inherits this: its memory probe writes here (see testkit/mem-probe.ts).
 process.env.WGFLOW_MEM_PROBE = join(work, 'memory.jsonl');
-const nodeOptions = [`--require ${join(REPO_ROOT, 'dist', 'testbed', 'mem-probe.js')}`, args['node-options']!];
+const nodeOptions = [`--require ${join(REPO_ROOT, 'build', 'testkit', 'mem-probe.js')}`, args['node-options']!];
 if (args.profile) nodeOptions.push(`--heapsnapshot-signal=SIGUSR2 --diagnostic-dir=${work}`);
 
 /** Occurrences of START_MARK in buf (one per START line). */

@@ -10,9 +10,9 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { REPO_ROOT } from '../src/util/addon';
-import { Testbed, WgEndpoint } from '../src/testbed/testbed';
-import { killBackground, Probe, run, spawnIn, waitForLine } from '../test/helpers/procs';
-import { median } from '../src/testbed/bench-run';
+import { Testbed, WgEndpoint } from '../testkit/testbed';
+import { killBackground, Probe, run, spawnIn, waitForLine } from '../testkit/witness';
+import { median } from '../testkit/bench-run';
 
 const { values: args } = parseArgs({ options: { rounds: { type: 'string', default: '3' }, seconds: { type: 'string', default: '5' } } });
 const ROUNDS = Number(args.rounds);

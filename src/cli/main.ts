@@ -1,5 +1,8 @@
 // wgflow's command dispatcher. Each subcommand is one row of COMMANDS: a summary for the usage
 // text and a loader returning its main(argv) => exit code. Add a row to add a command.
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { REPO_ROOT } from '../util/addon';
 import { version } from '../util/version';
 
 export type CommandMain = (argv: string[]) => Promise<number>;
@@ -9,6 +12,22 @@ interface Command {
   /** Left out of the usage text (test and benchmark helpers). */
   hidden?: boolean;
   load: () => Promise<CommandMain>;
+}
+
+/**
+ * A command of the test and demo kit (testkit/): it does not ship in dist/, a checkout builds it
+ * into build/testkit (make build). Elsewhere the command says so instead of failing obscurely.
+ */
+function fromTestkit(name: string): CommandMain {
+  const path = join(REPO_ROOT, 'build', 'testkit', `${name}.js`);
+  if (!existsSync(path)) {
+    return async () => {
+      process.stderr.write(`wgflow ${name}: part of the test and demo kit, which is not installed with wgflow (${path} is missing); in a checkout of wgflow run "make build" first\n`);
+      return 1;
+    };
+  }
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  return (require(path) as { main: CommandMain }).main;
 }
 
 export const COMMANDS: Record<string, Command> = {
@@ -22,7 +41,7 @@ export const COMMANDS: Record<string, Command> = {
   },
   demo: {
     summary: 'a namespace testbed with WireGuard, the daemon, a collector and traffic, shown live',
-    load: async () => (await import('./demo')).main,
+    load: async () => fromTestkit('demo'),
   },
   collect: {
     summary: 'run the embedded collector: receive flow events over gRPC, write JSON lines',
@@ -31,7 +50,7 @@ export const COMMANDS: Record<string, Command> = {
   'export-test': {
     summary: 'send N synthetic events through the exporter and spool (tests, benchmarks)',
     hidden: true,
-    load: async () => (await import('./export-test')).main,
+    load: async () => fromTestkit('export-test'),
   },
 };
 

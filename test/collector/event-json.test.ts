@@ -10,7 +10,7 @@ import { writeIpv6 } from '../../src/net/ip';
 import { NativeJson } from '../../src/collector/native-json';
 import { ipv6FromBytes } from '../../src/net/ip';
 import { loadFlowProto } from '../../src/wire/proto';
-import { syntheticEvent } from '../../src/export/synthetic';
+import { syntheticEvent } from '../../testkit/synthetic';
 import { checkScanned, readFlowEvent, scanFlowEvent, ScannedEvent } from '../../src/wire/reader';
 import { writeFlowEvent } from '../../src/wire/writer';
 import { toJsonLine } from '../../src/model/json';

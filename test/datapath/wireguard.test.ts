@@ -1,7 +1,7 @@
 // The datapath on a real WireGuard tunnel (wireguard-go or kernel wg): per-flow packets and bytes
 // in each direction must equal what crossed the interface, on both peers.
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { Testbed, WgEndpoint } from '../../src/testbed/testbed';
+import { Testbed, WgEndpoint } from '../../testkit/testbed';
 import { FLAG_INIT_B, FLAG_INIT_EGRESS, FLAG_UNCOUNTED } from '../../src/datapath/records';
 import { AUTO_MODE, Capture, describePrivileged, killBackground, Probe, REPO, run, sleep, spawnIn, TCX, waitForLine } from '../helpers/env';
 import { CapturedPacket, unmergedBytes, WgMessage } from '../helpers/pcap';
@@ -11,7 +11,7 @@ interface Entry {
   value: { rxBytes: number; txBytes: number; rxPackets: number; txPackets: number; flags: number; firstNs: number };
 }
 
-const TRAFFIC = `${REPO}/dist/testbed/traffic.js`;
+const TRAFFIC = `${REPO}/build/testkit/traffic.js`;
 
 function find(entries: Entry[], proto: number, port: number, family: 4 | 6): Entry {
   const hits = entries.filter((e) => e.key.proto === proto && e.key.family === family && (e.key.portA === port || e.key.portB === port));

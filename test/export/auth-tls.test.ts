@@ -3,7 +3,7 @@ import { execFileSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { syntheticEventId } from '../../src/export/synthetic';
+import { syntheticEventId } from '../../testkit/synthetic';
 import { cleanup, collectedCount, ensureBuilt, exactlyOnce, killAll, senderDone, SenderOptions, startCollector, startSender as startAnySender, tmpDir } from './helpers';
 
 const dirs: string[] = [];

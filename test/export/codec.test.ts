@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { bytesToIp, CodecError, decodeAck, decodeEvent, encodeAck, encodeEvent, fromWire, INITIATOR_ACK, ipToBytes, toWire, uuidToBytes } from '../../src/wire/codec';
 import { Backoff, DEFAULT_BACKOFF } from '../../src/output/grpc/exporter';
 import { loadFlowProto } from '../../src/wire/proto';
-import { syntheticEvent } from '../../src/export/synthetic';
+import { syntheticEvent } from '../../testkit/synthetic';
 import { parseCollectorUrl, tlsFilesProblem } from '../../src/output/grpc/url';
 import { readFlowEvent } from '../../src/wire/reader';
 import { ip as encoderIp, writeFlowEvent, writeFlowEventInto } from '../../src/wire/writer';

@@ -7,11 +7,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { idsOfFile, keyOfUuid } from '../../src/collector/dedup';
 import { listEventFiles } from '../../src/output/jsonl-writer';
-import { syntheticEventId } from '../../src/export/synthetic';
+import { syntheticEventId } from '../../testkit/synthetic';
 import { afterAll, beforeAll } from 'vitest';
 
 export const REPO = join(__dirname, '..', '..');
 export const CLI = join(REPO, 'dist', 'cli', 'main.js');
+/** wgflow export-test, from the test kit. */
+const TESTKIT_SENDER = join(REPO, 'build', 'testkit', 'export-test.js');
 
 function newestMtime(dir: string): number {
   let newest = 0;
@@ -24,18 +26,25 @@ function newestMtime(dir: string): number {
 }
 
 /**
- * The processes run dist/ (what `make build` produces). When a source file is newer than the
- * build (a developer edited and ran vitest directly), compile first so tests never run stale code.
+ * The processes run dist/ and the test kit in build/testkit (what `make build` produces). When a
+ * source file is newer than the build (a developer edited and ran vitest directly), compile first
+ * so tests never run stale code.
  */
 export function ensureBuilt(): void {
-  const built = existsSync(CLI) ? statSync(CLI).mtimeMs : 0;
-  const sources = Math.max(...['src', 'proto'].map((d) => (existsSync(join(REPO, d)) ? newestMtime(join(REPO, d)) : 0)));
-  if (built >= sources) return;
-  try {
-    execFileSync(process.execPath, [join(REPO, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(REPO, 'tsconfig.json')], { cwd: REPO, stdio: 'pipe' });
-  } catch (err) {
-    // tsc still emits when another module has type errors; only a missing CLI is fatal.
-    if (!existsSync(CLI)) throw new Error(`cannot build dist/: ${(err as { stdout?: Buffer }).stdout?.toString() ?? String(err)}`);
+  const newest = (dirs: string[]): number => Math.max(...dirs.map((d) => (existsSync(join(REPO, d)) ? newestMtime(join(REPO, d)) : 0)));
+  const builds = [
+    { out: CLI, sources: ['src', 'proto'], tsconfig: 'tsconfig.json' },
+    { out: TESTKIT_SENDER, sources: ['src', 'testkit'], tsconfig: 'tsconfig.bench.json' },
+  ];
+  for (const b of builds) {
+    const built = existsSync(b.out) ? statSync(b.out).mtimeMs : 0;
+    if (built >= newest(b.sources)) continue;
+    try {
+      execFileSync(process.execPath, [join(REPO, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(REPO, b.tsconfig)], { cwd: REPO, stdio: 'pipe' });
+    } catch (err) {
+      // tsc still emits when another module has type errors; only a missing output is fatal.
+      if (!existsSync(b.out)) throw new Error(`cannot build ${b.out}: ${(err as { stdout?: Buffer }).stdout?.toString() ?? String(err)}`);
+    }
   }
 }
 

@@ -11,7 +11,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { REPO_ROOT } from '../../src/util/addon';
 import { Transport } from '../../src/output/grpc/transport';
 import { Exporter } from '../../src/output/grpc/exporter';
-import { syntheticEvent } from '../../src/export/synthetic';
+import { syntheticEvent } from '../../testkit/synthetic';
 
 interface WireEvent { event_id: Buffer; isInitiator: boolean; flow_fields?: { flow_id: Buffer } | null }
 interface WireAck { event_id?: Buffer; isInitiator?: boolean }

@@ -6,7 +6,7 @@ import { connect, createServer } from 'node:net';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { listEventFiles } from '../../src/output/jsonl-writer';
-import { syntheticEvent } from '../../src/export/synthetic';
+import { syntheticEvent } from '../../testkit/synthetic';
 import { fromJsonLine } from '../../src/model/json';
 import { CLI, collectedCount, eventIds, exactlyOnce, processSuite, REPO, senderDone, startCollector, startSender } from './helpers';
 

@@ -1,2 +1,2 @@
-// The frame builders live in src/testbed so that benchmarks can use them too.
-export * from '../../src/testbed/packets';
+// The frame builders live in the test kit (testkit/) so that benchmarks can use them too.
+export * from '../../testkit/packets';

@@ -8,7 +8,7 @@ import * as http2 from 'node:http2';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { initiatorMessage } from '../../src/wire/codec';
-import { syntheticEvent } from '../../src/export/synthetic';
+import { syntheticEvent } from '../../testkit/synthetic';
 import { writeFlowEvent } from '../../src/wire/writer';
 import { eventIds, exactlyOnce, processSuite, senderDone, startCollector, startSender } from '../export/helpers';
 

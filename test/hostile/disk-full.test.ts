@@ -7,7 +7,7 @@ import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import pino from 'pino';
 import { expect, it } from 'vitest';
 import { Exporter } from '../../src/output/grpc/exporter';
-import { syntheticEvent } from '../../src/export/synthetic';
+import { syntheticEvent } from '../../testkit/synthetic';
 import { describePrivileged } from '../helpers/env';
 import { eventIds, exactlyOnce, processSuite, Proc, senderDone, startCollector, startSender } from '../export/helpers';
 

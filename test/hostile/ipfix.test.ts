@@ -8,12 +8,12 @@ import { createSocket, Socket } from 'node:dgram';
 import pino, { Logger } from 'pino';
 import { IpfixExporter } from '../../src/output/ipfix/exporter';
 import { Metrics } from '../../src/metrics/metrics';
-import { syntheticEvent } from '../../src/export/synthetic';
+import { syntheticEvent } from '../../testkit/synthetic';
 import type { FlowEvent } from '../../src/model/event';
 import { readFileSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Testbed } from '../../src/testbed/testbed';
+import { Testbed } from '../../testkit/testbed';
 import { describePrivileged, killBackground, run, sleep, spawnIn, waitForLine } from '../helpers/env';
 import { DaemonProc, TRAFFIC } from '../helpers/daemon';
 

@@ -8,7 +8,7 @@ import pino from 'pino';
 import { afterAll, describe, expect, it } from 'vitest';
 import { encodeAck, INITIATOR_ACK } from '../../src/wire/codec';
 import { Exporter } from '../../src/output/grpc/exporter';
-import { syntheticEvent } from '../../src/export/synthetic';
+import { syntheticEvent } from '../../testkit/synthetic';
 import { scanFlowEvent, ScannedEvent } from '../../src/wire/reader';
 import { cleanup, tmpDir } from '../export/helpers';
 

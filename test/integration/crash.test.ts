@@ -5,7 +5,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Testbed, WgEndpoint } from '../../src/testbed/testbed';
+import { Testbed, WgEndpoint } from '../../testkit/testbed';
 import { fromJsonLine } from '../../src/model/json';
 import type { FlowEvent } from '../../src/model/event';
 import { describePrivileged, killBackground, run, sleep, spawnIn, waitForLine } from '../helpers/env';

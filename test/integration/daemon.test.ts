@@ -4,11 +4,11 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { parse, stringify } from 'yaml';
-import { Testbed, WgEndpoint, nsExec } from '../../src/testbed/testbed';
+import { Testbed, WgEndpoint, nsExec } from '../../testkit/testbed';
 import type { FlowEvent } from '../../src/model/event';
 import { describePrivileged, killBackground, run, sleep, spawnIn, waitForLine } from '../helpers/env';
 import { DaemonProc, TRAFFIC } from '../helpers/daemon';
-import { idleTimeoutS } from '../../src/testbed/slow';
+import { idleTimeoutS } from '../../testkit/slow';
 
 describePrivileged('wgflow run and ctl on a WireGuard pair', () => {
   let tb: Testbed;

@@ -3,7 +3,7 @@
 // must give, on the router, START and END with direction INGRESS, the resource id, the allowing
 // policy and the exact byte totals; on the client the same flow as EGRESS.
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { Testbed } from '../../src/testbed/testbed';
+import { Testbed } from '../../testkit/testbed';
 import type { FlowEvent } from '../../src/model/event';
 import { Capture, describePrivileged, killBackground, run, spawnIn, waitForLine } from '../helpers/env';
 import { unmergedBytes } from '../helpers/pcap';

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
 import { IpfixExporter } from '../../src/output/ipfix/exporter';
 import { FlowEvent } from '../../src/model/event';
-import { syntheticEvent } from '../../src/export/synthetic';
+import { syntheticEvent } from '../../testkit/synthetic';
 import { killBackground, sleep, spawnIn } from '../helpers/procs';
 
 interface Counters { rxBytes: number; rxPackets: number; txBytes: number; txPackets: number }

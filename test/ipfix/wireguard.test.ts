@@ -6,7 +6,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Testbed, WgEndpoint } from '../../src/testbed/testbed';
+import { Testbed, WgEndpoint } from '../../testkit/testbed';
 import type { FlowEvent } from '../../src/model/event';
 import { describePrivileged, killBackground, run, sleep, spawnIn, waitForLine } from '../helpers/env';
 import { DaemonProc, TRAFFIC } from '../helpers/daemon';

@@ -22,8 +22,6 @@ export const RANKS: Record<string, number> = {
   flow: 5, // the flow lifecycle engine
   metrics: 6,
   config: 6,
-  testbed: 6,
-  export: 6,
   daemon: 7,
   cli: 8,
 };

@@ -4,7 +4,7 @@ import { appendFileSync, mkdtempSync, renameSync, rmSync, writeFileSync } from '
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { JsonlTail } from '../../src/testbed/jsonl-tail';
+import { JsonlTail } from '../../testkit/jsonl-tail';
 
 const dirs: string[] = [];
 afterAll(() => {

@@ -6,14 +6,14 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
-import { REPO_ROOT } from '../util/addon';
-import type { FlowEvent } from '../model/event';
-import { fromJsonLine } from '../model/json';
+import { REPO_ROOT } from '../src/util/addon';
+import type { FlowEvent } from '../src/model/event';
+import { fromJsonLine } from '../src/model/json';
 import { sleep } from './procs';
 import { budget } from './slow';
 
 export const WGFLOW = join(REPO_ROOT, 'bin', 'wgflow');
-export const TRAFFIC = join(REPO_ROOT, 'dist', 'testbed', 'traffic.js');
+export const TRAFFIC = join(REPO_ROOT, 'build', 'testkit', 'traffic.js');
 
 let seq = 0;
 

@@ -1,7 +1,7 @@
 // Runs inside a network namespace (ip netns exec NS node dp-probe.cjs [opts-json]) and drives a
 // Datapath there: the kernel only lets a process attach to interfaces of its own namespace.
 // Protocol: one JSON command per stdin line, one JSON answer per stdout line.
-const { Datapath } = require('../../dist/datapath/datapath.js');
+const { Datapath } = require('../dist/datapath/datapath.js');
 const readline = require('node:readline');
 
 const opts = JSON.parse(process.argv[2] || '{}');

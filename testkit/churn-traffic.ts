@@ -1,5 +1,5 @@
 // Many short flows per second, for the churn and latency benchmarks. Run inside a namespace:
-//   node dist/testbed/churn-traffic.js '<json options>'
+//   node build/testkit/churn-traffic.js '<json options>'
 //
 //   {"mode":"server","udp":[ports],"tcp":[ports]}
 //       UDP echo on every udp port; on every tcp port accept, write "ok" and close first (so the

@@ -5,12 +5,12 @@
 // stdout carries one JSON object per line: {"event":"enqueued",...}, {"event":"stats",...},
 // {"event":"done",...}. Logs go to stderr.
 import pino from 'pino';
-import type { FlowEvent } from '../model/event';
-import { intFlag, parseFlags, sizeFlag, UsageError } from './args';
-import { Transport, TRANSPORTS } from '../output/grpc/transport';
-import { Exporter, EXPORTER_DEFAULTS, ExporterStats } from '../output/grpc/exporter';
-import { FsyncPolicy, SPOOL_DEFAULTS } from '../output/grpc/spool';
-import { syntheticEvent } from '../export/synthetic';
+import type { FlowEvent } from '../src/model/event';
+import { intFlag, parseFlags, sizeFlag, UsageError } from '../src/cli/args';
+import { Transport, TRANSPORTS } from '../src/output/grpc/transport';
+import { Exporter, EXPORTER_DEFAULTS, ExporterStats } from '../src/output/grpc/exporter';
+import { FsyncPolicy, SPOOL_DEFAULTS } from '../src/output/grpc/spool';
+import { syntheticEvent } from './synthetic';
 
 export const SENDER_HELP = `usage: wgflow export-test --collector URL --spool DIR [options]
 

@@ -3,8 +3,8 @@
 // They cover every shape: IPv4 and IPv6, TCP/UDP ports and ICMP/ICMPv6 type+code, every event
 // type, resource endpoints, rule ids, users and every wgflow extension.
 import { crc32 } from 'node:zlib';
-import { uuidText } from '../flow/ids';
-import type { EndpointType, FlowEndReason, FlowEvent, FlowEventType } from '../model/event';
+import { uuidText } from '../src/flow/ids';
+import type { EndpointType, FlowEndReason, FlowEvent, FlowEventType } from '../src/model/event';
 
 let lastSeed = '', lastWord = 0;
 

@@ -2,7 +2,7 @@
 // latency.ts, scale.ts) cleanup that also runs on Ctrl-C, the results file and the daemon's own counters.
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { REPO_ROOT } from '../util/addon';
+import { REPO_ROOT } from '../src/util/addon';
 import { DaemonProc, WGFLOW } from './daemon';
 import { killBackground, run } from './procs';
 import type { Testbed } from './testbed';

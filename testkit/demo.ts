@@ -7,15 +7,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { stringify } from 'yaml';
-import { REPO_ROOT } from '../util/addon';
-import { missingCapabilities } from '../daemon/privileges';
-import { fromJsonLine } from '../model/json';
-import { resourceOf, type FlowEvent } from '../model/event';
-import { Testbed } from '../testbed/testbed';
-import { humanBytes, protoName } from './ctl';
+import { REPO_ROOT } from '../src/util/addon';
+import { missingCapabilities } from '../src/daemon/privileges';
+import { fromJsonLine } from '../src/model/json';
+import { resourceOf, type FlowEvent } from '../src/model/event';
+import { Testbed } from './testbed';
+import { humanBytes, protoName } from '../src/cli/ctl';
 
 const WGFLOW = join(REPO_ROOT, 'bin', 'wgflow');
-const TRAFFIC = join(REPO_ROOT, 'dist', 'testbed', 'traffic.js');
+const TRAFFIC = join(REPO_ROOT, 'build', 'testkit', 'traffic.js');
 
 export function help(): string {
   return [
