@@ -117,12 +117,22 @@ export async function main(argv: string[]): Promise<number> {
     }
     logger.info({ address: collector.address, out: f.out, tls: f['tls-cert'] !== undefined, mtls: f['client-ca'] !== undefined, auth: token !== undefined }, 'listening');
     const c = collector;
+    // A stats line a minute while anything moves: refusals and timeouts are visible while running,
+    // not only in the "stopped" line.
+    let last = '';
+    const statsTimer = setInterval(() => {
+      const st = JSON.stringify(c.stats());
+      if (st !== last) logger.info(c.stats(), 'stats');
+      last = st;
+    }, 60_000);
+    statsTimer.unref();
     return await new Promise<number>((resolve) => {
       let stopping = false;
       const stop = (sig: string): void => {
         if (stopping) return;
         stopping = true;
         logger.info({ signal: sig }, 'shutting down');
+        clearInterval(statsTimer);
         c.close().then(
           () => {
             logger.info(c.stats(), 'stopped');
