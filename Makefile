@@ -5,7 +5,7 @@ BPF_CFLAGS = -O2 -g -target bpf -mcpu=v3 -Wall -Werror -I$(ARCH_INC) -Ibpf
 
 ADDON = native/build/Release/wgflow_native.node
 
-.PHONY: all deps build bpf native ts test bench demo clean vm-image vm-box vm-test vm-test-kernel
+.PHONY: all deps build bpf native ts test bench demo clean vm-image vm-box vm-test vm-test-kernel vm-bench-tunnel
 
 all: build
 
@@ -65,3 +65,7 @@ vm-test: deps build vm-image
 # The kernel-WireGuard subset: accuracy, the byte-counting toggle, lifecycle (what CI runs).
 vm-test-kernel: deps build vm-image
 	bash vm/run.sh --timeout $(VM_TIMEOUT) node scripts/run-tests.mjs $(VM_VITEST) $(VM_KERNEL_TESTS)
+
+# Tunnel overhead through kernel WireGuard in the guest, as ratios against detached runs (BENCHMARKS.md).
+vm-bench-tunnel: deps build vm-image
+	bash vm/run.sh --timeout 3600 node build/bench/tunnel.js --rounds 3 --seconds 5
