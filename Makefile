@@ -49,7 +49,7 @@ clean:
 VM_TIMEOUT ?= 5400
 # vitest's 60 s per test is sized for the host; under TCG a test takes up to ~20x longer.
 VM_VITEST = --testTimeout=900000 --hookTimeout=900000
-VM_KERNEL_TESTS = test/datapath/wireguard.test.ts test/integration/daemon.test.ts test/integration/routed.test.ts test/flow/lifecycle.test.ts
+VM_KERNEL_TESTS = test/datapath/wireguard.test.ts test/integration/daemon.test.ts test/integration/routed.test.ts test/integration/crash.test.ts test/flow/lifecycle.test.ts
 
 vm-image:
 	@bash vm/build-image.sh >/dev/null
@@ -62,7 +62,8 @@ vm-box:
 vm-test: deps build vm-image
 	bash vm/run.sh --timeout $(VM_TIMEOUT) node scripts/run-tests.mjs $(VM_VITEST)
 
-# The kernel-WireGuard subset: accuracy, the byte-counting toggle, lifecycle (what CI runs).
+# The kernel-WireGuard subset (what CI runs): accuracy, the byte-counting toggle, lifecycle (interface
+# flap and recreate, SIGTERM, routed START/END), adoption across a crash and restart.
 vm-test-kernel: deps build vm-image
 	bash vm/run.sh --timeout $(VM_TIMEOUT) node scripts/run-tests.mjs $(VM_VITEST) $(VM_KERNEL_TESTS)
 
