@@ -53,10 +53,12 @@ VM_KERNEL_TESTS = test/datapath/wireguard.test.ts test/integration/daemon.test.t
 
 vm-image:
 	@bash vm/build-image.sh >/dev/null
+	@bash vm/prune-cache.sh
 
 # A local libvirt box of the same image for `vagrant up` (the Vagrantfile uses it when present).
 vm-box:
 	bash vm/build-box.sh
+	@bash vm/prune-cache.sh
 
 # The whole suite in the guest, against kernel WireGuard.
 vm-test: deps build vm-image
