@@ -5,7 +5,7 @@ BPF_CFLAGS = -O2 -g -target bpf -mcpu=v3 -Wall -Werror -I$(ARCH_INC) -Ibpf
 
 ADDON = native/build/Release/wgflow_native.node
 
-.PHONY: all deps build bpf native ts test bench demo docs clean vm-image vm-box vm-test vm-test-kernel
+.PHONY: all deps build bpf native ts test bench demo docs clean vm-image vm-box vm-test vm-test-kernel vm-bench-tunnel
 
 all: build
 
@@ -53,19 +53,26 @@ clean:
 VM_TIMEOUT ?= 5400
 # vitest's 60 s per test is sized for the host; under TCG a test takes up to ~20x longer.
 VM_VITEST = --testTimeout=900000 --hookTimeout=900000
-VM_KERNEL_TESTS = test/datapath/wireguard.test.ts test/integration/daemon.test.ts test/integration/routed.test.ts test/flow/lifecycle.test.ts
+VM_KERNEL_TESTS = test/datapath/wireguard.test.ts test/integration/daemon.test.ts test/integration/routed.test.ts test/integration/crash.test.ts test/flow/lifecycle.test.ts
 
 vm-image:
 	@bash vm/build-image.sh >/dev/null
+	@bash vm/prune-cache.sh
 
 # A local libvirt box of the same image for `vagrant up` (the Vagrantfile uses it when present).
 vm-box:
 	bash vm/build-box.sh
+	@bash vm/prune-cache.sh
 
 # The whole suite in the guest, against kernel WireGuard.
 vm-test: deps build vm-image
 	bash vm/run.sh --timeout $(VM_TIMEOUT) node scripts/run-tests.mjs $(VM_VITEST)
 
-# The kernel-WireGuard subset: accuracy, the byte-counting toggle, lifecycle (what CI runs).
+# The kernel-WireGuard subset (what CI runs): accuracy, the byte-counting toggle, lifecycle (interface
+# flap and recreate, SIGTERM, routed START/END), adoption across a crash and restart.
 vm-test-kernel: deps build vm-image
 	bash vm/run.sh --timeout $(VM_TIMEOUT) node scripts/run-tests.mjs $(VM_VITEST) $(VM_KERNEL_TESTS)
+
+# Tunnel overhead through kernel WireGuard in the guest, as ratios against detached runs (BENCHMARKS.md).
+vm-bench-tunnel: deps build vm-image
+	bash vm/run.sh --timeout 3600 node build/bench/tunnel.js --rounds 3 --seconds 5

@@ -1,4 +1,5 @@
-// Tunnel overhead: iperf3 TCP and UDP through a wireguard-go tunnel between two namespaces,
+// Tunnel overhead: iperf3 TCP and UDP through a WireGuard tunnel (wireguard-go, or kernel wg with
+// WGFLOW_WG=kernel, e.g. in the VM: make vm-bench-tunnel) between two namespaces,
 // alternating runs with wgflow detached, attached with byte counting on, and attached with it off.
 // Reports throughput ratios against detached runs of the same round (kernel.bpf_stats_enabled off:
 // its two clock reads per program run would cost more than the program), and, from separate runs
@@ -109,7 +110,7 @@ async function main(): Promise<void> {
   }
 
   const table: Array<Record<string, number | string>> = [];
-  console.log(`\ntunnel: iperf3 through wireguard-go, ${ROUNDS} rounds x ${SECONDS} s per run, medians; wgflow attached on both peers`);
+  console.log(`\ntunnel: iperf3 through ${tb.impl === 'kernel' ? 'kernel WireGuard' : 'wireguard-go'}, ${ROUNDS} rounds x ${SECONDS} s per run, medians; wgflow attached on both peers`);
   console.log('| protocol | wgflow | Mbit/s | x detached | CPU ms per million packets | of which BPF ns/packet | user-space ns/packet |');
   console.log('|---|---|---:|---:|---:|---:|---:|');
   for (const proto of ['tcp', 'udp'] as const) {
@@ -133,7 +134,7 @@ async function main(): Promise<void> {
   const tcpOn = table.find((t) => t.proto === 'tcp' && t.mode === 'on')?.ratio as number;
   console.log(`target: TCP throughput >= 0.98x detached with byte counting on: ${tcpOn >= 0.98 ? 'met' : 'MISSED'} (${tcpOn.toFixed(3)})`);
   mkdirSync(join(REPO_ROOT, 'bench', 'results'), { recursive: true });
-  writeFileSync(join(REPO_ROOT, 'bench', 'results', 'tunnel.json'), JSON.stringify({ when: new Date().toISOString(), rounds: ROUNDS, seconds: SECONDS, table, results }, null, 2));
+  writeFileSync(join(REPO_ROOT, 'bench', 'results', 'tunnel.json'), JSON.stringify({ when: new Date().toISOString(), wireguard: tb.impl, rounds: ROUNDS, seconds: SECONDS, table, results }, null, 2));
 }
 
 main().catch((err: unknown) => {
