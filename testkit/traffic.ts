@@ -5,6 +5,9 @@
 //   udp-client HOST PORT COUNT SIZE [LPORT]   send COUNT datagrams of SIZE bytes (from LPORT), wait for each echo
 //   udp-paced HOST PORT COUNT SIZE INTERVAL_MS  one datagram every INTERVAL_MS from one socket (a long flow), echoes counted
 //   udp-sink HOST PORT FILE  append every datagram received to FILE (a raw capture of a UDP stream)
+//   udp-blast HOST PORT LPORT COUNT SIZE  from LPORT, send COUNT datagrams to HOST:PORT in bursts of 64 without
+//            waiting for answers, while counting what arrives; prints {"sent","got"} once quiet for 1 s.
+//            Both peers blasting at each other make one flow that two CPUs update at once on each side.
 import * as dgram from 'node:dgram';
 import { appendFileSync } from 'node:fs';
 import * as net from 'node:net';
@@ -72,6 +75,34 @@ if (mode === 'tcp-server') {
     s.send(Buffer.alloc(size, 0x63), port, host);
     sent += 1;
   }, interval);
+} else if (mode === 'udp-blast') {
+  const [host, port, lport, count, size] = [a[0], Number(a[1]), Number(a[2]), Number(a[3]), Number(a[4])];
+  const s = dgram.createSocket(host.includes(':') ? 'udp6' : 'udp4');
+  let sent = 0, got = 0, quietSince = Date.now();
+  s.on('message', () => {
+    got += 1;
+    quietSince = Date.now();
+  });
+  const payload = Buffer.alloc(size, 0x64);
+  const burst = (): void => {
+    for (let k = 0; k < 64 && sent < count; k++, sent++) s.send(payload, port, host);
+    if (sent < count) setImmediate(burst);
+  };
+  s.bind(lport, () => {
+    process.stdout.write('ready\n');
+    // Start on a signal from the test (a line on stdin), so both peers blast at the same time.
+    process.stdin.once('data', () => {
+      burst();
+      const done = setInterval(() => {
+        if (sent === count && Date.now() - quietSince > 1000) {
+          clearInterval(done);
+          s.close();
+          process.stdout.write(JSON.stringify({ sent, got }) + '\n');
+          process.exit(0);
+        }
+      }, 100);
+    });
+  });
 } else if (mode === 'udp-sink') {
   const s = dgram.createSocket(a[0].includes(':') ? 'udp6' : 'udp4');
   s.on('message', (m: Buffer) => appendFileSync(a[2], m));

@@ -220,6 +220,36 @@ describePrivileged('datapath on a real WireGuard tunnel', () => {
     });
   }
 
+  it('one flow updated by several CPUs at once (both peers blasting, pinned to different CPUs): counts still exact', async () => {
+    // On each peer the flow's entry is updated by the sender's CPU (egress) and by the receive path
+    // (ingress: kernel WireGuard's decryption workers run on every CPU; wireguard-go's goroutines
+    // too) at the same time: the atomic adds must lose nothing.
+    const [pa0, pb0] = [7301, 7302];
+    const N = 4000, SIZE = 400;
+    const cpus = (await run(a.ns, 'nproc', [])).trim();
+    const last = Math.max(0, Number(cpus) - 1);
+    // The witness is the capture alone, not the interface counters: at this rate a device queue may
+    // drop a packet after TC and the capture tap saw it (wireguard-go's tun counts it in tx_dropped).
+    const [ca, cb] = [await Capture.start(a.ns, a.ifname), await Capture.start(b.ns, b.ifname)];
+    const sa = spawnIn(a.ns, 'taskset', ['-c', '0', 'node', TRAFFIC, 'udp-blast', b.ip4, String(pb0), String(pa0), String(N), String(SIZE)]);
+    const sb = spawnIn(b.ns, 'taskset', ['-c', String(last), 'node', TRAFFIC, 'udp-blast', a.ip4, String(pa0), String(pb0), String(N), String(SIZE)]);
+    await Promise.all([waitForLine(sa, /ready/), waitForLine(sb, /ready/)]);
+    sa.stdin?.write('go\n');
+    sb.stdin?.write('go\n');
+    const lines = await Promise.all([waitForLine(sa, /"sent"/, 60_000), waitForLine(sb, /"sent"/, 60_000)]);
+    expect(lines.map((l) => (JSON.parse(l) as { sent: number }).sent)).toEqual([N, N]);
+    await sleep(300);
+    const [capA, capB] = [await ca.stop(), await cb.stop()];
+    const [fa, fb] = [await pa.call<Entry[]>('flows'), await pb.call<Entry[]>('flows')];
+    const ea = find(fa, 17, pa0, 4), eb = find(fb, 17, pb0, 4);
+    const wa = witnessOf(capA, capB, a.ip4, b.ip4, 17, pa0), wb = witnessOf(capB, capA, b.ip4, a.ip4, 17, pb0);
+    const size = SIZE + 28;
+    expect([wa.tx[0], wb.tx[0]]).toEqual([N, N]);
+    expect([ea.value.txPackets, ea.value.txBytes, ea.value.rxPackets, ea.value.rxBytes]).toEqual([...wa.tx, ...wa.rx]);
+    expect([eb.value.txPackets, eb.value.txBytes, eb.value.rxPackets, eb.value.rxBytes]).toEqual([...wb.tx, ...wb.rx]);
+    expect([ea.value.txBytes, eb.value.txBytes]).toEqual([N * size, N * size]);
+  });
+
   it('byte counting off: flows still appear with zero counters; back on mid-flow: counting resumes in the same flow', async () => {
     const port = 5200;
     const srv = spawnIn(b.ns, 'node', [TRAFFIC, 'udp-echo', String(port)]);
