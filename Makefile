@@ -5,7 +5,7 @@ BPF_CFLAGS = -O2 -g -target bpf -mcpu=v3 -Wall -Werror -I$(ARCH_INC) -Ibpf
 
 ADDON = native/build/Release/wgflow_native.node
 
-.PHONY: all deps build bpf native ts test bench demo docs clean vm-image vm-box vm-test vm-test-kernel vm-bench-tunnel
+.PHONY: all deps build bpf native ts test bench demo docs clean vm-image vm-box vm-test vm-test-kernel vm-bench-tunnel vm-bench-churn
 
 all: build
 
@@ -76,3 +76,7 @@ vm-test-kernel: deps build vm-image
 # Tunnel overhead through kernel WireGuard in the guest, as ratios against detached runs (BENCHMARKS.md).
 vm-bench-tunnel: deps build vm-image
 	bash vm/run.sh --timeout 3600 node build/bench/tunnel.js --rounds 3 --seconds 5
+
+# Short flows through kernel WireGuard, zero loss (BENCHMARKS.md 6b); rates sized for emulation.
+vm-bench-churn: deps build vm-image
+	bash vm/run.sh --timeout 1800 node build/bench/churn.js --step-seconds 8 --seconds 20 --rates 25,50,100,200,400,800
