@@ -411,10 +411,11 @@ export class Exporter implements EventSink {
     const f = this.inflight.get(ack.eventId);
     if (!f) return; // a duplicate ack, or for a record dropped for space
     this.inflight.delete(f);
-    this.lastProgressAt = Date.now();
+    const now = Date.now(); // one clock read per ack: the ack timeout and the latency share it
+    this.lastProgressAt = now;
     this.spool.ack(f.rec.seq, f.rec.off);
     this.counters.acked++;
-    this.opts.onAckLatency?.(Date.now() - f.sentAt);
+    this.opts.onAckLatency?.(now - f.sentAt);
     if (this.idleWaiters.length > 0 && this.spool.unackedCount === 0) {
       const w = this.idleWaiters;
       this.idleWaiters = [];
