@@ -71,6 +71,9 @@ interface ResolvedName {
   expiresNs: number;
 }
 
+/** Most shared results kept (one per source, destination and policy in use; ~100 bytes each). */
+const MEMO_MAX = 100_000;
+
 const EMPTY_USER: FlowUser = Object.freeze({ id: '', name: '', email: '' });
 
 function skipped(reason: SkipReason, generation: number): Attribution {
@@ -95,6 +98,13 @@ export class Attributor implements FlowAttributor {
   private skipDns!: Attribution;
   private skipFilter!: Attribution;
   private skipExit!: Attribution;
+  /**
+   * Results already built, shared: source endpoint -> destination endpoint -> results by policy.
+   * Flows of one peer to one resource under one policy get the same object, so a tracker keeps
+   * one per combination, not one per flow. Cleared by swap() and when it reaches MEMO_MAX.
+   */
+  private memo = new Map<EndpointInfo, Map<EndpointInfo, Attribution[]>>();
+  private memoSize = 0;
 
   constructor(config: AttributionConfig | AttributionTables = {}, opts: AttributorOptions = {}) {
     this.clock = opts.clock ?? systemClock;
@@ -134,6 +144,8 @@ export class Attributor implements FlowAttributor {
     this.skipDns = skipped('dns', this.gen);
     this.skipFilter = skipped('filter', this.gen);
     this.skipExit = skipped('exit_node', this.gen);
+    this.memo = new Map();
+    this.memoSize = 0;
   }
 
   /**
@@ -244,16 +256,35 @@ export class Attributor implements FlowAttributor {
           f.proto, hasPorts, dport,
         );
     }
-    return {
-      source: this.fill(sPeer, sInfo, sDom),
-      destination: this.fill(dPeer, dInfo, dDom),
-      ruleId: policy === null ? '' : policy.id,
-      policyName: policy === null ? '' : policy.name,
-      user: sPeer ? sPeer.user : EMPTY_USER,
-      skip: '',
-      exitNode,
-      generation: this.gen,
-    };
+    return this.result(this.fill(sPeer, sInfo, sDom), this.fill(dPeer, dInfo, dDom), policy, sPeer ? sPeer.user : EMPTY_USER, exitNode);
+  }
+
+  /** The shared result of these parts (the user follows from the source endpoint: a peer's own). */
+  private result(source: EndpointInfo, destination: EndpointInfo, policy: CompiledPolicy | null, user: FlowUser, exitNode: boolean): Attribution {
+    let byDest = this.memo.get(source);
+    if (byDest === undefined) {
+      byDest = new Map();
+      this.memo.set(source, byDest);
+    }
+    let list = byDest.get(destination);
+    if (list === undefined) {
+      list = [];
+      byDest.set(destination, list);
+    }
+    const ruleId = policy === null ? '' : policy.id;
+    const policyName = policy === null ? '' : policy.name;
+    for (let i = 0; i < list.length; i++) {
+      const a = list[i];
+      if (a.ruleId === ruleId && a.policyName === policyName && a.user === user && a.exitNode === exitNode) return a;
+    }
+    const a: Attribution = Object.freeze({ source, destination, ruleId, policyName, user, skip: '' as const, exitNode, generation: this.gen });
+    if (++this.memoSize > MEMO_MAX) {
+      this.memo = new Map();
+      this.memoSize = 0;
+    } else {
+      list.push(a);
+    }
+    return a;
   }
 
   /** The policy bitset of one endpoint and side: the address's (prefixes and peer) | domain resource. */

@@ -251,6 +251,18 @@ export class FlowMapRead implements FlowEntryList {
     this.total += count;
   }
 
+  /**
+   * The raw bytes of entries [from, to), part by part: fn(family, keys, values, a, b) for the
+   * entries [a, b) of each part's buffers (keys: KEY4_SIZE or KEY6_SIZE bytes each, values
+   * FLOW_SIZE). For readers that take the kernel's bytes in place (the tracker's drain).
+   */
+  forEachPart(from: number, to: number, fn: (family: 4 | 6, keys: Uint8Array, values: Uint8Array, a: number, b: number) => void): void {
+    for (const p of this.parts) {
+      const a = Math.max(from, p.start) - p.start, b = Math.min(to, p.start + p.count) - p.start;
+      if (a < b) fn(p.family, new Uint8Array(p.keys), new Uint8Array(p.values), a, b);
+    }
+  }
+
   /** Entries [from, to), clamped to 0..length (no negative indexes). */
   slice(from = 0, to = this.total): FlowEntry[] {
     let out: FlowEntry[] = [];

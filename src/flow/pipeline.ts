@@ -9,7 +9,7 @@
 import { sysfsInterfaceNames } from '../net/netdev';
 import { readBootId } from './ids';
 import type { FlowAttributor } from '../attribution/attributor';
-import type { FlowCounters, FlowEntryList, FlowKey, RingRecord } from '../datapath/records';
+import { type FlowCounters, type FlowEntryList, type FlowKey, FlowMapRead, type RingRecord } from '../datapath/records';
 import type { FlowEvent } from '../model/event';
 import { FlowTracker, type TrackerOptions, type TrackerStats } from './tracker';
 
@@ -186,7 +186,10 @@ export class FlowPipeline {
         const entries = await this.source.readFlows();
         this.tracker.beginDrain();
         for (let i = 0; i < entries.length; i += DRAIN_SLICE) {
-          for (const e of this.tracker.drainEntries(entries.slice(i, i + DRAIN_SLICE))) events.push(e);
+          const part = entries instanceof FlowMapRead
+            ? this.tracker.drainRead(entries, i, i + DRAIN_SLICE) // the kernel's bytes in place
+            : this.tracker.drainEntries(entries.slice(i, i + DRAIN_SLICE));
+          for (const e of part) events.push(e);
           if (events.length >= EMIT_CHUNK) {
             // A burst of discovered flows: on to the sink now, in order, rather than all at once.
             const s0 = process.hrtime.bigint();

@@ -1,184 +1,87 @@
-// Per-flow state of the tracker, in flat memory: one Float64Array (the slab) holds every flow's
-// numbers, STRIDE doubles per flow, and a Flow is a small handle (key id, packed bits, slot).
-// The lifecycle (tracker.ts) reads and writes flows only through this module, so the storage can
-// change (e.g. to typed-array columns with no object per flow) without touching it.
-import type { Attribution } from '../attribution/attributor';
-import { FlowKind, keyFromId, type FlowKey } from '../datapath/records';
-import type { FlowEndReason } from '../model/event';
-import { eventIdText, uuidText } from './ids';
+// Per-flow state of the tracker in flat memory: one store per address family, a key table
+// (table.ts) whose slots are rows of two typed-array columns. No JavaScript object, string or
+// closure per tracked flow: at 1,000,000 flows the object-per-flow design cost ~1.3 KB a flow and
+// most of the CPU in garbage collection (docs/performance-history.md, part 7); a row here costs
+// the bytes in budget.ts. The lifecycle (tracker.ts) reads and writes flows through the column
+// offsets below.
+//
+// A flow is named by a handle: slot * 2 + family bit (0: IPv4 store, 1: IPv6 store).
+import { SLOT_BYTES_V4, SLOT_BYTES_V6 } from './budget';
+import { FlowTable, type KeyScratch } from './table';
 
-/** A flat copy of a short string (key ids are slices of a whole ring or map batch). */
-const CODES16: number[] = new Array<number>(16).fill(0);
-const CODES40: number[] = new Array<number>(40).fill(0);
-export function flatCopy(s: string): string {
-  const codes = s.length === 16 ? CODES16 : s.length === 40 ? CODES40 : new Array<number>(s.length);
-  for (let i = 0; i < s.length; i++) codes[i] = s.charCodeAt(i);
-  return String.fromCharCode.apply(null, codes);
+// Float64 column, F_STRIDE per row: times (CLOCK_MONOTONIC ns) and widened counters.
+export const F_FIRST = 0, F_LAST_SEEN = 1, F_CLOSE_AT = 2, F_REP_AT = 3, F_FIN_MAX = 4;
+export const F_RXP = 5, F_TXP = 6, F_RXB = 7, F_TXB = 8, F_REP_RXB = 9, F_REP_TXB = 10;
+export const F_STRIDE = 11;
+// Uint32 column, U_STRIDE per row.
+/** OR of every kernel flags word seen. */
+export const U_FLAGS = 0;
+/** B_* bits, phase, end reason, protocol, kind. */
+export const U_BITS = 1;
+/** Interned attribution (attributions.ts). */
+export const U_ATTR = 2;
+/** The handle + 1 of the flow after this one in the last drain (0: none). */
+export const U_NEXT = 3;
+/** The next UPDATE is due at first + n * updateInterval (0: never). */
+export const U_UPD_N = 4;
+/** Low 24 bits: the last drain generation that listed it; high 8: drains missed in a row. */
+export const U_GEN = 5;
+/** Packet counters as of the last report, modulo 2^32 (a window never moves 2^32 packets). */
+export const U_REP_RXP = 6, U_REP_TXP = 7;
+export const U_STRIDE = 8;
+
+if (F_STRIDE * 8 + U_STRIDE * 4 + 16 !== SLOT_BYTES_V4 || F_STRIDE * 8 + U_STRIDE * 4 + 40 !== SLOT_BYTES_V6) {
+  throw new Error('flow/budget.ts does not match the store layout');
 }
+
+// U_BITS
+export const B_LIVE = 1, B_INIT_B = 2, B_EXPORTED = 4, B_REMNANT = 8, B_TCP = 16, B_ADOPTED = 32;
+/** FIN seen from the ingress / egress side, RST seen (their times: F_FIN_MAX, and the schedule). */
+export const B_FIN_ING = 64, B_FIN_EGR = 128, B_RST = 256;
+/** The handle is in the tracker's closing list. */
+export const B_LISTED = 512;
+export const PHASE_SHIFT = 10, REASON_SHIFT = 12, PROTO_SHIFT = 16, KIND_SHIFT = 24;
 
 export type Phase = 0 | 1 | 2; // ACTIVE, CLOSING (close time scheduled), DELETING (handed out by dueDeletes)
 export const ACTIVE: Phase = 0, CLOSING: Phase = 1, DELETING: Phase = 2;
 
-// Per-flow numbers live in one Float64Array (FlowSlab), STRIDE doubles per flow, not in object
-// fields: V8 boxes every double field (timestamps in ns, byte counters) in its own heap object,
-// which made a tracked flow cost ~1.3 KB and the garbage collector most of the CPU at 100k+ flows.
-const F_FIRST = 0, F_CLOSE_AT = 1, F_REP_AT = 2, F_NEXT_UPDATE = 3, F_LAST_SEEN = 4, F_FIN_ING = 5, F_FIN_EGR = 6, F_RST = 7;
-const F_RXP = 8, F_TXP = 9, F_RXB = 10, F_TXB = 11, F_REP_RXP = 12, F_REP_TXP = 13, F_REP_RXB = 14, F_REP_TXB = 15;
-const F_RAW_RXP = 16, F_RAW_TXP = 17, F_FLAGS = 18, F_UUID = 19; // F_UUID..+3: the flow id's 32-bit words
-const STRIDE = 23;
+export class FlowStore {
+  readonly table: FlowTable;
+  f64: Float64Array;
+  u32: Uint32Array;
 
-export class FlowSlab {
-  f64 = new Float64Array(STRIDE * 1024);
-  private readonly free: number[] = [];
-  private next = 0;
+  constructor(readonly family: 4 | 6, initialSlots: number) {
+    this.table = new FlowTable(family === 4 ? 4 : 10, initialSlots);
+    this.f64 = new Float64Array(this.table.slots * F_STRIDE);
+    this.u32 = new Uint32Array(this.table.slots * U_STRIDE);
+  }
 
-  alloc(): number {
-    const slot = this.free.length > 0 ? this.free.pop()! : this.next++;
-    if ((slot + 1) * STRIDE > this.f64.length) {
-      const bigger = new Float64Array(this.f64.length * 2);
-      bigger.set(this.f64);
-      this.f64 = bigger;
+  get size(): number {
+    return this.table.size;
+  }
+
+  find(k: KeyScratch): number {
+    return this.table.find(k);
+  }
+
+  /** A zeroed row for a new key (not in the table). */
+  alloc(k: KeyScratch): number {
+    const slot = this.table.insert(k);
+    if (this.table.slots * U_STRIDE > this.u32.length) {
+      const f = new Float64Array(this.table.slots * F_STRIDE);
+      f.set(this.f64);
+      this.f64 = f;
+      const u = new Uint32Array(this.table.slots * U_STRIDE);
+      u.set(this.u32);
+      this.u32 = u;
     }
-    const a = this.f64;
-    for (let i = slot * STRIDE, end = i + STRIDE; i < end; i++) a[i] = 0;
+    this.f64.fill(0, slot * F_STRIDE, slot * F_STRIDE + F_STRIDE);
+    this.u32.fill(0, slot * U_STRIDE, slot * U_STRIDE + U_STRIDE);
     return slot;
   }
 
   release(slot: number): void {
-    this.free.push(slot);
+    this.u32[slot * U_STRIDE + U_BITS] = 0; // not live: iterations skip it
+    this.table.remove(slot);
   }
 }
-
-const END_REASONS: readonly FlowEndReason[] = ['idle', 'tcp_fin', 'tcp_rst', 'forced', 'lack_of_resources'];
-// Flow.bits: the flags, phase, end reason, protocol and kind of a flow packed into one small
-// integer (one field instead of nine).
-const B_UUID = 1, B_INIT_B = 2, B_EXPORTED = 4, B_REMNANT = 8, B_TCP = 16;
-const B_PHASE_SHIFT = 5, B_REASON_SHIFT = 8, B_PROTO_SHIFT = 12, B_KIND_SHIFT = 20;
-const B_ADOPTED = 1 << 22;
-
-/**
- * Per-flow state. Counters are widened (packets past 2^32) and from the reporter's view.
- *
- * A flow object is kept small and holds no strings of its own besides the key id: numbers are in
- * the slab, flags in one packed integer, and the flow id lives as four words in the slab; its
- * text, the event ids and the address text are made when an event is built. Everything a flow
- * keeps survives into the old generation, and at 100k+ new flows/s that copying and marking costs
- * more than formatting twice (START and END).
- */
-export class Flow {
-  private bits: number;
-  /** Shared with other flows of the same attribution (never modify). */
-  attribution: Attribution | null = null;
-  /** The flow after this one in the last drain (see onDrain). */
-  nextInDrain: Flow | null = null;
-  /** The last drain that listed it, and how many drains in a row missed it (small integers: no boxing). */
-  seenGen = 0;
-  missed = 0;
-
-  constructor(
-    private readonly slab: FlowSlab,
-    readonly slot: number,
-    /** The key id: a flat copy (a substring of a batch would keep the whole batch alive). */
-    readonly id: string,
-    firstNs: number,
-    flags: number,
-    proto: number,
-    kind: FlowKind,
-    readonly ifname: string,
-  ) {
-    this.bits = (proto << B_PROTO_SHIFT) | (kind << B_KIND_SHIFT) | (proto === 6 && kind === FlowKind.Ports ? B_TCP : 0);
-    const a = slab.f64, o = slot * STRIDE;
-    a[o + F_FIRST] = firstNs;
-    a[o + F_REP_AT] = firstNs;
-    a[o + F_LAST_SEEN] = firstNs;
-    a[o + F_CLOSE_AT] = Infinity;
-    a[o + F_NEXT_UPDATE] = Infinity;
-    a[o + F_FLAGS] = flags;
-  }
-
-  private get o(): number { return this.slot * STRIDE; }
-  private flag(b: number, on: boolean): void { this.bits = on ? this.bits | b : this.bits & ~b; }
-  /** The flow id's words are in the slab (set when the first event is built). */
-  get hasUuid(): boolean { return (this.bits & B_UUID) !== 0; }
-  /** The initiator is key side b (FLAG_INIT_B as of the attribution). */
-  get initB(): boolean { return (this.bits & B_INIT_B) !== 0; }
-  set initB(v: boolean) { this.flag(B_INIT_B, v); }
-  get exported(): boolean { return (this.bits & B_EXPORTED) !== 0; }
-  set exported(v: boolean) { this.flag(B_EXPORTED, v); }
-  get remnant(): boolean { return (this.bits & B_REMNANT) !== 0; }
-  set remnant(v: boolean) { this.flag(B_REMNANT, v); }
-  get tcp(): boolean { return (this.bits & B_TCP) !== 0; }
-  /** Adopted at a restart and nothing has moved since (repNs is the adoption time meanwhile). */
-  get adopted(): boolean { return (this.bits & B_ADOPTED) !== 0; }
-  set adopted(v: boolean) { this.flag(B_ADOPTED, v); }
-  get phase(): Phase { return ((this.bits >>> B_PHASE_SHIFT) & 3) as Phase; }
-  set phase(v: Phase) { this.bits = (this.bits & ~(3 << B_PHASE_SHIFT)) | (v << B_PHASE_SHIFT); }
-  get endReason(): FlowEndReason { return END_REASONS[(this.bits >>> B_REASON_SHIFT) & 7]; }
-  set endReason(v: FlowEndReason) { this.bits = (this.bits & ~(7 << B_REASON_SHIFT)) | (END_REASONS.indexOf(v) << B_REASON_SHIFT); }
-  get proto(): number { return (this.bits >>> B_PROTO_SHIFT) & 255; }
-  get kind(): FlowKind { return ((this.bits >>> B_KIND_SHIFT) & 3) as FlowKind; }
-
-  get key(): FlowKey {
-    return keyFromId(this.id);
-  }
-  get firstNs(): number { return this.slab.f64[this.o + F_FIRST]; }
-  get closeAtNs(): number { return this.slab.f64[this.o + F_CLOSE_AT]; }
-  set closeAtNs(v: number) { this.slab.f64[this.o + F_CLOSE_AT] = v; }
-  /** When the counters were last reported (UPDATE), or the window start for the next one. */
-  get repNs(): number { return this.slab.f64[this.o + F_REP_AT]; }
-  set repNs(v: number) { this.slab.f64[this.o + F_REP_AT] = v; }
-  get nextUpdateNs(): number { return this.slab.f64[this.o + F_NEXT_UPDATE]; }
-  set nextUpdateNs(v: number) { this.slab.f64[this.o + F_NEXT_UPDATE] = v; }
-  get lastSeenNs(): number { return this.slab.f64[this.o + F_LAST_SEEN]; }
-  set lastSeenNs(v: number) { this.slab.f64[this.o + F_LAST_SEEN] = v; }
-  get finIngNs(): number { return this.slab.f64[this.o + F_FIN_ING]; }
-  set finIngNs(v: number) { this.slab.f64[this.o + F_FIN_ING] = v; }
-  get finEgrNs(): number { return this.slab.f64[this.o + F_FIN_EGR]; }
-  set finEgrNs(v: number) { this.slab.f64[this.o + F_FIN_EGR] = v; }
-  get rstNs(): number { return this.slab.f64[this.o + F_RST]; }
-  set rstNs(v: number) { this.slab.f64[this.o + F_RST] = v; }
-  get rxP(): number { return this.slab.f64[this.o + F_RXP]; }
-  set rxP(v: number) { this.slab.f64[this.o + F_RXP] = v; }
-  get txP(): number { return this.slab.f64[this.o + F_TXP]; }
-  set txP(v: number) { this.slab.f64[this.o + F_TXP] = v; }
-  get rxB(): number { return this.slab.f64[this.o + F_RXB]; }
-  set rxB(v: number) { this.slab.f64[this.o + F_RXB] = v; }
-  get txB(): number { return this.slab.f64[this.o + F_TXB]; }
-  set txB(v: number) { this.slab.f64[this.o + F_TXB] = v; }
-  /** Counters as of the last report: the next UPDATE carries the difference. */
-  get repRxP(): number { return this.slab.f64[this.o + F_REP_RXP]; }
-  set repRxP(v: number) { this.slab.f64[this.o + F_REP_RXP] = v; }
-  get repTxP(): number { return this.slab.f64[this.o + F_REP_TXP]; }
-  set repTxP(v: number) { this.slab.f64[this.o + F_REP_TXP] = v; }
-  get repRxB(): number { return this.slab.f64[this.o + F_REP_RXB]; }
-  set repRxB(v: number) { this.slab.f64[this.o + F_REP_RXB] = v; }
-  get repTxB(): number { return this.slab.f64[this.o + F_REP_TXB]; }
-  set repTxB(v: number) { this.slab.f64[this.o + F_REP_TXB] = v; }
-  /** The kernel's last 32-bit packet counters (for widening). */
-  get rawRxP(): number { return this.slab.f64[this.o + F_RAW_RXP]; }
-  set rawRxP(v: number) { this.slab.f64[this.o + F_RAW_RXP] = v; }
-  get rawTxP(): number { return this.slab.f64[this.o + F_RAW_TXP]; }
-  set rawTxP(v: number) { this.slab.f64[this.o + F_RAW_TXP] = v; }
-  /** The flow id text (valid once hasUuid). */
-  flowIdText(): string {
-    const a = this.slab.f64, o = this.o + F_UUID;
-    return uuidText(a[o], a[o + 1], a[o + 2], a[o + 3]);
-  }
-  /** The id of this flow's event with this label (valid once hasUuid): derived from the flow id's words. */
-  eventId(label: string): string {
-    const a = this.slab.f64, o = this.o + F_UUID;
-    return eventIdText(a[o], a[o + 1], a[o + 2], a[o + 3], label);
-  }
-  setUuid(w: Int32Array): void {
-    const a = this.slab.f64, o = this.o + F_UUID;
-    a[o] = w[0];
-    a[o + 1] = w[1];
-    a[o + 2] = w[2];
-    a[o + 3] = w[3];
-    this.bits |= B_UUID;
-  }
-  /** OR of every kernel flags word seen. */
-  get flags(): number { return this.slab.f64[this.o + F_FLAGS]; }
-  set flags(v: number) { this.slab.f64[this.o + F_FLAGS] = v >>> 0; }
-}
-

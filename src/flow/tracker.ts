@@ -5,26 +5,35 @@
 // kernel deletes it asks for. Deletion is two-step because the final counters come back from the
 // delete itself: dueDeletes() hands out the keys whose time has come, deleteFlows() removes them
 // and returns their last counters atomically, onDeleted() turns those into END events.
-import { Attributor, endpointOf, type FlowAttributor, type FlowTuple } from '../attribution/attributor';
-import { rawToIpAt } from '../net/ip';
+import { Attributor, type FlowAttributor, type FlowTuple } from '../attribution/attributor';
 import {
   FLAG_HINT_LOST,
   FLAG_INIT_B,
   FLAG_INIT_EGRESS,
   FLAG_START_LOST,
-  FLAG_UNCOUNTED,
+  FLOW_SIZE,
   type FlowCounters,
   type FlowEntry,
   type FlowKey,
   FlowKind,
+  type FlowMapRead,
+  keyFromId,
   lastSeenNs,
   RecordType,
   type RingRecord,
 } from '../datapath/records';
 import { Clock, systemClock, WallConverter } from '../model/clock';
 import type { FlowEndReason, FlowEvent, FlowEventType } from '../model/event';
-import { bootNamespace, flowIdWords, type Uuid } from './ids';
-import { ACTIVE, CLOSING, DELETING, Flow, FlowSlab, flatCopy } from './store';
+import { AttributionTable } from './attributions';
+import { EventBuilder, type EventInput } from './events';
+import { bootNamespace } from './ids';
+import {
+  ACTIVE, B_ADOPTED, B_EXPORTED, B_FIN_EGR, B_FIN_ING, B_INIT_B, B_LISTED, B_LIVE, B_REMNANT, B_RST, B_TCP, CLOSING, DELETING,
+  F_CLOSE_AT, F_FIN_MAX, F_FIRST, F_LAST_SEEN, F_REP_AT, F_REP_RXB, F_REP_TXB, F_RXB, F_RXP, F_STRIDE, F_TXB, F_TXP, FlowStore,
+  KIND_SHIFT, type Phase, PHASE_SHIFT, PROTO_SHIFT, REASON_SHIFT, U_ATTR, U_BITS, U_FLAGS, U_GEN, U_NEXT, U_REP_RXP, U_REP_TXP,
+  U_STRIDE, U_UPD_N,
+} from './store';
+import { KeyScratch } from './table';
 
 const TCP_FIN = 0x01;
 const TCP_SYN = 0x02;
@@ -73,6 +82,12 @@ export interface TrackerOptions {
   updateIntervalMs?: number;
   /** A tracked flow missing from this many consecutive drains ended outside our control (default 2). */
   missingDrainsToEnd?: number;
+  /**
+   * Rows to reserve for IPv4 / IPv6 flows (the kernel maps' sizes). The columns are allocated
+   * zeroed and untouched rows cost address space only; the store grows past this if it must.
+   */
+  capacityV4?: number;
+  capacityV6?: number;
 }
 
 export interface TrackerStats {
@@ -108,9 +123,6 @@ export interface TrackerStats {
   hintsLost: number;
 }
 
-/** Scratch for the flow id's words on their way into the slab. */
-const UUID_WORDS = new Int32Array(4);
-
 function zeroStats(): TrackerStats {
   return {
     active: 0, remnantsActive: 0,
@@ -130,13 +142,14 @@ interface PendingHint {
   gen: number;
 }
 
+const TIME_WAIT_MAX_DEFAULT = 1 << 20;
+const NONE = -1;
+
 export class FlowTracker {
   readonly clock: Clock;
   private readonly wall: WallConverter;
-  private readonly ns: Uuid;
   private readonly attributor: FlowAttributor;
-  private readonly reporterId: string;
-  private readonly reporterPublicKey: string;
+  private readonly builder: EventBuilder;
   private readonly ifnameOf: (ifindex: number) => string;
   private readonly ifnames = new Map<number, string>();
   private readonly idle: { tcp: number; tcpHalf: number; udp: number; icmp: number; other: number };
@@ -149,34 +162,44 @@ export class FlowTracker {
   /** When this tracker started: older kernel flows found by a drain are adopted. */
   private readonly startedNs: number;
 
-  private readonly flows = new Map<string, Flow>();
-  private readonly slab = new FlowSlab();
-  /** Flows with a scheduled close time (phase CLOSING). */
-  private readonly closing = new Set<Flow>();
+  private readonly s4: FlowStore;
+  private readonly s6: FlowStore;
+  private readonly attrs = new AttributionTable();
+  private readonly k = new KeyScratch();
+  /** Handles with a scheduled close time (phase CLOSING), unordered; stale entries are dropped by dueDeletes. */
+  private closing = new Int32Array(1024);
+  private closingLen = 0;
+  /** A lower bound of the closing flows' close times. */
+  private minDueNs = Infinity;
   /** Keys of TCP flows ended by FIN/RST -> when; insertion order = time order. */
   private readonly timeWait = new Map<string, number>();
+  private readonly timeWaitMax: number;
   /** FIN/RST hints that arrived before their flow was known. */
   private readonly pending = new Map<string, PendingHint>();
   private drainGen = 0;
-  /** The order of the last drain (a linked list through Flow.nextInDrain). */
-  private firstInDrain: Flow | null = null;
+  /** The order of the last drain (a linked list through U_NEXT): its first handle. */
+  private firstInDrain = NONE;
   /** The drain in progress: its time and generation, flows listed so far, the last of them. */
-  private drain: { now: number; gen: number; seen: number; prev: Flow | null } | null = null;
+  private drain: { now: number; gen: number; seen: number; prev: number } | null = null;
   private remnants = 0;
   private readonly st = zeroStats();
   /** Reused for every attribute() call (the attributor does not keep it). */
   private readonly tuple: FlowTuple = {
     family: 4, srcRaw: '', dstRaw: '', proto: 0, hasPorts: false, srcPort: 0, dstPort: 0, direction: 'INGRESS', nowNs: 0,
   };
+  /** Reused for every event built. */
+  private readonly input: EventInput = {
+    keyId: '', firstNs: 0, flags: 0, proto: 0, kind: FlowKind.Ports, initB: false, attribution: null!, interfaceName: '',
+  };
+  /** Scratch counters of a drained entry. */
+  private readonly cv: FlowCounters = { firstNs: 0, lastSeen: 0, rxBytes: 0, txBytes: 0, rxPackets: 0, txPackets: 0, flags: 0 };
 
   constructor(opts: TrackerOptions = {}) {
     this.clock = opts.clock ?? systemClock;
     this.wall = new WallConverter(this.clock);
     if (opts.bootId === undefined) throw new RangeError('bootId is required (the pipeline reads it: src/flow/ids.ts readBootId)');
-    this.ns = bootNamespace(opts.bootId);
+    this.builder = new EventBuilder(bootNamespace(opts.bootId), this.wall, opts.reporterId ?? '', opts.reporterPublicKey ?? '');
     this.attributor = opts.attributor ?? new Attributor({}, { clock: this.clock });
-    this.reporterId = opts.reporterId ?? '';
-    this.reporterPublicKey = opts.reporterPublicKey ?? '';
     this.ifnameOf = opts.interfaceName ?? ((ifindex) => `if${ifindex}`);
     const ms = (v: number | undefined, d: number, name: string): number => {
       const x = v ?? d;
@@ -196,7 +219,16 @@ export class FlowTracker {
     this.timeWaitNs = ms(opts.timeWaitMs, d.timeWaitMs, 'timeWaitMs');
     this.remnantGraceNs = opts.remnantGraceMs === undefined ? this.closeGraceNs : ms(opts.remnantGraceMs, 0, 'remnantGraceMs');
     this.updateNs = ms(opts.updateIntervalMs, d.updateIntervalMs, 'updateIntervalMs');
-    this.missingToEnd = Math.max(1, Math.floor(opts.missingDrainsToEnd ?? 2));
+    this.missingToEnd = Math.min(255, Math.max(1, Math.floor(opts.missingDrainsToEnd ?? 2)));
+    const cap = (v: number | undefined, name: string): number => {
+      const x = v ?? 1024;
+      if (!Number.isInteger(x) || x < 0) throw new RangeError(`${name} must be a non-negative integer, got ${v}`);
+      return x;
+    };
+    this.s4 = new FlowStore(4, cap(opts.capacityV4, 'capacityV4'));
+    this.s6 = new FlowStore(6, cap(opts.capacityV6, 'capacityV6'));
+    // Closed TCP keys remembered for late packets: at most as many as flows can be tracked.
+    this.timeWaitMax = Math.max(TIME_WAIT_MAX_DEFAULT, (opts.capacityV4 ?? 0) + (opts.capacityV6 ?? 0));
     this.startedNs = this.clock.monoNs();
   }
 
@@ -209,19 +241,20 @@ export class FlowTracker {
     for (let i = 0; i < records.length; i++) {
       const r = records[i];
       const id = r.key.id;
-      let f = this.flows.get(id);
+      this.k.fromId(id);
+      let h = this.find(id.length === 16);
       if (r.type === RecordType.Start) {
-        if (f !== undefined) {
-          if (f.firstNs === r.tsNs) continue; // already found by a drain
-          this.vanish(f, now, out); // the entry was replaced behind our back
+        if (h !== NONE) {
+          if (this.f(h, F_FIRST) === r.tsNs) continue; // already found by a drain
+          this.vanish(h, now, out); // the entry was replaced behind our back
         }
-        f = this.create(r.key, r.tsNs, r.flags, now, out);
-        if (f.tcp && !f.remnant) this.tcpFlags(f, r.flags, r.tsNs);
+        h = this.create(id, r.tsNs, r.flags, now, out);
+        if (this.isTcp(h) && !this.has_(h, B_REMNANT)) this.tcpFlags(h, r.flags, r.tsNs);
         continue;
       }
       if (r.type !== RecordType.Fin && r.type !== RecordType.Rst) continue;
       const ing = r.dir === 0;
-      if (f === undefined) {
+      if (h === NONE) {
         this.st.hintsWithoutFlow++;
         let p = this.pending.get(id);
         if (!p) {
@@ -234,10 +267,10 @@ export class FlowTracker {
         else p.finEgrNs ||= r.tsNs;
         continue;
       }
-      if (f.remnant || !f.tcp) continue;
-      f.flags |= r.flags;
-      if (r.type === RecordType.Rst) this.tcpClose(f, 0, 0, r.tsNs);
-      else this.tcpClose(f, ing ? r.tsNs : 0, ing ? 0 : r.tsNs, 0);
+      if (this.has_(h, B_REMNANT) || !this.isTcp(h)) continue;
+      this.orFlags(h, r.flags);
+      if (r.type === RecordType.Rst) this.tcpClose(h, 0, 0, r.tsNs);
+      else this.tcpClose(h, ing ? r.tsNs : 0, ing ? 0 : r.tsNs, 0);
     }
     return out;
   }
@@ -251,79 +284,118 @@ export class FlowTracker {
   }
 
   /**
-   * onDrain in slices: beginDrain, drainEntries for each slice of the entries in order, endDrain.
-   * The pipeline hands each slice's events on before the next, so that a drain that discovers a
-   * burst of flows (a million after a ring overflow) never holds all their STARTs at once.
+   * onDrain in slices: beginDrain, drainEntries (or drainRead) for each slice of the entries in
+   * order, endDrain. The pipeline hands each slice's events on before the next, so that a drain
+   * that discovers a burst of flows (a million after a ring overflow) never holds all their
+   * STARTs at once.
    */
   beginDrain(): void {
-    this.drain = { now: this.wall.sample(), gen: ++this.drainGen, seen: 0, prev: null };
+    this.drain = { now: this.wall.sample(), gen: (++this.drainGen) & 0xffffff, seen: 0, prev: NONE };
   }
 
   /** The next entries of the drain begun by beginDrain; returns their events. */
   drainEntries(entries: readonly FlowEntry[]): FlowEvent[] {
-    const d = this.drain;
-    if (d === null) throw new Error('drainEntries: no drain in progress (call beginDrain first)');
+    const d = this.drainState('drainEntries');
     const out: FlowEvent[] = [];
-    const { now, gen } = d;
-    let seen = 0;
-    // Drains list the kernel map in its bucket order, which barely changes from one drain to the
-    // next: guess each entry's flow from the previous one's successor in the last drain, and
-    // only look it up (a hash of a fresh key string, ~4x the cost) when the guess is wrong.
-    let prev = d.prev;
     for (let i = 0; i < entries.length; i++) {
       const e = entries[i];
-      const v = e.value;
       const id = e.key.id;
-      const guess: Flow | null = prev === null ? this.firstInDrain : prev.nextInDrain;
-      let f: Flow | undefined = guess !== null && guess.phase !== DELETING && guess.id === id ? guess : this.flows.get(id);
-      if (f !== undefined && f.firstNs !== v.firstNs) {
-        this.vanish(f, now, out);
-        f = undefined;
-      }
-      const last = lastSeenNs(v.lastSeen, now);
-      let known = 0;
-      if (f === undefined) {
-        f = this.discover(e, last, now, out);
-      } else {
-        known = f.flags;
-        this.absorb(f, v);
-      }
-      if (f.seenGen !== gen) seen++;
-      f.seenGen = gen;
-      f.missed = 0;
-      if (prev === null) this.firstInDrain = f;
-      else prev.nextInDrain = f;
-      prev = f;
-      if (last > f.lastSeenNs) f.lastSeenNs = last;
-      if (f.phase === DELETING) continue;
-      if ((v.flags & FLAG_HINT_LOST) !== 0 && (known & FLAG_HINT_LOST) === 0) this.st.hintsLost++;
-      f.flags |= v.flags;
-      if (f.remnant) {
-        if ((f.flags & (TCP_SYN | (TCP_SYN << 8))) !== 0) this.promote(f, now, out);
-        continue;
-      }
-      if (f.tcp) this.tcpFlags(f, f.flags, f.lastSeenNs);
-      if (f.adopted && this.adoptedIdle(f, now)) continue;
-      if (f.phase === ACTIVE && now - f.lastSeenNs >= this.idleTimeout(f)) {
-        this.schedule(f, now, 'idle');
-        continue;
-      }
-      if (f.phase === ACTIVE && now >= f.nextUpdateNs) this.update(f, now, out);
+      this.k.fromId(id);
+      this.drainOne(d, id.length === 16, e.value, id, out);
     }
-    d.prev = prev;
-    d.seen += seen;
     return out;
+  }
+
+  /**
+   * Entries [from, to) of a map read, read in place from the kernel's key and value bytes (no
+   * object per entry): the pipeline's drain.
+   */
+  drainRead(read: FlowMapRead, from: number, to: number): FlowEvent[] {
+    const d = this.drainState('drainRead');
+    const out: FlowEvent[] = [];
+    const cv = this.cv;
+    read.forEachPart(from, to, (family, keys, values, a, b) => {
+      const size = family === 4 ? 16 : 40;
+      const vv = new DataView(values.buffer, values.byteOffset, values.byteLength);
+      for (let i = a; i < b; i++) {
+        this.k.fromBytes(keys, i * size, size);
+        const o = i * FLOW_SIZE;
+        cv.firstNs = vv.getUint32(o, true) + vv.getUint32(o + 4, true) * 0x1_0000_0000;
+        cv.rxBytes = vv.getUint32(o + 8, true) + vv.getUint32(o + 12, true) * 0x1_0000_0000;
+        cv.txBytes = vv.getUint32(o + 16, true) + vv.getUint32(o + 20, true) * 0x1_0000_0000;
+        cv.rxPackets = vv.getUint32(o + 24, true);
+        cv.txPackets = vv.getUint32(o + 28, true);
+        cv.lastSeen = vv.getUint32(o + 32, true);
+        cv.flags = vv.getUint32(o + 36, true);
+        this.drainOne(d, family === 4, cv, null, out);
+      }
+    });
+    return out;
+  }
+
+  private drainState(what: string): { now: number; gen: number; seen: number; prev: number } {
+    const d = this.drain;
+    if (d === null) throw new Error(`${what}: no drain in progress (call beginDrain first)`);
+    return d;
+  }
+
+  /**
+   * One drained entry (its key in this.k). Drains list the kernel map in its bucket order, which
+   * barely changes from one drain to the next: each entry's flow is guessed from the previous
+   * one's successor in the last drain and only looked up when the guess is wrong.
+   */
+  private drainOne(d: { now: number; gen: number; seen: number; prev: number }, v4: boolean, v: FlowCounters, id: string | null, out: FlowEvent[]): void {
+    const { now, gen } = d;
+    const prev = d.prev;
+    const guess = prev === NONE ? this.firstInDrain : this.u(prev, U_NEXT) - 1;
+    let h = guess !== NONE && (guess & 1) === (v4 ? 0 : 1) && this.live(guess) && this.phase(guess) !== DELETING && this.keyIs(guess) ? guess : this.find(v4);
+    if (h !== NONE && this.f(h, F_FIRST) !== v.firstNs) {
+      this.vanish(h, now, out);
+      h = NONE;
+    }
+    const last = lastSeenNs(v.lastSeen, now);
+    let known = 0;
+    if (h === NONE) {
+      h = this.discover(id ?? this.scratchId(v4), v, last, now, out);
+    } else {
+      known = this.u(h, U_FLAGS);
+      this.absorb(h, v);
+    }
+    const S = this.st_(h), uo = (h >>> 1) * U_STRIDE, fo = (h >>> 1) * F_STRIDE;
+    if ((S.u32[uo + U_GEN] & 0xffffff) !== gen) d.seen++;
+    S.u32[uo + U_GEN] = gen; // missed = 0
+    if (prev === NONE) this.firstInDrain = h;
+    else this.setU(prev, U_NEXT, h + 1);
+    d.prev = h;
+    if (last > S.f64[fo + F_LAST_SEEN]) S.f64[fo + F_LAST_SEEN] = last;
+    if (this.phase(h) === DELETING) return;
+    if ((v.flags & FLAG_HINT_LOST) !== 0 && (known & FLAG_HINT_LOST) === 0) this.st.hintsLost++;
+    S.u32[uo + U_FLAGS] |= v.flags;
+    const flags = S.u32[uo + U_FLAGS];
+    const bits = S.u32[uo + U_BITS];
+    if ((bits & B_REMNANT) !== 0) {
+      if ((flags & (TCP_SYN | (TCP_SYN << 8))) !== 0) this.promote(h, now, out);
+      return;
+    }
+    if ((bits & B_TCP) !== 0) this.tcpFlags(h, flags, S.f64[fo + F_LAST_SEEN]);
+    if ((bits & B_ADOPTED) !== 0 && this.adoptedIdle(h, now)) return;
+    if (this.phase(h) !== ACTIVE) return;
+    if (now - S.f64[fo + F_LAST_SEEN] >= this.idleTimeout(h)) {
+      this.schedule(h, now, 'idle');
+      return;
+    }
+    const n = S.u32[uo + U_UPD_N];
+    if (n !== 0 && now >= S.f64[fo + F_FIRST] + n * this.updateNs) this.update(h, now, out);
   }
 
   /** Finishes the drain: flows it did not list (missed drains end them), expired hints. */
   endDrain(): FlowEvent[] {
-    const d = this.drain;
-    if (d === null) throw new Error('endDrain: no drain in progress (call beginDrain first)');
+    const d = this.drainState('endDrain');
     this.drain = null;
     const out: FlowEvent[] = [];
-    if (d.prev === null) this.firstInDrain = null;
-    else d.prev.nextInDrain = null;
-    if (d.seen < this.flows.size) this.sweepMissing(d.gen, d.now, out);
+    if (d.prev === NONE) this.firstInDrain = NONE;
+    else this.setU(d.prev, U_NEXT, 0);
+    if (d.seen < this.activeFlows) this.sweepMissing(d.gen, d.now, out);
     this.expire(d.now, d.gen);
     return out;
   }
@@ -333,21 +405,32 @@ export class FlowTracker {
   /** Keys whose END is due (close grace over, idle, remnant, forced): delete them, then call onDeleted. */
   dueDeletes(nowNs: number = this.clock.monoNs()): FlowKey[] {
     const keys: FlowKey[] = [];
-    for (const f of this.closing) {
-      if (f.closeAtNs <= nowNs) {
-        f.phase = DELETING;
-        this.closing.delete(f);
-        keys.push(f.key);
+    const c = this.closing;
+    let n = 0, min = Infinity;
+    // Keep each closing flow once: B_LISTED is cleared on the first copy kept and set again below.
+    for (let i = 0; i < this.closingLen; i++) {
+      const h = c[i];
+      if (!this.live(h) || this.phase(h) !== CLOSING || !this.has_(h, B_LISTED)) continue;
+      const at = this.f(h, F_CLOSE_AT);
+      if (at <= nowNs) {
+        this.setPhase(h, DELETING);
+        this.clear(h, B_LISTED);
+        keys.push(keyFromId(this.keyIdOf(h)));
+        continue;
       }
+      this.clear(h, B_LISTED);
+      if (at < min) min = at;
+      c[n++] = h;
     }
+    for (let i = 0; i < n; i++) this.set(c[i], B_LISTED);
+    this.closingLen = n;
+    this.minDueNs = min;
     return keys;
   }
 
   /** Earliest scheduled close (CLOCK_MONOTONIC ns; Infinity when none): when dueDeletes() has work. */
   nextDueNs(): number {
-    let t = Infinity;
-    for (const f of this.closing) if (f.closeAtNs < t) t = f.closeAtNs;
-    return t;
+    return this.minDueNs;
   }
 
   /**
@@ -358,25 +441,28 @@ export class FlowTracker {
     const out: FlowEvent[] = [];
     const now = this.wall.sample();
     for (let i = 0; i < keys.length; i++) {
-      const f = this.flows.get(keys[i].id);
-      if (f === undefined || f.phase !== DELETING) continue;
+      const id = keys[i].id;
+      this.k.fromId(id);
+      const h = this.find(id.length === 16);
+      if (h === NONE || this.phase(h) !== DELETING) continue;
       const fin = finals[i];
-      if (fin !== undefined && fin.firstNs === f.firstNs) {
-        this.absorb(f, fin);
-        f.flags |= fin.flags;
+      if (fin !== undefined && fin.firstNs === this.f(h, F_FIRST)) {
+        this.absorb(h, fin);
+        this.orFlags(h, fin.flags);
       }
-      this.finish(f, f.endReason, now, out);
+      this.finish(h, this.endReason(h), now, out);
     }
     return out;
   }
 
   /** A delete failed: the flows stay and are handed out again by the next dueDeletes(). */
   abortDeletes(keys: readonly FlowKey[]): void {
-    for (const k of keys) {
-      const f = this.flows.get(k.id);
-      if (f !== undefined && f.phase === DELETING) {
-        f.phase = CLOSING;
-        this.closing.add(f);
+    for (const key of keys) {
+      this.k.fromId(key.id);
+      const h = this.find(key.id.length === 16);
+      if (h !== NONE && this.phase(h) === DELETING) {
+        this.setPhase(h, CLOSING);
+        this.list(h);
       }
     }
   }
@@ -387,14 +473,16 @@ export class FlowTracker {
    */
   forceEndAll(): FlowKey[] {
     const keys: FlowKey[] = [];
-    for (const f of this.flows.values()) {
-      if (f.phase === DELETING) continue;
-      f.endReason = 'forced';
-      f.closeAtNs = 0;
-      f.phase = DELETING;
-      this.closing.delete(f);
-      keys.push(f.key);
-    }
+    this.forEachFlow((h) => {
+      if (this.phase(h) === DELETING) return;
+      this.setReason(h, 'forced');
+      this.setF(h, F_CLOSE_AT, 0);
+      this.setPhase(h, DELETING);
+      keys.push(keyFromId(this.keyIdOf(h)));
+    });
+    this.closingLen = 0;
+    this.minDueNs = Infinity;
+    this.forEachFlow((h) => this.clear(h, B_LISTED));
     return keys;
   }
 
@@ -404,7 +492,7 @@ export class FlowTracker {
     const s = this.st;
     return {
       ...s,
-      active: this.flows.size,
+      active: this.activeFlows,
       remnantsActive: this.remnants,
       events: { ...s.events },
       ended: { ...s.ended },
@@ -420,20 +508,125 @@ export class FlowTracker {
   snapshot(): FlowEvent[] {
     const out: FlowEvent[] = [];
     this.wall.sample();
-    for (const f of this.flows.values()) {
-      if (!f.exported || f.remnant || f.phase === DELETING) continue;
-      out.push(this.event(f, 'UPDATE', '', this.wall.toWallMs(f.firstNs), f.rxP, f.txP, f.rxB, f.txB, f.firstNs, f.lastSeenNs));
-    }
+    this.forEachFlow((h) => {
+      const bits = this.u(h, U_BITS);
+      if ((bits & B_EXPORTED) === 0 || (bits & B_REMNANT) !== 0 || this.phase(h) === DELETING) return;
+      const first = this.f(h, F_FIRST);
+      out.push(this.event(h, null, 'UPDATE', '', this.wall.toWallMs(first),
+        this.f(h, F_RXP), this.f(h, F_TXP), this.f(h, F_RXB), this.f(h, F_TXB), first, this.f(h, F_LAST_SEEN)));
+    });
     return out;
   }
 
   get activeFlows(): number {
-    return this.flows.size;
+    return this.s4.size + this.s6.size;
+  }
+
+  /** Distinct attribution results held by tracked flows (shared between flows). */
+  get attributionsHeld(): number {
+    return this.attrs.size;
   }
 
   /** Is this key tracked (tests, tools)? */
   has(keyId: string): boolean {
-    return this.flows.has(keyId);
+    this.k.fromId(keyId);
+    return this.find(keyId.length === 16) !== NONE;
+  }
+
+  // ------------------------------------------------------------------ column access
+
+  private st_(h: number): FlowStore {
+    return (h & 1) === 0 ? this.s4 : this.s6;
+  }
+  private f(h: number, col: number): number {
+    return this.st_(h).f64[(h >>> 1) * F_STRIDE + col];
+  }
+  private setF(h: number, col: number, v: number): void {
+    this.st_(h).f64[(h >>> 1) * F_STRIDE + col] = v;
+  }
+  private u(h: number, col: number): number {
+    return this.st_(h).u32[(h >>> 1) * U_STRIDE + col];
+  }
+  private setU(h: number, col: number, v: number): void {
+    this.st_(h).u32[(h >>> 1) * U_STRIDE + col] = v;
+  }
+  private has_(h: number, b: number): boolean {
+    return (this.u(h, U_BITS) & b) !== 0;
+  }
+  private set(h: number, b: number): void {
+    this.st_(h).u32[(h >>> 1) * U_STRIDE + U_BITS] |= b;
+  }
+  private clear(h: number, b: number): void {
+    this.st_(h).u32[(h >>> 1) * U_STRIDE + U_BITS] &= ~b;
+  }
+  private live(h: number): boolean {
+    return (this.u(h, U_BITS) & B_LIVE) !== 0;
+  }
+  private isTcp(h: number): boolean {
+    return (this.u(h, U_BITS) & B_TCP) !== 0;
+  }
+  private phase(h: number): Phase {
+    return ((this.u(h, U_BITS) >>> PHASE_SHIFT) & 3) as Phase;
+  }
+  private setPhase(h: number, p: Phase): void {
+    const o = (h >>> 1) * U_STRIDE + U_BITS, u = this.st_(h).u32;
+    u[o] = (u[o] & ~(3 << PHASE_SHIFT)) | (p << PHASE_SHIFT);
+  }
+  private endReason(h: number): FlowEndReason {
+    return END_REASONS[(this.u(h, U_BITS) >>> REASON_SHIFT) & 7];
+  }
+  private setReason(h: number, r: FlowEndReason): void {
+    const o = (h >>> 1) * U_STRIDE + U_BITS, u = this.st_(h).u32;
+    u[o] = (u[o] & ~(7 << REASON_SHIFT)) | (END_REASONS.indexOf(r) << REASON_SHIFT);
+  }
+  private proto(h: number): number {
+    return (this.u(h, U_BITS) >>> PROTO_SHIFT) & 255;
+  }
+  private kind(h: number): FlowKind {
+    return ((this.u(h, U_BITS) >>> KIND_SHIFT) & 3) as FlowKind;
+  }
+  private orFlags(h: number, flags: number): void {
+    this.st_(h).u32[(h >>> 1) * U_STRIDE + U_FLAGS] |= flags;
+  }
+  /** The flow of the key in this.k, or NONE. */
+  private find(v4: boolean): number {
+    const slot = (v4 ? this.s4 : this.s6).find(this.k);
+    return slot < 0 ? NONE : slot * 2 + (v4 ? 0 : 1);
+  }
+  /** Is this flow's key the one in this.k? */
+  private keyIs(h: number): boolean {
+    const keys = this.st_(h).table.keys, n = (h & 1) === 0 ? 4 : 10, o = (h >>> 1) * n, w = this.k.words;
+    for (let j = 0; j < n; j++) if (keys[o + j] !== w[j]) return false;
+    return true;
+  }
+  private keyIdOf(h: number): string {
+    return this.st_(h).table.keyId(h >>> 1);
+  }
+  /** The key in this.k as an id. */
+  private scratchId(v4: boolean): string {
+    const b = this.k.bytes, n = v4 ? 16 : 40;
+    let s = '';
+    for (let i = 0; i < n; i += 4) s += String.fromCharCode(b[i], b[i + 1], b[i + 2], b[i + 3]);
+    return s;
+  }
+  private forEachFlow(fn: (h: number) => void): void {
+    for (const S of [this.s4, this.s6]) {
+      const fam = S === this.s4 ? 0 : 1, hw = S.table.highWater;
+      for (let s = 0; s < hw; s++) if ((S.u32[s * U_STRIDE + U_BITS] & B_LIVE) !== 0) fn(s * 2 + fam);
+    }
+  }
+  /** Put a CLOSING flow on the closing list (once). */
+  private list(h: number): void {
+    const at = this.f(h, F_CLOSE_AT);
+    if (at < this.minDueNs) this.minDueNs = at;
+    if (this.has_(h, B_LISTED)) return;
+    this.set(h, B_LISTED);
+    if (this.closingLen === this.closing.length) {
+      const bigger = new Int32Array(this.closing.length * 2);
+      bigger.set(this.closing);
+      this.closing = bigger;
+    }
+    this.closing[this.closingLen++] = h;
   }
 
   // ------------------------------------------------------------------ internals
@@ -447,16 +640,17 @@ export class FlowTracker {
     return n;
   }
 
-  private idleTimeout(f: Flow): number {
-    switch (f.proto) {
+  private idleTimeout(h: number): number {
+    const kind = this.kind(h);
+    switch (this.proto(h)) {
       case 6:
-        if (f.kind !== FlowKind.Ports) return this.idle.other;
-        return f.finIngNs !== 0 || f.finEgrNs !== 0 ? this.idle.tcpHalf : this.idle.tcp;
+        if (kind !== FlowKind.Ports) return this.idle.other;
+        return this.has_(h, B_FIN_ING | B_FIN_EGR) ? this.idle.tcpHalf : this.idle.tcp;
       case 17:
-        return f.kind === FlowKind.Ports ? this.idle.udp : this.idle.other;
+        return kind === FlowKind.Ports ? this.idle.udp : this.idle.other;
       case 1:
       case 58:
-        return f.kind === FlowKind.Icmp ? this.idle.icmp : this.idle.other;
+        return kind === FlowKind.Icmp ? this.idle.icmp : this.idle.other;
       default:
         return this.idle.other;
     }
@@ -468,50 +662,60 @@ export class FlowTracker {
    * adoption is ended as idle; one that moves is alive and gets the normal timeouts from then on.
    * Returns true when the flow was scheduled to end.
    */
-  private adoptedIdle(f: Flow, now: number): boolean {
-    // repNs and the rep counters hold the adoption's values until something moves (update() only
-    // changes them then); lastSeen covers packets the kernel did not count (counting off).
-    if (f.rxP !== f.repRxP || f.txP !== f.repTxP || f.rxB !== f.repRxB || f.txB !== f.repTxB || f.lastSeenNs > f.repNs) {
-      f.adopted = false;
+  private adoptedIdle(h: number, now: number): boolean {
+    // F_REP_AT and the rep counters hold the adoption's values until something moves (update()
+    // only changes them then); lastSeen covers packets the kernel did not count (counting off).
+    const S = this.st_(h), fo = (h >>> 1) * F_STRIDE, uo = (h >>> 1) * U_STRIDE, a = S.f64, u = S.u32;
+    if ((a[fo + F_RXP] % 0x1_0000_0000) !== u[uo + U_REP_RXP] || (a[fo + F_TXP] % 0x1_0000_0000) !== u[uo + U_REP_TXP] ||
+        a[fo + F_RXB] !== a[fo + F_REP_RXB] || a[fo + F_TXB] !== a[fo + F_REP_TXB] || a[fo + F_LAST_SEEN] > a[fo + F_REP_AT]) {
+      this.clear(h, B_ADOPTED);
       return false;
     }
-    if (f.phase !== ACTIVE || now - f.repNs < this.idle.udp) return false;
-    f.adopted = false;
+    if (this.phase(h) !== ACTIVE || now - a[fo + F_REP_AT] < this.idle.udp) return false;
+    this.clear(h, B_ADOPTED);
     this.st.adoptedIdleEnded++;
-    this.schedule(f, now, 'idle');
+    this.schedule(h, now, 'idle');
     return true;
   }
 
-  /** New flow from a START record or a drain. Decides remnant / exported / filtered; emits START. */
-  private create(key: FlowKey, firstNs: number, flags: number, now: number, out: FlowEvent[]): Flow {
-    const id = key.id;
+  /** New flow (key in this.k, id its text) from a START record or a drain. Decides remnant / exported / filtered; emits START. */
+  private create(id: string, firstNs: number, flags: number, now: number, out: FlowEvent[]): number {
     const v4 = id.length === 16;
     const po = v4 ? 8 : 32;
     const proto = id.charCodeAt(po + 4);
     const kind = id.charCodeAt(po + 5) as FlowKind;
-    const ifindex = id.charCodeAt(po + 6) | (id.charCodeAt(po + 7) << 8);
-    const flat = flatCopy(id);
-    const f = new Flow(this.slab, this.slab.alloc(), flat, firstNs, flags, proto, kind, this.ifname(ifindex));
-    this.flows.set(flat, f);
-    if (f.tcp && (flags & (TCP_SYN | (TCP_SYN << 8))) === 0) {
+    const S = v4 ? this.s4 : this.s6;
+    const slot = S.alloc(this.k);
+    const h = slot * 2 + (v4 ? 0 : 1);
+    const tcp = proto === 6 && kind === FlowKind.Ports;
+    const fo = slot * F_STRIDE, uo = slot * U_STRIDE, a = S.f64, u = S.u32;
+    a[fo + F_FIRST] = firstNs;
+    a[fo + F_REP_AT] = firstNs;
+    a[fo + F_LAST_SEEN] = firstNs;
+    a[fo + F_CLOSE_AT] = Infinity;
+    u[uo + U_FLAGS] = flags;
+    u[uo + U_BITS] = B_LIVE | (tcp ? B_TCP : 0) | (proto << PROTO_SHIFT) | (kind << KIND_SHIFT);
+    u[uo + U_GEN] = (this.drainGen - 1) & 0xffffff; // not listed by the current drain yet
+    if (tcp && (flags & (TCP_SYN | (TCP_SYN << 8))) === 0) {
       const endedAt = this.timeWait.get(id);
       if (endedAt !== undefined && now - endedAt < this.timeWaitNs) {
-        f.remnant = true;
+        this.set(h, B_REMNANT);
         this.remnants++;
-        this.schedule(f, Math.max(firstNs + this.remnantGraceNs, now), 'forced');
-        return f;
+        u[uo + U_ATTR] = 0xffffffff;
+        this.schedule(h, Math.max(firstNs + this.remnantGraceNs, now), 'forced');
+        return h;
       }
     }
-    this.attribute(f, now, out);
-    return f;
+    this.attribute(h, id, now, out);
+    return h;
   }
 
-  private attribute(f: Flow, now: number, out: FlowEvent[]): void {
-    const id = f.id;
+  private attribute(h: number, id: string, now: number, out: FlowEvent[]): void {
     const v4 = id.length === 16;
     const al = v4 ? 4 : 16;
     const po = v4 ? 8 : 32;
-    const initB = (f.flags & FLAG_INIT_B) !== 0;
+    const flags = this.u(h, U_FLAGS);
+    const initB = (flags & FLAG_INIT_B) !== 0;
     const rawA = id.substring(0, al);
     const rawB = id.substring(al, 2 * al);
     const portA = (id.charCodeAt(po) << 8) | id.charCodeAt(po + 1);
@@ -520,19 +724,22 @@ export class FlowTracker {
     t.family = v4 ? 4 : 6;
     t.srcRaw = initB ? rawB : rawA;
     t.dstRaw = initB ? rawA : rawB;
-    t.proto = f.proto;
-    t.hasPorts = f.kind === FlowKind.Ports;
+    t.proto = this.proto(h);
+    t.hasPorts = this.kind(h) === FlowKind.Ports;
     t.srcPort = t.hasPorts ? (initB ? portB : portA) : 0;
     t.dstPort = t.hasPorts ? (initB ? portA : portB) : 0;
-    t.direction = (f.flags & FLAG_INIT_EGRESS) !== 0 ? 'EGRESS' : 'INGRESS';
+    t.direction = (flags & FLAG_INIT_EGRESS) !== 0 ? 'EGRESS' : 'INGRESS';
     t.nowNs = now;
     const a = this.attributor.attribute(t);
-    f.attribution = a;
-    f.initB = initB;
+    t.srcRaw = t.dstRaw = ''; // the tuple must not keep a batch's key text alive
+    this.setU(h, U_ATTR, this.attrs.ref(a));
+    if (initB) this.set(h, B_INIT_B);
+    else this.clear(h, B_INIT_B);
     if (a.skip === '') {
-      f.exported = true;
-      if (this.updateNs > 0) f.nextUpdateNs = f.firstNs + this.updateNs;
-      out.push(this.event(f, 'START', 'start', this.wall.toWallMs(f.firstNs), 0, 0, 0, 0, f.firstNs, now));
+      this.set(h, B_EXPORTED);
+      if (this.updateNs > 0) this.setU(h, U_UPD_N, 1);
+      const first = this.f(h, F_FIRST);
+      out.push(this.event(h, id, 'START', 'start', this.wall.toWallMs(first), 0, 0, 0, 0, first, now));
     } else if (a.skip === 'exit_node') {
       this.st.exitNodeSkipped++;
     } else {
@@ -540,145 +747,164 @@ export class FlowTracker {
     }
   }
 
-  /** An entry found by a drain that no START record announced. */
-  private discover(e: FlowEntry, lastNs: number, now: number, out: FlowEvent[]): Flow {
-    const v = e.value;
+  /** An entry found by a drain that no START record announced (key in this.k). */
+  private discover(id: string, v: FlowCounters, lastNs: number, now: number, out: FlowEvent[]): number {
     const adopted = v.firstNs < this.startedNs;
     // Counters as found; adopted flows report only what moves from now on in UPDATEs (END has totals).
-    const f = this.create(e.key, v.firstNs, v.flags, now, out);
-    f.rawRxP = f.rxP = v.rxPackets;
-    f.rawTxP = f.txP = v.txPackets;
-    f.rxB = v.rxBytes;
-    f.txB = v.txBytes;
-    f.lastSeenNs = Math.max(lastNs, v.firstNs);
-    if (f.remnant) return f;
+    const h = this.create(id, v.firstNs, v.flags, now, out);
+    const S = this.st_(h), fo = (h >>> 1) * F_STRIDE, uo = (h >>> 1) * U_STRIDE, a = S.f64, u = S.u32;
+    a[fo + F_RXP] = v.rxPackets;
+    a[fo + F_TXP] = v.txPackets;
+    a[fo + F_RXB] = v.rxBytes;
+    a[fo + F_TXB] = v.txBytes;
+    a[fo + F_LAST_SEEN] = Math.max(lastNs, v.firstNs);
+    if (this.has_(h, B_REMNANT)) return h;
     if (adopted) {
       this.st.adopted++;
-      f.adopted = true;
-      f.repRxP = f.rxP;
-      f.repTxP = f.txP;
-      f.repRxB = f.rxB;
-      f.repTxB = f.txB;
-      f.repNs = now;
-      if (f.exported && this.updateNs > 0) {
-        f.nextUpdateNs = f.firstNs + (Math.floor((now - f.firstNs) / this.updateNs) + 1) * this.updateNs;
+      this.set(h, B_ADOPTED);
+      u[uo + U_REP_RXP] = v.rxPackets;
+      u[uo + U_REP_TXP] = v.txPackets;
+      a[fo + F_REP_RXB] = v.rxBytes;
+      a[fo + F_REP_TXB] = v.txBytes;
+      a[fo + F_REP_AT] = now;
+      if (this.has_(h, B_EXPORTED) && this.updateNs > 0) {
+        u[uo + U_UPD_N] = Math.floor((now - v.firstNs) / this.updateNs) + 1;
       }
     } else {
       this.st.discoveredWithoutStart++;
       if ((v.flags & FLAG_START_LOST) !== 0) this.st.startLost++;
     }
-    const p = this.pending.get(e.key.id);
+    const p = this.pending.get(id);
     if (p !== undefined) {
       // Hints older than this entry belong to an earlier flow on the same key: ignore those.
-      this.pending.delete(e.key.id);
+      this.pending.delete(id);
       const t0 = v.firstNs;
-      if (f.tcp) this.tcpClose(f, p.finIngNs >= t0 ? p.finIngNs : 0, p.finEgrNs >= t0 ? p.finEgrNs : 0, p.rstNs >= t0 ? p.rstNs : 0);
+      if (this.isTcp(h)) this.tcpClose(h, p.finIngNs >= t0 ? p.finIngNs : 0, p.finEgrNs >= t0 ? p.finEgrNs : 0, p.rstNs >= t0 ? p.rstNs : 0);
     }
-    return f;
+    return h;
   }
 
   /** A remnant whose entry shows a SYN is a new connection on the same ports after all. */
-  private promote(f: Flow, now: number, out: FlowEvent[]): void {
-    f.remnant = false;
+  private promote(h: number, now: number, out: FlowEvent[]): void {
+    this.clear(h, B_REMNANT);
     this.remnants--;
     this.st.remnantsPromoted++;
-    this.closing.delete(f);
-    f.phase = ACTIVE;
-    f.closeAtNs = Infinity;
-    this.attribute(f, now, out);
-    if (f.tcp) this.tcpFlags(f, f.flags, f.lastSeenNs);
+    this.clear(h, B_LISTED); // off the closing list (dueDeletes drops the stale entry)
+    this.setPhase(h, ACTIVE);
+    this.setF(h, F_CLOSE_AT, Infinity);
+    this.attribute(h, this.keyIdOf(h), now, out);
+    if (this.isTcp(h)) this.tcpFlags(h, this.u(h, U_FLAGS), this.f(h, F_LAST_SEEN));
   }
 
-  /** Widen and store kernel counters. */
-  private absorb(f: Flow, v: FlowCounters): void {
-    f.rxP += (v.rxPackets - f.rawRxP) >>> 0;
-    f.rawRxP = v.rxPackets;
-    f.txP += (v.txPackets - f.rawTxP) >>> 0;
-    f.rawTxP = v.txPackets;
-    if (v.rxBytes > f.rxB) f.rxB = v.rxBytes;
-    if (v.txBytes > f.txB) f.txB = v.txBytes;
+  /** Widen and store kernel counters. The widened packet count is kept; the kernel's is its low 32 bits. */
+  private absorb(h: number, v: FlowCounters): void {
+    const a = this.st_(h).f64, fo = (h >>> 1) * F_STRIDE;
+    const rx = a[fo + F_RXP], tx = a[fo + F_TXP];
+    a[fo + F_RXP] = rx + ((v.rxPackets - (rx % 0x1_0000_0000)) >>> 0);
+    a[fo + F_TXP] = tx + ((v.txPackets - (tx % 0x1_0000_0000)) >>> 0);
+    if (v.rxBytes > a[fo + F_RXB]) a[fo + F_RXB] = v.rxBytes;
+    if (v.txBytes > a[fo + F_TXB]) a[fo + F_TXB] = v.txBytes;
   }
 
   /** FIN/RST from the TCP flag bits of the kernel flags (drains, START records). */
-  private tcpFlags(f: Flow, flags: number, atNs: number): void {
+  private tcpFlags(h: number, flags: number, atNs: number): void {
     const ing = flags & 0xff, egr = (flags >>> 8) & 0xff;
     if (((ing | egr) & (TCP_FIN | TCP_RST)) === 0) return;
-    this.tcpClose(f, ing & TCP_FIN ? atNs : 0, egr & TCP_FIN ? atNs : 0, (ing | egr) & TCP_RST ? atNs : 0);
+    this.tcpClose(h, ing & TCP_FIN ? atNs : 0, egr & TCP_FIN ? atNs : 0, (ing | egr) & TCP_RST ? atNs : 0);
   }
 
-  /** Record FIN (per direction) / RST times (0 = not seen here) and schedule the END. */
-  private tcpClose(f: Flow, finIngNs: number, finEgrNs: number, rstNs: number): void {
-    if (rstNs !== 0 && f.rstNs === 0) {
-      f.rstNs = rstNs;
-      this.schedule(f, rstNs + this.rstGraceNs, 'tcp_rst');
+  /**
+   * Record FIN (per direction) / RST (0 = not seen here) and schedule the END. Only the first FIN
+   * of each direction counts and the close waits for the later of the two: F_FIN_MAX keeps it.
+   */
+  private tcpClose(h: number, finIngNs: number, finEgrNs: number, rstNs: number): void {
+    if (rstNs !== 0 && !this.has_(h, B_RST)) {
+      this.set(h, B_RST);
+      this.schedule(h, rstNs + this.rstGraceNs, 'tcp_rst');
     }
-    if (finIngNs !== 0 && f.finIngNs === 0) f.finIngNs = finIngNs;
-    if (finEgrNs !== 0 && f.finEgrNs === 0) f.finEgrNs = finEgrNs;
-    if (f.finIngNs !== 0 && f.finEgrNs !== 0) {
-      this.schedule(f, Math.max(f.finIngNs, f.finEgrNs) + this.closeGraceNs, 'tcp_fin');
+    if (finIngNs !== 0 && !this.has_(h, B_FIN_ING)) {
+      this.set(h, B_FIN_ING);
+      if (finIngNs > this.f(h, F_FIN_MAX)) this.setF(h, F_FIN_MAX, finIngNs);
+    }
+    if (finEgrNs !== 0 && !this.has_(h, B_FIN_EGR)) {
+      this.set(h, B_FIN_EGR);
+      if (finEgrNs > this.f(h, F_FIN_MAX)) this.setF(h, F_FIN_MAX, finEgrNs);
+    }
+    if ((this.u(h, U_BITS) & (B_FIN_ING | B_FIN_EGR)) === (B_FIN_ING | B_FIN_EGR)) {
+      this.schedule(h, this.f(h, F_FIN_MAX) + this.closeGraceNs, 'tcp_fin');
     }
   }
 
   /** End the flow at atNs (the earliest schedule wins). */
-  private schedule(f: Flow, atNs: number, reason: FlowEndReason): void {
-    if (f.phase === DELETING || atNs >= f.closeAtNs) return;
-    f.closeAtNs = atNs;
-    f.endReason = reason;
-    f.phase = CLOSING;
-    this.closing.add(f);
+  private schedule(h: number, atNs: number, reason: FlowEndReason): void {
+    if (this.phase(h) === DELETING || atNs >= this.f(h, F_CLOSE_AT)) return;
+    this.setF(h, F_CLOSE_AT, atNs);
+    this.setReason(h, reason);
+    this.setPhase(h, CLOSING);
+    this.list(h);
   }
 
-  private update(f: Flow, now: number, out: FlowEvent[]): void {
-    const k = Math.floor((now - f.firstNs) / this.updateNs);
-    f.nextUpdateNs = f.firstNs + (k + 1) * this.updateNs;
-    const dRxP = f.rxP - f.repRxP, dTxP = f.txP - f.repTxP, dRxB = f.rxB - f.repRxB, dTxB = f.txB - f.repTxB;
+  private update(h: number, now: number, out: FlowEvent[]): void {
+    const S = this.st_(h), fo = (h >>> 1) * F_STRIDE, uo = (h >>> 1) * U_STRIDE, a = S.f64, u = S.u32;
+    const k = Math.floor((now - a[fo + F_FIRST]) / this.updateNs);
+    u[uo + U_UPD_N] = k + 1;
+    const dRxP = ((a[fo + F_RXP] % 0x1_0000_0000) - u[uo + U_REP_RXP]) >>> 0;
+    const dTxP = ((a[fo + F_TXP] % 0x1_0000_0000) - u[uo + U_REP_TXP]) >>> 0;
+    const dRxB = a[fo + F_RXB] - a[fo + F_REP_RXB], dTxB = a[fo + F_TXB] - a[fo + F_REP_TXB];
     if (dRxP === 0 && dTxP === 0 && dRxB === 0 && dTxB === 0) return; // nothing moved: the next window starts at the last report
-    out.push(this.event(f, 'UPDATE', `update:${k}`, this.wall.toWallMs(now), dRxP, dTxP, dRxB, dTxB, f.repNs, now));
-    f.repRxP = f.rxP;
-    f.repTxP = f.txP;
-    f.repRxB = f.rxB;
-    f.repTxB = f.txB;
-    f.repNs = now;
+    out.push(this.event(h, null, 'UPDATE', `update:${k}`, this.wall.toWallMs(now), dRxP, dTxP, dRxB, dTxB, a[fo + F_REP_AT], now));
+    u[uo + U_REP_RXP] = a[fo + F_RXP] % 0x1_0000_0000;
+    u[uo + U_REP_TXP] = a[fo + F_TXP] % 0x1_0000_0000;
+    a[fo + F_REP_RXB] = a[fo + F_RXB];
+    a[fo + F_REP_TXB] = a[fo + F_TXB];
+    a[fo + F_REP_AT] = now;
   }
 
   /** Emit the END (if exported), drop the flow, remember closed TCP keys. */
-  private finish(f: Flow, reason: FlowEndReason, now: number, out: FlowEvent[]): void {
-    this.flows.delete(f.id);
-    this.closing.delete(f);
-    if (f.remnant) {
+  private finish(h: number, reason: FlowEndReason, now: number, out: FlowEvent[]): void {
+    const bits = this.u(h, U_BITS);
+    const id = this.keyIdOf(h);
+    if ((bits & B_REMNANT) !== 0) {
       this.remnants--;
       this.st.lateAfterEndFlows++;
-      this.st.lateAfterEndPackets += f.rxP + f.txP;
-      this.st.lateAfterEndBytes += f.rxB + f.txB;
+      this.st.lateAfterEndPackets += this.f(h, F_RXP) + this.f(h, F_TXP);
+      this.st.lateAfterEndBytes += this.f(h, F_RXB) + this.f(h, F_TXB);
     } else {
-      if (f.exported) {
-        const ev = this.event(f, 'END', 'end', this.wall.toWallMs(now), f.rxP, f.txP, f.rxB, f.txB, f.firstNs, now);
+      if ((bits & B_EXPORTED) !== 0) {
+        const ev = this.event(h, id, 'END', 'end', this.wall.toWallMs(now),
+          this.f(h, F_RXP), this.f(h, F_TXP), this.f(h, F_RXB), this.f(h, F_TXB), this.f(h, F_FIRST), now);
         ev.endReason = reason;
         out.push(ev);
         this.st.ended[reason]++;
       }
-      if (f.tcp && (reason === 'tcp_fin' || reason === 'tcp_rst')) {
-        this.timeWait.delete(f.id);
-        this.timeWait.set(f.id, now);
+      if ((bits & B_TCP) !== 0 && (reason === 'tcp_fin' || reason === 'tcp_rst')) {
+        this.timeWait.delete(id);
+        this.timeWait.set(id, now);
+        if (this.timeWait.size > this.timeWaitMax) this.timeWait.delete(this.timeWait.keys().next().value!);
       }
+      this.attrs.unref(this.u(h, U_ATTR));
     }
-    f.phase = DELETING; // a stale reference must not schedule it again (and is never a drain guess)
-    this.slab.release(f.slot); // the slot's numbers belong to the next flow from here on
+    if (this.firstInDrain === h) this.firstInDrain = NONE;
+    // The row goes back to the store: a stale handle (closing list, drain guess) sees it not live.
+    this.st_(h).release(h >>> 1);
   }
 
   /** The kernel entry went away (or was replaced) without our delete: END with what we last saw. */
-  private vanish(f: Flow, now: number, out: FlowEvent[]): void {
+  private vanish(h: number, now: number, out: FlowEvent[]): void {
     this.st.vanished++;
-    this.finish(f, f.phase === ACTIVE ? 'forced' : f.endReason, now, out);
+    this.finish(h, this.phase(h) === ACTIVE ? 'forced' : this.endReason(h), now, out);
   }
 
   private sweepMissing(gen: number, now: number, out: FlowEvent[]): void {
-    const gone: Flow[] = [];
-    for (const f of this.flows.values()) {
-      if (f.seenGen === gen || f.phase === DELETING) continue;
-      if (++f.missed >= this.missingToEnd) gone.push(f);
-    }
-    for (const f of gone) this.vanish(f, now, out);
+    const gone: number[] = [];
+    this.forEachFlow((h) => {
+      const g = this.u(h, U_GEN);
+      if ((g & 0xffffff) === gen || this.phase(h) === DELETING) return;
+      const missed = (g >>> 24) + 1;
+      this.setU(h, U_GEN, ((Math.min(missed, 255) << 24) | (g & 0xffffff)) >>> 0);
+      if (missed >= this.missingToEnd) gone.push(h);
+    });
+    for (const h of gone) this.vanish(h, now, out);
   }
 
   private expire(now: number, gen: number): void {
@@ -686,63 +912,30 @@ export class FlowTracker {
       if (now - at < this.timeWaitNs) break;
       this.timeWait.delete(id);
     }
-    for (const [id, p] of this.pending) if (gen - p.gen >= 2) this.pending.delete(id);
+    for (const [id, p] of this.pending) if (((gen - p.gen) & 0xffffff) >= 2) this.pending.delete(id);
   }
 
   private event(
-    f: Flow, type: FlowEventType, label: string, timestampMs: number,
+    h: number, keyId: string | null, type: FlowEventType, label: string, timestampMs: number,
     rxPackets: number, txPackets: number, rxBytes: number, txBytes: number, windowStartNs: number, windowEndNs: number,
   ): FlowEvent {
-    if (!f.hasUuid) {
-      flowIdWords(this.ns, f.id, f.firstNs, UUID_WORDS);
-      f.setUuid(UUID_WORDS);
-    }
-    const a = f.attribution!;
-    const flags = f.flags;
-    const initEgress = (flags & FLAG_INIT_EGRESS) !== 0;
-    const ing = flags & 0xff, egr = (flags >>> 8) & 0xff;
-    // Initiator and responder from the key: addresses at 0 and al, ports at po and po + 2.
-    const id = f.id;
-    const v4 = id.length === 16;
-    const al = v4 ? 4 : 16, po = v4 ? 8 : 32;
-    const hasPorts = f.kind === FlowKind.Ports;
-    const portA = hasPorts ? (id.charCodeAt(po) << 8) | id.charCodeAt(po + 1) : 0;
-    const portB = hasPorts ? (id.charCodeAt(po + 2) << 8) | id.charCodeAt(po + 3) : 0;
-    const srcIp = rawToIpAt(id, f.initB ? al : 0, v4 ? 4 : 6);
-    const dstIp = rawToIpAt(id, f.initB ? 0 : al, v4 ? 4 : 6);
-    let icmpType = 0, icmpCode = 0;
-    if (f.kind === FlowKind.Icmp) {
-      icmpType = id.charCodeAt(po + 2); // portB
-      icmpCode = id.charCodeAt(po + 3);
-    }
+    const x = this.input;
+    const id = keyId ?? this.keyIdOf(h);
+    const bits = this.u(h, U_BITS);
+    x.keyId = id;
+    x.firstNs = this.f(h, F_FIRST);
+    x.flags = this.u(h, U_FLAGS);
+    x.proto = (bits >>> PROTO_SHIFT) & 255;
+    x.kind = ((bits >>> KIND_SHIFT) & 3) as FlowKind;
+    x.initB = (bits & B_INIT_B) !== 0;
+    x.attribution = this.attrs.get(this.u(h, U_ATTR));
+    const po = id.length === 16 ? 8 : 32;
+    x.interfaceName = this.ifname(id.charCodeAt(po + 6) | (id.charCodeAt(po + 7) << 8));
     if (label !== '') this.st.events[type as 'START' | 'UPDATE' | 'END']++;
-    return {
-      eventId: label === '' ? '' : f.eventId(label),
-      flowId: f.flowIdText(),
-      type,
-      timestampMs,
-      reporterId: this.reporterId,
-      reporterPublicKey: this.reporterPublicKey,
-      direction: initEgress ? 'EGRESS' : 'INGRESS',
-      protocol: f.proto,
-      source: endpointOf(srcIp, f.initB ? portB : portA, a.source),
-      destination: endpointOf(dstIp, f.initB ? portA : portB, a.destination),
-      icmpType,
-      icmpCode,
-      rxPackets,
-      txPackets,
-      rxBytes,
-      txBytes,
-      ruleId: a.ruleId,
-      policyName: a.policyName,
-      user: a.user,
-      interfaceName: f.ifname,
-      windowStartMs: this.wall.toWallMs(windowStartNs),
-      windowEndMs: this.wall.toWallMs(windowEndNs),
-      countersEnabled: (flags & FLAG_UNCOUNTED) === 0,
-      // The initiator's packets went out (egress) if it was local, else came in (ingress).
-      tcpFlagsInitiator: initEgress ? egr : ing,
-      tcpFlagsResponder: initEgress ? ing : egr,
-    };
+    const ev = this.builder.build(x, type, label, timestampMs, rxPackets, txPackets, rxBytes, txBytes, windowStartNs, windowEndNs);
+    x.keyId = '';
+    return ev;
   }
 }
+
+const END_REASONS: readonly FlowEndReason[] = ['idle', 'tcp_fin', 'tcp_rst', 'forced', 'lack_of_resources'];
