@@ -118,6 +118,8 @@ export class Daemon {
         reporterId: cfg.reporter_id, reporterPublicKey: cfg.reporter_public_key,
         tcpIdleMs: lc.tcp_timeout_s * 1000, udpIdleMs: lc.udp_timeout_s * 1000, icmpIdleMs: lc.icmp_timeout_s * 1000, otherIdleMs: lc.other_timeout_s * 1000,
         closeGraceMs: lc.tcp_close_grace_ms, updateIntervalMs: lc.interim_interval_s * 1000,
+        // Rows for as many flows as the kernel maps hold (untouched rows cost no memory).
+        capacityV4: this.dp.options.maxFlows, capacityV6: this.dp.options.maxFlowsV6,
       },
       drainIntervalMs: cfg.datapath.drain_interval_ms,
       pollTimeoutMs: cfg.datapath.poll_timeout_ms,

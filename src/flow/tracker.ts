@@ -739,7 +739,9 @@ export class FlowTracker {
       this.set(h, B_EXPORTED);
       if (this.updateNs > 0) this.setU(h, U_UPD_N, 1);
       const first = this.f(h, F_FIRST);
-      out.push(this.event(h, id, 'START', 'start', this.wall.toWallMs(first), 0, 0, 0, 0, first, now));
+      const ev = this.event(h, id, 'START', 'start', this.wall.toWallMs(first), 0, 0, 0, 0, first, now);
+      ev.delta = null;
+      out.push(ev);
     } else if (a.skip === 'exit_node') {
       this.st.exitNodeSkipped++;
     } else {
@@ -852,7 +854,9 @@ export class FlowTracker {
     const dTxP = ((a[fo + F_TXP] % 0x1_0000_0000) - u[uo + U_REP_TXP]) >>> 0;
     const dRxB = a[fo + F_RXB] - a[fo + F_REP_RXB], dTxB = a[fo + F_TXB] - a[fo + F_REP_TXB];
     if (dRxP === 0 && dTxP === 0 && dRxB === 0 && dTxB === 0) return; // nothing moved: the next window starts at the last report
-    out.push(this.event(h, null, 'UPDATE', `update:${k}`, this.wall.toWallMs(now), dRxP, dTxP, dRxB, dTxB, a[fo + F_REP_AT], now));
+    const ev = this.event(h, null, 'UPDATE', `update:${k}`, this.wall.toWallMs(now), dRxP, dTxP, dRxB, dTxB, a[fo + F_REP_AT], now);
+    ev.delta = { rxBytes: dRxB, txBytes: dTxB, rxPackets: dRxP, txPackets: dTxP, startMs: ev.windowStartMs!, endMs: ev.windowEndMs! };
+    out.push(ev);
     u[uo + U_REP_RXP] = a[fo + F_RXP] % 0x1_0000_0000;
     u[uo + U_REP_TXP] = a[fo + F_TXP] % 0x1_0000_0000;
     a[fo + F_REP_RXB] = a[fo + F_RXB];
@@ -874,6 +878,14 @@ export class FlowTracker {
         const ev = this.event(h, id, 'END', 'end', this.wall.toWallMs(now),
           this.f(h, F_RXP), this.f(h, F_TXP), this.f(h, F_RXB), this.f(h, F_TXB), this.f(h, F_FIRST), now);
         ev.endReason = reason;
+        // What moved since the last report (or the first packet; for an adopted flow, its adoption).
+        const S = this.st_(h), fo = (h >>> 1) * F_STRIDE, uo = (h >>> 1) * U_STRIDE, a = S.f64, u = S.u32;
+        ev.delta = {
+          rxBytes: Math.max(0, a[fo + F_RXB] - a[fo + F_REP_RXB]), txBytes: Math.max(0, a[fo + F_TXB] - a[fo + F_REP_TXB]),
+          rxPackets: ((a[fo + F_RXP] % 0x1_0000_0000) - u[uo + U_REP_RXP]) >>> 0,
+          txPackets: ((a[fo + F_TXP] % 0x1_0000_0000) - u[uo + U_REP_TXP]) >>> 0,
+          startMs: this.wall.toWallMs(a[fo + F_REP_AT]), endMs: ev.windowEndMs!,
+        };
         out.push(ev);
         this.st.ended[reason]++;
       }

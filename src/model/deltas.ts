@@ -1,17 +1,10 @@
-// What each flow report moved since the previous one. UPDATE events carry deltas already; END
-// carries the flow's totals, so the deltas of its UPDATEs are remembered and subtracted. Used by
-// every consumer that needs per-report deltas (IPFIX records, byte metrics).
-import type { FlowEvent } from './event';
+// What each flow report moved since the previous one. Events of the flow engine carry it
+// (FlowEvent.delta) and cost nothing here. For other events: UPDATE events carry deltas already;
+// END carries the flow's totals, so the deltas of its UPDATEs are remembered and subtracted. Used
+// by every consumer that needs per-report deltas (IPFIX records, byte metrics).
+import type { Delta, FlowEvent } from './event';
 
-export interface Delta {
-  rxBytes: number;
-  txBytes: number;
-  rxPackets: number;
-  txPackets: number;
-  /** Start of what this report covers: the previous report's end, or the first packet. */
-  startMs: number;
-  endMs: number;
-}
+export type { Delta } from './event';
 
 interface Reported {
   rxBytes: number;
@@ -31,6 +24,7 @@ export class DeltaTracker {
 
   /** The delta of a report; undefined for START (it only opens the window) and DROP. */
   next(ev: FlowEvent): Delta | undefined {
+    if (ev.delta !== undefined) return ev.delta ?? undefined; // the engine's own: no state per flow
     const prev = this.flows.get(ev.flowId);
     const endMs = ev.windowEndMs ?? ev.timestampMs;
     if (ev.type === 'START') {

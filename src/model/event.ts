@@ -82,6 +82,24 @@ export interface FlowEvent {
   /** OR of TCP flags seen from the initiator / from the responder. */
   tcpFlagsInitiator: number;
   tcpFlagsResponder: number;
+  /**
+   * Set by the flow engine that made the event (never sent): what this report moved since the
+   * flow's previous one, so consumers of per-report deltas (metrics, IPFIX) keep no per-flow
+   * state. null for START (it only opens the window). Absent on events from elsewhere (the
+   * collector, tests): DeltaTracker then derives it (model/deltas.ts).
+   */
+  delta?: Delta | null;
+}
+
+/** What one flow report moved since the flow's previous one, and the window it covers (epoch ms). */
+export interface Delta {
+  rxBytes: number;
+  txBytes: number;
+  rxPackets: number;
+  txPackets: number;
+  /** Start of what this report covers: the previous report's end, or the first packet. */
+  startMs: number;
+  endMs: number;
 }
 
 /** The endpoint that is a route/resource (destination first), or undefined for peer-to-peer flows. */
