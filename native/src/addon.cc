@@ -533,19 +533,26 @@ size_t MapCapacity(int fd) {
 
 class ReadFlowsWorker : public Napi::AsyncWorker {
  public:
-  ReadFlowsWorker(Napi::Env env, Datapath *dp, int family, bool drain)
+  // limit 0: the whole map. Otherwise stop after at least limit entries (whole batches) and
+  // return the cursor: the next call passes it as token to go on from there.
+  ReadFlowsWorker(Napi::Env env, Datapath *dp, int family, bool drain, size_t limit, bool has_token, __u32 token)
       : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), dp_(dp),
         fd_(dp->flows_fd(family)), drain_(drain),
         key_size_(family == 6 ? sizeof(struct wgf_key6) : sizeof(struct wgf_key4)),
-        capacity_(MapCapacity(fd_) + kBatchEntries) {
+        capacity_((limit ? limit : MapCapacity(fd_)) + kBatchEntries), limit_(limit),
+        first_(!has_token), token_(token) {
     dp_->Ref();
   }
   Napi::Promise Promise() { return deferred_.Promise(); }
 
   void Execute() override {
-    __u32 token = 0;
-    bool first = true;
+    __u32 token = token_;
+    bool first = first_;
     for (;;) {
+      if (limit_ && count_ >= limit_) {
+        more_ = true;  // stopped early: the caller goes on from token
+        break;
+      }
       size_t at = count_;
       // Room for a whole batch; more than the map holds only if entries moved during the walk.
       if (at + kBatchEntries > capacity_) capacity_ = 2 * (at + kBatchEntries);
@@ -571,11 +578,14 @@ class ReadFlowsWorker : public Napi::AsyncWorker {
       first = false;
       if (err == -ENOENT) break;  // walked every bucket
     }
+    token_ = token;
   }
   void OnOK() override {
     Napi::Env env = Env();
     Napi::Object r = Napi::Object::New(env);
     r.Set("count", Napi::Number::New(env, count_));
+    r.Set("more", Napi::Boolean::New(env, more_));
+    r.Set("token", Napi::Number::New(env, token_));
     r.Set("keys", keys_.Hand(env, count_ * key_size_));
     r.Set("values", values_.Hand(env, count_ * sizeof(struct wgf_flow)));
     dp_->Unref();
@@ -593,19 +603,33 @@ class ReadFlowsWorker : public Napi::AsyncWorker {
   bool drain_;
   size_t key_size_;
   size_t capacity_;
+  size_t limit_;
+  bool first_;
+  __u32 token_;
+  bool more_ = false;
   size_t count_ = 0;
   MappedBuffer keys_, values_;
   int err_ = 0;
 };
 
-// readFlows(family: 4|6, drain: boolean) -> Promise<{count, keys, values}>
+// readFlows(family: 4|6, drain: boolean, limit?: number, token?: number)
+//   -> Promise<{count, keys, values, more, token}>
+// With a limit, reads about that many entries (whole batches) and says whether more remain; the
+// next call passes the returned token. A drain of a million flows then needs one chunk of memory,
+// not the whole map's worth at once.
 Napi::Value Datapath::ReadFlows(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   CheckOpen(env);
   int family = info[0].As<Napi::Number>().Int32Value();
   if (family != 4 && family != 6) throw Napi::RangeError::New(env, "family must be 4 or 6");
   bool drain = info.Length() > 1 && info[1].ToBoolean();
-  auto *w = new ReadFlowsWorker(env, this, family, drain);
+  double limit = info.Length() > 2 && info[2].IsNumber() ? info[2].As<Napi::Number>().DoubleValue() : 0;
+  if (!(limit >= 0 && limit <= (1u << 30))) throw Napi::RangeError::New(env, "limit must be 0..2^30 entries");
+  bool has_token = info.Length() > 3 && info[3].IsNumber();
+  double token = has_token ? info[3].As<Napi::Number>().DoubleValue() : 0;
+  if (has_token && !(token >= 0 && token <= 4294967295.0)) throw Napi::RangeError::New(env, "token must be a 32-bit cursor");
+  auto *w = new ReadFlowsWorker(env, this, family, drain, static_cast<size_t>(limit), has_token,
+                                static_cast<__u32>(token));
   Napi::Promise p = w->Promise();
   w->Queue();
   return p;

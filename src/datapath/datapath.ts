@@ -142,6 +142,9 @@ function calibrateJiffies(native: NativeDatapath): void {
   clockCalibrated = true;
 }
 
+/** Entries per chunk of readFlowChunks: 3.6 MB of IPv4 keys and values, 5.2 MB of IPv6. */
+export const READ_CHUNK_ENTRIES = 65536;
+
 export class Datapath {
   private closed = false;
 
@@ -232,6 +235,29 @@ export class Datapath {
   /** Every flow entry of both maps (batched syscalls, off the event loop), decoded on demand. */
   async readFlows(): Promise<FlowMapRead> {
     return this.readBoth(false);
+  }
+
+  /**
+   * Every flow entry, a chunk of about chunkEntries at a time (IPv4 first, then IPv6): the drain
+   * then holds one chunk of the kernel's bytes rather than the whole map's (56 MB for a million
+   * IPv4 flows). Entries created or moved during the walk may be missed or listed twice, as
+   * with readFlows.
+   */
+  async *readFlowChunks(chunkEntries = READ_CHUNK_ENTRIES): AsyncGenerator<FlowMapRead> {
+    for (const family of [4, 6] as const) {
+      let token: number | undefined;
+      for (;;) {
+        this.check();
+        const r = await this.native.readFlows(family, false, chunkEntries, token).catch((err: unknown) => {
+          throw toDatapathError(err);
+        });
+        const out = new FlowMapRead();
+        out.add(family, r.keys, r.values, r.count);
+        if (r.count > 0) yield out;
+        if (!r.more) break;
+        token = r.token;
+      }
+    }
   }
 
   /** Every flow entry, deleting them as they are read (shutdown, benchmarks). */

@@ -17,6 +17,8 @@ import { FlowTracker, type TrackerOptions, type TrackerStats } from './tracker';
 export interface FlowSource {
   /** Every kernel flow entry (a FlowMapRead from the datapath; a plain array from a fake). */
   readFlows(): Promise<FlowEntryList>;
+  /** The same in chunks, when the source can (the datapath): the drain then holds one chunk at a time. */
+  readFlowChunks?(): AsyncIterable<FlowEntryList>;
   /** Delete and return the final counters, read atomically with the delete (undefined: already gone). */
   deleteFlows(keys: FlowKey[]): Promise<(FlowCounters | undefined)[]>;
 }
@@ -183,24 +185,34 @@ export class FlowPipeline {
       try {
         const t0 = process.hrtime.bigint();
         let sinkNs = 0n;
-        const entries = await this.source.readFlows();
+        const chunks = this.source.readFlowChunks ? this.source.readFlowChunks() : [await this.source.readFlows()];
         this.tracker.beginDrain();
-        for (let i = 0; i < entries.length; i += DRAIN_SLICE) {
-          const part = entries instanceof FlowMapRead
-            ? this.tracker.drainRead(entries, i, i + DRAIN_SLICE) // the kernel's bytes in place
-            : this.tracker.drainEntries(entries.slice(i, i + DRAIN_SLICE));
-          for (const e of part) events.push(e);
-          if (events.length >= EMIT_CHUNK) {
-            // A burst of discovered flows: on to the sink now, in order, rather than all at once.
-            const s0 = process.hrtime.bigint();
-            await this.emit(events.splice(0));
-            sinkNs += process.hrtime.bigint() - s0;
+        let drained = 0;
+        try {
+          for await (const entries of chunks) {
+            drained += entries.length;
+            for (let i = 0; i < entries.length; i += DRAIN_SLICE) {
+              const part = entries instanceof FlowMapRead
+                ? this.tracker.drainRead(entries, i, i + DRAIN_SLICE) // the kernel's bytes in place
+                : this.tracker.drainEntries(entries.slice(i, i + DRAIN_SLICE));
+              for (const e of part) events.push(e);
+              if (events.length >= EMIT_CHUNK) {
+                // A burst of discovered flows: on to the sink now, in order, rather than all at once.
+                const s0 = process.hrtime.bigint();
+                await this.emit(events.splice(0));
+                sinkNs += process.hrtime.bigint() - s0;
+              }
+            }
           }
+        } catch (err) {
+          // A read that fails part way: the flows not listed are not missed (that would end them).
+          this.tracker.abandonDrain();
+          throw err;
         }
         for (const e of this.tracker.endDrain()) events.push(e);
         this.s.lastDrainMs = Number(process.hrtime.bigint() - t0 - sinkNs) / 1e6;
         this.s.drains++;
-        this.s.drainedEntries += entries.length;
+        this.s.drainedEntries += drained;
       } catch (err) {
         this.s.errors.drain++;
         this.onError(err, 'drain');

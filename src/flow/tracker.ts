@@ -388,6 +388,16 @@ export class FlowTracker {
     if (n !== 0 && now >= S.f64[fo + F_FIRST] + n * this.updateNs) this.update(h, now, out);
   }
 
+  /**
+   * Gives up the drain begun by beginDrain (its read failed part way): the flows it did not list
+   * are not counted as missed, and the next drain starts afresh.
+   */
+  abandonDrain(): void {
+    const d = this.drain;
+    this.drain = null;
+    if (d !== null && d.prev !== NONE) this.setU(d.prev, U_NEXT, 0);
+  }
+
   /** Finishes the drain: flows it did not list (missed drains end them), expired hints. */
   endDrain(): FlowEvent[] {
     const d = this.drainState('endDrain');

@@ -22,6 +22,9 @@ export interface NativeMapRead {
   count: number;
   keys: ArrayBuffer;
   values: ArrayBuffer;
+  /** A limited read stopped before the end of the map: go on with token. */
+  more: boolean;
+  token: number;
 }
 
 export interface NativeMapInfo {
@@ -39,7 +42,8 @@ export interface NativeDatapath {
   setConfig(cfg: { counting?: boolean; wakeupBatch?: number }): void;
   getConfig(): { counting: boolean; wakeupBatch: number };
   poll(timeoutMs: number, maxRecords: number): Promise<ArrayBuffer>;
-  readFlows(family: 4 | 6, drain: boolean): Promise<NativeMapRead>;
+  /** limit: about this many entries (whole batches), then `more` and the `token` to go on with. */
+  readFlows(family: 4 | 6, drain: boolean, limit?: number, token?: number): Promise<NativeMapRead>;
   deleteFlows(family: 4 | 6, keys: Uint8Array): Promise<{ values: ArrayBuffer; found: Uint8Array }>;
   stats(): ArrayBuffer;
   mapInfo(): NativeMapInfo[];
