@@ -17,7 +17,7 @@
 // live JavaScript heap goes per flow (a million flows make too large a snapshot: use --flows 100000).
 // --node-options: NODE_OPTIONS for the daemon, e.g. to see what a smaller V8 heap limit does.
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -36,7 +36,11 @@ const { values: args } = parseArgs({
 });
 const N = Number(args.flows);
 const MAP_ENTRIES = 1 << 20;
-const RSS_TARGET_MIB = 200;
+// Targets (issue 16): RSS with 1,000,000 flows <= 250 MB steady and <= 300 MB at the peak; growth
+// per flow (RSS at N minus RSS at 0, each after a full GC) <= 150 bytes.
+const RSS_STEADY_TARGET_MB = 250;
+const RSS_PEAK_TARGET_MB = 300;
+const PER_FLOW_TARGET = 150;
 const START_MARK = Buffer.from('"type":"TYPE_START"');
 
 const tb = new Testbed();
@@ -45,7 +49,16 @@ let dp: Datapath | undefined;
 const work = mkdtempSync(join(tmpdir(), 'wgflow-scale-'));
 // The daemon inherits this: its memory probe writes here (see testkit/mem-probe.ts).
 process.env.WGFLOW_MEM_PROBE = join(work, 'memory.jsonl');
-const nodeOptions = [`--require ${join(REPO_ROOT, 'build', 'testkit', 'mem-probe.js')}`, args['node-options']!];
+const nodeOptions = [`--expose-gc --require ${join(REPO_ROOT, 'build', 'testkit', 'mem-probe.js')}`, args['node-options']!];
+
+/** Ask the daemon's memory probe for a full GC, wait for it, and read its RSS right after. */
+async function rssAfterGc(pid: number): Promise<number> {
+  const probe = process.env.WGFLOW_MEM_PROBE!;
+  writeFileSync(`${probe}.gc`, '');
+  for (let i = 0; i < 100 && existsSync(`${probe}.gc`); i++) await sleep(100);
+  await sleep(300);
+  return rssMiB(pid).rss;
+}
 if (args.profile) nodeOptions.push(`--heapsnapshot-signal=SIGUSR2 --diagnostic-dir=${work}`);
 
 /** Occurrences of START_MARK in buf (one per START line). */
@@ -102,6 +115,7 @@ async function main(): Promise<boolean> {
   const pinDir = `${d.dir}/bpf/wgflow`;
   await sleep(2000); // let it settle: its idle footprint is the baseline
   const idle = rssMiB(d.pid);
+  const idleGc = await rssAfterGc(d.pid);
 
   dp = Datapath.open({ maxFlows: MAP_ENTRIES, maxFlowsV6: 4096, ringBytes: 1 << 12, pinDir });
   const tail = new JsonlTail(d.eventsFile);
@@ -169,6 +183,7 @@ async function main(): Promise<boolean> {
   sampling = false;
   await Promise.all([sampler, poller]);
   const steady = rssMiB(d.pid);
+  const steadyGc = await rssAfterGc(d.pid);
   const counters = await daemonCounters(d);
   tail.close();
   const memory = lastMemory(join(work, 'memory.jsonl'));
@@ -193,8 +208,21 @@ async function main(): Promise<boolean> {
   console.log(`| daemon peak RSS (VmHWM) | ${steady.hwm.toFixed(0)} MiB |`);
   const perFlow = ((steady.rss - idle.rss) * 2 ** 20) / N;
   console.log(`| daemon memory per tracked flow ((steady - idle) / flows) | ${perFlow.toFixed(0)} bytes |`);
-  const met = steady.hwm <= RSS_TARGET_MIB;
-  console.log(`target: daemon RSS <= ${RSS_TARGET_MIB} MB with ${N.toLocaleString('en')} flows: ${met ? 'met' : 'MISSED'} (peak ${steady.hwm.toFixed(0)} MiB, steady ${steady.rss.toFixed(0)} MiB)`);
+  const perFlowGc = ((steadyGc - idleGc) * 2 ** 20) / N;
+  console.log(`| daemon RSS after a full GC: idle / with ${N.toLocaleString('en')} flows | ${idleGc.toFixed(0)} / ${steadyGc.toFixed(0)} MiB |`);
+  console.log(`| per-flow growth after a full GC ((with - idle) / flows) | ${perFlowGc.toFixed(0)} bytes |`);
+  const mb = (mib: number): number => (mib * 2 ** 20) / 1e6;
+  const verdict = (ok: boolean): string => (ok ? 'met' : 'MISSED');
+  const met = mb(steady.rss) <= RSS_STEADY_TARGET_MB && mb(steady.hwm) <= RSS_PEAK_TARGET_MB && perFlowGc <= PER_FLOW_TARGET;
+  console.log(`targets with ${N.toLocaleString('en')} flows: steady RSS <= ${RSS_STEADY_TARGET_MB} MB: ${verdict(mb(steady.rss) <= RSS_STEADY_TARGET_MB)} (${mb(steady.rss).toFixed(0)} MB); ` +
+    `peak <= ${RSS_PEAK_TARGET_MB} MB: ${verdict(mb(steady.hwm) <= RSS_PEAK_TARGET_MB)} (${mb(steady.hwm).toFixed(0)} MB); ` +
+    `per-flow growth <= ${PER_FLOW_TARGET} bytes: ${verdict(perFlowGc <= PER_FLOW_TARGET)} (${perFlowGc.toFixed(0)})`);
+  const probe = readFileSync(join(work, 'memory.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as NodeJS.MemoryUsage & { t: number });
+  const top = probe.reduce((a, b) => (b.rss > a.rss ? b : a), probe[0]);
+  if (top) {
+    const mib = (x: number): string => `${(x / 2 ** 20).toFixed(0)} MiB`;
+    console.log(`at the highest RSS the probe saw (${mib(top.rss)}): V8 heap total ${mib(top.heapTotal)} (used ${mib(top.heapUsed)}), external ${mib(top.external)} (ArrayBuffers ${mib(top.arrayBuffers)})`);
+  }
   if (memory) {
     const mib = (x: number): string => `${(x / 2 ** 20).toFixed(0)} MiB`;
     console.log(`\ndaemon process.memoryUsage() with every flow tracked: rss ${mib(memory.rss)}, V8 heap total ${mib(memory.heapTotal)} (used ${mib(memory.heapUsed)}), ` +
@@ -209,7 +237,7 @@ async function main(): Promise<boolean> {
   if (!ok) console.log(`CHECK FAILED: every flow created must be tracked and get one START line (created ${kernel.flowsCreated}, tracked ${counters.flowsActive}, START lines ${startLines})`);
   writeResult('scale', {
     flows: N, nodeOptions: args['node-options'], mapEntries: MAP_ENTRIES, seconds, fillSeconds, firstWrittenS: firstWritten, allTrackedS: allTracked, allWrittenS: allWritten,
-    kernel, mapBytesMemlock: mapInfo.bytes_memlock, rssMiB: { idle: idle.rss, steady: steady.rss, peak: steady.hwm }, bytesPerTrackedFlow: perFlow,
+    kernel, mapBytesMemlock: mapInfo.bytes_memlock, rssMiB: { idle: idle.rss, steady: steady.rss, peak: steady.hwm, idleAfterGc: idleGc, steadyAfterGc: steadyGc }, bytesPerTrackedFlow: perFlow, bytesPerFlowAfterGc: perFlowGc,
     targetMet: met, ctlTimeouts, counters, memory, heap: heap && { total: heap.total, kinds: heap.kinds.slice(0, 30) }, samples,
   });
   return ok;

@@ -1,9 +1,21 @@
 // Preloaded into a daemon under benchmark (NODE_OPTIONS="--require .../mem-probe.js"), it appends
 // process.memoryUsage() as one JSON line per second to $WGFLOW_MEM_PROBE: how much of the RSS is
 // the JavaScript heap, and how much is memory outside it (ArrayBuffers, native allocations).
-import { appendFileSync } from 'node:fs';
+// With --expose-gc, creating the file $WGFLOW_MEM_PROBE.gc asks for a full garbage collection: it
+// is done, the file removed, and the next line carries "gc": true.
+import { appendFileSync, existsSync, rmSync } from 'node:fs';
 
 const file = process.env.WGFLOW_MEM_PROBE;
 if (file) {
-  setInterval(() => appendFileSync(file, JSON.stringify({ t: Date.now(), ...process.memoryUsage() }) + '\n'), 1000).unref();
+  const gc = (globalThis as { gc?: () => void }).gc;
+  setInterval(() => {
+    let collected = false;
+    if (gc && existsSync(`${file}.gc`)) {
+      gc();
+      gc(); // a second pass for what the first one's finalizers freed (external buffers)
+      rmSync(`${file}.gc`, { force: true });
+      collected = true;
+    }
+    appendFileSync(file, JSON.stringify({ t: Date.now(), ...(collected ? { gc: true } : {}), ...process.memoryUsage() }) + '\n');
+  }, 1000).unref();
 }

@@ -19,6 +19,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdarg>
 #include <map>
@@ -543,31 +544,55 @@ class ReadFlowsWorker : public Napi::AsyncWorker {
         first_(!has_token), token_(token) {
     dp_->Ref();
   }
+  // Into the caller's buffers (reused from chunk to chunk, so a drain leaves no garbage buffers
+  // behind): as many whole batches as fit. The buffers are held until the read is done.
+  void Into(Napi::ArrayBuffer keys, Napi::ArrayBuffer values) {
+    keys_ref_ = Napi::Persistent(keys);
+    values_ref_ = Napi::Persistent(values);
+    ext_keys_ = static_cast<uint8_t *>(keys.Data());
+    ext_values_ = static_cast<uint8_t *>(values.Data());
+    size_t fit = std::min(keys.ByteLength() / key_size_, values.ByteLength() / sizeof(struct wgf_flow));
+    capacity_ = fit;
+    limit_ = fit >= kBatchEntries ? fit - kBatchEntries + 1 : 0;
+  }
   Napi::Promise Promise() { return deferred_.Promise(); }
 
   void Execute() override {
     __u32 token = token_;
     bool first = first_;
+    if (ext_keys_ && capacity_ < kBatchEntries) {
+      err_ = -EINVAL;
+      SetError("the read buffers hold less than one batch");
+      return;
+    }
     for (;;) {
       if (limit_ && count_ >= limit_) {
         more_ = true;  // stopped early: the caller goes on from token
         break;
       }
       size_t at = count_;
-      // Room for a whole batch; more than the map holds only if entries moved during the walk.
-      if (at + kBatchEntries > capacity_) capacity_ = 2 * (at + kBatchEntries);
-      if (!keys_.Reserve(capacity_ * key_size_) || !values_.Reserve(capacity_ * sizeof(struct wgf_flow))) {
-        err_ = -ENOMEM;
-        SetError("no memory for the flow map read");
-        return;
+      uint8_t *keys, *values;
+      if (ext_keys_) {
+        keys = ext_keys_;
+        values = ext_values_;
+      } else {
+        // Room for a whole batch; more than the map holds only if entries moved during the walk.
+        if (at + kBatchEntries > capacity_) capacity_ = 2 * (at + kBatchEntries);
+        if (!keys_.Reserve(capacity_ * key_size_) || !values_.Reserve(capacity_ * sizeof(struct wgf_flow))) {
+          err_ = -ENOMEM;
+          SetError("no memory for the flow map read");
+          return;
+        }
+        keys = keys_.data();
+        values = values_.data();
       }
       __u32 n = kBatchEntries;
       int rc = drain_ ? bpf_map_lookup_and_delete_batch(fd_, first ? nullptr : &token, &token,
-                                                        keys_.data() + at * key_size_,
-                                                        values_.data() + at * sizeof(struct wgf_flow), &n, nullptr)
+                                                        keys + at * key_size_,
+                                                        values + at * sizeof(struct wgf_flow), &n, nullptr)
                       : bpf_map_lookup_batch(fd_, first ? nullptr : &token, &token,
-                                             keys_.data() + at * key_size_,
-                                             values_.data() + at * sizeof(struct wgf_flow), &n, nullptr);
+                                             keys + at * key_size_,
+                                             values + at * sizeof(struct wgf_flow), &n, nullptr);
       int err = rc ? -errno : 0;
       if (err && err != -ENOENT) {
         err_ = err;
@@ -586,8 +611,13 @@ class ReadFlowsWorker : public Napi::AsyncWorker {
     r.Set("count", Napi::Number::New(env, count_));
     r.Set("more", Napi::Boolean::New(env, more_));
     r.Set("token", Napi::Number::New(env, token_));
-    r.Set("keys", keys_.Hand(env, count_ * key_size_));
-    r.Set("values", values_.Hand(env, count_ * sizeof(struct wgf_flow)));
+    if (ext_keys_) {
+      r.Set("keys", keys_ref_.Value());
+      r.Set("values", values_ref_.Value());
+    } else {
+      r.Set("keys", keys_.Hand(env, count_ * key_size_));
+      r.Set("values", values_.Hand(env, count_ * sizeof(struct wgf_flow)));
+    }
     dp_->Unref();
     deferred_.Resolve(r);
   }
@@ -609,14 +639,18 @@ class ReadFlowsWorker : public Napi::AsyncWorker {
   bool more_ = false;
   size_t count_ = 0;
   MappedBuffer keys_, values_;
+  Napi::Reference<Napi::ArrayBuffer> keys_ref_, values_ref_;
+  uint8_t *ext_keys_ = nullptr;
+  uint8_t *ext_values_ = nullptr;
   int err_ = 0;
 };
 
-// readFlows(family: 4|6, drain: boolean, limit?: number, token?: number)
-//   -> Promise<{count, keys, values, more, token}>
+// readFlows(family: 4|6, drain: boolean, limit?: number, token?: number, keys?: ArrayBuffer,
+//           values?: ArrayBuffer) -> Promise<{count, keys, values, more, token}>
 // With a limit, reads about that many entries (whole batches) and says whether more remain; the
-// next call passes the returned token. A drain of a million flows then needs one chunk of memory,
-// not the whole map's worth at once.
+// next call passes the returned token. With keys and values buffers, reads as many whole batches
+// as they hold into them (the limit is then theirs). A drain of a million flows then needs one
+// chunk of memory, reused, not the whole map's worth at once.
 Napi::Value Datapath::ReadFlows(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   CheckOpen(env);
@@ -628,8 +662,11 @@ Napi::Value Datapath::ReadFlows(const Napi::CallbackInfo &info) {
   bool has_token = info.Length() > 3 && info[3].IsNumber();
   double token = has_token ? info[3].As<Napi::Number>().DoubleValue() : 0;
   if (has_token && !(token >= 0 && token <= 4294967295.0)) throw Napi::RangeError::New(env, "token must be a 32-bit cursor");
+  bool into = info.Length() > 5 && info[4].IsArrayBuffer() && info[5].IsArrayBuffer();
+  if (!into && info.Length() > 4 && !info[4].IsUndefined()) throw Napi::TypeError::New(env, "keys and values must both be ArrayBuffers");
   auto *w = new ReadFlowsWorker(env, this, family, drain, static_cast<size_t>(limit), has_token,
                                 static_cast<__u32>(token));
+  if (into) w->Into(info[4].As<Napi::ArrayBuffer>(), info[5].As<Napi::ArrayBuffer>());
   Napi::Promise p = w->Promise();
   w->Queue();
   return p;

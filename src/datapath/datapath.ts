@@ -9,6 +9,8 @@ import {
   decodeRecords,
   decodeStats,
   FLOW_SIZE,
+  KEY4_SIZE,
+  KEY6_SIZE,
   FlowCounters,
   FlowKey,
   FlowMapRead,
@@ -144,9 +146,14 @@ function calibrateJiffies(native: NativeDatapath): void {
 
 /** Entries per chunk of readFlowChunks: 3.6 MB of IPv4 keys and values, 5.2 MB of IPv6. */
 export const READ_CHUNK_ENTRIES = 65536;
+/** Entries per kernel batch read (kBatchEntries in native/src/addon.cc): a chunk holds whole batches. */
+const READ_BATCH_ENTRIES = 4096;
 
 export class Datapath {
   private closed = false;
+  /** readFlowChunks' buffers (kept between drains) and whether a walk is using them. */
+  private chunkBufs: { entries: number; keys4: ArrayBuffer; keys6: ArrayBuffer; values: ArrayBuffer } | null = null;
+  private chunkBusy = false;
 
   private constructor(private readonly native: NativeDatapath, readonly options: Required<Omit<DatapathOptions, 'pinDir'>> & { pinDir?: string }) {}
 
@@ -244,19 +251,39 @@ export class Datapath {
    * with readFlows.
    */
   async *readFlowChunks(chunkEntries = READ_CHUNK_ENTRIES): AsyncGenerator<FlowMapRead> {
-    for (const family of [4, 6] as const) {
-      let token: number | undefined;
-      for (;;) {
-        this.check();
-        const r = await this.native.readFlows(family, false, chunkEntries, token).catch((err: unknown) => {
-          throw toDatapathError(err);
-        });
-        const out = new FlowMapRead();
-        out.add(family, r.keys, r.values, r.count);
-        if (r.count > 0) yield out;
-        if (!r.more) break;
-        token = r.token;
+    if (!Number.isInteger(chunkEntries) || chunkEntries < READ_BATCH_ENTRIES) {
+      throw new RangeError(`chunkEntries must be an integer >= ${READ_BATCH_ENTRIES}, got ${chunkEntries}`);
+    }
+    // Buffers reused for every chunk and every walk: a chunk is handed on before the next read
+    // overwrites it, so a drain leaves no garbage buffers behind (fresh ones for a second walk
+    // running at the same time).
+    const owner = !this.chunkBusy;
+    const bufs = owner && this.chunkBufs?.entries === chunkEntries ? this.chunkBufs : {
+      entries: chunkEntries, keys4: new ArrayBuffer(chunkEntries * KEY4_SIZE), keys6: new ArrayBuffer(chunkEntries * KEY6_SIZE),
+      values: new ArrayBuffer(chunkEntries * FLOW_SIZE),
+    };
+    if (owner) {
+      this.chunkBufs = bufs;
+      this.chunkBusy = true;
+    }
+    try {
+      for (const family of [4, 6] as const) {
+        const keys = family === 4 ? bufs.keys4 : bufs.keys6;
+        let token: number | undefined;
+        for (;;) {
+          this.check();
+          const r = await this.native.readFlows(family, false, 0, token, keys, bufs.values).catch((err: unknown) => {
+            throw toDatapathError(err);
+          });
+          const out = new FlowMapRead();
+          out.add(family, r.keys, r.values, r.count);
+          if (r.count > 0) yield out;
+          if (!r.more) break;
+          token = r.token;
+        }
       }
+    } finally {
+      if (owner) this.chunkBusy = false;
     }
   }
 

@@ -43,7 +43,8 @@ export interface NativeDatapath {
   getConfig(): { counting: boolean; wakeupBatch: number };
   poll(timeoutMs: number, maxRecords: number): Promise<ArrayBuffer>;
   /** limit: about this many entries (whole batches), then `more` and the `token` to go on with. */
-  readFlows(family: 4 | 6, drain: boolean, limit?: number, token?: number): Promise<NativeMapRead>;
+  /** keys, values: read into these (as many whole batches as they hold) and hand them back. */
+  readFlows(family: 4 | 6, drain: boolean, limit?: number, token?: number, keys?: ArrayBuffer, values?: ArrayBuffer): Promise<NativeMapRead>;
   deleteFlows(family: 4 | 6, keys: Uint8Array): Promise<{ values: ArrayBuffer; found: Uint8Array }>;
   stats(): ArrayBuffer;
   mapInfo(): NativeMapInfo[];
