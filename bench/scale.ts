@@ -217,7 +217,14 @@ async function main(): Promise<boolean> {
   console.log(`targets with ${N.toLocaleString('en')} flows: steady RSS <= ${RSS_STEADY_TARGET_MB} MB: ${verdict(mb(steady.rss) <= RSS_STEADY_TARGET_MB)} (${mb(steady.rss).toFixed(0)} MB); ` +
     `peak <= ${RSS_PEAK_TARGET_MB} MB: ${verdict(mb(steady.hwm) <= RSS_PEAK_TARGET_MB)} (${mb(steady.hwm).toFixed(0)} MB); ` +
     `per-flow growth <= ${PER_FLOW_TARGET} bytes: ${verdict(perFlowGc <= PER_FLOW_TARGET)} (${perFlowGc.toFixed(0)})`);
-  const probe = readFileSync(join(work, 'memory.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as NodeJS.MemoryUsage & { t: number });
+  const probe = readFileSync(join(work, 'memory.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as NodeJS.MemoryUsage & { t: number; gc?: boolean });
+  const split = (m: NodeJS.MemoryUsage): string => {
+    const mib = (x: number): string => `${(x / 2 ** 20).toFixed(0)}`;
+    return `rss ${mib(m.rss)}, heap total ${mib(m.heapTotal)} (used ${mib(m.heapUsed)}), ArrayBuffers ${mib(m.arrayBuffers)}, other external ${mib(m.external - m.arrayBuffers)}, ` +
+      `rest ${mib(m.rss - m.heapTotal - m.external)} MiB`;
+  };
+  const gcs = probe.filter((m) => m.gc);
+  if (gcs.length >= 2) console.log(`after a full GC, idle: ${split(gcs[0])}\nafter a full GC, ${N.toLocaleString('en')} flows: ${split(gcs[gcs.length - 1])}`);
   const top = probe.reduce((a, b) => (b.rss > a.rss ? b : a), probe[0]);
   if (top) {
     const mib = (x: number): string => `${(x / 2 ** 20).toFixed(0)} MiB`;

@@ -10,9 +10,9 @@ import { SLOT_BYTES_V4, SLOT_BYTES_V6 } from './budget';
 import { FlowTable, type KeyScratch } from './table';
 
 // Float64 column, F_STRIDE per row: times (CLOCK_MONOTONIC ns) and widened counters.
-export const F_FIRST = 0, F_LAST_SEEN = 1, F_CLOSE_AT = 2, F_REP_AT = 3, F_FIN_MAX = 4;
-export const F_RXP = 5, F_TXP = 6, F_RXB = 7, F_TXB = 8, F_REP_RXB = 9, F_REP_TXB = 10;
-export const F_STRIDE = 11;
+export const F_FIRST = 0, F_LAST_SEEN = 1, F_CLOSE_AT = 2, F_REP_AT = 3;
+export const F_RXP = 4, F_TXP = 5, F_RXB = 6, F_TXB = 7, F_REP_RXB = 8, F_REP_TXB = 9;
+export const F_STRIDE = 10;
 // Uint32 column, U_STRIDE per row.
 /** OR of every kernel flags word seen. */
 export const U_FLAGS = 0;
@@ -20,14 +20,23 @@ export const U_FLAGS = 0;
 export const U_BITS = 1;
 /** Interned attribution (attributions.ts). */
 export const U_ATTR = 2;
-/** The handle + 1 of the flow after this one in the last drain (0: none). */
-export const U_NEXT = 3;
 /** The next UPDATE is due at first + n * updateInterval (0: never). */
-export const U_UPD_N = 4;
-/** Low 24 bits: the last drain generation that listed it; high 8: drains missed in a row. */
-export const U_GEN = 5;
+export const U_UPD_N = 3;
 /** Packet counters as of the last report, modulo 2^32 (a window never moves 2^32 packets). */
-export const U_REP_RXP = 6, U_REP_TXP = 7;
+export const U_REP_RXP = 4, U_REP_TXP = 5;
+/**
+ * The later of the first FIN of each direction, in ms after the first packet, rounded up (the
+ * close is scheduled a grace after it; a ms later at most). FIN_MS_FAR: more than 49 days.
+ */
+export const U_FIN_MS = 6;
+export const FIN_MS_FAR = 0xffffffff;
+/**
+ * The handle + 1 of the flow after this one in the last drain (0: none). Drains list the map in
+ * bucket order, which barely changes between drains: following this link finds most entries'
+ * flows without a hash lookup (drain of 100,000 known flows: 9.3 M entries/s with it, 3.6 M
+ * without; AMD EPYC VM).
+ */
+export const U_NEXT = 7;
 export const U_STRIDE = 8;
 
 if (F_STRIDE * 8 + U_STRIDE * 4 + 16 !== SLOT_BYTES_V4 || F_STRIDE * 8 + U_STRIDE * 4 + 40 !== SLOT_BYTES_V6) {
@@ -41,6 +50,13 @@ export const B_FIN_ING = 64, B_FIN_EGR = 128, B_RST = 256;
 /** The handle is in the tracker's closing list. */
 export const B_LISTED = 512;
 export const PHASE_SHIFT = 10, REASON_SHIFT = 12, PROTO_SHIFT = 16, KIND_SHIFT = 24;
+/**
+ * The parity of the last drain that listed the flow (or that counted it missing), and how many
+ * drains in a row missed it (0-3). A drain sees a flow it lists for the first time by the parity.
+ */
+export const B_SEEN = 1 << 26;
+export const MISSED_SHIFT = 27;
+export const MISSED_MAX = 3;
 
 export type Phase = 0 | 1 | 2; // ACTIVE, CLOSING (close time scheduled), DELETING (handed out by dueDeletes)
 export const ACTIVE: Phase = 0, CLOSING: Phase = 1, DELETING: Phase = 2;

@@ -29,9 +29,9 @@ import { EventBuilder, type EventInput } from './events';
 import { bootNamespace } from './ids';
 import {
   ACTIVE, B_ADOPTED, B_EXPORTED, B_FIN_EGR, B_FIN_ING, B_INIT_B, B_LISTED, B_LIVE, B_REMNANT, B_RST, B_TCP, CLOSING, DELETING,
-  F_CLOSE_AT, F_FIN_MAX, F_FIRST, F_LAST_SEEN, F_REP_AT, F_REP_RXB, F_REP_TXB, F_RXB, F_RXP, F_STRIDE, F_TXB, F_TXP, FlowStore,
-  KIND_SHIFT, type Phase, PHASE_SHIFT, PROTO_SHIFT, REASON_SHIFT, U_ATTR, U_BITS, U_FLAGS, U_GEN, U_NEXT, U_REP_RXP, U_REP_TXP,
-  U_STRIDE, U_UPD_N,
+  B_SEEN, F_CLOSE_AT, F_FIRST, F_LAST_SEEN, F_REP_AT, F_REP_RXB, F_REP_TXB, F_RXB, F_RXP, F_STRIDE, F_TXB, F_TXP, FIN_MS_FAR,
+  FlowStore, KIND_SHIFT, MISSED_MAX, MISSED_SHIFT, type Phase, PHASE_SHIFT, PROTO_SHIFT, REASON_SHIFT, U_ATTR, U_BITS, U_FIN_MS,
+  U_FLAGS, U_NEXT, U_REP_RXP, U_REP_TXP, U_STRIDE, U_UPD_N,
 } from './store';
 import { KeyScratch } from './table';
 
@@ -80,7 +80,7 @@ export interface TrackerOptions {
   remnantGraceMs?: number;
   /** Interim UPDATE interval (default 60 s; 0 = no UPDATEs). */
   updateIntervalMs?: number;
-  /** A tracked flow missing from this many consecutive drains ended outside our control (default 2). */
+  /** A tracked flow missing from this many consecutive drains ended outside our control (default 2, at most 3). */
   missingDrainsToEnd?: number;
   /**
    * Rows to reserve for IPv4 / IPv6 flows (the kernel maps' sizes). The columns are allocated
@@ -219,7 +219,7 @@ export class FlowTracker {
     this.timeWaitNs = ms(opts.timeWaitMs, d.timeWaitMs, 'timeWaitMs');
     this.remnantGraceNs = opts.remnantGraceMs === undefined ? this.closeGraceNs : ms(opts.remnantGraceMs, 0, 'remnantGraceMs');
     this.updateNs = ms(opts.updateIntervalMs, d.updateIntervalMs, 'updateIntervalMs');
-    this.missingToEnd = Math.min(255, Math.max(1, Math.floor(opts.missingDrainsToEnd ?? 2)));
+    this.missingToEnd = Math.min(MISSED_MAX, Math.max(1, Math.floor(opts.missingDrainsToEnd ?? 2)));
     const cap = (v: number | undefined, name: string): number => {
       const x = v ?? 1024;
       if (!Number.isInteger(x) || x < 0) throw new RangeError(`${name} must be a non-negative integer, got ${v}`);
@@ -290,7 +290,7 @@ export class FlowTracker {
    * STARTs at once.
    */
   beginDrain(): void {
-    this.drain = { now: this.wall.sample(), gen: (++this.drainGen) & 0xffffff, seen: 0, prev: NONE };
+    this.drain = { now: this.wall.sample(), gen: ++this.drainGen, seen: 0, prev: NONE };
   }
 
   /** The next entries of the drain begun by beginDrain; returns their events. */
@@ -340,9 +340,8 @@ export class FlowTracker {
   }
 
   /**
-   * One drained entry (its key in this.k). Drains list the kernel map in its bucket order, which
-   * barely changes from one drain to the next: each entry's flow is guessed from the previous
-   * one's successor in the last drain and only looked up when the guess is wrong.
+   * One drained entry (its key in this.k). Each entry's flow is guessed from the previous one's
+   * successor in the last drain (U_NEXT) and only looked up when the guess is wrong.
    */
   private drainOne(d: { now: number; gen: number; seen: number; prev: number }, v4: boolean, v: FlowCounters, id: string | null, out: FlowEvent[]): void {
     const { now, gen } = d;
@@ -362,8 +361,12 @@ export class FlowTracker {
       this.absorb(h, v);
     }
     const S = this.st_(h), uo = (h >>> 1) * U_STRIDE, fo = (h >>> 1) * F_STRIDE;
-    if ((S.u32[uo + U_GEN] & 0xffffff) !== gen) d.seen++;
-    S.u32[uo + U_GEN] = gen; // missed = 0
+    const parity = (gen & 1) === 1 ? B_SEEN : 0;
+    if ((S.u32[uo + U_BITS] & B_SEEN) !== parity) {
+      d.seen++;
+      S.u32[uo + U_BITS] ^= B_SEEN;
+    }
+    S.u32[uo + U_BITS] &= ~(MISSED_MAX << MISSED_SHIFT);
     if (prev === NONE) this.firstInDrain = h;
     else this.setU(prev, U_NEXT, h + 1);
     d.prev = h;
@@ -705,7 +708,9 @@ export class FlowTracker {
     a[fo + F_CLOSE_AT] = Infinity;
     u[uo + U_FLAGS] = flags;
     u[uo + U_BITS] = B_LIVE | (tcp ? B_TCP : 0) | (proto << PROTO_SHIFT) | (kind << KIND_SHIFT);
-    u[uo + U_GEN] = (this.drainGen - 1) & 0xffffff; // not listed by the current drain yet
+    // The parity opposite to the drain in progress (or the next one): that drain sees it as new.
+    const next = this.drain !== null ? this.drainGen : this.drainGen + 1;
+    if ((next & 1) === 0) u[uo + U_BITS] |= B_SEEN;
     if (tcp && (flags & (TCP_SYN | (TCP_SYN << 8))) === 0) {
       const endedAt = this.timeWait.get(id);
       if (endedAt !== undefined && now - endedAt < this.timeWaitNs) {
@@ -827,7 +832,7 @@ export class FlowTracker {
 
   /**
    * Record FIN (per direction) / RST (0 = not seen here) and schedule the END. Only the first FIN
-   * of each direction counts and the close waits for the later of the two: F_FIN_MAX keeps it.
+   * of each direction counts and the close waits for the later of the two: U_FIN_MS keeps it.
    */
   private tcpClose(h: number, finIngNs: number, finEgrNs: number, rstNs: number): void {
     if (rstNs !== 0 && !this.has_(h, B_RST)) {
@@ -836,15 +841,26 @@ export class FlowTracker {
     }
     if (finIngNs !== 0 && !this.has_(h, B_FIN_ING)) {
       this.set(h, B_FIN_ING);
-      if (finIngNs > this.f(h, F_FIN_MAX)) this.setF(h, F_FIN_MAX, finIngNs);
+      this.finMs(h, finIngNs);
     }
     if (finEgrNs !== 0 && !this.has_(h, B_FIN_EGR)) {
       this.set(h, B_FIN_EGR);
-      if (finEgrNs > this.f(h, F_FIN_MAX)) this.setF(h, F_FIN_MAX, finEgrNs);
+      this.finMs(h, finEgrNs);
     }
     if ((this.u(h, U_BITS) & (B_FIN_ING | B_FIN_EGR)) === (B_FIN_ING | B_FIN_EGR)) {
-      this.schedule(h, this.f(h, F_FIN_MAX) + this.closeGraceNs, 'tcp_fin');
+      const ms = this.u(h, U_FIN_MS);
+      // FIN_MS_FAR: a FIN more than 49 days into the flow; the later FIN seen now stands in.
+      const atNs = ms !== FIN_MS_FAR ? this.f(h, F_FIRST) + ms * MS : Math.max(finIngNs, finEgrNs);
+      this.schedule(h, atNs + this.closeGraceNs, 'tcp_fin');
     }
+  }
+
+  /** Keep the later FIN (ms after the first packet, rounded up) in U_FIN_MS. */
+  private finMs(h: number, finNs: number): void {
+    const raw = Math.ceil((finNs - this.f(h, F_FIRST)) / MS);
+    const ms = raw < 0 ? 0 : raw >= FIN_MS_FAR ? FIN_MS_FAR : raw;
+    const cur = this.u(h, U_FIN_MS);
+    if (ms > cur) this.setU(h, U_FIN_MS, ms);
   }
 
   /** End the flow at atNs (the earliest schedule wins). */
@@ -919,11 +935,13 @@ export class FlowTracker {
 
   private sweepMissing(gen: number, now: number, out: FlowEvent[]): void {
     const gone: number[] = [];
+    const parity = (gen & 1) === 1 ? B_SEEN : 0;
     this.forEachFlow((h) => {
-      const g = this.u(h, U_GEN);
-      if ((g & 0xffffff) === gen || this.phase(h) === DELETING) return;
-      const missed = (g >>> 24) + 1;
-      this.setU(h, U_GEN, ((Math.min(missed, 255) << 24) | (g & 0xffffff)) >>> 0);
+      const S = this.st_(h), o = (h >>> 1) * U_STRIDE + U_BITS, bits = S.u32[o];
+      if ((bits & B_SEEN) === parity || this.phase(h) === DELETING) return;
+      const missed = Math.min(((bits >>> MISSED_SHIFT) & MISSED_MAX) + 1, MISSED_MAX);
+      // Counted for this drain: takes its parity, so the next drain sees it missing again.
+      S.u32[o] = ((bits & ~(MISSED_MAX << MISSED_SHIFT)) | (missed << MISSED_SHIFT)) ^ B_SEEN;
       if (missed >= this.missingToEnd) gone.push(h);
     });
     for (const h of gone) this.vanish(h, now, out);
@@ -934,7 +952,7 @@ export class FlowTracker {
       if (now - at < this.timeWaitNs) break;
       this.timeWait.delete(id);
     }
-    for (const [id, p] of this.pending) if (((gen - p.gen) & 0xffffff) >= 2) this.pending.delete(id);
+    for (const [id, p] of this.pending) if (gen - p.gen >= 2) this.pending.delete(id);
   }
 
   private event(

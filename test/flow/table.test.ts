@@ -75,10 +75,10 @@ describe('FlowTable', () => {
   });
 
   it('states its worst case per flow from the layout', () => {
-    expect(SLOT_BYTES_V4).toBe(136);
-    expect(SLOT_BYTES_V6).toBe(160);
+    expect(SLOT_BYTES_V4).toBe(128);
+    expect(SLOT_BYTES_V6).toBe(152);
     expect(indexEntries(1_000_000)).toBe(1 << 21);
-    expect(flowStateBytes(1_000_000, 0)).toBe(1_000_000 * 136 + (1 << 21) * 4);
+    expect(flowStateBytes(1_000_000, 0)).toBe(1_000_000 * 128 + (1 << 21) * 4);
   });
 });
 
