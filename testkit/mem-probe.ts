@@ -13,6 +13,7 @@ if (file) {
     if (gc && existsSync(`${file}.gc`)) {
       gc();
       gc(); // a second pass for what the first one's finalizers freed (external buffers)
+      if (process.env.WGFLOW_MEM_PROBE_TRIM) (require('../src/util/addon') as typeof import('../src/util/addon')).loadNative().trimMemory();
       rmSync(`${file}.gc`, { force: true });
       collected = true;
     }

@@ -10,6 +10,7 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <errno.h>
+#include <malloc.h>
 #include <stddef.h>
 #include <net/if_arp.h>
 #include <net/if.h>
@@ -868,6 +869,11 @@ Napi::Object Datapath::Init(Napi::Env env, Napi::Object exports) {
   exports.Set("layout", layout);
   exports.Set("errnoName", Napi::Function::New(env, [](const Napi::CallbackInfo &info) -> Napi::Value {
     return Napi::String::New(info.Env(), ErrnoName(info[0].As<Napi::Number>().Int32Value()));
+  }));
+  // Hands memory the allocator keeps after a burst (freed, but in its arenas) back to the
+  // kernel: glibc returns only the top of its heap by itself. Returns whether any was released.
+  exports.Set("trimMemory", Napi::Function::New(env, [](const Napi::CallbackInfo &info) -> Napi::Value {
+    return Napi::Boolean::New(info.Env(), malloc_trim(0) != 0);
   }));
   return exports;
 }

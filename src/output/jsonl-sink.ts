@@ -14,9 +14,12 @@ export interface JsonlSinkOptions {
 
 /**
  * emit() waits while this many bytes are queued and not yet on disk: a burst (or a full disk)
- * holds the flow engine back instead of piling up in memory.
+ * holds the flow engine back instead of piling up in memory. The writer's buffers grow to about
+ * twice this (the batch being written and the one filling): 32 MiB made them 64 MiB each at a
+ * burst of a million STARTs (peak RSS 407 MiB against 342 with 4 MiB; AMD EPYC VM, BENCHMARKS.md
+ * part 7).
  */
-export const JSONL_BACKLOG_BYTES = 32 * 1024 * 1024;
+export const JSONL_BACKLOG_BYTES = 4 * 1024 * 1024;
 
 /** A failed write (full disk) is retried this often: nobody would resend these lines. */
 export const JSONL_RETRY_MS = 1000;

@@ -72,6 +72,8 @@ export interface NativeModule {
   layout: Record<string, Record<string, number>>;
   /** The symbolic name of an errno ("ENOSYS"). */
   errnoName(errno: number): string;
+  /** malloc_trim(0): give memory the allocator keeps after a burst back to the kernel. */
+  trimMemory(): boolean;
   /** See src/collector/native-json.ts. */
   flowEventJson(src: Uint8Array, start: number, end: number, out: Uint8Array, at: number, receiveMs: number, meta: Uint32Array): number;
 }
