@@ -55,9 +55,27 @@ export interface Attribution {
   generation: number;
 }
 
-/** The attribution interface the tracker depends on. */
+/** A policy as events name it. */
+export interface PolicyRef {
+  readonly id: string;
+  readonly name: string;
+}
+
+/** An attribution in parts, written in place (see Attributor.attributeParts). */
+export interface AttributionParts {
+  source: EndpointInfo;
+  destination: EndpointInfo;
+  /** The first allowing policy; null when none matched. */
+  policy: PolicyRef | null;
+  user: FlowUser;
+  skip: SkipReason;
+  exitNode?: boolean;
+}
+
+/** The attribution interface the tracker depends on (attributeParts, when there, saves an object per flow). */
 export interface FlowAttributor {
   attribute(t: FlowTuple): Attribution;
+  attributeParts?(t: FlowTuple, out: AttributionParts): void;
 }
 
 export interface AttributorOptions {
@@ -70,9 +88,6 @@ interface ResolvedName {
   domain: string;
   expiresNs: number;
 }
-
-/** Most shared results kept (one per source, destination and policy in use; ~100 bytes each). */
-const MEMO_MAX = 100_000;
 
 const EMPTY_USER: FlowUser = Object.freeze({ id: '', name: '', email: '' });
 
@@ -98,13 +113,7 @@ export class Attributor implements FlowAttributor {
   private skipDns!: Attribution;
   private skipFilter!: Attribution;
   private skipExit!: Attribution;
-  /**
-   * Results already built, shared: source endpoint -> destination endpoint -> results by policy.
-   * Flows of one peer to one resource under one policy get the same object, so a tracker keeps
-   * one per combination, not one per flow. Cleared by swap() and when it reaches MEMO_MAX.
-   */
-  private memo = new Map<EndpointInfo, Map<EndpointInfo, Attribution[]>>();
-  private memoSize = 0;
+  private readonly scratch: AttributionParts = { source: UNKNOWN_ENDPOINT, destination: UNKNOWN_ENDPOINT, policy: null, user: EMPTY_USER, skip: '' };
 
   constructor(config: AttributionConfig | AttributionTables = {}, opts: AttributorOptions = {}) {
     this.clock = opts.clock ?? systemClock;
@@ -144,8 +153,6 @@ export class Attributor implements FlowAttributor {
     this.skipDns = skipped('dns', this.gen);
     this.skipFilter = skipped('filter', this.gen);
     this.skipExit = skipped('exit_node', this.gen);
-    this.memo = new Map();
-    this.memoSize = 0;
   }
 
   /**
@@ -213,6 +220,21 @@ export class Attributor implements FlowAttributor {
   }
 
   attribute(f: FlowTuple): Attribution {
+    const p = this.scratch;
+    this.attributeParts(f, p);
+    if (p.skip !== '') return p.skip === 'dns' ? this.skipDns : p.skip === 'exit_node' ? this.skipExit : this.skipFilter;
+    return {
+      source: p.source, destination: p.destination,
+      ruleId: p.policy === null ? '' : p.policy.id, policyName: p.policy === null ? '' : p.policy.name,
+      user: p.user, skip: '', exitNode: p.exitNode ?? false, generation: this.gen,
+    };
+  }
+
+  /**
+   * attribute() into out, allocating nothing: the policy is the compiled one (a shared object),
+   * the endpoints the tables' shared ones. The flow engine keeps these parts as indexes.
+   */
+  attributeParts(f: FlowTuple, out: AttributionParts): void {
     const t = this.current;
     const srcRaw = normalizeRaw(f.srcRaw);
     const dstRaw = normalizeRaw(f.dstRaw);
@@ -222,14 +244,14 @@ export class Attributor implements FlowAttributor {
 
     if (!t.dnsCollection && hasPorts && (f.proto === 6 || f.proto === 17) &&
         (dport === 53 || dport === 5353 || sport === 53 || sport === 5353)) {
-      return this.skipDns;
+      return skip(out, 'dns');
     }
     const sInfo = t.addrInfo(srcRaw);
     const dInfo = t.addrInfo(dstRaw);
-    if (sInfo.exclude || dInfo.exclude) return this.skipFilter;
-    if (t.includePrefixesSet && !sInfo.include && !dInfo.include) return this.skipFilter;
-    if (t.excludePorts !== null && hasPorts && t.excludePorts.has(dport)) return this.skipFilter;
-    if (t.includePorts !== null && !(hasPorts && t.includePorts.has(dport))) return this.skipFilter;
+    if (sInfo.exclude || dInfo.exclude) return skip(out, 'filter');
+    if (t.includePrefixesSet && !sInfo.include && !dInfo.include) return skip(out, 'filter');
+    if (t.excludePorts !== null && hasPorts && t.excludePorts.has(dport)) return skip(out, 'filter');
+    if (t.includePorts !== null && !(hasPorts && t.includePorts.has(dport))) return skip(out, 'filter');
 
     const sPeer = sInfo.peer;
     const dPeer = dInfo.peer;
@@ -242,7 +264,7 @@ export class Attributor implements FlowAttributor {
     const sExit = !sPeer && !sInfo.overlay && !sDom && sInfo.resourceLen === 0;
     const dExit = !dPeer && !dInfo.overlay && !dDom && dInfo.resourceLen === 0;
     const exitNode = sExit || dExit;
-    if (exitNode && !t.exitNodeCollection) return this.skipExit;
+    if (exitNode && !t.exitNodeCollection) return skip(out, 'exit_node');
 
     let policy: CompiledPolicy | null = null;
     if (f.direction === 'INGRESS' && t.policies.length > 0) {
@@ -256,35 +278,12 @@ export class Attributor implements FlowAttributor {
           f.proto, hasPorts, dport,
         );
     }
-    return this.result(this.fill(sPeer, sInfo, sDom), this.fill(dPeer, dInfo, dDom), policy, sPeer ? sPeer.user : EMPTY_USER, exitNode);
-  }
-
-  /** The shared result of these parts (the user follows from the source endpoint: a peer's own). */
-  private result(source: EndpointInfo, destination: EndpointInfo, policy: CompiledPolicy | null, user: FlowUser, exitNode: boolean): Attribution {
-    let byDest = this.memo.get(source);
-    if (byDest === undefined) {
-      byDest = new Map();
-      this.memo.set(source, byDest);
-    }
-    let list = byDest.get(destination);
-    if (list === undefined) {
-      list = [];
-      byDest.set(destination, list);
-    }
-    const ruleId = policy === null ? '' : policy.id;
-    const policyName = policy === null ? '' : policy.name;
-    for (let i = 0; i < list.length; i++) {
-      const a = list[i];
-      if (a.ruleId === ruleId && a.policyName === policyName && a.user === user && a.exitNode === exitNode) return a;
-    }
-    const a: Attribution = Object.freeze({ source, destination, ruleId, policyName, user, skip: '' as const, exitNode, generation: this.gen });
-    if (++this.memoSize > MEMO_MAX) {
-      this.memo = new Map();
-      this.memoSize = 0;
-    } else {
-      list.push(a);
-    }
-    return a;
+    out.source = this.fill(sPeer, sInfo, sDom);
+    out.destination = this.fill(dPeer, dInfo, dDom);
+    out.policy = policy;
+    out.user = sPeer ? sPeer.user : EMPTY_USER;
+    out.skip = '';
+    out.exitNode = exitNode;
   }
 
   /** The policy bitset of one endpoint and side: the address's (prefixes and peer) | domain resource. */
@@ -302,6 +301,15 @@ export class Attributor implements FlowAttributor {
     const r = dom ?? info.resource;
     return r ? r.endpoint : UNKNOWN_ENDPOINT;
   }
+}
+
+function skip(out: AttributionParts, reason: SkipReason): void {
+  out.source = UNKNOWN_ENDPOINT;
+  out.destination = UNKNOWN_ENDPOINT;
+  out.policy = null;
+  out.user = EMPTY_USER;
+  out.skip = reason;
+  out.exitNode = reason === 'exit_node';
 }
 
 /** An attributor with no tables: every endpoint UNKNOWN, nothing filtered but DNS. */

@@ -3,8 +3,8 @@
 // changes with the layout.
 
 /** Bytes per IPv4 / IPv6 flow slot in the store's columns and key words (see store.ts). */
-export const SLOT_BYTES_V4 = 10 * 8 + 8 * 4 + 16;
-export const SLOT_BYTES_V6 = 10 * 8 + 8 * 4 + 40;
+export const SLOT_BYTES_V4 = 10 * 8 + 9 * 4 + 16;
+export const SLOT_BYTES_V6 = 10 * 8 + 9 * 4 + 40;
 
 /** Open-addressing index entries (4 bytes each) for a table of this many slots (load <= 0.75). */
 export function indexEntries(slots: number): number {

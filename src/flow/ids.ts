@@ -180,13 +180,21 @@ const END_MASK = maskOf('end');
  * set to 8 and the RFC 4122 variant. Labels other than start and end cost one SHA-1 for the mask.
  */
 export function eventIdText(w0: number, w1: number, w2: number, w3: number, label: string): string {
+  const e = eventIdWords(w0, w1, w2, w3, label);
+  return uuidText(e[0], e[1], e[2], e[3]);
+}
+
+const EVENT_WORDS = new Int32Array(4);
+
+/** The event id's four words (big-endian), as eventIdText; the array is reused by the next call. */
+export function eventIdWords(w0: number, w1: number, w2: number, w3: number, label: string): Int32Array {
   const m = label === 'start' ? START_MASK : label === 'end' ? END_MASK : maskOf(label);
-  return uuidText(
-    w0 ^ m[0],
-    ((w1 ^ m[1]) & 0xffff0fff) | 0x8000,
-    ((w2 ^ m[2]) & 0x3fffffff) | 0x80000000,
-    w3 ^ m[3],
-  );
+  const e = EVENT_WORDS;
+  e[0] = w0 ^ m[0];
+  e[1] = ((w1 ^ m[1]) & 0xffff0fff) | 0x8000;
+  e[2] = ((w2 ^ m[2]) & 0x3fffffff) | 0x80000000;
+  e[3] = w3 ^ m[3];
+  return e;
 }
 
 /** Event id: flow id XOR mask(label) (see above); label "start", "end" or "update:<k>". The flow id as Uuid or text. */

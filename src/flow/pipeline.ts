@@ -2,14 +2,14 @@
 // the resulting events out to a sink. One sequential loop, so the tracker never sees a drain and
 // a delete of the same flow interleave (docs/lifecycle.md).
 //
-//   poll (<= pollTimeoutMs, shorter when a close is due sooner) -> tracker.onRecords
+//   poll (<= pollTimeoutMs, shorter when a close is due sooner) -> tracker.onRingBatch (onRecords)
 //   every drainIntervalMs: readFlows -> tracker.onDrain
 //   tracker.dueDeletes -> deleteFlows (final counters) -> tracker.onDeleted (ENDs)
 //   sink(events)
 import { sysfsInterfaceNames } from '../net/netdev';
 import { readBootId } from './ids';
 import type { FlowAttributor } from '../attribution/attributor';
-import { type FlowCounters, type FlowEntryList, type FlowKey, FlowMapRead, type RingRecord } from '../datapath/records';
+import { type FlowCounters, type FlowEntryList, type FlowKey, FlowMapRead, RECORD_SIZE, type RingRecord } from '../datapath/records';
 import type { FlowEvent } from '../model/event';
 import { FlowTracker, type TrackerOptions, type TrackerStats } from './tracker';
 
@@ -27,6 +27,8 @@ export interface FlowSource {
 export interface RecordSource extends FlowSource {
   /** One batch of ring records, waiting at most timeoutMs when there are none. */
   poll(timeoutMs?: number): Promise<RingRecord[]>;
+  /** The same batch as the kernel wrote it, when the source can (the datapath): read in place. */
+  pollRaw?(timeoutMs?: number): Promise<ArrayBuffer>;
 }
 
 export type EventSink = (events: FlowEvent[]) => void | Promise<void>;
@@ -167,13 +169,20 @@ export class FlowPipeline {
     const timeout = Math.max(0, Math.min(this.pollMs, Math.ceil((wakeNs - now) / 1e6)));
     const events: FlowEvent[] = [];
     let records: RingRecord[] = [];
+    let raw: ArrayBuffer | null = null;
     try {
-      records = await this.source.poll(timeout);
+      if (this.source.pollRaw) raw = await this.source.pollRaw(timeout);
+      else records = await this.source.poll(timeout);
       this.s.polls++;
     } catch (err) {
       this.s.errors.poll++;
       this.onError(err, 'poll');
       await sleep(this.pollMs);
+    }
+    if (raw !== null && raw.byteLength > 0) {
+      // The datapath's batch read in place (no object per record).
+      this.s.records += Math.floor(raw.byteLength / RECORD_SIZE);
+      for (const e of this.tracker.onRingBatch(raw)) events.push(e);
     }
     if (records.length > 0) {
       this.s.records += records.length;

@@ -16,10 +16,10 @@ export const F_STRIDE = 10;
 // Uint32 column, U_STRIDE per row.
 /** OR of every kernel flags word seen. */
 export const U_FLAGS = 0;
-/** B_* bits, phase, end reason, protocol, kind. */
+/** B_* bits, phase, end reason, policy (the protocol and kind are read from the key). */
 export const U_BITS = 1;
-/** Interned attribution (attributions.ts). */
-export const U_ATTR = 2;
+/** The source's and the destination's endpoint in the tracker's AttributionStore (attributions.ts). */
+export const U_SRC = 2;
 /** The next UPDATE is due at first + n * updateInterval (0: never). */
 export const U_UPD_N = 3;
 /** Packet counters as of the last report, modulo 2^32 (a window never moves 2^32 packets). */
@@ -37,7 +37,8 @@ export const FIN_MS_FAR = 0xffffffff;
  * without; AMD EPYC VM).
  */
 export const U_NEXT = 7;
-export const U_STRIDE = 8;
+export const U_DST = 8;
+export const U_STRIDE = 9;
 
 if (F_STRIDE * 8 + U_STRIDE * 4 + 16 !== SLOT_BYTES_V4 || F_STRIDE * 8 + U_STRIDE * 4 + 40 !== SLOT_BYTES_V6) {
   throw new Error('flow/budget.ts does not match the store layout');
@@ -49,14 +50,17 @@ export const B_LIVE = 1, B_INIT_B = 2, B_EXPORTED = 4, B_REMNANT = 8, B_TCP = 16
 export const B_FIN_ING = 64, B_FIN_EGR = 128, B_RST = 256;
 /** The handle is in the tracker's closing list. */
 export const B_LISTED = 512;
-export const PHASE_SHIFT = 10, REASON_SHIFT = 12, PROTO_SHIFT = 16, KIND_SHIFT = 24;
+export const PHASE_SHIFT = 10, REASON_SHIFT = 12;
 /**
  * The parity of the last drain that listed the flow (or that counted it missing), and how many
  * drains in a row missed it (0-3). A drain sees a flow it lists for the first time by the parity.
  */
-export const B_SEEN = 1 << 26;
-export const MISSED_SHIFT = 27;
+export const B_SEEN = 1 << 15;
+export const MISSED_SHIFT = 30;
 export const MISSED_MAX = 3;
+/** The flow's policy in the AttributionStore: 14 bits, up to POLICY_MAX policies in use at once. */
+export const POLICY_SHIFT = 16;
+export const POLICY_MAX = 0x3fff;
 
 export type Phase = 0 | 1 | 2; // ACTIVE, CLOSING (close time scheduled), DELETING (handed out by dueDeletes)
 export const ACTIVE: Phase = 0, CLOSING: Phase = 1, DELETING: Phase = 2;

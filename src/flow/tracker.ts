@@ -5,13 +5,17 @@
 // kernel deletes it asks for. Deletion is two-step because the final counters come back from the
 // delete itself: dueDeletes() hands out the keys whose time has come, deleteFlows() removes them
 // and returns their last counters atomically, onDeleted() turns those into END events.
-import { Attributor, type FlowAttributor, type FlowTuple } from '../attribution/attributor';
+import { Attributor, type AttributionParts, type FlowAttributor, type FlowTuple } from '../attribution/attributor';
 import {
   FLAG_HINT_LOST,
   FLAG_INIT_B,
   FLAG_INIT_EGRESS,
   FLAG_START_LOST,
   FLOW_SIZE,
+  KEY4_SIZE,
+  KEY6_SIZE,
+  LAYOUT,
+  RECORD_SIZE,
   type FlowCounters,
   type FlowEntry,
   type FlowKey,
@@ -24,14 +28,14 @@ import {
 } from '../datapath/records';
 import { Clock, systemClock, WallConverter } from '../model/clock';
 import type { FlowEndReason, FlowEvent, FlowEventType } from '../model/event';
-import { AttributionTable } from './attributions';
+import { AttributionStore } from './attributions';
 import { EventBuilder, type EventInput } from './events';
 import { bootNamespace } from './ids';
 import {
   ACTIVE, B_ADOPTED, B_EXPORTED, B_FIN_EGR, B_FIN_ING, B_INIT_B, B_LISTED, B_LIVE, B_REMNANT, B_RST, B_TCP, CLOSING, DELETING,
   B_SEEN, F_CLOSE_AT, F_FIRST, F_LAST_SEEN, F_REP_AT, F_REP_RXB, F_REP_TXB, F_RXB, F_RXP, F_STRIDE, F_TXB, F_TXP, FIN_MS_FAR,
-  FlowStore, KIND_SHIFT, MISSED_MAX, MISSED_SHIFT, type Phase, PHASE_SHIFT, PROTO_SHIFT, REASON_SHIFT, U_ATTR, U_BITS, U_FIN_MS,
-  U_FLAGS, U_NEXT, U_REP_RXP, U_REP_TXP, U_STRIDE, U_UPD_N,
+  FlowStore, MISSED_MAX, MISSED_SHIFT, type Phase, PHASE_SHIFT, POLICY_MAX, POLICY_SHIFT, REASON_SHIFT, U_BITS, U_DST, U_FIN_MS,
+  U_FLAGS, U_NEXT, U_REP_RXP, U_REP_TXP, U_SRC, U_STRIDE, U_UPD_N,
 } from './store';
 import { KeyScratch } from './table';
 
@@ -119,6 +123,8 @@ export interface TrackerStats {
   vanished: number;
   /** FIN/RST hints for keys not (yet) tracked. */
   hintsWithoutFlow: number;
+  /** Flows reported without their policy: more policies in use at once than a flow row can name (16,383). */
+  policiesOverflow: number;
   /** Flows whose FIN/RST hint was lost (ring full): closed from the drained flags instead. */
   hintsLost: number;
 }
@@ -130,7 +136,7 @@ function zeroStats(): TrackerStats {
     ended: { idle: 0, tcp_fin: 0, tcp_rst: 0, forced: 0, lack_of_resources: 0 },
     discoveredWithoutStart: 0, startLost: 0, adopted: 0, adoptedIdleEnded: 0, filtered: 0, exitNodeSkipped: 0,
     lateAfterEndFlows: 0, lateAfterEndPackets: 0, lateAfterEndBytes: 0, remnantsPromoted: 0,
-    vanished: 0, hintsWithoutFlow: 0, hintsLost: 0,
+    vanished: 0, hintsWithoutFlow: 0, hintsLost: 0, policiesOverflow: 0,
   };
 }
 
@@ -164,7 +170,9 @@ export class FlowTracker {
 
   private readonly s4: FlowStore;
   private readonly s6: FlowStore;
-  private readonly attrs = new AttributionTable();
+  private readonly attrs = new AttributionStore();
+  /** Scratch of attributeParts. */
+  private readonly parts: AttributionParts = { source: null!, destination: null!, policy: null, user: null!, skip: '' };
   private readonly k = new KeyScratch();
   /** Handles with a scheduled close time (phase CLOSING), unordered; stale entries are dropped by dueDeletes. */
   private closing = new Int32Array(1024);
@@ -189,7 +197,8 @@ export class FlowTracker {
   };
   /** Reused for every event built. */
   private readonly input: EventInput = {
-    keyId: '', firstNs: 0, flags: 0, proto: 0, kind: FlowKind.Ports, initB: false, attribution: null!, interfaceName: '',
+    keyId: '', firstNs: 0, flags: 0, proto: 0, kind: FlowKind.Ports, initB: false,
+    source: null!, destination: null!, ruleId: '', policyName: '', user: null!, interfaceName: '',
   };
   /** Scratch counters of a drained entry. */
   private readonly cv: FlowCounters = { firstNs: 0, lastSeen: 0, rxBytes: 0, txBytes: 0, rxPackets: 0, txPackets: 0, flags: 0 };
@@ -242,37 +251,66 @@ export class FlowTracker {
       const r = records[i];
       const id = r.key.id;
       this.k.fromId(id);
-      let h = this.find(id.length === 16);
-      if (r.type === RecordType.Start) {
-        if (h !== NONE) {
-          if (this.f(h, F_FIRST) === r.tsNs) continue; // already found by a drain
-          this.vanish(h, now, out); // the entry was replaced behind our back
-        }
-        h = this.create(id, r.tsNs, r.flags, now, out);
-        if (this.isTcp(h) && !this.has_(h, B_REMNANT)) this.tcpFlags(h, r.flags, r.tsNs);
-        continue;
-      }
-      if (r.type !== RecordType.Fin && r.type !== RecordType.Rst) continue;
-      const ing = r.dir === 0;
-      if (h === NONE) {
-        this.st.hintsWithoutFlow++;
-        let p = this.pending.get(id);
-        if (!p) {
-          p = { finIngNs: 0, finEgrNs: 0, rstNs: 0, flags: 0, gen: this.drainGen };
-          this.pending.set(id, p);
-        }
-        p.flags |= r.flags;
-        if (r.type === RecordType.Rst) p.rstNs ||= r.tsNs;
-        else if (ing) p.finIngNs ||= r.tsNs;
-        else p.finEgrNs ||= r.tsNs;
-        continue;
-      }
-      if (this.has_(h, B_REMNANT) || !this.isTcp(h)) continue;
-      this.orFlags(h, r.flags);
-      if (r.type === RecordType.Rst) this.tcpClose(h, 0, 0, r.tsNs);
-      else this.tcpClose(h, ing ? r.tsNs : 0, ing ? 0 : r.tsNs, 0);
+      this.recordOne(r.type, r.dir, r.flags, r.tsNs, id.length === 16, id, now, out);
     }
     return out;
+  }
+
+  /**
+   * A batch of ring records as the kernel wrote them (RECORD_SIZE bytes each), read in place:
+   * the pipeline's path, with no object per record. Records of an unknown family are skipped.
+   */
+  onRingBatch(buf: ArrayBuffer): FlowEvent[] {
+    const out: FlowEvent[] = [];
+    const now = this.wall.sample();
+    const b = new Uint8Array(buf);
+    const v = new DataView(buf);
+    const R = LAYOUT.wgf_record;
+    const n = Math.floor(b.byteLength / RECORD_SIZE);
+    for (let i = 0; i < n; i++) {
+      const o = i * RECORD_SIZE;
+      const family = b[o + R.family];
+      if (family !== 4 && family !== 6) continue;
+      const v4 = family === 4;
+      this.k.fromBytes(b, o + (v4 ? R.k4 : R.k6), v4 ? KEY4_SIZE : KEY6_SIZE);
+      const tsNs = v.getUint32(o + R.ts_ns, true) + v.getUint32(o + R.ts_ns + 4, true) * 0x1_0000_0000;
+      this.recordOne(b[o + R.type], b[o + R.dir], v.getUint32(o + R.flags, true), tsNs, v4, null, now, out);
+    }
+    return out;
+  }
+
+  /** One ring record, its key in this.k (id: its text when the caller has it). */
+  private recordOne(type: number, dir: number, flags: number, tsNs: number, v4: boolean, id: string | null, now: number, out: FlowEvent[]): void {
+    let h = this.find(v4);
+    if (type === RecordType.Start) {
+      if (h !== NONE) {
+        if (this.f(h, F_FIRST) === tsNs) return; // already found by a drain
+        this.vanish(h, now, out); // the entry was replaced behind our back
+      }
+      h = this.create(id ?? this.scratchId(v4), tsNs, flags, now, out);
+      if (this.isTcp(h) && !this.has_(h, B_REMNANT)) this.tcpFlags(h, flags, tsNs);
+      return;
+    }
+    if (type !== RecordType.Fin && type !== RecordType.Rst) return;
+    const ing = dir === 0;
+    if (h === NONE) {
+      this.st.hintsWithoutFlow++;
+      const key = id ?? this.scratchId(v4);
+      let p = this.pending.get(key);
+      if (!p) {
+        p = { finIngNs: 0, finEgrNs: 0, rstNs: 0, flags: 0, gen: this.drainGen };
+        this.pending.set(key, p);
+      }
+      p.flags |= flags;
+      if (type === RecordType.Rst) p.rstNs ||= tsNs;
+      else if (ing) p.finIngNs ||= tsNs;
+      else p.finEgrNs ||= tsNs;
+      return;
+    }
+    if (this.has_(h, B_REMNANT) || !this.isTcp(h)) return;
+    this.orFlags(h, flags);
+    if (type === RecordType.Rst) this.tcpClose(h, 0, 0, tsNs);
+    else this.tcpClose(h, ing ? tsNs : 0, ing ? 0 : tsNs, 0);
   }
 
   /** A periodic read of every kernel flow: counters, idle and close detection, UPDATEs, discovery. */
@@ -535,7 +573,7 @@ export class FlowTracker {
     return this.s4.size + this.s6.size;
   }
 
-  /** Distinct attribution results held by tracked flows (shared between flows). */
+  /** Endpoints and policies held by tracked flows (shared between flows). */
   get attributionsHeld(): number {
     return this.attrs.size;
   }
@@ -592,11 +630,16 @@ export class FlowTracker {
     const o = (h >>> 1) * U_STRIDE + U_BITS, u = this.st_(h).u32;
     u[o] = (u[o] & ~(7 << REASON_SHIFT)) | (END_REASONS.indexOf(r) << REASON_SHIFT);
   }
+  /** The key's word with proto, kind and ifindex (bytes 12-15 of an IPv4 key, 36-39 of IPv6). */
+  private keyTail(h: number): number {
+    const v4 = (h & 1) === 0;
+    return this.st_(h).table.keys[(h >>> 1) * (v4 ? 4 : 10) + (v4 ? 3 : 9)];
+  }
   private proto(h: number): number {
-    return (this.u(h, U_BITS) >>> PROTO_SHIFT) & 255;
+    return this.keyTail(h) & 255;
   }
   private kind(h: number): FlowKind {
-    return ((this.u(h, U_BITS) >>> KIND_SHIFT) & 3) as FlowKind;
+    return ((this.keyTail(h) >>> 8) & 255) as FlowKind;
   }
   private orFlags(h: number, flags: number): void {
     this.st_(h).u32[(h >>> 1) * U_STRIDE + U_FLAGS] |= flags;
@@ -611,6 +654,9 @@ export class FlowTracker {
     const keys = this.st_(h).table.keys, n = (h & 1) === 0 ? 4 : 10, o = (h >>> 1) * n, w = this.k.words;
     for (let j = 0; j < n; j++) if (keys[o + j] !== w[j]) return false;
     return true;
+  }
+  private policyOf(h: number): number {
+    return (this.u(h, U_BITS) >>> POLICY_SHIFT) & POLICY_MAX;
   }
   private keyIdOf(h: number): string {
     return this.st_(h).table.keyId(h >>> 1);
@@ -707,7 +753,7 @@ export class FlowTracker {
     a[fo + F_LAST_SEEN] = firstNs;
     a[fo + F_CLOSE_AT] = Infinity;
     u[uo + U_FLAGS] = flags;
-    u[uo + U_BITS] = B_LIVE | (tcp ? B_TCP : 0) | (proto << PROTO_SHIFT) | (kind << KIND_SHIFT);
+    u[uo + U_BITS] = B_LIVE | (tcp ? B_TCP : 0);
     // The parity opposite to the drain in progress (or the next one): that drain sees it as new.
     const next = this.drain !== null ? this.drainGen : this.drainGen + 1;
     if ((next & 1) === 0) u[uo + U_BITS] |= B_SEEN;
@@ -716,7 +762,6 @@ export class FlowTracker {
       if (endedAt !== undefined && now - endedAt < this.timeWaitNs) {
         this.set(h, B_REMNANT);
         this.remnants++;
-        u[uo + U_ATTR] = 0xffffffff;
         this.schedule(h, Math.max(firstNs + this.remnantGraceNs, now), 'forced');
         return h;
       }
@@ -745,9 +790,26 @@ export class FlowTracker {
     t.dstPort = t.hasPorts ? (initB ? portA : portB) : 0;
     t.direction = (flags & FLAG_INIT_EGRESS) !== 0 ? 'EGRESS' : 'INGRESS';
     t.nowNs = now;
-    const a = this.attributor.attribute(t);
+    const attributor = this.attributor;
+    let a: AttributionParts;
+    if (attributor.attributeParts !== undefined) {
+      a = this.parts;
+      attributor.attributeParts(t, a);
+    } else {
+      a = this.attrs.partsOf(attributor.attribute(t));
+    }
     t.srcRaw = t.dstRaw = ''; // the tuple must not keep a batch's key text alive
-    this.setU(h, U_ATTR, this.attrs.ref(a));
+    let pol = this.attrs.refPolicy(a.policy);
+    if (pol > POLICY_MAX) {
+      // More policies in use at once than the flow row holds: this flow is reported without one.
+      this.attrs.unrefPolicy(pol);
+      pol = this.attrs.refPolicy(null);
+      this.st.policiesOverflow++;
+    }
+    this.setU(h, U_SRC, this.attrs.refSource(a.source, a.user));
+    this.setU(h, U_DST, this.attrs.refDestination(a.destination));
+    const o = (h >>> 1) * U_STRIDE + U_BITS, u = this.st_(h).u32;
+    u[o] = (u[o] & ~(POLICY_MAX << POLICY_SHIFT)) | (pol << POLICY_SHIFT);
     if (initB) this.set(h, B_INIT_B);
     else this.clear(h, B_INIT_B);
     if (a.skip === '') {
@@ -920,7 +982,7 @@ export class FlowTracker {
         this.timeWait.set(id, now);
         if (this.timeWait.size > this.timeWaitMax) this.timeWait.delete(this.timeWait.keys().next().value!);
       }
-      this.attrs.unref(this.u(h, U_ATTR));
+      this.attrs.unref(this.u(h, U_SRC), this.u(h, U_DST), this.policyOf(h)); // remnants have none
     }
     if (this.firstInDrain === h) this.firstInDrain = NONE;
     // The row goes back to the store: a stale handle (closing list, drain guess) sees it not live.
@@ -965,10 +1027,15 @@ export class FlowTracker {
     x.keyId = id;
     x.firstNs = this.f(h, F_FIRST);
     x.flags = this.u(h, U_FLAGS);
-    x.proto = (bits >>> PROTO_SHIFT) & 255;
-    x.kind = ((bits >>> KIND_SHIFT) & 3) as FlowKind;
+    x.proto = this.proto(h);
+    x.kind = this.kind(h);
     x.initB = (bits & B_INIT_B) !== 0;
-    x.attribution = this.attrs.get(this.u(h, U_ATTR));
+    const src = this.u(h, U_SRC), pol = this.attrs.policy((bits >>> POLICY_SHIFT) & POLICY_MAX);
+    x.source = this.attrs.endpoint(src);
+    x.destination = this.attrs.endpoint(this.u(h, U_DST));
+    x.user = this.attrs.user(src);
+    x.ruleId = pol.id;
+    x.policyName = pol.name;
     const po = id.length === 16 ? 8 : 32;
     x.interfaceName = this.ifname(id.charCodeAt(po + 6) | (id.charCodeAt(po + 7) << 8));
     if (label !== '') this.st.events[type as 'START' | 'UPDATE' | 'END']++;

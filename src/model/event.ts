@@ -102,9 +102,44 @@ export interface Delta {
   endMs: number;
 }
 
-/** The endpoint that is a route/resource (destination first), or undefined for peer-to-peer flows. */
-export function resourceOf(ev: Pick<FlowEvent, 'source' | 'destination'>): FlowEndpoint | undefined {
-  if (ev.destination.type.endsWith('_RESOURCE')) return ev.destination;
-  if (ev.source.type.endsWith('_RESOURCE')) return ev.source;
+/**
+ * Binary forms of an event's ids and addresses. The flow engine's events have them (and make
+ * their text only when something reads it, the JSON and log edges): writers of binary formats
+ * (the gRPC wire format, IPFIX) copy these bytes instead of parsing the text back.
+ */
+export interface FlowEventBytes {
+  /** Writes the 16 bytes of the event id / the flow id at out[at]. */
+  eventIdInto(out: Uint8Array, at: number): void;
+  flowIdInto(out: Uint8Array, at: number): void;
+  /** Writes the source's / destination's address (4 or 16 bytes) at out[at]; returns its length. */
+  sourceIpInto(out: Uint8Array, at: number): number;
+  destinationIpInto(out: Uint8Array, at: number): number;
+  /** The endpoints without their address (shared objects: never modify) and their ports. */
+  sourceInfo(): EndpointFields;
+  destinationInfo(): EndpointFields;
+  sourcePort(): number;
+  destinationPort(): number;
+}
+
+/** An endpoint without its address and port. */
+export type EndpointFields = Readonly<Omit<FlowEndpoint, 'ip' | 'port'>>;
+
+/** The binary forms of this event's ids and addresses, when it has them. */
+export function eventBytes(ev: FlowEvent): FlowEventBytes | undefined {
+  const b = ev as FlowEvent & Partial<FlowEventBytes>;
+  return typeof b.eventIdInto === 'function' ? (b as FlowEvent & FlowEventBytes) : undefined;
+}
+
+/**
+ * The endpoint that is a route/resource (destination first), or undefined for peer-to-peer flows.
+ * Without its address: the flow engine's events answer without making text.
+ */
+export function resourceOf(ev: Pick<FlowEvent, 'source' | 'destination'>): EndpointFields | undefined {
+  const b = ev as Partial<FlowEventBytes>;
+  const bin = typeof b.sourceInfo === 'function';
+  const d = bin ? b.destinationInfo!() : ev.destination;
+  if (d.type.endsWith('_RESOURCE')) return d;
+  const s = bin ? b.sourceInfo!() : ev.source;
+  if (s.type.endsWith('_RESOURCE')) return s;
   return undefined;
 }

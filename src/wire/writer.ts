@@ -3,7 +3,7 @@
 // about four times as much. The output decodes to the same message as proto-loader's encoding of
 // codec.toWire(event) (test/export/codec.test.ts checks this for every event shape), and it
 // validates the same way, with the same CodecError messages.
-import type { FlowEndpoint, FlowEvent } from '../model/event';
+import { eventBytes, type EndpointFields, type FlowEvent } from '../model/event';
 import { parseIpScratch } from '../net/ip';
 import { CodecError, ipToBytes } from './codec';
 
@@ -164,6 +164,24 @@ class Writer {
    * bytes are left for the length (1, or 2 for content that is usually 128..16383 bytes long);
    * end() moves the content if the length needs another number of bytes.
    */
+  /** 16 UUID bytes written by put (the flow engine's events have them). */
+  uuidFrom(field: number, put: (out: Uint8Array, at: number) => void): void {
+    const b = this.buf;
+    b[this.pos] = field * 8 + LEN; // field < 16
+    b[this.pos + 1] = 16;
+    put(b, this.pos + 2);
+    this.pos += 18;
+  }
+
+  /** An address written by put (4 or 16 bytes). */
+  ipFrom(field: number, put: (out: Uint8Array, at: number) => number): void {
+    const b = this.buf;
+    b[this.pos] = field * 8 + LEN; // field < 16
+    const n = put(b, this.pos + 2);
+    b[this.pos + 1] = n;
+    this.pos += 2 + n;
+  }
+
   begin(field: number, reserve = 1): number {
     this.tag(field, LEN);
     return (this.pos += reserve);
@@ -289,7 +307,7 @@ export function ip(text: string, name: string): Buffer {
   return Buffer.from(ipScratch(text, name));
 }
 
-function endpoint(field: number, e: FlowEndpoint, name: 'source' | 'destination'): void {
+function endpoint(field: number, e: EndpointFields, name: 'source' | 'destination'): void {
   const type = endpointTypeNum(e.type);
   if (type < 0) throw new CodecError(`${name}.type: unknown endpoint type "${e.type}"`);
   const at = w.begin(field);
@@ -317,20 +335,31 @@ function encode(ev: FlowEvent): void {
   }
   const protocol = checkUint(ev.protocol, 'protocol', 255);
   const icmp = protocol === 1 || protocol === 58;
-  const sport = checkUint(ev.source.port, 'source.port', 65535);
-  const dport = checkUint(ev.destination.port, 'destination.port', 65535);
+  // The flow engine's events hand over their ids and addresses as bytes: no text made or parsed.
+  const eb = eventBytes(ev);
+  const src: EndpointFields = eb ? eb.sourceInfo() : ev.source;
+  const dst: EndpointFields = eb ? eb.destinationInfo() : ev.destination;
+  const sport = checkUint(eb ? eb.sourcePort() : ev.source.port, 'source.port', 65535);
+  const dport = checkUint(eb ? eb.destinationPort() : ev.destination.port, 'destination.port', 65535);
   const max = Number.MAX_SAFE_INTEGER;
-  w.uuid(1, ev.eventId, 'eventId');
+  if (eb) w.uuidFrom(1, (o, at) => eb.eventIdInto(o, at));
+  else w.uuid(1, ev.eventId, 'eventId');
   w.timestamp(2, ev.timestampMs, 'timestampMs');
   w.key(3, ev.reporterPublicKey, 'reporterPublicKey');
   const ff = w.begin(4, 2); // flow_fields: a few hundred bytes
-  w.uuid(1, ev.flowId, 'flowId');
+  if (eb) w.uuidFrom(1, (o, at) => eb.flowIdInto(o, at));
+  else w.uuid(1, ev.flowId, 'flowId');
   w.uint(2, type);
   w.string(3, ev.ruleId); // bytes on the wire; UTF-8 text is the same bytes
   w.uint(4, direction);
   w.uint(5, protocol);
-  w.bytes(6, ipScratch(ev.source.ip, 'source.ip'));
-  w.bytes(7, ipScratch(ev.destination.ip, 'destination.ip'));
+  if (eb) {
+    w.ipFrom(6, (o, at) => eb.sourceIpInto(o, at));
+    w.ipFrom(7, (o, at) => eb.destinationIpInto(o, at));
+  } else {
+    w.bytes(6, ipScratch(ev.source.ip, 'source.ip'));
+    w.bytes(7, ipScratch(ev.destination.ip, 'destination.ip'));
+  }
   if (icmp) {
     const at = w.begin(9);
     w.uint(1, checkUint(ev.icmpType, 'icmpType', 255));
@@ -346,10 +375,10 @@ function encode(ev: FlowEvent): void {
   w.uint(11, checkUint(ev.txPackets, 'txPackets', max));
   w.uint(12, checkUint(ev.rxBytes, 'rxBytes', max));
   w.uint(13, checkUint(ev.txBytes, 'txBytes', max));
-  if (isResource(ev.source.type)) w.string(14, ev.source.id);
-  if (isResource(ev.destination.type)) w.string(15, ev.destination.id);
-  endpoint(100, ev.source, 'source');
-  endpoint(101, ev.destination, 'destination');
+  if (isResource(src.type)) w.string(14, src.id);
+  if (isResource(dst.type)) w.string(15, dst.id);
+  endpoint(100, src, 'source');
+  endpoint(101, dst, 'destination');
   w.string(102, ev.policyName);
   const u = w.begin(103);
   w.string(1, ev.user.id);
@@ -374,7 +403,8 @@ function encode(ev: FlowEvent): void {
  * surrogate pair is 4 bytes for 2 units). The resource ids count twice (fields 14 and 15).
  */
 function maxEncodedLength(ev: FlowEvent): number {
-  const s = ev.source, d = ev.destination, u = ev.user;
+  const eb = eventBytes(ev);
+  const s = eb ? eb.sourceInfo() : ev.source, d = eb ? eb.destinationInfo() : ev.destination, u = ev.user;
   const units = ev.ruleId.length + ev.policyName.length + ev.reporterId.length + ev.interfaceName.length
     + 2 * s.id.length + s.name.length + s.dnsLabel.length + s.os.length
     + 2 * d.id.length + d.name.length + d.dnsLabel.length + d.os.length

@@ -38,7 +38,7 @@ function setup(opts: { closeGraceMs?: number; drainIntervalMs?: number; kernel?:
     tracker,
     drainIntervalMs: opts.drainIntervalMs ?? 1000,
     pollTimeoutMs: 100,
-    sink: opts.sink ?? ((evs) => { const at = monoMs(); for (const e of evs) events.push({ ...e, atMs: at }); }),
+    sink: opts.sink ?? ((evs) => { const at = monoMs(); for (const e of evs) events.push(Object.assign(e, { atMs: at })); }),
     onError: (err, stage) => errors.push(`${stage}: ${(err as Error).message}`),
   });
   pipelines.push(p);

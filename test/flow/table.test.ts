@@ -3,7 +3,7 @@
 // last flow.
 import { describe, expect, it } from 'vitest';
 import { Attributor } from '../../src/attribution/attributor';
-import { AttributionTable } from '../../src/flow/attributions';
+import { AttributionStore } from '../../src/flow/attributions';
 import { flowStateBytes, indexEntries, SLOT_BYTES_V4, SLOT_BYTES_V6 } from '../../src/flow/budget';
 import { FlowTable, KeyScratch } from '../../src/flow/table';
 import { conn } from './builders';
@@ -75,15 +75,15 @@ describe('FlowTable', () => {
   });
 
   it('states its worst case per flow from the layout', () => {
-    expect(SLOT_BYTES_V4).toBe(128);
-    expect(SLOT_BYTES_V6).toBe(152);
+    expect(SLOT_BYTES_V4).toBe(132);
+    expect(SLOT_BYTES_V6).toBe(156);
     expect(indexEntries(1_000_000)).toBe(1 << 21);
-    expect(flowStateBytes(1_000_000, 0)).toBe(1_000_000 * 128 + (1 << 21) * 4);
+    expect(flowStateBytes(1_000_000, 0)).toBe(1_000_000 * 132 + (1 << 21) * 4);
   });
 });
 
 describe('shared attributions', () => {
-  it('one entry per combination, freed with the last flow; a table swap leaves nothing behind', () => {
+  it('one entry per endpoint and policy in use, freed with the last flow; a table swap leaves nothing behind', () => {
     const tables = {
       overlay: ['100.64.0.0/10'],
       peers: [{ id: 'p1', name: 'one', ip: '100.64.0.1', groups: ['all'] }, { id: 'p2', name: 'two', ip: '100.64.0.2', groups: ['all'] }],
@@ -94,24 +94,33 @@ describe('shared attributions', () => {
     for (let i = 0; i < 2000; i++) h.kernel.packet(udp(10_000 + i), true);
     h.cycle({ drain: true });
     expect(h.tracker.activeFlows).toBe(2000);
-    expect(h.tracker.attributionsHeld).toBe(1);
+    expect(h.tracker.attributionsHeld).toBe(3); // peer one, peer two, policy All
     h.attributor.swap({ ...tables, peers: [{ ...tables.peers[0], name: 'renamed' }, tables.peers[1]] });
     for (let i = 0; i < 10; i++) h.kernel.packet(udp(30_000 + i), true);
     h.cycle({ drain: true });
-    expect(h.tracker.attributionsHeld).toBe(2);
+    expect(h.tracker.attributionsHeld).toBe(6); // and the new tables' three
     h.run(10_000); // all idle: END
     expect(h.tracker.activeFlows).toBe(0);
     expect(h.tracker.attributionsHeld).toBe(0);
   });
 
-  it('reference counts', () => {
-    const t = new AttributionTable();
+  it('reference counts endpoints and policies; policies of whole attributions are known by their text', () => {
+    const t = new AttributionStore();
     const a = new Attributor({}).attributeIps('10.0.0.1', '10.0.0.2', 17, 1, 2);
-    const i = t.ref(a);
-    expect(t.ref(a)).toBe(i);
-    t.unref(i);
-    expect(t.size).toBe(1);
-    t.unref(i);
+    const s1 = t.refSource(a.source, a.user), s2 = t.refSource(a.source, a.user);
+    expect(s2).toBe(s1);
+    const d = t.refDestination(a.destination);
+    expect(d).toBe(s1); // both UNKNOWN: one entry
+    const p = t.partsOf({ ...a, ruleId: 'r1', policyName: 'one' });
+    const p1 = t.refPolicy(p.policy);
+    const p2 = t.refPolicy(t.partsOf({ ...a, ruleId: 'r1', policyName: 'one' }).policy);
+    expect(p2).toBe(p1);
+    expect(t.policy(p1)).toEqual({ id: 'r1', name: 'one' });
+    expect(t.size).toBe(2);
+    const d2 = t.refDestination(a.destination);
+    t.unref(s1, d, p1);
+    expect(t.size).toBe(2);
+    t.unref(s2, d2, p2);
     expect(t.size).toBe(0);
   });
 });

@@ -8,7 +8,7 @@ import { randomInt } from 'node:crypto';
 import type { Logger } from 'pino';
 import { ipToBytes, uuidToBytes } from '../../wire/codec';
 import { DeltaTracker } from '../../model/deltas';
-import { FlowEvent, FlowEndReason, resourceOf } from '../../model/event';
+import { type EndpointFields, eventBytes, FlowEvent, FlowEndReason } from '../../model/event';
 import { ifindexOf } from '../../net/netdev';
 import {
   encodeRecord, header, ieTypeDataSet, ieTypeOptionsTemplateSet, IpfixRecord, packRecords, TEMPLATE_V4, TEMPLATE_V6, templateSet,
@@ -118,6 +118,9 @@ export function parseIpfixUrl(url: string): { host: string; port: number } {
 /** IPFIX defaults (ipfix_mtu and ipfix_template_refresh_s default to these). */
 export const IPFIX_DEFAULTS = { mtu: 1400, templateRefreshMs: 60_000 } as const;
 
+/** A route/resource endpoint (the record's resource fields name it; the destination first). */
+const isResource = (e: EndpointFields): boolean => e.type.endsWith('_RESOURCE');
+
 export class IpfixExporter implements EventSink {
   readonly name = 'ipfix';
   private readonly targets: Target[];
@@ -207,40 +210,55 @@ export class IpfixExporter implements EventSink {
     }));
   }
 
-  /** The two unidirectional records of one report (none for START, which only opens the window). */
+/** The two unidirectional records of one report (none for START, which only opens the window). */
   toRecords(ev: FlowEvent): IpfixRecord[] {
     const d = this.deltas.next(ev);
     if (!d) return [];
     const { startMs, endMs } = d;
     const ifindex = this.ifindex(ev.interfaceName);
     const ingress = ev.direction === 'INGRESS';
-    const resource = resourceOf(ev);
-    const v6 = ev.source.ip.includes(':');
+    // The flow engine's events give their ids, addresses and endpoints without making text.
+    const eb = eventBytes(ev);
+    const sInfo = eb ? eb.sourceInfo() : ev.source, dInfo = eb ? eb.destinationInfo() : ev.destination;
+    const resource = isResource(dInfo) ? dInfo : isResource(sInfo) ? sInfo : undefined;
+    let src: Buffer, dst: Buffer, flowId: Buffer;
+    if (eb) {
+      const b = Buffer.alloc(48);
+      src = b.subarray(0, eb.sourceIpInto(b, 0));
+      dst = b.subarray(16, 16 + eb.destinationIpInto(b, 16));
+      eb.flowIdInto(b, 32);
+      flowId = b.subarray(32, 40);
+    } else {
+      src = ipToBytes(ev.source.ip, 'source');
+      dst = ipToBytes(ev.destination.ip, 'destination');
+      flowId = uuidToBytes(ev.flowId, 'flow_id').subarray(0, 8);
+    }
+    const v6 = src.length === 16;
     const icmp = ev.protocol === 1 || ev.protocol === 58;
     const common = {
       v6, proto: ev.protocol,
       startMs, endMs,
       endReason: ev.type === 'UPDATE' ? 2 : END_REASON[ev.endReason ?? 'forced'],
-      flowId: uuidToBytes(ev.flowId, 'flow_id').subarray(0, 8),
+      flowId,
       interfaceName: ev.interfaceName,
       resourceId: resource?.id ?? '', resourceName: resource?.name ?? '',
       policyId: ev.ruleId, policyName: ev.policyName,
     };
-    const src = ipToBytes(ev.source.ip, 'source'), dst = ipToBytes(ev.destination.ip, 'destination');
+    const sport = eb ? eb.sourcePort() : ev.source.port, dport = eb ? eb.destinationPort() : ev.destination.port;
     // Initiator -> responder arrived over the interface for INGRESS flows (rx), left through it for EGRESS (tx).
     const forward: IpfixRecord = {
-      ...common, src, dst, sport: icmp ? 0 : ev.source.port, dport: icmp ? 0 : ev.destination.port,
+      ...common, src, dst, sport: icmp ? 0 : sport, dport: icmp ? 0 : dport,
       octets: ingress ? d.rxBytes : d.txBytes, packets: ingress ? d.rxPackets : d.txPackets,
       direction: ingress ? 0 : 1, icmpTypeCode: icmp ? (ev.icmpType << 8) | ev.icmpCode : 0,
       tcpFlags: ev.tcpFlagsInitiator & 0xff, ingressIf: ingress ? ifindex : 0, egressIf: ingress ? 0 : ifindex,
-      sourceName: ev.source.name, destinationName: ev.destination.name,
+      sourceName: sInfo.name, destinationName: dInfo.name,
     };
     const reverse: IpfixRecord = {
       ...common, src: dst, dst: src, sport: forward.dport, dport: forward.sport,
       octets: ingress ? d.txBytes : d.rxBytes, packets: ingress ? d.txPackets : d.rxPackets,
       direction: ingress ? 1 : 0, icmpTypeCode: icmp ? ((ECHO_REPLY[ev.icmpType] ?? ev.icmpType) << 8) | ev.icmpCode : 0,
       tcpFlags: ev.tcpFlagsResponder & 0xff, ingressIf: ingress ? 0 : ifindex, egressIf: ingress ? ifindex : 0,
-      sourceName: ev.destination.name, destinationName: ev.source.name,
+      sourceName: dInfo.name, destinationName: sInfo.name,
     };
     // A direction that moved nothing is not a flow; an END with nothing at all still reports the initiator's side.
     const out = [forward, reverse].filter((r) => r.packets > 0);
