@@ -61,6 +61,12 @@ function formatStatus(s: StatusReport): string {
   } else {
     out.push(`output:         ${s.output.dir}/events.jsonl (no collector configured)`);
   }
+  if (s.memory) {
+    const m = s.memory;
+    out.push(`memory:         resident ${humanBytes(m.residentNowBytes)} (peak ${humanBytes(m.residentPeakBytes)}) of a ${humanBytes(m.residentBytes)} budget ` +
+      `(flow state ${humanBytes(m.flowStateBytes)} for ${m.maxFlows} + ${m.maxFlowsV6} flows, ${m.flowStateBytesPerFlowV4}/${m.flowStateBytesPerFlowV6} bytes each); ` +
+      `kernel maps ${humanBytes(m.kernelBytes)}; total ${humanBytes(m.totalBytes)}, ${m.limit ? `limit ${humanBytes(m.limit.bytes)} (${m.limit.source})` : 'no limit'}`);
+  }
   if (s.ipfix) {
     // Kinds with errors only (refused: nobody listening; unresolved: host name does not resolve).
     const kinds = Object.entries(s.ipfix.errors ?? {}).filter(([, n]) => n > 0).map(([k, n]) => `${k} ${n}`).join(', ');

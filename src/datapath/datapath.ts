@@ -14,6 +14,8 @@ import {
   FlowCounters,
   FlowKey,
   FlowMapRead,
+  KEY4_SIZE,
+  KEY6_SIZE,
   KernelStats,
   RingRecord,
   setJiffiesClock,
@@ -45,6 +47,38 @@ export const DEFAULT_PIN_DIR = '/sys/fs/bpf/wgflow';
  */
 export const DEFAULT_BATCH_RECORDS = 4096;
 const MAX_FLOWS_LIMIT = 1 << 26;
+
+/**
+ * Bytes user space holds for one full read of both flow maps: the drain reads every entry's key
+ * and value in batches (into one buffer per map, see ReadFlowsWorker in native/src/addon.cc) and
+ * keeps both maps' buffers until the tracker has taken them. Worst case: both maps full.
+ */
+export function mapReadBytes(maxFlows: number, maxFlowsV6: number): number {
+  return maxFlows * (KEY4_SIZE + FLOW_SIZE) + maxFlowsV6 * (KEY6_SIZE + FLOW_SIZE);
+}
+
+/** The kernel's hash map element header (struct htab_elem), and one bucket (struct bucket). */
+const HTAB_ELEM_BYTES = 48;
+const HTAB_BUCKET_BYTES = 16;
+/** Per map: struct bpf_htab, the per-CPU spare elements and lock counters; a ring's header pages. */
+const MAP_OVERHEAD_BYTES = 4096;
+const RING_OVERHEAD_BYTES = 4 * 4096;
+
+/**
+ * Kernel memory of the flow maps and the ring buffer, as the kernel accounts it (bpftool's
+ * bytes_memlock): the hash maps are preallocated, every element (header, key and value, each
+ * rounded to 8 bytes) plus a power-of-two bucket array, all of it taken when the maps are created.
+ * Not part of the daemon's RSS, but charged to the memory cgroup of the process that creates the
+ * maps (kernels >= 5.11), so a cgroup's memory.max must hold it too. Checked against bpftool in
+ * test/integration/memory-budget.test.ts.
+ */
+export function kernelMapBytes(maxFlows: number, maxFlowsV6: number, ringBytes: number): number {
+  const round8 = (n: number): number => Math.ceil(n / 8) * 8;
+  const pow2 = (n: number): number => 2 ** Math.ceil(Math.log2(Math.max(1, n)));
+  const htab = (entries: number, keySize: number): number =>
+    entries * (HTAB_ELEM_BYTES + round8(keySize) + round8(FLOW_SIZE)) + pow2(entries) * HTAB_BUCKET_BYTES + MAP_OVERHEAD_BYTES;
+  return htab(maxFlows, KEY4_SIZE) + htab(maxFlowsV6, KEY6_SIZE) + ringBytes + RING_OVERHEAD_BYTES;
+}
 const BPF_FS_MAGIC = 0xcafe4a11;
 
 /** An error from the datapath, with the kernel errno where there is one. */
