@@ -270,7 +270,7 @@ export function planMemory(config: WgflowConfig, opts: { file?: string; env?: No
     maxFlows: config.datapath.max_flows, maxFlowsV6: config.datapath.max_flows_v6, ringBytes: config.datapath.ring_bytes,
     maxInFlight: config.collector.url !== undefined ? config.collector.max_in_flight : undefined,
   };
-  const configured = config.memory_limit === undefined ? undefined : { bytes: config.memory_limit, source: `memory_limit${originOf('memory_limit', opts)}` };
+  const configured = config.memory_limit === undefined ? undefined : { bytes: config.memory_limit, source: `memory_limit${originOf('memory_limit', opts).replace(/^ \((.*)\)$/, ', $1')}` };
   const plan: MemoryPlan = { budget: memoryBudget(settings), limit: effectiveLimit(configured, cgroupMemoryLimit(opts.cgroup)) };
   checkMemoryPlan(plan, settings);
   return plan;

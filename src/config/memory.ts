@@ -56,7 +56,7 @@ export function parseByteSize(text: string): number | undefined {
 /** A size for the configuration: bytes as a number, or a string with a unit. */
 export const byteSize: Check<number> = (v, path) => {
   const hint = 'expected a size in bytes, e.g. 536870912, 512M, 512MiB or 1G (K/M/G/T and KiB/MiB/GiB/TiB: powers of 1024; KB/MB/GB/TB: of 1000)';
-  const got = typeof v === 'string' ? JSON.stringify(v) : `${typeof v} ${String(v)}`;
+  const got = typeof v === 'string' ? JSON.stringify(v) : Array.isArray(v) ? 'a list' : v !== null && typeof v === 'object' ? 'a mapping' : `${typeof v} ${String(v)}`;
   const n = typeof v === 'number' ? (Number.isSafeInteger(v) ? v : undefined) : typeof v === 'string' ? parseByteSize(v) : undefined;
   if (n === undefined) throw new ConfigError(path, `${hint}, got ${got}`);
   if (n < MIN_MEMORY_LIMIT) throw new ConfigError(path, `${got} is ${n} bytes, below the minimum of 1M (a bare number is bytes: write 512M for 512 MiB)`);

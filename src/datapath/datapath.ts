@@ -62,7 +62,7 @@ const HTAB_ELEM_BYTES = 48;
 const HTAB_BUCKET_BYTES = 16;
 /** Per map: struct bpf_htab, the per-CPU spare elements and lock counters; a ring's header pages. */
 const MAP_OVERHEAD_BYTES = 4096;
-const RING_OVERHEAD_BYTES = 4 * 4096;
+const RING_OVERHEAD_BYTES = 5 * 4096;
 
 /**
  * Kernel memory of the flow maps and the ring buffer, as the kernel accounts it (bpftool's
