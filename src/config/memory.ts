@@ -13,11 +13,12 @@ const KiB = 1024, MiB = 1024 ** 2, GiB = 1024 ** 3, TiB = 1024 ** 4;
 /**
  * The daemon's fixed cost: everything but the per-flow state, the map reads and the export
  * buffers (code, the V8 heap's own objects and the garbage between collections, libbpf, the
- * attribution tables of a small network). Measured: `wgflow run` with default settings on the
- * wireguard-go testbed (Node 20, 2 vCPUs), idle for 20 s, three runs: VmRSS 67.1-67.3 MiB with
- * JSON-lines output, 71.1-71.5 MiB with a collector configured; VmHWM 68.3-73.7 MiB. Rounded up
- * to 128 MiB: V8's young generation alone grows by up to 32 MiB under load (two 16 MiB
- * semi-spaces), and garbage of the last drain waits for the next collection.
+ * attribution tables of a small network). Measured: `wgflow run` with default settings
+ * (max_flows 65,536) on the wireguard-go testbed (Node 20, 2 vCPUs, 2026-12-05), idle for 20 s,
+ * with the flat flow store: VmRSS 67.4-75.2 MiB with JSON-lines output (two runs), 69.3-79.1 MiB
+ * with a collector configured; VmHWM 77.1-82.0 MiB (the tracker before it: 67-71 MiB, HWM 74).
+ * Rounded up to 128 MiB: V8's young generation alone grows by up to 32 MiB under load (two
+ * 16 MiB semi-spaces), and garbage of the last drain waits for the next collection.
  */
 export const DAEMON_BASE_BYTES = 128 * MiB;
 

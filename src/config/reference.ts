@@ -40,7 +40,7 @@ export function memoryReference(): string {
   const rows = [
     '| part | what | at the default `max_flows` ' + count(DEFAULT_MAX_FLOWS) + ' | at `max_flows` 1,000,000 |',
     '|---|---|---:|---:|',
-    `| base | fixed: code, the heap's own objects, garbage between collections (\`DAEMON_BASE_BYTES\`: idle RSS measured 67-71 MiB, rounded up) | ${f(d.baseBytes)} | ${f(m.baseBytes)} |`,
+    `| base | fixed: code, the heap's own objects, garbage between collections (\`DAEMON_BASE_BYTES\`: idle RSS measured 67-79 MiB (peak 82), rounded up) | ${f(d.baseBytes)} | ${f(m.baseBytes)} |`,
     `| flow state | the flow tracker's state with both maps full (\`src/flow/budget.ts\`): ${d.flowStateBytesPerFlowV4} bytes per IPv4 flow, ${d.flowStateBytesPerFlowV6} per IPv6 flow at ${count(DEFAULT_MAX_FLOWS)} | ${f(d.flowStateBytes)} | ${f(m.flowStateBytes)} |`,
     `| map read | the drain's buffers: it reads the flow maps ${count(READ_CHUNK_ENTRIES)} entries at a time (16 + 40 bytes an IPv4 entry, 40 + 40 an IPv6 one) | ${f(d.mapReadBytes)} | ${f(m.mapReadBytes)} |`,
     `| export | with a collector only: \`collector.max_in_flight\` x ${f(IN_FLIGHT_EVENT_BYTES)} (measured: 1.2-1.3 KiB of RSS per event in flight) + the spool's ${f(SPOOL_DEFAULTS.memoryBytes)} in-memory cap; ${f(dc.exportBytes)} at the default ${count(inFlight)} | 0 B (${f(dc.exportBytes)}) | 0 B (${f(mc.exportBytes)}) |`,
