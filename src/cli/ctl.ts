@@ -2,6 +2,7 @@
 import { parseArgs } from 'node:util';
 import { callControl } from '../control/control';
 import type { FlowRow, StatusReport } from '../daemon/report';
+import { formatBytes } from '../config/memory';
 
 const DEFAULT_SOCKET = '/run/wgflow/ctl.sock';
 
@@ -60,6 +61,13 @@ function formatStatus(s: StatusReport): string {
       `spool ${humanBytes(e.spoolBytes)}, reconnects ${e.reconnects}`);
   } else {
     out.push(`output:         ${s.output.dir}/events.jsonl (no collector configured)`);
+  }
+  if (s.memory) {
+    const m = s.memory;
+    const n = (x: number): string => x.toLocaleString('en-US');
+    out.push(`memory:         resident ${formatBytes(m.residentNowBytes)} (peak ${formatBytes(m.residentPeakBytes)}) of a ${formatBytes(m.residentBytes)} budget ` +
+      `(flow state ${formatBytes(m.flowStateBytes)} for ${n(m.maxFlows)} + ${n(m.maxFlowsV6)} flows, ${m.flowStateBytesPerFlowV4}/${m.flowStateBytesPerFlowV6} bytes each); ` +
+      `kernel maps ${formatBytes(m.kernelBytes)}; total ${formatBytes(m.totalBytes)}, ${m.limit ? `limit ${formatBytes(m.limit.bytes)} (${m.limit.source})` : 'no limit'}`);
   }
   if (s.ipfix) {
     // Kinds with errors only (refused: nobody listening; unresolved: host name does not resolve).

@@ -2,6 +2,7 @@
 import { parseArgs } from 'node:util';
 import { ConfigError } from '../util/check';
 import { FlagValues, loadConfig, RUN_FLAGS } from '../config/config';
+import { describePlan } from '../config/memory';
 import { Daemon } from '../daemon/daemon';
 import { createLogger } from '../util/log';
 
@@ -49,7 +50,7 @@ export async function main(argv: string[]): Promise<number> {
       const { config: cfg, tables } = loaded;
       process.stdout.write(`configuration OK${file ? ` (${file})` : ''}: interfaces ${cfg.interfaces.join(', ')}, ` +
         `output ${cfg.collector.url ?? `${cfg.output.dir}/events.jsonl`}${cfg.ipfix.length ? `, ipfix ${cfg.ipfix.join(', ')}` : ''}` +
-        `, ${tables.peersById.size} peers, ${tables.resourcesById.size} resources, ${tables.policies.length} policies\n`);
+        `, ${tables.peersById.size} peers, ${tables.resourcesById.size} resources, ${tables.policies.length} policies\n${describePlan(loaded.memory)}\n`);
       return 0;
     }
   } catch (err) {
@@ -64,7 +65,7 @@ export async function main(argv: string[]): Promise<number> {
   const log = createLogger(cfg.log_level);
   let daemon: Daemon;
   try {
-    daemon = await Daemon.start({ config: cfg, tables: loaded.tables, configFile: file, flags, log });
+    daemon = await Daemon.start({ config: cfg, tables: loaded.tables, memory: loaded.memory, configFile: file, flags, log });
   } catch (err) {
     const msg = err instanceof ConfigError ? `configuration error: ${err.message}` : (err as Error).message;
     log.fatal(msg);

@@ -17,6 +17,8 @@ import { TRACKER_DEFAULTS } from '../flow/tracker';
 import { EXPORTER_DEFAULTS } from '../output/grpc/exporter';
 import { SPOOL_DEFAULTS } from '../output/grpc/spool';
 import { JSONL_DEFAULTS } from '../output/jsonl-writer';
+import { CgroupPaths, cgroupMemoryLimit } from './cgroup';
+import { byteSize, checkMemoryPlan, effectiveLimit, memoryBudget, MemoryPlan } from './memory';
 
 const IFNAME = str({ nonEmpty: true, pattern: /^[A-Za-z0-9_.:@-]{1,15}$/, hint: 'an interface name (1-15 letters, digits, _ . : @ -)' });
 /** The exporter's own parser decides, so --check-config refuses exactly what the exporter would. */
@@ -77,6 +79,8 @@ export const configSchema = obj({
   })),
   metrics_listen: field(hostPort, D.metricsListen),
   control_socket: field(ABS_PATH, D.controlSocket),
+  /** Unset: the memory limit of the daemon's control group (systemd's MemoryMax=), if any (src/config/memory.ts). */
+  memory_limit: optional(byteSize),
   counters: field(onOff, true),
   log_level: field(oneOf('trace', 'debug', 'info', 'warn', 'error', 'fatal'), D.logLevel),
   datapath: section(obj({
@@ -129,6 +133,7 @@ export const RUN_FLAGS = [
   { flag: 'output', env: 'WGFLOW_OUTPUT', path: 'output.dir', help: `directory for events.jsonl when there is no --collector (default ${D.outputDir})` },
   { flag: 'metrics-listen', env: 'WGFLOW_METRICS_LISTEN', path: 'metrics_listen', help: `HOST:PORT of the Prometheus /metrics endpoint (default ${D.metricsListen})` },
   { flag: 'control-socket', env: 'WGFLOW_CONTROL_SOCKET', path: 'control_socket', help: `unix socket for wgflow ctl (default ${D.controlSocket}, mode 0600)` },
+  { flag: 'memory-limit', env: 'WGFLOW_MEMORY_LIMIT', path: 'memory_limit', help: 'the most memory the daemon may use, e.g. 512M or 1G; start is refused when its budget (docs/config.md#memory) does not fit (default: the cgroup\'s memory limit, if any)' },
   { flag: 'counters', env: 'WGFLOW_COUNTERS', path: 'counters', help: 'kernel byte reporting at start: on or off (default on)' },
   { flag: 'log-level', env: 'WGFLOW_LOG_LEVEL', path: 'log_level', help: `trace, debug, info, warn, error or fatal (default ${D.logLevel})` },
   { flag: 'max-flows', env: 'WGFLOW_MAX_FLOWS', path: 'datapath.max_flows', numeric: true, help: `IPv4 flow map size (default ${DEFAULT_MAX_FLOWS})` },
@@ -213,14 +218,16 @@ export function resolveConfig(opts: { file?: string; env?: NodeJS.ProcessEnv; fl
   try {
     return settingsAgree(configSchema(raw, ''));
   } catch (err) {
-    if (err instanceof ConfigError) {
-      const flag = RUN_FLAGS.find((f) => f.path === err.path.replace(/\[\d+\]$/, ''));
-      const from = flag && opts.flags?.[flag.flag] !== undefined ? ` (from --${flag.flag})`
-        : flag && env[flag.env] ? ` (from ${flag.env})` : opts.file ? ` (in ${opts.file})` : '';
-      throw new ConfigError(err.path, `${err.problem}${from}`);
-    }
+    if (err instanceof ConfigError) throw new ConfigError(err.path, `${err.problem}${originOf(err.path.replace(/\[\d+\]$/, ''), opts)}`);
     throw err;
   }
+}
+
+/** Where the value of a key came from: " (from --flag)", " (from ENV)", " (in FILE)" or "". */
+function originOf(path: string, opts: { file?: string; env?: NodeJS.ProcessEnv; flags?: FlagValues }): string {
+  const flag = RUN_FLAGS.find((f) => f.path === path);
+  return flag && opts.flags?.[flag.flag] !== undefined ? ` (from --${flag.flag})`
+    : flag && opts.env?.[flag.env] ? ` (from ${flag.env})` : opts.file ? ` (in ${opts.file})` : '';
 }
 
 export type WgflowConfig = ReturnType<typeof configSchema>;
@@ -250,20 +257,40 @@ export function compileAttribution(cfg: WgflowConfig): AttributionTables {
 export interface LoadedConfig {
   config: WgflowConfig;
   tables: AttributionTables;
+  /** The memory budget of these settings and the limit it was checked against. */
+  memory: MemoryPlan;
+}
+
+/**
+ * The memory budget of a configuration and the limit that applies (memory_limit or the control
+ * group's, the lower of the two); refuses a budget over the limit (src/config/memory.ts).
+ */
+export function planMemory(config: WgflowConfig, opts: { file?: string; env?: NodeJS.ProcessEnv; flags?: FlagValues; cgroup?: CgroupPaths } = {}): MemoryPlan {
+  const settings = {
+    maxFlows: config.datapath.max_flows, maxFlowsV6: config.datapath.max_flows_v6, ringBytes: config.datapath.ring_bytes,
+    maxInFlight: config.collector.url !== undefined ? config.collector.max_in_flight : undefined,
+  };
+  const configured = config.memory_limit === undefined ? undefined : { bytes: config.memory_limit, source: `memory_limit${originOf('memory_limit', opts).replace(/^ \((.*)\)$/, ', $1')}` };
+  const plan: MemoryPlan = { budget: memoryBudget(settings), limit: effectiveLimit(configured, cgroupMemoryLimit(opts.cgroup)) };
+  checkMemoryPlan(plan, settings);
+  return plan;
 }
 
 /**
  * Everything `run`, `run --check-config` and reload validate, in one place: the settings (file,
- * environment, flags), then the attribution tables compiled from them.
+ * environment, flags), the attribution tables compiled from them, and the memory budget against
+ * the limit. cgroup: where to read the control group's limit (tests give a fake tree).
  */
-export function loadConfig(opts: { file?: string; env?: NodeJS.ProcessEnv; flags?: FlagValues }): LoadedConfig {
+export function loadConfig(opts: { file?: string; env?: NodeJS.ProcessEnv; flags?: FlagValues; cgroup?: CgroupPaths }): LoadedConfig {
   const config = resolveConfig(opts);
+  let tables: AttributionTables;
   try {
-    return { config, tables: compileAttribution(config) };
+    tables = compileAttribution(config);
   } catch (err) {
     if (err instanceof ConfigError && opts.file) throw new ConfigError(err.path, `${err.problem} (in ${opts.file})`);
     throw err;
   }
+  return { config, tables, memory: planMemory(config, opts) };
 }
 
 /** Every leaf key of a resolved configuration with its value, nested keys joined by dots. */

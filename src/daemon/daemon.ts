@@ -9,6 +9,7 @@ import { Attributor } from '../attribution/attributor';
 import type { AttributionTables } from '../attribution/tables';
 import { ConfigError } from '../util/check';
 import { changedKeys, FlagValues, isReloadable, loadConfig, WgflowConfig } from '../config/config';
+import { describePlan, MemoryPlan } from '../config/memory';
 import { ControlError, serveControl } from '../control/control';
 import { Datapath } from '../datapath/datapath';
 import type { FlowEvent } from '../model/event';
@@ -35,6 +36,8 @@ export interface DaemonOptions {
   config: WgflowConfig;
   /** The attribution tables compiled from config (loadConfig). */
   tables: AttributionTables;
+  /** The memory budget of config and the limit it fits in (loadConfig checked it). */
+  memory: MemoryPlan;
   /** Where reload re-reads the configuration from (flags and environment stay as given). */
   configFile?: string;
   flags?: FlagValues;
@@ -81,6 +84,8 @@ export class Daemon {
     if (missing.length) {
       throw new StartupError(`wgflow run needs root or the capabilities CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN; missing: ${missing.join(', ')} (run as root, or use the systemd unit in packaging/)`);
     }
+    const mem = this.opts.memory;
+    log.info({ memory: { ...mem.budget, limitBytes: mem.limit?.bytes ?? null, limitSource: mem.limit?.source ?? null } }, describePlan(mem));
     this.attributor = new Attributor(this.opts.tables);
     if (cfg.collector.url) writableDir(cfg.spool.dir, 'spool directory', '--spool-dir');
     else writableDir(cfg.output.dir, 'output directory', '--output');
@@ -133,6 +138,10 @@ export class Daemon {
       ipfix: this.sinks.ipfix ? () => this.sinks.ipfix!.stats() : undefined,
       counting: () => this.dp.counting(),
       interfaces: () => this.watcher.list().map((i) => ({ name: i.name, attached: i.attached })),
+      memory: () => ({
+        budgetBytes: mem.budget.totalBytes, residentBudgetBytes: mem.budget.residentBytes, flowStateBudgetBytes: mem.budget.flowStateBytes,
+        kernelBudgetBytes: mem.budget.kernelBytes, limitBytes: mem.limit?.bytes,
+      }),
     });
     this.pipeline.start();
     this.watcher.start();
@@ -193,6 +202,7 @@ export class Daemon {
       status: () => statusReport({
         startedAt: this.startedAt, cfg: this.cfg, interfaces: this.watcher.list(), counting: this.dp.counting(),
         pipeline: this.pipeline.stats(), kernel: this.dp.stats(), exporter: this.sinks.exporter?.stats(), ipfix: this.sinks.ipfix?.stats(),
+        memory: this.opts.memory,
       }),
       counters: (req) => {
         if (req.on !== true && req.on !== false) throw new ControlError('counters: expected on or off');

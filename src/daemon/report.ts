@@ -5,6 +5,8 @@ import { resourceOf, type FlowEvent } from '../model/event';
 import type { PipelineStats } from '../flow/pipeline';
 import type { IpfixStats } from '../output/ipfix/exporter';
 import type { WgflowConfig } from '../config/config';
+import type { MemoryBudget, MemoryLimit, MemoryPlan } from '../config/memory';
+import { readFileSync } from 'node:fs';
 import type { InterfaceState } from './interfaces';
 import { version } from '../util/version';
 
@@ -20,12 +22,36 @@ export interface StatusReport {
   kernel: KernelStats;
   output: { kind: 'collector'; url: string; stats: ExporterStats } | { kind: 'file'; dir: string };
   ipfix?: IpfixStats & { targets: string[] };
+  memory: MemoryStatus;
+}
+
+/** The memory budget computed at start, the limit it was checked against, and the RSS now. */
+export interface MemoryStatus extends MemoryBudget {
+  limit?: MemoryLimit;
+  /** VmRSS and VmHWM (peak) of the daemon now. */
+  residentNowBytes: number;
+  residentPeakBytes: number;
+}
+
+/** This process's VmRSS and VmHWM (process.memoryUsage's RSS for both where /proc is not there). */
+export function residentMemory(): { now: number; peak: number } {
+  try {
+    const text = readFileSync('/proc/self/status', 'utf8');
+    const kb = (key: string): number => Number(new RegExp(`^${key}:\\s+(\\d+) kB`, 'm').exec(text)?.[1] ?? NaN) * 1024;
+    const now = kb('VmRSS'), peak = kb('VmHWM');
+    if (Number.isFinite(now) && Number.isFinite(peak)) return { now, peak };
+  } catch {
+    /* not Linux: below */
+  }
+  const rss = process.memoryUsage.rss();
+  return { now: rss, peak: rss };
 }
 
 export function statusReport(s: {
   startedAt: number; cfg: WgflowConfig; interfaces: InterfaceState[]; counting: boolean; pipeline: PipelineStats; kernel: KernelStats;
-  exporter?: ExporterStats; ipfix?: IpfixStats;
+  exporter?: ExporterStats; ipfix?: IpfixStats; memory: MemoryPlan;
 }): StatusReport {
+  const rss = residentMemory();
   return {
     version: version(),
     uptimeSeconds: Math.round((Date.now() - s.startedAt) / 1000),
@@ -46,6 +72,7 @@ export function statusReport(s: {
     kernel: s.kernel,
     output: s.exporter && s.cfg.collector.url ? { kind: 'collector', url: s.cfg.collector.url, stats: s.exporter } : { kind: 'file', dir: s.cfg.output.dir },
     ipfix: s.ipfix ? { ...s.ipfix, targets: s.cfg.ipfix } : undefined,
+    memory: { ...s.memory.budget, limit: s.memory.limit, residentNowBytes: rss.now, residentPeakBytes: rss.peak },
   };
 }
 

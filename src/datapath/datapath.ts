@@ -45,6 +45,29 @@ export const DEFAULT_PIN_DIR = '/sys/fs/bpf/wgflow';
  */
 export const DEFAULT_BATCH_RECORDS = 4096;
 const MAX_FLOWS_LIMIT = 1 << 26;
+
+/** The kernel's hash map element header (struct htab_elem), and one bucket (struct bucket). */
+const HTAB_ELEM_BYTES = 48;
+const HTAB_BUCKET_BYTES = 16;
+/** Per map: struct bpf_htab, the per-CPU spare elements and lock counters; a ring's header pages. */
+const MAP_OVERHEAD_BYTES = 4096;
+const RING_OVERHEAD_BYTES = 5 * 4096;
+
+/**
+ * Kernel memory of the flow maps and the ring buffer, as the kernel accounts it (bpftool's
+ * bytes_memlock): the hash maps are preallocated, every element (header, key and value, each
+ * rounded to 8 bytes) plus a power-of-two bucket array, all of it taken when the maps are created.
+ * Not part of the daemon's RSS, but charged to the memory cgroup of the process that creates the
+ * maps (kernels >= 5.11), so a cgroup's memory.max must hold it too. Checked against bpftool in
+ * test/integration/memory-budget.test.ts.
+ */
+export function kernelMapBytes(maxFlows: number, maxFlowsV6: number, ringBytes: number): number {
+  const round8 = (n: number): number => Math.ceil(n / 8) * 8;
+  const pow2 = (n: number): number => 2 ** Math.ceil(Math.log2(Math.max(1, n)));
+  const htab = (entries: number, keySize: number): number =>
+    entries * (HTAB_ELEM_BYTES + round8(keySize) + round8(FLOW_SIZE)) + pow2(entries) * HTAB_BUCKET_BYTES + MAP_OVERHEAD_BYTES;
+  return htab(maxFlows, KEY4_SIZE) + htab(maxFlowsV6, KEY6_SIZE) + ringBytes + RING_OVERHEAD_BYTES;
+}
 const BPF_FS_MAGIC = 0xcafe4a11;
 
 /** An error from the datapath, with the kernel errno where there is one. */
@@ -146,6 +169,19 @@ function calibrateJiffies(native: NativeDatapath): void {
 
 /** Entries per chunk of readFlowChunks: 3.6 MB of IPv4 keys and values, 5.2 MB of IPv6. */
 export const READ_CHUNK_ENTRIES = 65536;
+
+/**
+ * Bytes user space holds for reading the flow maps: a drain walks them a chunk at a time
+ * (readFlowChunks) into buffers it keeps and reuses, IPv4 keys, IPv6 keys and one values buffer
+ * for both; only the entries a chunk fills are ever touched. Worst case: both maps full, so a
+ * chunk of each family is full (maxFlows * (16 + 40) + maxFlowsV6 * (40 + 40) for maps no
+ * larger than a chunk).
+ */
+export function mapReadBytes(maxFlows: number, maxFlowsV6: number, chunkEntries = READ_CHUNK_ENTRIES): number {
+  const c4 = Math.min(maxFlows, chunkEntries), c6 = Math.min(maxFlowsV6, chunkEntries);
+  return c4 * KEY4_SIZE + c6 * KEY6_SIZE + Math.max(c4, c6) * FLOW_SIZE;
+}
+
 /** Entries per kernel batch read (kBatchEntries in native/src/addon.cc): a chunk holds whole batches. */
 const READ_BATCH_ENTRIES = 4096;
 

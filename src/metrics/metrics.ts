@@ -20,6 +20,22 @@ export interface MetricSources {
   counting?: () => boolean;
   /** Configured interfaces and whether wgflow is attached to each. */
   interfaces?: () => Array<{ name: string; attached: boolean }>;
+  /** The memory budget computed at start and the limit it was checked against. */
+  memory?: () => MemoryFigures;
+}
+
+/** The daemon's memory budget as the metrics show it (src/config/memory.ts computes it). */
+export interface MemoryFigures {
+  /** Resident budget plus the kernel maps: what was checked against the limit. */
+  budgetBytes: number;
+  /** What the daemon's own resident memory (RSS) stays within. */
+  residentBudgetBytes: number;
+  /** The flow tracker's per-flow state with the flow maps full. */
+  flowStateBudgetBytes: number;
+  /** The kernel's flow maps and ring buffer (charged to the daemon's cgroup, not in its RSS). */
+  kernelBudgetBytes: number;
+  /** memory_limit or the cgroup's limit, whichever is lower; undefined when there is none. */
+  limitBytes?: number;
 }
 
 /** Resources get their own label value up to this many; the rest are counted as "other". */
@@ -134,6 +150,12 @@ export class Metrics implements EventSink {
       },
     });
 
+    gauge('wgflow_memory_budget_bytes', 'Memory budget computed at start from the settings: resident budget plus the kernel flow maps (checked against the memory limit).', (s) => s.memory?.().budgetBytes);
+    gauge('wgflow_memory_budget_resident_bytes', 'Part of the budget that is the daemon\'s own resident memory: base, flow state, one flow map read, export buffers.', (s) => s.memory?.().residentBudgetBytes);
+    gauge('wgflow_flow_state_budget_bytes', 'Flow tracker state with both flow maps full (worst case), part of the resident budget.', (s) => s.memory?.().flowStateBudgetBytes);
+    gauge('wgflow_memory_budget_kernel_bytes', 'Kernel memory of the flow maps and the ring buffer (charged to the daemon\'s cgroup, not in its RSS).', (s) => s.memory?.().kernelBudgetBytes);
+    gauge('wgflow_resident_memory_bytes', 'The daemon\'s resident memory (RSS) now.', () => process.memoryUsage.rss());
+
     new Gauge({
       name: 'wgflow_interface_attached', help: '1 when wgflow is attached to the configured interface, 0 while it waits for it.', labelNames: ['interface'], registers: r,
       collect(this: Gauge<'interface'>) {
@@ -146,6 +168,17 @@ export class Metrics implements EventSink {
   /** Where scrape-time values come from (replaceable, e.g. after a reload). */
   bind(sources: MetricSources): void {
     this.sources = sources;
+    // Only when a limit applies: a 0 would read as "no memory at all".
+    if (sources.memory?.().limitBytes !== undefined && !this.registry.getSingleMetric('wgflow_memory_limit_bytes')) {
+      const self = this;
+      new Gauge({
+        name: 'wgflow_memory_limit_bytes', help: 'The memory limit the budget was checked against: memory_limit or the cgroup\'s memory limit, whichever is lower.', registers: [this.registry],
+        collect(this: Gauge) {
+          const v = self.sources.memory?.().limitBytes;
+          if (v !== undefined) this.set(v);
+        },
+      });
+    }
   }
 
   /** EventSink: observeEvents. */

@@ -137,7 +137,7 @@ describe('configuration mistakes: --check-config and run say the same, exit 2, t
       '  policies:\n    - { id: p, name: web, action: accept, enabled: true, bidirectional: false, sources: [{ group: staff }], destinations: [{ resource: r }, { prefix: 10.0.0.0/8 }, { peer: a }, { group: lan }], protocol: tcp, ports: [80, "8000-8100", { from: 9000, to: 9001 }] }\n');
     const check = wgflow(['run', '--check-config', '--config', cfg]);
     expect(check.stderr).toBe('');
-    expect(check.stdout).toMatch(/^configuration OK .*1 policies\n$/);
+    expect(check.stdout).toMatch(/^configuration OK .*1 policies\nmemory budget: .*\n$/);
     expect(check.code).toBe(0);
   });
 });
