@@ -439,10 +439,26 @@ class PollWorker : public Napi::AsyncWorker {
       SetError("ring buffer poll failed");
     }
   }
+  // Into the caller's buffer (reused from poll to poll: no garbage buffer per batch); the
+  // promise then resolves to the byte count.
+  void Into(Napi::ArrayBuffer into) {
+    into_ref_ = Napi::Persistent(into);
+  }
   void OnOK() override {
     Napi::Env env = Env();
-    Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env, batch_->data.size());
-    if (!batch_->data.empty()) memcpy(ab.Data(), batch_->data.data(), batch_->data.size());
+    size_t n = batch_->data.size();
+    if (!into_ref_.IsEmpty()) {
+      Napi::ArrayBuffer into = into_ref_.Value();
+      // The batch holds at most max_records, which the caller sized the buffer for.
+      size_t fit = std::min(n, into.ByteLength() / sizeof(struct wgf_record) * sizeof(struct wgf_record));
+      if (fit) memcpy(into.Data(), batch_->data.data(), fit);
+      batch_->data.clear();
+      Finish();
+      deferred_.Resolve(Napi::Number::New(env, static_cast<double>(fit)));
+      return;
+    }
+    Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env, n);
+    if (n) memcpy(ab.Data(), batch_->data.data(), n);
     batch_->data.clear();
     Finish();
     deferred_.Resolve(ab);
@@ -462,6 +478,7 @@ class PollWorker : public Napi::AsyncWorker {
   RingBatch *batch_;
   int timeout_ms_;
   int err_ = 0;
+  Napi::Reference<Napi::ArrayBuffer> into_ref_;
 };
 
 Napi::Value Datapath::Poll(const Napi::CallbackInfo &info) {
@@ -471,8 +488,15 @@ Napi::Value Datapath::Poll(const Napi::CallbackInfo &info) {
   int timeout = info.Length() > 0 ? info[0].As<Napi::Number>().Int32Value() : 100;
   size_t max_records = info.Length() > 1 ? info[1].As<Napi::Number>().Uint32Value() : 65536;
   if (max_records == 0) max_records = 1;
+  bool into = info.Length() > 2 && info[2].IsArrayBuffer();
+  if (into) {
+    size_t room = info[2].As<Napi::ArrayBuffer>().ByteLength() / sizeof(struct wgf_record);
+    if (room == 0) throw Napi::RangeError::New(env, "the poll buffer holds no record");
+    max_records = std::min(max_records, room);
+  }
   polling_ = true;
   auto *w = new PollWorker(env, this, timeout, max_records);
+  if (into) w->Into(info[2].As<Napi::ArrayBuffer>());
   Napi::Promise p = w->Promise();
   w->Queue();
   return p;
@@ -874,6 +898,13 @@ Napi::Object Datapath::Init(Napi::Env env, Napi::Object exports) {
   // kernel: glibc returns only the top of its heap by itself. Returns whether any was released.
   exports.Set("trimMemory", Napi::Function::New(env, [](const Napi::CallbackInfo &info) -> Napi::Value {
     return Napi::Boolean::New(info.Env(), malloc_trim(0) != 0);
+  }));
+  // Allocations of at least this many bytes get their own mapping, returned to the kernel when
+  // freed. glibc raises the threshold itself (up to 32 MiB) after freeing a large block, so that
+  // the output buffers of a burst (MBs each) then land in the main heap and stay resident.
+  exports.Set("setMmapThreshold", Napi::Function::New(env, [](const Napi::CallbackInfo &info) -> Napi::Value {
+    int bytes = info[0].As<Napi::Number>().Int32Value();
+    return Napi::Boolean::New(info.Env(), mallopt(M_MMAP_THRESHOLD, bytes) == 1);
   }));
   return exports;
 }

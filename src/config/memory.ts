@@ -13,14 +13,15 @@ const KiB = 1024, MiB = 1024 ** 2, GiB = 1024 ** 3, TiB = 1024 ** 4;
 /**
  * The daemon's fixed cost: everything but the per-flow state, the map reads and the export
  * buffers (code, the V8 heap's own objects and the garbage between collections, libbpf, the
- * attribution tables of a small network). Measured: `wgflow run` with default settings
- * (max_flows 65,536) on the wireguard-go testbed (Node 20, 2 vCPUs, 2026-12-05), idle for 20 s,
- * with the flat flow store: VmRSS 67.4-75.2 MiB with JSON-lines output (two runs), 69.3-79.1 MiB
- * with a collector configured; VmHWM 77.1-82.0 MiB (the tracker before it: 67-71 MiB, HWM 74).
- * Rounded up to 128 MiB: V8's young generation alone grows by up to 32 MiB under load (two
- * 16 MiB semi-spaces), and garbage of the last drain waits for the next collection.
+ * attribution tables of a small network). Idle, `wgflow run` with default settings takes
+ * 67-79 MiB (VmRSS; Node 20, 2 vCPUs, 2026-12-05). What decides it is a burst: under the SYN
+ * flood of test/hostile/flood.test.ts (~70,000 new-flow packets/s reaching a 32,768-flow map, all
+ * their STARTs and ENDs written) the peak was 177-184 MiB in three runs, with the memory governor
+ * collecting (src/daemon/memory-governor.ts): ~52 MiB of it the mapped program files, up to
+ * ~80 MiB the V8 heap (its young generation alone grows to 32 MiB), ~25 MiB output buffers. Less
+ * the ~10 MiB of flow state and map reads counted on their own: ~175 MiB, rounded up to 192 MiB.
  */
-export const DAEMON_BASE_BYTES = 128 * MiB;
+export const DAEMON_BASE_BYTES = 192 * MiB;
 
 /**
  * Resident bytes per event in flight to the collector (written, not yet acked): the in-flight

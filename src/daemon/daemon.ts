@@ -10,6 +10,7 @@ import type { AttributionTables } from '../attribution/tables';
 import { ConfigError } from '../util/check';
 import { changedKeys, FlagValues, isReloadable, loadConfig, WgflowConfig } from '../config/config';
 import { describePlan, MemoryPlan } from '../config/memory';
+import { MemoryGovernor } from './memory-governor';
 import { ControlError, serveControl } from '../control/control';
 import { Datapath } from '../datapath/datapath';
 import type { FlowEvent } from '../model/event';
@@ -50,6 +51,7 @@ export class Daemon {
   private dp!: Datapath;
   private pipeline!: FlowPipeline;
   private watcher!: InterfaceWatcher;
+  private governor: MemoryGovernor | null = null;
   private attributor!: Attributor;
   private sinks: Sinks = { all: [] };
   private metricsServer?: HttpServer;
@@ -140,9 +142,11 @@ export class Daemon {
       interfaces: () => this.watcher.list().map((i) => ({ name: i.name, attached: i.attached })),
       memory: () => ({
         budgetBytes: mem.budget.totalBytes, residentBudgetBytes: mem.budget.residentBytes, flowStateBudgetBytes: mem.budget.flowStateBytes,
-        kernelBudgetBytes: mem.budget.kernelBytes, limitBytes: mem.limit?.bytes,
+        kernelBudgetBytes: mem.budget.kernelBytes, limitBytes: mem.limit?.bytes, collections: this.governor?.stats().collections ?? 0,
       }),
     });
+    this.governor = new MemoryGovernor(mem.budget.residentBytes, log.child({ part: 'memory' }));
+    this.governor.start();
     this.pipeline.start();
     this.watcher.start();
     log.info({ interfaces: cfg.interfaces, collector: cfg.collector.url ?? null, metrics: cfg.metrics_listen, control: cfg.control_socket, counting: cfg.counters }, 'wgflow running');
@@ -183,6 +187,7 @@ export class Daemon {
       const log = this.opts.log;
       log.info('stopping: detaching, ending active flows, flushing');
       this.watcher?.stop();
+      this.governor?.stop();
       await this.pipeline?.stop({ forceEnd: true });
       await this.teardown(deadlineMs);
       log.info('stopped');

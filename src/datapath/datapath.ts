@@ -11,6 +11,7 @@ import {
   FLOW_SIZE,
   KEY4_SIZE,
   KEY6_SIZE,
+  RECORD_SIZE,
   FlowCounters,
   FlowKey,
   FlowMapRead,
@@ -190,6 +191,8 @@ export class Datapath {
   /** readFlowChunks' buffers (kept between drains) and whether a walk is using them. */
   private chunkBufs: { entries: number; keys4: ArrayBuffer; keys6: ArrayBuffer; values: ArrayBuffer } | null = null;
   private chunkBusy = false;
+  /** pollShared's buffer. */
+  private pollBuf: ArrayBuffer | null = null;
 
   private constructor(private readonly native: NativeDatapath, readonly options: Required<Omit<DatapathOptions, 'pinDir'>> & { pinDir?: string }) {}
 
@@ -260,6 +263,20 @@ export class Datapath {
     return this.native.poll(timeoutMs, maxRecords).catch((err: unknown) => {
       throw toDatapathError(err);
     });
+  }
+
+  /**
+   * One raw batch read into a buffer the datapath keeps: a view valid until the next poll (the
+   * flow loop reads each batch before it polls again, and no batch leaves garbage behind).
+   */
+  async pollShared(timeoutMs = 100, maxRecords = DEFAULT_BATCH_RECORDS): Promise<Uint8Array> {
+    this.check();
+    if (this.pollBuf === null || this.pollBuf.byteLength < maxRecords * RECORD_SIZE) this.pollBuf = new ArrayBuffer(maxRecords * RECORD_SIZE);
+    const buf = this.pollBuf;
+    const n = await this.native.poll(timeoutMs, maxRecords, buf).catch((err: unknown) => {
+      throw toDatapathError(err);
+    });
+    return new Uint8Array(buf, 0, n);
   }
 
   /** One decoded batch of ring records. */

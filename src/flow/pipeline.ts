@@ -27,15 +27,18 @@ export interface FlowSource {
 export interface RecordSource extends FlowSource {
   /** One batch of ring records, waiting at most timeoutMs when there are none. */
   poll(timeoutMs?: number): Promise<RingRecord[]>;
-  /** The same batch as the kernel wrote it, when the source can (the datapath): read in place. */
-  pollRaw?(timeoutMs?: number): Promise<ArrayBuffer>;
+  /**
+   * The same batch as the kernel wrote it, when the source can (the datapath): read in place,
+   * valid until the next poll.
+   */
+  pollShared?(timeoutMs?: number): Promise<Uint8Array>;
 }
 
 export type EventSink = (events: FlowEvent[]) => void | Promise<void>;
 
 
 /** Events per sink call (see emit). */
-export const EMIT_CHUNK = 8192;
+export const EMIT_CHUNK = 2048;
 /** Drain entries decoded and handed to the tracker at a time (their events go to the sink once EMIT_CHUNK are ready). */
 export const DRAIN_SLICE = 4096;
 
@@ -169,9 +172,9 @@ export class FlowPipeline {
     const timeout = Math.max(0, Math.min(this.pollMs, Math.ceil((wakeNs - now) / 1e6)));
     const events: FlowEvent[] = [];
     let records: RingRecord[] = [];
-    let raw: ArrayBuffer | null = null;
+    let raw: Uint8Array | null = null;
     try {
-      if (this.source.pollRaw) raw = await this.source.pollRaw(timeout);
+      if (this.source.pollShared) raw = await this.source.pollShared(timeout);
       else records = await this.source.poll(timeout);
       this.s.polls++;
     } catch (err) {

@@ -260,11 +260,11 @@ export class FlowTracker {
    * A batch of ring records as the kernel wrote them (RECORD_SIZE bytes each), read in place:
    * the pipeline's path, with no object per record. Records of an unknown family are skipped.
    */
-  onRingBatch(buf: ArrayBuffer): FlowEvent[] {
+  onRingBatch(buf: ArrayBuffer | Uint8Array): FlowEvent[] {
     const out: FlowEvent[] = [];
     const now = this.wall.sample();
-    const b = new Uint8Array(buf);
-    const v = new DataView(buf);
+    const b = buf instanceof Uint8Array ? buf : new Uint8Array(buf);
+    const v = new DataView(b.buffer, b.byteOffset, b.byteLength);
     const R = LAYOUT.wgf_record;
     const n = Math.floor(b.byteLength / RECORD_SIZE);
     for (let i = 0; i < n; i++) {

@@ -36,6 +36,8 @@ export interface MemoryFigures {
   kernelBudgetBytes: number;
   /** memory_limit or the cgroup's limit, whichever is lower; undefined when there is none. */
   limitBytes?: number;
+  /** Full collections the memory governor forced to stay within the resident budget. */
+  collections?: number;
 }
 
 /** Resources get their own label value up to this many; the rest are counted as "other". */
@@ -155,6 +157,15 @@ export class Metrics implements EventSink {
     gauge('wgflow_flow_state_budget_bytes', 'Flow tracker state with both flow maps full (worst case), part of the resident budget.', (s) => s.memory?.().flowStateBudgetBytes);
     gauge('wgflow_memory_budget_kernel_bytes', 'Kernel memory of the flow maps and the ring buffer (charged to the daemon\'s cgroup, not in its RSS).', (s) => s.memory?.().kernelBudgetBytes);
     gauge('wgflow_resident_memory_bytes', 'The daemon\'s resident memory (RSS) now.', () => process.memoryUsage.rss());
+    let collectionsSeen = 0;
+    new Counter({
+      name: 'wgflow_memory_collections_total', help: 'Full garbage collections forced to keep the resident memory within its budget (src/daemon/memory-governor.ts).', registers: r,
+      collect(this: Counter) {
+        const cur = self.sources.memory?.().collections ?? 0;
+        if (cur > collectionsSeen) this.inc(cur - collectionsSeen);
+        collectionsSeen = cur;
+      },
+    });
 
     new Gauge({
       name: 'wgflow_interface_attached', help: '1 when wgflow is attached to the configured interface, 0 while it waits for it.', labelNames: ['interface'], registers: r,

@@ -21,6 +21,9 @@ export interface JsonlSinkOptions {
  */
 export const JSONL_BACKLOG_BYTES = 4 * 1024 * 1024;
 
+/** The writer keeps a burst's buffers until it has been idle this long (they are reused meanwhile). */
+export const JSONL_IDLE_RELEASE_MS = 2000;
+
 /** A failed write (full disk) is retried this often: nobody would resend these lines. */
 export const JSONL_RETRY_MS = 1000;
 
@@ -29,7 +32,7 @@ export class JsonlSink implements EventSink {
   readonly writer: JsonlWriter;
 
   constructor(opts: JsonlSinkOptions) {
-    this.writer = JsonlWriter.open({ dir: opts.dir, rotateBytes: opts.rotateBytes, retryMs: JSONL_RETRY_MS, logger: opts.logger });
+    this.writer = JsonlWriter.open({ dir: opts.dir, rotateBytes: opts.rotateBytes, retryMs: JSONL_RETRY_MS, idleReleaseMs: JSONL_IDLE_RELEASE_MS, logger: opts.logger });
   }
 
   emit(events: readonly FlowEvent[]): void | Promise<void> {

@@ -35,6 +35,12 @@ export interface JsonlWriterOptions {
    * the batch and its senders resend.
    */
   retryMs?: number;
+  /**
+   * Let a burst's large buffers go only after the writer has been idle this long (default 0: as
+   * soon as it is). A writer fed in steps (the daemon's flow loop, every few ms under a flood)
+   * would otherwise drop and regrow them at every step, each time leaving MBs of garbage.
+   */
+  idleReleaseMs?: number;
   logger?: Logger;
 }
 
@@ -107,6 +113,8 @@ export class JsonlWriter {
   private readonly maxFiles: number;
   private readonly doFsync: boolean;
   private readonly retryMs: number | undefined;
+  private readonly idleReleaseMs: number;
+  private releaseTimer: NodeJS.Timeout | null = null;
   private closing = false;
   private readonly log: Logger | undefined;
   private fd: number;
@@ -133,6 +141,7 @@ export class JsonlWriter {
     this.maxFiles = opts.maxFiles ?? JSONL_DEFAULTS.maxFiles;
     this.doFsync = opts.fsync ?? true;
     this.retryMs = opts.retryMs;
+    this.idleReleaseMs = opts.idleReleaseMs ?? 0;
     this.log = opts.logger;
     this.fd = fd;
     this.size = size;
@@ -288,13 +297,25 @@ export class JsonlWriter {
     setImmediate(() => this.commitLoop());
   }
 
+  private releaseBuffers(): void {
+    const batch = this.current;
+    if (batch.data.len === 0 && batch.data.buf.length > ALWAYS_REUSE_BYTES) batch.data = new ByteBuffer();
+    if (this.spare !== null && this.spare.buf.length > ALWAYS_REUSE_BYTES) this.spare = null;
+  }
+
   private commitLoop(): void {
     const batch = this.current;
     if (batch.ends.length === 0 && batch.callbacks.length === 0) {
       this.committing = false;
       // Idle: a burst's large buffers are not held for a next burst that may never come.
-      if (batch.data.len === 0 && batch.data.buf.length > ALWAYS_REUSE_BYTES) batch.data = new ByteBuffer();
-      if (this.spare !== null && this.spare.buf.length > ALWAYS_REUSE_BYTES) this.spare = null;
+      if (this.idleReleaseMs === 0) this.releaseBuffers();
+      else if (this.releaseTimer === null) {
+        this.releaseTimer = setTimeout(() => {
+          this.releaseTimer = null;
+          if (!this.committing) this.releaseBuffers();
+        }, this.idleReleaseMs);
+        this.releaseTimer.unref();
+      }
       for (const w of this.closeWaiters.splice(0)) w();
       return;
     }
@@ -472,6 +493,7 @@ export class JsonlWriter {
       });
     }
     this.closed = true;
+    if (this.releaseTimer !== null) clearTimeout(this.releaseTimer);
     closeSync(this.fd);
   }
 }

@@ -42,6 +42,8 @@ export interface NativeDatapath {
   setConfig(cfg: { counting?: boolean; wakeupBatch?: number }): void;
   getConfig(): { counting: boolean; wakeupBatch: number };
   poll(timeoutMs: number, maxRecords: number): Promise<ArrayBuffer>;
+  /** Into a buffer the caller reuses: resolves to the bytes written (whole records). */
+  poll(timeoutMs: number, maxRecords: number, into: ArrayBuffer): Promise<number>;
   /** limit: about this many entries (whole batches), then `more` and the `token` to go on with. */
   /** keys, values: read into these (as many whole batches as they hold) and hand them back. */
   readFlows(family: 4 | 6, drain: boolean, limit?: number, token?: number, keys?: ArrayBuffer, values?: ArrayBuffer): Promise<NativeMapRead>;
@@ -74,6 +76,8 @@ export interface NativeModule {
   errnoName(errno: number): string;
   /** malloc_trim(0): give memory the allocator keeps after a burst back to the kernel. */
   trimMemory(): boolean;
+  /** mallopt(M_MMAP_THRESHOLD): blocks of at least bytes get their own mapping (and a fixed threshold). */
+  setMmapThreshold(bytes: number): boolean;
   /** See src/collector/native-json.ts. */
   flowEventJson(src: Uint8Array, start: number, end: number, out: Uint8Array, at: number, receiveMs: number, meta: Uint32Array): number;
 }

@@ -1,15 +1,16 @@
 // A drain handed to the tracker in slices (beginDrain / drainEntries / endDrain, as the pipeline
 // does) is the same drain as onDrain over all entries at once: same events, same state.
 import { describe, expect, it } from 'vitest';
+import { FLOW_SIZE, FlowMapRead, type FlowEntry, LAYOUT, RECORD_SIZE, type RingRecord } from '../../src/datapath/records';
 import type { FlowEvent } from '../../src/model/event';
 import { conn, TCP } from './builders';
 import { harness, type Harness } from './harness';
 
 /** A day in the life of 600 flows: discovered by the drain, updated, idle, vanished, closed. */
-function scenario(h: Harness, drain: () => FlowEvent[]): FlowEvent[] {
+function scenario(h: Harness, drain: () => FlowEvent[], ring: (records: RingRecord[]) => FlowEvent[] = (r) => h.tracker.onRecords(r)): FlowEvent[] {
   const out: FlowEvent[] = [];
   const cycle = (withDrain: boolean): void => {
-    out.push(...h.tracker.onRecords(h.kernel.takeRecords()));
+    out.push(...ring(h.kernel.takeRecords()));
     if (withDrain) out.push(...drain());
     const keys = h.tracker.dueDeletes();
     if (keys.length > 0) out.push(...h.tracker.onDeleted(keys, h.kernel.deleteSync(keys)));
@@ -60,9 +61,73 @@ describe('drain in slices', () => {
     }
   });
 
+  it('the kernel\'s bytes read in place (ring batches, map reads) give the events and state of decoded records and entries', () => {
+    const opts = { updateIntervalMs: 3000, udpIdleMs: 4000 };
+    const objects = harness(opts);
+    const want = scenario(objects, () => objects.tracker.onDrain(objects.kernel.readSync()));
+    const h = harness(opts);
+    const got = scenario(h, () => {
+      const read = mapRead(h.kernel.readSync());
+      h.tracker.beginDrain();
+      const out: FlowEvent[] = [];
+      for (let i = 0; i < read.length; i += 97) out.push(...h.tracker.drainRead(read, i, i + 97));
+      out.push(...h.tracker.endDrain());
+      return out;
+    }, (records) => h.tracker.onRingBatch(ringBytes(records)));
+    expect(got.length).toBeGreaterThan(1000);
+    expect(got).toEqual(want);
+    expect(h.tracker.stats()).toEqual(objects.tracker.stats());
+  });
+
   it('drainEntries and endDrain without beginDrain are refused', () => {
     const h = harness();
     expect(() => h.tracker.drainEntries([])).toThrow(/beginDrain/);
     expect(() => h.tracker.endDrain()).toThrow(/beginDrain/);
   });
 });
+
+/** Ring records as the kernel writes them (bpf/wgflow.h's struct wgf_record). */
+function ringBytes(records: RingRecord[]): Uint8Array {
+  const R = LAYOUT.wgf_record;
+  const b = new Uint8Array(records.length * RECORD_SIZE + 8).subarray(8); // not at offset 0 of its buffer
+  const v = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  records.forEach((r, i) => {
+    const o = i * RECORD_SIZE;
+    b[o + R.type] = r.type;
+    b[o + R.family] = r.key.family;
+    b[o + R.dir] = r.dir;
+    b[o + R.tcp_flags] = r.tcpFlags;
+    v.setUint32(o + R.flags, r.flags, true);
+    v.setUint32(o + R.ts_ns, r.tsNs % 0x1_0000_0000, true);
+    v.setUint32(o + R.ts_ns + 4, Math.floor(r.tsNs / 0x1_0000_0000), true);
+    b.set(r.key.raw, o + (r.key.family === 4 ? R.k4 : R.k6));
+  });
+  return b;
+}
+
+/** Entries as a batched map read returns them (IPv4 and IPv6 parts). */
+function mapRead(entries: FlowEntry[]): FlowMapRead {
+  const read = new FlowMapRead();
+  for (const family of [4, 6] as const) {
+    const es = entries.filter((e) => e.key.family === family);
+    const size = family === 4 ? 16 : 40, F = LAYOUT.wgf_flow;
+    const keys = new Uint8Array(es.length * size), values = new ArrayBuffer(es.length * FLOW_SIZE);
+    const v = new DataView(values);
+    es.forEach((e, i) => {
+      keys.set(e.key.raw, i * size);
+      const o = i * FLOW_SIZE, c = e.value;
+      v.setUint32(o + F.first_ns, c.firstNs % 0x1_0000_0000, true);
+      v.setUint32(o + F.first_ns + 4, Math.floor(c.firstNs / 0x1_0000_0000), true);
+      v.setUint32(o + F.bytes, c.rxBytes % 0x1_0000_0000, true);
+      v.setUint32(o + F.bytes + 4, Math.floor(c.rxBytes / 0x1_0000_0000), true);
+      v.setUint32(o + F.bytes + 8, c.txBytes % 0x1_0000_0000, true);
+      v.setUint32(o + F.bytes + 12, Math.floor(c.txBytes / 0x1_0000_0000), true);
+      v.setUint32(o + F.packets, c.rxPackets, true);
+      v.setUint32(o + F.packets + 4, c.txPackets, true);
+      v.setUint32(o + F.last_seen, c.lastSeen, true);
+      v.setUint32(o + F.flags, c.flags, true);
+    });
+    read.add(family, keys.buffer, values, es.length);
+  }
+  return read;
+}

@@ -31,7 +31,7 @@ const RATE = 200_000; // offered SYNs per second
 const SECONDS = 20;
 const MAX_FLOWS = 32_768;
 
-interface Sample { t: number; rss: number; hwm: number }
+interface Sample { t: number; rss: number; hwm: number; anon: number; file: number; shmem: number }
 interface Ask { t: number; ms: number; error?: string }
 interface Counters { rxPackets: number; txPackets: number; txDropped: number }
 
@@ -80,7 +80,7 @@ describePrivileged('a SYN flood through WireGuard into the watched interface', (
   const memory = (pid: number): Sample => {
     const text = readFileSync(`/proc/${pid}/status`, 'utf8');
     const kb = (k: string): number => Number(new RegExp(`^${k}:\\s+(\\d+) kB`, 'm').exec(text)?.[1]) * 1024;
-    return { t: Date.now(), rss: kb('VmRSS'), hwm: kb('VmHWM') };
+    return { t: Date.now(), rss: kb('VmRSS'), hwm: kb('VmHWM'), anon: kb('RssAnon'), file: kb('RssFile'), shmem: kb('RssShmem') };
   };
 
   beforeAll(async () => {
@@ -211,7 +211,9 @@ describePrivileged('a SYN flood through WireGuard into the watched interface', (
       const probe = readFileSync(join(work, 'mem.jsonl'), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, number>);
       const top = probe.reduce((x, y) => (y.rss > x.rss ? y : x), probe[0]);
       const mib = (n: number): string => `${(n / 2 ** 20).toFixed(1)} MiB`;
-      const where = top ? `at its largest RSS ${mib(top.rss)}: V8 heap ${mib(top.heapTotal)} (${mib(top.heapUsed)} used), external ${mib(top.external)} (ArrayBuffers ${mib(top.arrayBuffers)})` : 'no probe';
+      const big = samples.reduce((x, y) => (y.rss > x.rss ? y : x), samples[0]);
+      const kinds = big ? `largest sample ${mib(big.rss)} = anonymous ${mib(big.anon)} + file ${mib(big.file)} + shared ${mib(big.shmem)}; ` : '';
+      const where = kinds + (top ? `at its largest RSS ${mib(top.rss)}: V8 heap ${mib(top.heapTotal)} (${mib(top.heapUsed)} used), external ${mib(top.external)} (ArrayBuffers ${mib(top.arrayBuffers)})` : 'no probe');
       expect(over.map((s) => `${mib(s.rss)}/${mib(s.hwm)}`), `resident budget ${mib(limit)}; samples over it (VmRSS/VmHWM); ${where}`).toEqual([]);
     });
 

@@ -242,7 +242,7 @@ describe('wgflow run --check-config', () => {
     const b = memoryBudget({ maxFlows: 100_000, ringBytes: 1 << 20 });
     const f = formatBytes;
     expect(r.stdout.split('\n')[1]).toBe(`memory budget: flow state ${b.flowStateBytesPerFlowV4} bytes per IPv4 flow and ${b.flowStateBytesPerFlowV6} per IPv6 flow, ` +
-      `${f(b.flowStateBytes)} for 100,000 + 100,000 flows; resident ${f(b.residentBytes)} (base 128 MiB, flow state, map read ${f(b.mapReadBytes)}, export 0 B); ` +
+      `${f(b.flowStateBytes)} for 100,000 + 100,000 flows; resident ${f(b.residentBytes)} (base ${f(b.baseBytes)}, flow state, map read ${f(b.mapReadBytes)}, export 0 B); ` +
       `kernel maps ${f(b.kernelBytes)}; total ${f(b.totalBytes)}; limit 1 GiB (memory_limit, from --memory-limit)`);
     expect(describePlan({ budget: b, limit: { bytes: GiB, source: 'memory_limit, from --memory-limit' } })).toBe(r.stdout.split('\n')[1]);
   });

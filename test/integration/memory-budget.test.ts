@@ -44,7 +44,7 @@ describePrivileged('the memory budget of a running daemon', () => {
     expect(rec.memory).toEqual({ ...budget, limitBytes: GiB, limitSource: `memory_limit, in ${d.configFile}` });
     const f = formatBytes;
     expect(rec.msg).toBe(`memory budget: flow state ${budget.flowStateBytesPerFlowV4} bytes per IPv4 flow and ${budget.flowStateBytesPerFlowV6} per IPv6 flow, ` +
-      `${f(budget.flowStateBytes)} for 65,536 + 65,536 flows; resident ${f(budget.residentBytes)} (base 128 MiB, flow state, map read ${f(budget.mapReadBytes)}, export 0 B); ` +
+      `${f(budget.flowStateBytes)} for 65,536 + 65,536 flows; resident ${f(budget.residentBytes)} (base ${f(budget.baseBytes)}, flow state, map read ${f(budget.mapReadBytes)}, export 0 B); ` +
       `kernel maps ${f(budget.kernelBytes)}; total ${f(budget.totalBytes)}; limit 1 GiB (memory_limit, in ${d.configFile})`);
   });
 
@@ -152,7 +152,7 @@ describePrivileged('a control group\'s memory limit (systemd MemoryMax=)', () =>
         expect(r.status, String(r.stderr)).toBe(2);
         const b = memoryBudget({ maxFlows: 1_000_000, ringBytes: 1 << 20 }), f = formatBytes;
         expect(r.stderr).toBe('wgflow run: configuration error: datapath.max_flows: 1,000,000 IPv4 and 1,000,000 IPv6 flows (datapath.max_flows_v6 unset: the same) ' +
-          `need ${f(b.flowStateBytes)} of flow state and ${f(b.mapReadBytes)} for a read of the flow maps; with the daemon's base of 128 MiB and ${f(b.kernelBytes)} of kernel maps ` +
+          `need ${f(b.flowStateBytes)} of flow state and ${f(b.mapReadBytes)} for a read of the flow maps; with the daemon's base of ${f(b.baseBytes)} and ${f(b.kernelBytes)} of kernel maps ` +
           `(charged to the same cgroup) that is a budget of ${f(b.totalBytes)}, over the memory limit of 256 MiB (cgroup ${cg.group}); at most ${fit} flows fit ` +
           '(datapath.max_flows and max_flows_v6): lower datapath.max_flows or raise the limit\n');
       }
