@@ -13,6 +13,8 @@ import { sleep } from './procs';
 import { budget } from './slow';
 
 export const WGFLOW = join(REPO_ROOT, 'bin', 'wgflow');
+/** The node flags of bin/wgflow's #! line: the daemon runs with them in tests as it does installed. */
+export const WGFLOW_NODE_FLAGS = readFileSync(WGFLOW, 'utf8').split('\n')[0].split(/\s+/).filter((a) => a.startsWith('--'));
 export const TRAFFIC = join(REPO_ROOT, 'build', 'testkit', 'traffic.js');
 
 let seq = 0;
@@ -54,7 +56,7 @@ export class DaemonProc {
    * nodeOptions: NODE_OPTIONS for the daemon's node (e.g. to take heap snapshots).
    */
   static async start(ns: string, config: Record<string, unknown>, reuse?: DaemonProc, nodeOptions?: string): Promise<DaemonProc> {
-    const spawnDaemon = (configFile: string): ChildProcess => spawn('ip', ['netns', 'exec', ns, process.execPath, WGFLOW, 'run', '--config', configFile], {
+    const spawnDaemon = (configFile: string): ChildProcess => spawn('ip', ['netns', 'exec', ns, process.execPath, ...WGFLOW_NODE_FLAGS, WGFLOW, 'run', '--config', configFile], {
       stdio: ['ignore', 'ignore', 'pipe'],
       env: nodeOptions ? { ...process.env, NODE_OPTIONS: nodeOptions } : process.env,
     });
