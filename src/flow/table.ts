@@ -146,15 +146,25 @@ export class FlowTable {
     return (this.keys[slot * this.words + (i >> 2)] >>> ((i & 3) * 8)) & 0xff;
   }
 
-  /** The key of this slot as its id (latin1 string of its bytes). */
+  /** The key of this slot as its id (latin1 string of its bytes; one flat string, not a rope). */
   keyId(slot: number): string {
     const n = this.words, o = slot * n, k = this.keys;
-    let s = '';
+    if (n === 4) {
+      const a = k[o], b = k[o + 1], c = k[o + 2], d = k[o + 3];
+      return String.fromCharCode(
+        a & 0xff, (a >>> 8) & 0xff, (a >>> 16) & 0xff, a >>> 24, b & 0xff, (b >>> 8) & 0xff, (b >>> 16) & 0xff, b >>> 24,
+        c & 0xff, (c >>> 8) & 0xff, (c >>> 16) & 0xff, c >>> 24, d & 0xff, (d >>> 8) & 0xff, (d >>> 16) & 0xff, d >>> 24,
+      );
+    }
+    const codes = new Array<number>(n * 4);
     for (let j = 0; j < n; j++) {
       const w = k[o + j];
-      s += String.fromCharCode(w & 0xff, (w >>> 8) & 0xff, (w >>> 16) & 0xff, w >>> 24);
+      codes[4 * j] = w & 0xff;
+      codes[4 * j + 1] = (w >>> 8) & 0xff;
+      codes[4 * j + 2] = (w >>> 16) & 0xff;
+      codes[4 * j + 3] = w >>> 24;
     }
-    return s;
+    return String.fromCharCode.apply(null, codes);
   }
 
   private place(slot: number): void {

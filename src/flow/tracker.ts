@@ -661,12 +661,11 @@ export class FlowTracker {
   private keyIdOf(h: number): string {
     return this.st_(h).table.keyId(h >>> 1);
   }
-  /** The key in this.k as an id. */
+  /** The key in this.k as an id (one flat string: concatenating pieces would make a rope). */
   private scratchId(v4: boolean): string {
-    const b = this.k.bytes, n = v4 ? 16 : 40;
-    let s = '';
-    for (let i = 0; i < n; i += 4) s += String.fromCharCode(b[i], b[i + 1], b[i + 2], b[i + 3]);
-    return s;
+    const b = this.k.bytes;
+    if (v4) return String.fromCharCode(b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]);
+    return String.fromCharCode.apply(null, Array.from(b.subarray(0, 40)));
   }
   private forEachFlow(fn: (h: number) => void): void {
     for (const S of [this.s4, this.s6]) {
