@@ -9,7 +9,7 @@ import { stringify } from 'yaml';
 import { REPO_ROOT } from '../src/util/addon';
 import type { FlowEvent } from '../src/model/event';
 import { fromJsonLine } from '../src/model/json';
-import { sleep } from './procs';
+import { killBackground, sleep } from './procs';
 import { budget } from './slow';
 
 export const WGFLOW = join(REPO_ROOT, 'bin', 'wgflow');
@@ -175,4 +175,14 @@ export class DaemonProc {
     spawnSync('umount', [join(this.dir, 'bpf')]);
     rmSync(this.dir, { recursive: true, force: true });
   }
+}
+
+/** A test's teardown: stop the daemon (and remove its directory), background processes, the testbed. */
+export async function teardown(d: DaemonProc | undefined, tb: { destroy(): Promise<void> } | undefined): Promise<void> {
+  if (d) {
+    await d.stop();
+    d.cleanup();
+  }
+  await killBackground();
+  await tb?.destroy();
 }

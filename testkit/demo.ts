@@ -12,7 +12,8 @@ import { missingCapabilities } from '../src/daemon/privileges';
 import { fromJsonLine } from '../src/model/json';
 import { resourceOf, type FlowEvent } from '../src/model/event';
 import { Testbed } from './testbed';
-import { humanBytes, protoName } from '../src/cli/ctl';
+import { protoName } from '../src/cli/ctl';
+import { formatBytes } from '../src/util/bytes';
 
 const WGFLOW = join(REPO_ROOT, 'bin', 'wgflow');
 const TRAFFIC = join(REPO_ROOT, 'build', 'testkit', 'traffic.js');
@@ -46,7 +47,7 @@ export function eventRow(ev: FlowEvent): string[] {
     who(ev.source),
     who(ev.destination),
     `${protoName(ev.protocol)}${icmp ? ` ${ev.icmpType}/${ev.icmpCode}` : `/${ev.destination.port}`}`,
-    ev.type === 'START' ? '' : `${humanBytes(ev.txBytes)} ↑ ${humanBytes(ev.rxBytes)} ↓`,
+    ev.type === 'START' ? '' : `${formatBytes(ev.txBytes)} ↑ ${formatBytes(ev.rxBytes)} ↓`,
     res ? res.name || res.id : '',
     ev.policyName || ev.ruleId || '',
   ];

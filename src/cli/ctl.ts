@@ -2,7 +2,7 @@
 import { parseArgs } from 'node:util';
 import { callControl } from '../control/control';
 import type { FlowRow, StatusReport } from '../daemon/report';
-import { formatBytes } from '../config/memory';
+import { formatBytes } from '../util/bytes';
 
 const DEFAULT_SOCKET = '/run/wgflow/ctl.sock';
 
@@ -24,16 +24,6 @@ export function help(): string {
     '  --help              show this help',
     '',
   ].join('\n');
-}
-
-export function humanBytes(n: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let i = 0;
-  while (n >= 1024 && i < units.length - 1) {
-    n /= 1024;
-    i++;
-  }
-  return i === 0 ? `${n} B` : `${n.toFixed(1)} ${units[i]}`;
 }
 
 /** A plain text table with aligned columns. */
@@ -58,7 +48,7 @@ function formatStatus(s: StatusReport): string {
   if (s.output.kind === 'collector') {
     const e = s.output.stats;
     out.push(`collector:      ${s.output.url} ${e.connected ? 'connected' : 'DISCONNECTED'}, acked ${e.acked}, in flight ${e.inFlight}, queued ${e.queued}, ` +
-      `spool ${humanBytes(e.spoolBytes)}, reconnects ${e.reconnects}`);
+      `spool ${formatBytes(e.spoolBytes)}, reconnects ${e.reconnects}`);
   } else {
     out.push(`output:         ${s.output.dir}/events.jsonl (no collector configured)`);
   }
@@ -84,7 +74,7 @@ function formatFlows(rows: FlowRow[]): string {
     ['DIR', 'SOURCE', '', 'DESTINATION', 'PROTO/PORT', 'BYTES ↑', 'BYTES ↓', 'RESOURCE', 'POLICY', 'IF'],
     rows.map((r) => [
       r.direction === 'INGRESS' ? 'in' : 'out', r.source, '→', r.destination, `${protoName(r.protocol)}${r.port ? `/${r.port}` : ''}`,
-      humanBytes(r.txBytes), humanBytes(r.rxBytes), r.resource, r.policy, r.interfaceName,
+      formatBytes(r.txBytes), formatBytes(r.rxBytes), r.resource, r.policy, r.interfaceName,
     ]),
   );
 }

@@ -7,6 +7,9 @@ import { flowStateBytes } from '../flow/budget';
 import { kernelMapBytes, mapReadBytes } from '../datapath/datapath';
 import { SPOOL_DEFAULTS } from '../output/grpc/spool';
 import { CgroupLimit } from './cgroup';
+import { formatBytes } from '../util/bytes';
+
+export { formatBytes };
 
 const KiB = 1024, MiB = 1024 ** 2, GiB = 1024 ** 3, TiB = 1024 ** 4;
 
@@ -64,19 +67,6 @@ export const byteSize: Check<number> = (v, path) => {
   if (n < MIN_MEMORY_LIMIT) throw new ConfigError(path, `${got} is ${n} bytes, below the minimum of 1M (a bare number is bytes: write 512M for 512 MiB)`);
   return n;
 };
-
-/** 1536 -> "1.5 KiB", 134217728 -> "128 MiB". */
-export function formatBytes(n: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let i = 0;
-  while (n >= 1024 && i < units.length - 1) {
-    n /= 1024;
-    i++;
-  }
-  // One decimal below 100 ("8.5 MiB"), none above ("1014 MiB") or for a whole number ("128 MiB").
-  const text = i === 0 || n >= 100 ? Math.round(n).toString() : n.toFixed(1).replace(/\.0$/, '');
-  return `${text} ${units[i]}`;
-}
 
 const count = (n: number): string => n.toLocaleString('en-US');
 

@@ -19,9 +19,9 @@ import type { FlowEvent } from '../../src/model/event';
 import { fromJsonLine } from '../../src/model/json';
 import { nsExec, Testbed, WgEndpoint } from '../../testkit/testbed';
 import { budget } from '../../testkit/slow';
-import { Capture, describePrivileged, killBackground, REPO, run, sleep, spawnIn, waitForLine } from '../helpers/env';
+import { Capture, describePrivileged, REPO, run, sleep, spawnIn, waitForLine } from '../helpers/env';
 import { unmergedBytes } from '../helpers/pcap';
-import { DaemonProc, TRAFFIC } from '../helpers/daemon';
+import { DaemonProc, teardown, TRAFFIC } from '../helpers/daemon';
 
 const NET = 231; // overlay 10.231.0.0/24; flood destinations 10.231.1.0/24, flood sources 10.231.2.0/24
 const FLOOD_DST = `10.${NET}.1.1`, DST_COUNT = 16;
@@ -121,12 +121,7 @@ describePrivileged('a SYN flood through WireGuard into the watched interface', (
   }, budget(60_000));
 
   afterAll(async () => {
-    if (d) {
-      await d.stop();
-      d.cleanup();
-    }
-    await killBackground();
-    await tb?.destroy();
+    await teardown(d, tb);
     if (work) rmSync(work, { recursive: true, force: true });
   });
 

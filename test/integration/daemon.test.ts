@@ -6,8 +6,8 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { parse, stringify } from 'yaml';
 import { Testbed, WgEndpoint, nsExec } from '../../testkit/testbed';
 import type { FlowEvent } from '../../src/model/event';
-import { describePrivileged, killBackground, run, sleep, spawnIn, waitForLine } from '../helpers/env';
-import { DaemonProc, TRAFFIC } from '../helpers/daemon';
+import { describePrivileged, run, sleep, spawnIn, waitForLine } from '../helpers/env';
+import { DaemonProc, teardown, TRAFFIC } from '../helpers/daemon';
 import { idleTimeoutS } from '../../testkit/slow';
 
 describePrivileged('wgflow run and ctl on a WireGuard pair', () => {
@@ -41,12 +41,7 @@ describePrivileged('wgflow run and ctl on a WireGuard pair', () => {
   });
 
   afterAll(async () => {
-    if (d) {
-      await d.stop();
-      d.cleanup();
-    }
-    await killBackground();
-    await tb?.destroy();
+    await teardown(d, tb);
   });
 
   it('ctl status reports interfaces, byte reporting and outputs', () => {

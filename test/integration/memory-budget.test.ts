@@ -9,8 +9,8 @@ import { join } from 'node:path';
 import { parse, stringify } from 'yaml';
 import { formatBytes, memoryBudget, maxFlowsThatFit } from '../../src/config/memory';
 import { Testbed, WgEndpoint } from '../../testkit/testbed';
-import { describePrivileged, killBackground, run } from '../helpers/env';
-import { DaemonProc, WGFLOW } from '../helpers/daemon';
+import { describePrivileged, run } from '../helpers/env';
+import { DaemonProc, teardown, WGFLOW } from '../helpers/daemon';
 
 const MiB = 1024 ** 2, GiB = 1024 ** 3;
 
@@ -29,12 +29,7 @@ describePrivileged('the memory budget of a running daemon', () => {
   });
 
   afterAll(async () => {
-    if (d) {
-      await d.stop();
-      d.cleanup();
-    }
-    await killBackground();
-    await tb?.destroy();
+    await teardown(d, tb);
   });
 
   it('logs one line at start: per-flow bytes, flow state, the budget, the limit and where it came from', () => {
