@@ -47,6 +47,10 @@ export const COMMANDS: Record<string, Command> = {
     summary: 'run the embedded collector: receive flow events over gRPC, write JSON lines',
     load: async () => (await import('./collect')).main,
   },
+  consume: {
+    summary: 'read flow events from a JetStream durable consumer, write JSON lines',
+    load: async () => (await import('./consume')).main,
+  },
   'export-test': {
     summary: 'send N synthetic events through the exporter and spool (tests, benchmarks)',
     hidden: true,
