@@ -3,7 +3,8 @@
 import pino from 'pino';
 import { CONSUMER_DEFAULTS as D, ConsumerError, JetStreamConsumer } from '../collector/jetstream-consumer';
 import { WriterError } from '../output/jsonl-writer';
-import { closeNats, connectForCli, NATS_FLAGS, natsOptionsOfFlags, natsErrorMessage, NATS_FLAGS_HELP } from './nats-flags';
+import { JETSTREAM_DEFAULTS, streamNameProblem, StreamMissingError } from '../wire/jetstream';
+import { closeNats, connectForCli, NATS_FLAGS, NATS_FLAGS_HELP, natsErrorMessage, natsOptionsOfFlags } from './nats-flags';
 import { intFlag, parseFlags, sizeFlag, UsageError } from './args';
 
 const mib = (n: number): string => `${n / (1024 * 1024)}M`;
@@ -21,7 +22,7 @@ in hand, ack it, exit 0.
 options:
   --durable NAME          the durable consumer's name (required)
   --out DIR               output directory (required; created if missing)
-  --stream NAME           the stream (default ${D.stream})
+  --stream NAME           the stream (default ${JETSTREAM_DEFAULTS.stream})
   --filter SUBJECT        only these subjects, e.g. wgflow.flows.*.end (default: the whole stream;
                           a durable keeps the filter it was created with)
   --ack-wait-ms N         an unacked message is delivered again after N ms (default ${D.ackWaitMs})
@@ -74,8 +75,9 @@ export async function main(argv: string[]): Promise<number> {
     if (f.durable === undefined) throw new UsageError('--durable NAME is required (the durable consumer whose processes share the work)');
     if (!NAME_RE.test(f.durable)) throw new UsageError(`--durable: "${f.durable}" is not a consumer name (no spaces, dots, *, >, / or \\)`);
     if (!f.out) throw new UsageError('--out DIR is required (where events.jsonl is written)');
-    const stream = f.stream ?? D.stream;
-    if (!NAME_RE.test(stream)) throw new UsageError(`--stream: "${stream}" is not a stream name (no spaces, dots, *, >, / or \\)`);
+    const stream = f.stream ?? JETSTREAM_DEFAULTS.stream;
+    const streamProblem = streamNameProblem(stream);
+    if (streamProblem !== null) throw new UsageError(`--stream: ${streamProblem}`);
     if (f.filter !== undefined && !SUBJECT_RE.test(f.filter)) throw new UsageError(`--filter: "${f.filter}" is not a subject (tokens separated by dots; * for one token, > at the end for the rest)`);
     const level = f['log-level'] ?? 'info';
     if (!LEVELS.includes(level)) throw new UsageError(`--log-level: "${level}" is not one of ${LEVELS.join(', ')}`);
@@ -91,14 +93,14 @@ export async function main(argv: string[]): Promise<number> {
     try {
       nc = await connectForCli(natsOpts);
     } catch (err) {
-      process.stderr.write(`wgflow consume: ${natsErrorMessage(err, natsOpts)}\n`);
+      process.stderr.write(`wgflow consume: ${(err as Error).message}\n`);
       return 1;
     }
     try {
-      consumer = await JetStreamConsumer.start({ nc, stream, durable: f.durable, filter: f.filter, out: f.out, ackWaitMs, maxAckPending, batch, rotateBytes, maxFiles, dedupWindow, logger });
+      consumer = await JetStreamConsumer.start({ nc, servers: natsOpts.servers, stream, durable: f.durable, filter: f.filter, out: f.out, ackWaitMs, maxAckPending, batch, rotateBytes, maxFiles, dedupWindow, logger });
     } catch (err) {
       await closeNats(nc);
-      const msg = err instanceof ConsumerError || err instanceof WriterError ? err.message : natsErrorMessage(err, natsOpts);
+      const msg = err instanceof ConsumerError || err instanceof WriterError || err instanceof StreamMissingError ? err.message : natsErrorMessage(err, natsOpts);
       process.stderr.write(`wgflow consume: ${msg}\n`);
       return 1;
     }

@@ -2,8 +2,8 @@
 // servers, credentials, TLS; their checks; and clear messages for connection failures.
 import { readFileSync } from 'node:fs';
 import { connect } from '@nats-io/transport-node';
-import { credsAuthenticator } from '@nats-io/nats-core';
-import type { ConnectionOptions as NodeConnectionOptions } from '@nats-io/nats-core';
+import type { NatsConnection } from '@nats-io/nats-core';
+import { natsConnectionOptions, natsErrorKind, parseServers, type NatsConnectOptions } from '../wire/jetstream';
 import { UsageError } from './args';
 
 export const NATS_FLAGS = {
@@ -33,11 +33,6 @@ NATS connection:
 
 type NatsFlagValues = { [K in keyof typeof NATS_FLAGS]?: string };
 
-export interface NatsCliOptions {
-  servers: string[];
-  connect: NodeConnectionOptions;
-}
-
 const readFlagFile = (flag: string, path: string): string => {
   try {
     return readFileSync(path, 'utf8');
@@ -46,67 +41,56 @@ const readFlagFile = (flag: string, path: string): string => {
   }
 };
 
-/** Server list of --jetstream: nats://h:p, h:p, tls://h:p; comma-separated. */
-export function parseServers(text: string): string[] {
-  const out: string[] = [];
-  for (const raw of text.split(',')) {
-    const s = raw.trim();
-    if (s === '') continue;
-    const m = /^(?:(nats|tls):\/\/)?(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(?::(\d+))?$/.exec(s);
-    if (!m) throw new UsageError(`--jetstream: "${s}" is not a server address (nats://HOST:PORT)`);
-    const port = m[3] === undefined ? 4222 : Number(m[3]);
-    if (port < 1 || port > 65535) throw new UsageError(`--jetstream: port ${m[3]} of "${s}" is out of range 1..65535`);
-    out.push(`${m[1] ?? 'nats'}://${m[2]}:${port}`);
-  }
-  if (out.length === 0) throw new UsageError('--jetstream: no server given (nats://HOST:PORT[,HOST:PORT...])');
-  return out;
-}
+const exists = (flag: string, path: string): string => {
+  readFlagFile(flag, path);
+  return path;
+};
 
-/** Connection options of the flags; UsageError names the flag that is wrong. */
-export function natsOptionsOfFlags(f: NatsFlagValues, name: string): NatsCliOptions {
+/** Connection options of the flags (the contract's form); UsageError names the flag that is wrong. */
+export function natsOptionsOfFlags(f: NatsFlagValues, name: string): NatsConnectOptions {
   if (f.jetstream === undefined) throw new UsageError('--jetstream URLS is required (nats://HOST:PORT[,HOST:PORT...])');
-  const servers = parseServers(f.jetstream);
-  const opts: NodeConnectionOptions = { servers, name, maxReconnectAttempts: -1, reconnectTimeWait: 500, waitOnFirstConnect: false };
-  const auths = [f.token !== undefined || f['token-file'] !== undefined, f.user !== undefined, f.creds !== undefined].filter(Boolean).length;
+  try {
+    parseServers(f.jetstream, '--jetstream');
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  const o: NatsConnectOptions = { servers: f.jetstream, name };
+  const auths = [f.token !== undefined || f['token-file'] !== undefined, f.user !== undefined || f.password !== undefined, f.creds !== undefined].filter(Boolean).length;
   if (auths > 1) throw new UsageError('give one way to authenticate: --token/--token-file, --user/--password or --creds');
   if (f.token !== undefined && f['token-file'] !== undefined) throw new UsageError('give either --token or --token-file, not both');
   let token = f.token;
   if (f['token-file'] !== undefined) token = readFlagFile('token-file', f['token-file']).trim();
   if (token !== undefined) {
     if (token === '') throw new UsageError(f['token-file'] !== undefined ? `--token-file: ${f['token-file']} is empty` : '--token: the token is empty');
-    opts.token = token;
+    o.token = token;
   }
   if ((f.user === undefined) !== (f.password === undefined)) throw new UsageError('--user and --password go together');
   if (f.user !== undefined) {
-    opts.user = f.user;
-    opts.pass = f.password;
+    o.user = f.user;
+    o.password = f.password;
   }
   if (f.creds !== undefined) {
-    const creds = readFlagFile('creds', f.creds);
-    if (!creds.includes('-----BEGIN NATS USER JWT-----')) throw new UsageError(`--creds: ${f.creds} is not a NATS credentials file (no "BEGIN NATS USER JWT" block)`);
-    opts.authenticator = credsAuthenticator(new TextEncoder().encode(creds));
+    if (!readFlagFile('creds', f.creds).includes('-----BEGIN NATS USER JWT-----')) throw new UsageError(`--creds: ${f.creds} is not a NATS credentials file (no "BEGIN NATS USER JWT" block)`);
+    o.credsFile = f.creds;
   }
   if ((f['tls-cert'] === undefined) !== (f['tls-key'] === undefined)) throw new UsageError('--tls-cert and --tls-key go together');
-  if (f['tls-ca'] !== undefined || f['tls-cert'] !== undefined) {
-    const tls: NonNullable<NodeConnectionOptions['tls']> = {};
-    if (f['tls-ca'] !== undefined) tls.ca = readFlagFile('tls-ca', f['tls-ca']);
-    if (f['tls-cert'] !== undefined && f['tls-key'] !== undefined) {
-      tls.cert = readFlagFile('tls-cert', f['tls-cert']);
-      tls.key = readFlagFile('tls-key', f['tls-key']);
-    }
-    opts.tls = tls;
-  }
-  return { servers, connect: opts };
+  if (f['tls-ca'] !== undefined) o.caFile = exists('tls-ca', f['tls-ca']);
+  if (f['tls-cert'] !== undefined) o.certFile = exists('tls-cert', f['tls-cert']);
+  if (f['tls-key'] !== undefined) o.keyFile = exists('tls-key', f['tls-key']);
+  return o;
 }
 
-export type CliNatsConnection = Awaited<ReturnType<typeof connect>>;
-
-export async function connectForCli(o: NatsCliOptions): Promise<CliNatsConnection> {
-  return connect(o.connect);
+/** Connects; rejects with a message that names the flag to check. */
+export async function connectForCli(o: NatsConnectOptions): Promise<NatsConnection> {
+  try {
+    return await connect(natsConnectionOptions(o));
+  } catch (err) {
+    throw new Error(natsErrorMessage(err, o), { cause: err });
+  }
 }
 
 /** Drains (flushing acks and publishes) and closes; never throws. */
-export async function closeNats(nc: CliNatsConnection): Promise<void> {
+export async function closeNats(nc: NatsConnection): Promise<void> {
   try {
     await nc.drain();
   } catch {
@@ -114,21 +98,16 @@ export async function closeNats(nc: CliNatsConnection): Promise<void> {
   }
 }
 
-/** A connection or JetStream failure as one sentence that says what to check. */
-export function natsErrorMessage(err: unknown, o: NatsCliOptions): string {
-  const e = err as Error & { code?: string; cause?: unknown };
-  const text = `${e?.message ?? String(err)}`;
-  const where = o.servers.join(',');
-  const causeText = e?.cause instanceof Error ? e.cause.message : '';
-  if (/authorization violation|authentication/i.test(text) || /authorization violation/i.test(causeText)) {
-    return `the NATS servers ${where} refused the credentials (--token, --user/--password or --creds): ${text}`;
+/** A connection or JetStream failure as one sentence that names the flag to check. */
+export function natsErrorMessage(err: unknown, o: NatsConnectOptions): string {
+  const msg = (err as Error)?.message ?? String(err);
+  const where = parseServers(o.servers, '--jetstream').join(',');
+  switch (natsErrorKind(err)) {
+    case 'auth': return `the NATS servers ${where} refused the credentials (${msg}): check --token/--token-file, --user/--password or --creds`;
+    case 'unreachable': return `cannot reach the NATS servers ${where} (${msg}): check --jetstream and that nats-server is running`;
+    case 'timeout': return `the NATS servers ${where} did not answer in time (${msg}): check --jetstream`;
+    case 'no_jetstream': return `the NATS servers ${where} answer but JetStream does not (${msg}): start nats-server with JetStream (-js)`;
+    case 'permission': return `the NATS account may not do this (${msg}): check its permissions for the stream's subjects and $JS.API.>`;
+    default: return `NATS: ${msg}`;
   }
-  if (/ECONNREFUSED|CONNECTION_REFUSED|connection refused|ENOTFOUND|EHOSTUNREACH|ETIMEDOUT|timeout|ECONNRESET/i.test(`${text} ${e?.code ?? ''} ${causeText}`)) {
-    return `cannot reach the NATS servers ${where} (--jetstream): ${text}`;
-  }
-  if (/jetstream not enabled|no responders|503/i.test(text)) {
-    return `JetStream is not available on ${where} (is the server started with JetStream, -js?): ${text}`;
-  }
-  if (/permissions violation/i.test(text)) return `the NATS account may not do this (permissions): ${text}`;
-  return `NATS: ${text}`;
 }

@@ -16,7 +16,9 @@
 // pull request. Each process writes its own --out directory.
 import { AckPolicy, DeliverPolicy, jetstream, JetStreamApiError, jetstreamManager } from '@nats-io/jetstream';
 import type { ConsumerConfig, ConsumerInfo, ConsumerMessages, JetStreamManager, JsMsg } from '@nats-io/jetstream';
+import type { NatsConnection } from '@nats-io/nats-core';
 import type { Logger } from 'pino';
+import { JETSTREAM_DEFAULTS, StreamMissingError } from '../wire/jetstream';
 import { checkScanned, scanFlowEvent, ScannedEvent } from '../wire/reader';
 import type { ByteBuffer } from '../util/byte-buffer';
 import { CommitError, JSONL_DEFAULTS, JsonlWriter, listEventFiles } from '../output/jsonl-writer';
@@ -25,13 +27,8 @@ import { writeJsonLine } from './event-json';
 import { NativeJson } from './native-json';
 import { COLLECTOR_DEFAULTS } from './server';
 
-/** The client connection as @nats-io/jetstream takes it. */
-type NatsConnection = Parameters<typeof jetstream>[0];
-
 /** The consumer's defaults, one place (the CLI's help and docs/jetstream.md name these). */
 export const CONSUMER_DEFAULTS = {
-  /** The stream read from. */
-  stream: 'WGFLOW',
   /** A message not acked within this time is delivered again (to this or another process). */
   ackWaitMs: 30_000,
   /** Messages delivered and not yet acked, at most, for the durable (all its processes). */
@@ -49,6 +46,8 @@ export const CONSUMER_DEFAULTS = {
 export interface JetStreamConsumerOptions {
   /** A connected client (the caller owns it: connects, drains and closes it). */
   nc: NatsConnection;
+  /** The servers as given (for messages only). */
+  servers?: string;
   stream: string;
   /** The durable consumer's name: created if missing, else checked. */
   durable: string;
@@ -320,7 +319,7 @@ async function ensureDurable(jsm: JetStreamManager, opts: JetStreamConsumerOptio
     await jsm.streams.info(opts.stream);
   } catch (err) {
     if (err instanceof JetStreamApiError && err.code === ERR_STREAM_NOT_FOUND) {
-      throw new ConsumerError(`stream "${opts.stream}" does not exist (--stream); the publisher (wgflow run --jetstream) creates it`);
+      throw new StreamMissingError(opts.stream, opts.servers ?? JETSTREAM_DEFAULTS.servers);
     }
     throw err;
   }
