@@ -35,6 +35,12 @@ export const CONSUMER_DEFAULTS = {
   maxAckPending: 20_000,
   /** Messages one pull asks for (the client asks for more at three quarters). */
   batch: 1_000,
+  /**
+   * A pull request lasts this long; the server's heartbeats come at half of it. A pull lost with
+   * its server (a leader killed) is noticed after two missed heartbeats, so this bounds the stall
+   * of a failover; the client's default (30 s) would stall half a minute.
+   */
+  pullExpiresMs: 5_000,
   /** Event ids remembered for de-duplication (across restarts too): as the collector. */
   dedupWindow: COLLECTOR_DEFAULTS.dedupWindow,
   rotateBytes: JSONL_DEFAULTS.rotateBytes,
@@ -161,7 +167,7 @@ export class JetStreamConsumer {
   private async run(batch: number): Promise<void> {
     const js = jetstream(this.opts.nc);
     const consumer = await js.consumers.get(this.opts.stream, this.opts.durable);
-    const messages = await consumer.consume({ max_messages: batch, callback: (m) => this.onMessage(m) });
+    const messages = await consumer.consume({ max_messages: batch, expires: CONSUMER_DEFAULTS.pullExpiresMs, callback: (m) => this.onMessage(m) });
     this.messages = messages;
     void (async () => {
       for await (const s of messages.status()) {
@@ -177,7 +183,10 @@ export class JetStreamConsumer {
   }
 
   private onMessage(m: JsMsg): void {
-    if (this.stopping) return; // not acked: delivered again (after ack wait) to whoever pulls
+    if (this.stopping) {
+      m.nak(); // arrived while stopping: delivered again at once, to whoever pulls
+      return;
+    }
     const c = this.counters;
     c.consumed++;
     const info = m.info;
