@@ -47,6 +47,10 @@ export const COMMANDS: Record<string, Command> = {
     summary: 'run the embedded collector: receive flow events over gRPC, write JSON lines',
     load: async () => (await import('./collect')).main,
   },
+  jetstream: {
+    summary: 'jetstream init: create the NATS JetStream stream, or check an existing one',
+    load: async () => (await import('./jetstream')).main,
+  },
   'export-test': {
     summary: 'send N synthetic events through the exporter and spool (tests, benchmarks)',
     hidden: true,
