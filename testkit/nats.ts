@@ -39,6 +39,11 @@ async function getJson(url: string): Promise<Record<string, unknown> | null> {
 export interface NatsServerOptions {
   /** Extra nats-server config text (authorization, accounts, tls ...), appended to the file. */
   extraConfig?: string;
+  /**
+   * A network namespace to run in (`ip netns exec`, which execs: the PID is the server's). Its
+   * loopback is not the test's, so readiness is read from the server's log ("Server is ready").
+   */
+  ns?: string;
 }
 
 /** One nats-server process; restartable on the same ports and store dir. */
@@ -52,6 +57,7 @@ export class NatsServer {
     readonly port: number,
     readonly monitorPort: number,
     readonly configFile: string,
+    readonly ns?: string,
   ) {}
 
   get url(): string {
@@ -74,7 +80,9 @@ export class NatsServer {
   /** Starts the process (does not wait for it: see waitReady). */
   start(): void {
     if (this.running) return;
-    const p = spawn(NATS_SERVER, ['-c', this.configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+    this.log = '';
+    const args = ['-c', this.configFile];
+    const p = this.ns ? spawn('ip', ['netns', 'exec', this.ns, NATS_SERVER, ...args], { stdio: ['ignore', 'pipe', 'pipe'] }) : spawn(NATS_SERVER, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     const keep = (d: Buffer): void => {
       this.log = (this.log + d.toString()).slice(-20_000);
     };
@@ -91,6 +99,11 @@ export class NatsServer {
     const until = Date.now() + budget(timeoutMs);
     while (Date.now() < until) {
       if (!this.running) throw new Error(`nats-server ${this.name} exited: ${this.log.slice(-2000)}`);
+      if (this.ns) {
+        if (this.log.includes('Server is ready')) return;
+        await sleep(50);
+        continue;
+      }
       const h = await getJson(`http://127.0.0.1:${this.monitorPort}/healthz`);
       if (h && h.status === 'ok') return;
       await sleep(50);
@@ -215,7 +228,7 @@ export async function startNatsServer(opts: NatsServerOptions = {}): Promise<Nat
   mkdirSync(storeDir, { recursive: true });
   const configFile = join(dir, 'n1', 'nats.conf');
   writeFileSync(configFile, serverConfig({ name: 'n1', port, monitorPort, storeDir, extra: opts.extraConfig }));
-  const c = new NatsCluster(dir, [new NatsServer('n1', join(dir, 'n1'), port, monitorPort, configFile)]);
+  const c = new NatsCluster(dir, [new NatsServer('n1', join(dir, 'n1'), port, monitorPort, configFile, opts.ns)]);
   try {
     c.servers[0].start();
     await c.waitReady();

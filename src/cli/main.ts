@@ -51,6 +51,10 @@ export const COMMANDS: Record<string, Command> = {
     summary: 'read flow events from a JetStream durable consumer, write JSON lines',
     load: async () => (await import('./consume')).main,
   },
+  jetstream: {
+    summary: 'jetstream init: create the NATS JetStream stream, or check an existing one',
+    load: async () => (await import('./jetstream')).main,
+  },
   'export-test': {
     summary: 'send N synthetic events through the exporter and spool (tests, benchmarks)',
     hidden: true,

@@ -17,6 +17,8 @@ import { TRACKER_DEFAULTS } from '../flow/tracker';
 import { EXPORTER_DEFAULTS } from '../output/grpc/exporter';
 import { SPOOL_DEFAULTS } from '../output/grpc/spool';
 import { JSONL_DEFAULTS } from '../output/jsonl-writer';
+import { JETSTREAM_EXPORTER_DEFAULTS } from '../output/jetstream/exporter';
+import { formatDuration, JETSTREAM_DEFAULTS, parseDuration, parseServers, streamNameProblem, streamSettings, subjectPrefixProblem } from '../wire/jetstream';
 import { CgroupPaths, cgroupMemoryLimit } from './cgroup';
 import { byteSize, checkMemoryPlan, effectiveLimit, memoryBudget, MemoryPlan } from './memory';
 
@@ -43,6 +45,33 @@ const RING_BYTES: Check<number> = (v, path) => {
   return n;
 };
 const ABS_PATH = str({ pattern: /^\//, hint: 'an absolute path' });
+/** A checker from a "why not" function of the JetStream contract (null: fine). */
+const problemCheck = (problem: (s: string) => string | null): Check<string> => (v, path) => {
+  const s = str()(v, path);
+  const p = problem(s);
+  if (p !== null) throw new ConfigError(path, p);
+  return s;
+};
+const NATS_SERVERS: Check<string> = (v, path) => {
+  const s = str()(v, path);
+  try {
+    parseServers(s, path);
+  } catch (err) {
+    throw new ConfigError(path, (err as Error).message.replace(`${path}: `, ''));
+  }
+  return s;
+};
+/** A duration as text ("90s", "2m", "48h", "7d"), kept as written; parseDuration reads it. */
+const DURATION: Check<string> = (v, path) => {
+  const s = typeof v === 'number' ? `${v}s` : str()(v, path);
+  if (parseDuration(s) === undefined) throw new ConfigError(path, `expected a duration such as 90s, 2m, 48h or 7d (units ms, s, m, h, d), got ${JSON.stringify(v)}`);
+  return s;
+};
+const REPLICAS: Check<number> = (v, path) => {
+  const n = typeof v === 'string' && /^\d+$/.test(v) ? Number(v) : v;
+  if (n !== 1 && n !== 3) throw new ConfigError(path, `expected 1 or 3 (a stream of 3 replicas needs a cluster of 3 or more servers), got ${JSON.stringify(v)}`);
+  return n;
+};
 
 /** The daemon's own defaults (its components own theirs: see the imports above). */
 export const DAEMON_DEFAULTS = {
@@ -72,6 +101,24 @@ export const configSchema = obj({
     max_bytes: field(int(1 << 20, 2 ** 48), SPOOL_DEFAULTS.maxBytes),
     fsync: field(oneOf('always', 'interval', 'never'), SPOOL_DEFAULTS.fsync),
     fsync_interval_ms: field(int(1, 60_000), SPOOL_DEFAULTS.fsyncIntervalMs),
+  })),
+  jetstream: section(obj({
+    /** Unset: no JetStream output. */
+    servers: optional(NATS_SERVERS),
+    stream: field(problemCheck(streamNameProblem), JETSTREAM_DEFAULTS.stream),
+    subject_prefix: field(problemCheck(subjectPrefixProblem), JETSTREAM_DEFAULTS.subjectPrefix),
+    token: optional(str()),
+    user: optional(str()),
+    password: optional(str()),
+    creds_file: optional(ABS_PATH),
+    ca_file: optional(ABS_PATH),
+    cert_file: optional(ABS_PATH),
+    key_file: optional(ABS_PATH),
+    replicas: field(REPLICAS, JETSTREAM_DEFAULTS.replicas),
+    max_age: field(DURATION, formatDuration(JETSTREAM_DEFAULTS.maxAgeMs)),
+    max_bytes: field(byteSize, JETSTREAM_DEFAULTS.maxBytes),
+    duplicate_window: field(DURATION, formatDuration(JETSTREAM_DEFAULTS.duplicateWindowMs)),
+    max_in_flight: field(int(1, 1_000_000), JETSTREAM_EXPORTER_DEFAULTS.maxInFlight),
   })),
   output: section(obj({
     dir: field(ABS_PATH, D.outputDir),
@@ -127,6 +174,7 @@ export const RUN_FLAGS = [
   { flag: 'ca-file', env: 'WGFLOW_CA_FILE', path: 'collector.ca_file', help: 'PEM CA bundle for grpcs:// (default: system roots)' },
   { flag: 'cert-file', env: 'WGFLOW_CERT_FILE', path: 'collector.cert_file', help: 'PEM client certificate for mTLS' },
   { flag: 'key-file', env: 'WGFLOW_KEY_FILE', path: 'collector.key_file', help: 'PEM client key for mTLS' },
+  { flag: 'jetstream', env: 'WGFLOW_JETSTREAM', path: 'jetstream.servers', help: 'NATS JetStream servers nats://HOST:PORT[,HOST:PORT...]: publish every event to the stream (docs/jetstream.md); jetstream.* in the config file for the rest' },
   { flag: 'reporter-id', env: 'WGFLOW_REPORTER_ID', path: 'reporter_id', help: 'this peer\'s id in events (default: hostname)' },
   { flag: 'public-key', env: 'WGFLOW_PUBLIC_KEY', path: 'reporter_public_key', help: 'this peer\'s WireGuard public key (base64), sent with events' },
   { flag: 'spool-dir', env: 'WGFLOW_SPOOL_DIR', path: 'spool.dir', help: `durable spool of unacknowledged events (default ${D.spoolDir})` },
@@ -175,7 +223,40 @@ function settingsAgree(cfg: ReturnType<typeof configSchema>): ReturnType<typeof 
       }
     }
   }
+  const j = cfg.jetstream;
+  if (j.servers !== undefined) {
+    const auth = [j.token !== undefined ? 'jetstream.token' : '', j.user !== undefined || j.password !== undefined ? 'jetstream.user/password' : '', j.creds_file !== undefined ? 'jetstream.creds_file' : ''].filter(Boolean);
+    if (auth.length > 1) throw new ConfigError(auth[1], `give one way to authenticate to NATS, not ${auth.join(' and ')}`);
+    if ((j.user === undefined) !== (j.password === undefined)) throw new ConfigError(j.user === undefined ? 'jetstream.user' : 'jetstream.password', 'jetstream.user and jetstream.password go together');
+    if ((j.cert_file === undefined) !== (j.key_file === undefined)) throw new ConfigError(j.cert_file === undefined ? 'jetstream.cert_file' : 'jetstream.key_file', 'a client certificate needs its key (jetstream.cert_file and jetstream.key_file go together)');
+    for (const k of ['creds_file', 'ca_file', 'cert_file', 'key_file'] as const) {
+      const file = j[k];
+      if (file === undefined) continue;
+      try {
+        accessSync(file, constants.R_OK);
+      } catch (err) {
+        throw new ConfigError(`jetstream.${k}`, `cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+      }
+    }
+    try {
+      streamSettings(jetstreamStreamSettings(cfg));
+    } catch (err) {
+      throw new ConfigError('jetstream', (err as Error).message);
+    }
+  }
   return cfg;
+}
+
+/** The stream settings of the jetstream.* keys (the exporter and `wgflow jetstream init` use them). */
+export function jetstreamStreamSettings(cfg: { jetstream: { stream: string; subject_prefix: string; replicas: number; max_age: string; max_bytes: number; duplicate_window: string } }): {
+  stream: string; subjectPrefix: string; replicas: number; maxAgeMs: number; maxBytes: number; duplicateWindowMs: number;
+} {
+  const j = cfg.jetstream;
+  return {
+    stream: j.stream, subjectPrefix: j.subject_prefix, replicas: j.replicas, maxBytes: j.max_bytes,
+    maxAgeMs: parseDuration(j.max_age) ?? JETSTREAM_DEFAULTS.maxAgeMs,
+    duplicateWindowMs: parseDuration(j.duplicate_window) ?? JETSTREAM_DEFAULTS.duplicateWindowMs,
+  };
 }
 
 /** Read a config file (YAML or JSON) into a raw mapping; errors name the file. */
@@ -268,12 +349,18 @@ export interface LoadedConfig {
 export function planMemory(config: WgflowConfig, opts: { file?: string; env?: NodeJS.ProcessEnv; flags?: FlagValues; cgroup?: CgroupPaths } = {}): MemoryPlan {
   const settings = {
     maxFlows: config.datapath.max_flows, maxFlowsV6: config.datapath.max_flows_v6, ringBytes: config.datapath.ring_bytes,
-    maxInFlight: config.collector.url !== undefined ? config.collector.max_in_flight : undefined,
+    maxInFlight: exportInFlight(config),
   };
   const configured = config.memory_limit === undefined ? undefined : { bytes: config.memory_limit, source: `memory_limit${originOf('memory_limit', opts).replace(/^ \((.*)\)$/, ', $1')}` };
   const plan: MemoryPlan = { budget: memoryBudget(settings), limit: effectiveLimit(configured, cgroupMemoryLimit(opts.cgroup)) };
   checkMemoryPlan(plan, settings);
   return plan;
+}
+
+/** Events the outputs may hold in flight: the collector's window plus JetStream's; undefined with neither. */
+function exportInFlight(config: WgflowConfig): number | undefined {
+  const parts = [config.collector.url !== undefined ? config.collector.max_in_flight : 0, config.jetstream.servers !== undefined ? config.jetstream.max_in_flight : 0];
+  return config.collector.url === undefined && config.jetstream.servers === undefined ? undefined : parts[0] + parts[1];
 }
 
 /**

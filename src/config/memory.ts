@@ -76,7 +76,7 @@ export interface BudgetSettings {
   /** Unset: the same as maxFlows (the datapath's rule). */
   maxFlowsV6?: number;
   ringBytes: number;
-  /** collector.max_in_flight when a collector is configured; undefined without one. */
+  /** collector.max_in_flight plus jetstream.max_in_flight of the outputs configured; undefined with neither. */
   maxInFlight?: number;
 }
 

@@ -138,6 +138,7 @@ export class Daemon {
       pipeline: () => this.pipeline.stats(),
       exporter: this.sinks.exporter ? () => this.sinks.exporter!.stats() : undefined,
       ipfix: this.sinks.ipfix ? () => this.sinks.ipfix!.stats() : undefined,
+      jetstream: this.sinks.jetstream ? () => this.sinks.jetstream!.stats() : undefined,
       counting: () => this.dp.counting(),
       interfaces: () => this.watcher.list().map((i) => ({ name: i.name, attached: i.attached })),
       memory: () => ({

@@ -1,6 +1,6 @@
 // The one place where the configuration becomes the daemon's outputs. Each is an EventSink; the
 // order is the order every batch is handed out in: counters first (cheap, never refuse), then
-// IPFIX (fire and forget), then the durable output (the collector's spool, or the JSON-lines file
+// IPFIX (fire and forget), then JetStream (its own spool), then the durable output (the collector's spool, or the JSON-lines file
 // when there is no collector), whose backpressure the flow engine waits on.
 import type { Logger } from 'pino';
 import type { WgflowConfig } from '../config/config';
@@ -8,6 +8,9 @@ import type { FlowEvent } from '../model/event';
 import type { Metrics } from '../metrics/metrics';
 import { Exporter } from '../output/grpc/exporter';
 import { IpfixExporter } from '../output/ipfix/exporter';
+import { JetStreamExporter } from '../output/jetstream/exporter';
+import { jetstreamStreamSettings } from '../config/config';
+import { join } from 'node:path';
 import { JsonlSink } from '../output/jsonl-sink';
 import type { EventSink } from '../output/sink';
 
@@ -17,6 +20,7 @@ export interface Sinks {
   /** The typed ones the status report and metrics read. */
   exporter?: Exporter;
   ipfix?: IpfixExporter;
+  jetstream?: JetStreamExporter;
   jsonl?: JsonlSink;
 }
 
@@ -28,6 +32,20 @@ export function buildSinks(cfg: WgflowConfig, metrics: Metrics, log: Logger): Si
       s.ipfix = new IpfixExporter({ targets: cfg.ipfix, mtu: cfg.ipfix_mtu, templateRefreshMs: cfg.ipfix_template_refresh_s * 1000, logger: log.child({ part: 'ipfix' }) });
       s.ipfix.start();
       s.all.push(s.ipfix);
+    }
+    const j = cfg.jetstream;
+    if (j.servers) {
+      // Its own spool, next to the collector's (a spool has one sender: its lock says so).
+      s.jetstream = new JetStreamExporter({
+        connection: { servers: j.servers, token: j.token, user: j.user, password: j.password, credsFile: j.creds_file, caFile: j.ca_file, certFile: j.cert_file, keyFile: j.key_file, name: `wgflow ${cfg.reporter_id}` },
+        stream: jetstreamStreamSettings(cfg),
+        maxInFlight: j.max_in_flight,
+        spool: { dir: join(cfg.spool.dir, 'jetstream'), maxBytes: cfg.spool.max_bytes, fsync: cfg.spool.fsync, fsyncIntervalMs: cfg.spool.fsync_interval_ms, logger: log.child({ part: 'jetstream-spool' }) },
+        logger: log.child({ part: 'jetstream' }),
+        onPublishLatency: (ms) => metrics.jetstreamPublishLatency.observe(ms / 1000),
+      });
+      s.jetstream.start();
+      s.all.push(s.jetstream);
     }
     if (cfg.collector.url) {
       s.exporter = new Exporter({

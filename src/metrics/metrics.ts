@@ -10,6 +10,7 @@ import { resourceOf, type FlowEvent } from '../model/event';
 import type { PipelineStats } from '../flow/pipeline';
 import type { ExporterStats } from '../output/grpc/exporter';
 import type { IpfixStats } from '../output/ipfix/exporter';
+import { NATS_ERROR_KINDS, type JetStreamExporterStats } from '../output/jetstream/exporter';
 
 /** What the daemon exposes to the metrics at scrape time; absent parts are not reported. */
 export interface MetricSources {
@@ -17,6 +18,7 @@ export interface MetricSources {
   pipeline?: () => PipelineStats;
   exporter?: () => ExporterStats;
   ipfix?: () => IpfixStats;
+  jetstream?: () => JetStreamExporterStats;
   counting?: () => boolean;
   /** Configured interfaces and whether wgflow is attached to each. */
   interfaces?: () => Array<{ name: string; attached: boolean }>;
@@ -53,6 +55,7 @@ export class Metrics implements EventSink {
   private readonly packets: Counter<'direction'>;
   private readonly resourceBytes: Counter<'resource' | 'direction'>;
   readonly ackLatency: Histogram;
+  readonly jetstreamPublishLatency: Histogram;
 
   constructor() {
     const r = [this.registry];
@@ -132,6 +135,36 @@ export class Metrics implements EventSink {
     this.ackLatency = new Histogram({
       name: 'wgflow_export_ack_latency_seconds', help: 'Time from sending an event to its ack.', registers: r,
       buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    });
+
+    mirror('wgflow_jetstream_published_total', 'Events published to JetStream (retries included).', (s) => s.jetstream?.().published);
+    mirror('wgflow_jetstream_acked_total', 'Events the stream acknowledged (PubAcks, duplicates included): removed from the JetStream spool.', (s) => s.jetstream?.().acked);
+    mirror('wgflow_jetstream_duplicates_total', 'PubAcks saying the stream already held the event id (a resend absorbed by the duplicate window).', (s) => s.jetstream?.().duplicates);
+    gauge('wgflow_jetstream_in_flight_events', 'Events published and waiting for their PubAck.', (s) => s.jetstream?.().inFlight);
+    gauge('wgflow_jetstream_queue_events', 'Events in the JetStream spool not yet acknowledged (waiting or in flight).', (s) => {
+      const j = s.jetstream?.();
+      return j ? j.queued + j.inFlight : undefined;
+    });
+    gauge('wgflow_jetstream_spool_bytes', 'Size of the JetStream spool segment files on disk.', (s) => s.jetstream?.().spoolBytes);
+    gauge('wgflow_jetstream_connected', '1 while connected to NATS with the stream checked.', (s) => (s.jetstream ? (s.jetstream().connected ? 1 : 0) : undefined));
+    const lastJsErrors: Record<string, number> = {};
+    new Counter({
+      name: 'wgflow_jetstream_errors_total', labelNames: ['kind'], registers: r,
+      help: 'Failed JetStream publishes, connections and stream checks by kind: unreachable, auth (credentials refused), permission (subject not allowed), stream (missing or other settings), timeout, no_jetstream, other.',
+      collect(this: Counter<'kind'>) {
+        const x = self.sources.jetstream?.();
+        if (!x) return;
+        for (const kind of NATS_ERROR_KINDS) {
+          const cur = x.errors[kind], last = lastJsErrors[kind] ?? 0;
+          // Every kind from the start (at 0), so a rate() sees the first error.
+          this.inc({ kind }, cur > last ? cur - last : 0);
+          lastJsErrors[kind] = cur;
+        }
+      },
+    });
+    this.jetstreamPublishLatency = new Histogram({
+      name: 'wgflow_jetstream_publish_latency_seconds', help: 'Time from publishing an event to JetStream to its PubAck.', registers: r,
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
     });
 
     mirror('wgflow_ipfix_messages_total', 'IPFIX messages sent (templates included).', (s) => s.ipfix?.().messages);

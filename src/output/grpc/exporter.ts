@@ -151,7 +151,7 @@ function systemRoots(): Buffer {
  * A spool record body for an event, straight into spool memory (a BodyWriter): the 16-byte event
  * id, then the encoded event, which starts with the same id (field 1, 16 bytes).
  */
-function writeRecordBody(ev: FlowEvent, buf: Buffer, at: number, end: number): number {
+export function writeRecordBody(ev: FlowEvent, buf: Buffer, at: number, end: number): number {
   const e = writeFlowEventInto(ev, buf, at + 16, end);
   if (e < 0) return e - 16;
   if (buf[at + 16] !== 0x0a || buf[at + 17] !== 16) throw new CodecError('encoded event does not start with a 16-byte event_id');

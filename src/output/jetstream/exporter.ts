@@ -1,0 +1,367 @@
+// The JetStream exporter: the same at-least-once contract as the gRPC exporter, with a NATS
+// JetStream stream in place of the collector. Every event goes to the durable spool first (the
+// same Spool and record form as src/output/grpc/), then it is published to
+// `<prefix>.<reporter>.<type>` with its event id as Nats-Msg-Id, and it leaves the spool only when
+// the stream's PubAck arrives. A PubAck saying `duplicate: true` means the stream already holds
+// that id (a resend after a lost ack, or after a crash): delivered.
+//
+// Bounds: at most maxInFlight publishes waiting for their PubAck; the spool's own caps for the
+// rest. When NATS is unreachable, refuses the credentials or the publish, or the stream does not
+// match, nothing leaves the spool: the exporter logs why (naming the key to fix) and retries with
+// backoff.
+import pino, { type Logger } from 'pino';
+import { jetstream, jetstreamManager, type JetStreamClient } from '@nats-io/jetstream';
+import type { NatsConnection } from '@nats-io/nats-core';
+import type { FlowEvent } from '../../model/event';
+import { CodecError } from '../../wire/codec';
+import {
+  addressOf, connectNats, describeNatsError, ensureStream, messageHeaders, natsErrorKind, streamSettings, streamSummary,
+  type NatsConnectOptions, type NatsErrorKind, type StreamSettings,
+} from '../../wire/jetstream';
+import { Backoff, DEFAULT_BACKOFF, validateRecord, writeRecordBody, type BackoffOptions } from '../grpc/exporter';
+import { SKIP_RECORD, Spool, type SpoolOptions, type SpoolRecord } from '../grpc/spool';
+import type { EventSink } from '../sink';
+
+/** The exporter's own defaults (jetstream.max_in_flight defaults to this). */
+export const JETSTREAM_EXPORTER_DEFAULTS = {
+  /** Publishes waiting for their PubAck, at most. */
+  maxInFlight: 4096,
+  /** A publish without a PubAck in this time is retried. */
+  publishTimeoutMs: 10_000,
+} as const;
+
+export const NATS_ERROR_KINDS: readonly NatsErrorKind[] = ['unreachable', 'auth', 'permission', 'stream', 'timeout', 'no_jetstream', 'other'];
+
+export interface JetStreamExporterOptions {
+  connection: NatsConnectOptions;
+  /** Stream name, subject prefix and limits (defaults: JETSTREAM_DEFAULTS). */
+  stream?: Partial<StreamSettings>;
+  /** Create the stream when it is missing (default true); an existing one is only checked. */
+  createStream?: boolean;
+  spool: SpoolOptions;
+  maxInFlight?: number;
+  publishTimeoutMs?: number;
+  backoff?: BackoffOptions;
+  logger?: Logger;
+  /** Publish-to-PubAck time of every acked event (attach a histogram here). */
+  onPublishLatency?: (ms: number) => void;
+}
+
+export interface JetStreamExporterStats {
+  connected: boolean;
+  /** Published, waiting for the PubAck. */
+  inFlight: number;
+  /** In the spool, not yet published (or waiting for a retry). */
+  queued: number;
+  /** Publishes since start (retries included). */
+  published: number;
+  /** PubAcks since start (duplicates included): events that left the spool. */
+  acked: number;
+  /** PubAcks saying the stream already had the id. */
+  duplicates: number;
+  /** Failed publishes, connections and stream checks, by kind. */
+  errors: Record<NatsErrorKind, number>;
+  /** Sessions (connection + stream check) that ended and were retried. */
+  reconnects: number;
+  dropped: number;
+  corruptSkipped: number;
+  quarantined: number;
+  badEvents: number;
+  spoolBytes: number;
+}
+
+interface Pending {
+  rec: SpoolRecord;
+  subject: string;
+  msgId: string;
+}
+
+export class JetStreamExporterStoppedError extends Error {
+  constructor() {
+    super('JetStream exporter is stopped: it accepts no more events');
+    this.name = 'JetStreamExporterStoppedError';
+  }
+}
+
+export class JetStreamExporter implements EventSink {
+  readonly name = 'jetstream';
+  readonly settings: StreamSettings;
+  private readonly log: Logger;
+  private readonly spool: Spool;
+  private readonly maxInFlight: number;
+  private readonly publishTimeoutMs: number;
+  private readonly backoff: Backoff;
+  private nc: NatsConnection | null = null;
+  private js: JetStreamClient | null = null;
+  /** Connected and the stream checked: publishing. */
+  private ready = false;
+  /** A publish failed: wait for the retry timer before publishing again. */
+  private paused = false;
+  private inFlight = 0;
+  /** Taken from the spool, not published yet, or failed and waiting for the retry. */
+  private retry: Pending[] = [];
+  private retryAt = 0;
+  private pumpScheduled = false;
+  private started = false;
+  private stopping = false;
+  private stopped = false;
+  private timer: NodeJS.Timeout | null = null;
+  private idleWaiters: Array<() => void> = [];
+  private readonly errors = Object.fromEntries(NATS_ERROR_KINDS.map((k) => [k, 0])) as Record<NatsErrorKind, number>;
+  private counters = { published: 0, acked: 0, duplicates: 0, reconnects: 0, badEvents: 0 };
+  private lastErrorLog = new Map<string, number>();
+
+  constructor(private readonly opts: JetStreamExporterOptions) {
+    this.log = opts.logger ?? pino({ name: 'wgflow-jetstream' }, pino.destination(2));
+    this.settings = streamSettings(opts.stream);
+    this.maxInFlight = opts.maxInFlight ?? JETSTREAM_EXPORTER_DEFAULTS.maxInFlight;
+    if (!(Number.isInteger(this.maxInFlight) && this.maxInFlight >= 1)) throw new Error(`jetstream.max_in_flight must be a positive integer, got ${opts.maxInFlight}`);
+    this.publishTimeoutMs = opts.publishTimeoutMs ?? JETSTREAM_EXPORTER_DEFAULTS.publishTimeoutMs;
+    this.backoff = new Backoff({ ...DEFAULT_BACKOFF, maxMs: 10_000, ...opts.backoff });
+    this.spool = Spool.open({ logger: this.log, validate: validateRecord, ...opts.spool });
+    this.spool.onSegmentDropped = (seq) => {
+      this.retry = this.retry.slice(this.retryAt).filter((p) => p.rec.seq !== seq);
+      this.retryAt = 0;
+    };
+  }
+
+  /** Connects, checks (or creates) the stream and starts publishing what the spool holds. */
+  start(): void {
+    if (this.started) return;
+    this.started = true;
+    void this.session();
+  }
+
+  /** EventSink: the events go to the spool (one write); they are published from there. */
+  emit(events: readonly FlowEvent[]): void {
+    this.enqueueBatch(events);
+  }
+
+  /** Appends events to the spool; returns how many were spooled (unencodable ones are counted and logged). */
+  enqueueBatch(events: readonly FlowEvent[]): number {
+    if (this.stopping) throw new JetStreamExporterStoppedError();
+    if (events.length === 0) return 0;
+    const bad = this.counters.badEvents;
+    this.spool.appendWith(events.length, (k, buf, at, end) => {
+      try {
+        return writeRecordBody(events[k], buf, at, end);
+      } catch (err) {
+        if (!(err instanceof CodecError)) throw err;
+        this.counters.badEvents++;
+        this.logRare('bad-event', 'error', { eventId: events[k].eventId, err: err.message }, 'an event cannot be encoded: not published (the rest of its batch is)');
+        return SKIP_RECORD;
+      }
+    });
+    this.schedulePump();
+    return events.length - (this.counters.badEvents - bad);
+  }
+
+  stats(): JetStreamExporterStats {
+    const s = this.spool.stats();
+    return {
+      connected: this.ready,
+      inFlight: this.inFlight,
+      queued: Math.max(0, s.records - this.inFlight),
+      published: this.counters.published,
+      acked: this.counters.acked,
+      duplicates: this.counters.duplicates,
+      errors: { ...this.errors },
+      reconnects: this.counters.reconnects,
+      dropped: s.dropped,
+      corruptSkipped: s.corruptSkipped,
+      quarantined: s.quarantined,
+      badEvents: this.counters.badEvents,
+      spoolBytes: s.bytes,
+    };
+  }
+
+  /** Resolves when every spooled event has its PubAck. */
+  whenIdle(): Promise<void> {
+    if (this.spool.unackedCount === 0) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  /** EventSink: stop() within the deadline; says so when something stays in the spool. */
+  async close(deadlineMs: number): Promise<void> {
+    const s = await this.stop({ deadlineMs });
+    if (s.queued + s.inFlight > 0) this.log.warn({ unacked: s.queued + s.inFlight, spool: this.spool.dir }, 'JetStream did not ack everything before the deadline: the rest stays in the spool for the next start');
+  }
+
+  /** Stops accepting events, publishes until all are acked or the deadline, then closes. */
+  async stop(opts: { deadlineMs?: number } = {}): Promise<JetStreamExporterStats> {
+    if (this.stopped) return this.stats();
+    this.stopping = true;
+    this.spool.sync();
+    const deadlineMs = opts.deadlineMs ?? 5_000;
+    if (this.started && deadlineMs > 0) {
+      let t: NodeJS.Timeout | undefined;
+      await Promise.race([this.whenIdle(), new Promise<void>((r) => (t = setTimeout(r, deadlineMs)))]);
+      clearTimeout(t);
+    }
+    this.stopped = true;
+    const stats = this.stats();
+    if (this.timer) clearTimeout(this.timer);
+    this.ready = false;
+    const nc = this.nc;
+    this.nc = null;
+    this.js = null;
+    if (nc) await nc.close().catch(() => undefined);
+    this.spool.close();
+    this.log.info({ ...stats }, 'JetStream exporter stopped');
+    return stats;
+  }
+
+  // ---------- the session: connect, check the stream, publish until the connection closes ----------
+
+  private async session(): Promise<void> {
+    while (!this.stopped) {
+      let nc: NatsConnection | null = null;
+      try {
+        nc = await connectNats({ ...this.opts.connection, name: this.opts.connection.name ?? 'wgflow-exporter' });
+        if (this.stopped) break;
+        this.nc = nc;
+        const jsm = await jetstreamManager(nc, { timeout: this.publishTimeoutMs });
+        const { created, info } = await ensureStream(jsm, this.settings, { create: this.opts.createStream ?? true, servers: this.opts.connection.servers });
+        if (this.stopped) break;
+        this.js = jetstream(nc, { timeout: this.publishTimeoutMs });
+        this.ready = true;
+        this.paused = false;
+        this.log.info({ servers: this.opts.connection.servers, created, spooled: this.spool.stats().records }, streamSummary(info));
+        this.watchStatus(nc);
+        this.pump();
+        // nats.js reconnects by itself; the connection closes for good only when it gives up
+        // (e.g. credentials refused on reconnect) or when we close it.
+        const closedWith = await nc.closed();
+        if (this.stopped) break;
+        this.ready = false;
+        throw closedWith ?? new Error('connection to NATS closed');
+      } catch (err) {
+        this.ready = false;
+        this.js = null;
+        if (nc && !nc.isClosed()) await nc.close().catch(() => undefined);
+        if (this.nc === nc) this.nc = null;
+        if (this.stopped) break;
+        this.countError(err);
+        const delay = this.backoff.next();
+        this.counters.reconnects++;
+        this.logRare(`session-${natsErrorKind(err)}`, 'error', { retryInMs: delay, kind: natsErrorKind(err), spooled: this.spool.stats().records },
+          `${this.describe(err)}; the events stay in the spool, retrying`);
+        await new Promise<void>((r) => (this.timer = setTimeout(r, delay)));
+      }
+    }
+  }
+
+  private watchStatus(nc: NatsConnection): void {
+    void (async () => {
+      for await (const s of nc.status()) {
+        if (nc !== this.nc) break;
+        if (s.type === 'disconnect') this.log.warn({ server: (s as { server?: string }).server }, 'disconnected from NATS; reconnecting');
+        else if (s.type === 'reconnect') {
+          this.log.info({ server: (s as { server?: string }).server }, 'reconnected to NATS');
+          this.schedulePump();
+        } else if (s.type === 'error') this.logRare('status-error', 'error', {}, this.describe((s as { error?: unknown }).error));
+      }
+    })().catch(() => undefined);
+  }
+
+  private describe(err: unknown): string {
+    return describeNatsError(err, this.opts.connection.servers);
+  }
+
+  private countError(err: unknown): void {
+    this.errors[natsErrorKind(err)]++;
+  }
+
+  /** Logs at most once a minute per key (the first time at once). */
+  private logRare(key: string, level: 'error' | 'warn', obj: object, msg: string): void {
+    const now = Date.now();
+    const last = this.lastErrorLog.get(key);
+    if (last !== undefined && now - last < 60_000) {
+      this.log.debug(obj, msg);
+      return;
+    }
+    this.lastErrorLog.set(key, now);
+    this.log[level](obj, msg);
+  }
+
+  // ---------- publishing ----------
+
+  private schedulePump(): void {
+    if (this.pumpScheduled || !this.ready || this.paused) return;
+    this.pumpScheduled = true;
+    setImmediate(() => {
+      this.pumpScheduled = false;
+      this.pump();
+    });
+  }
+
+  /** Publishes until maxInFlight is reached or nothing is left: retries first, then the spool. */
+  private pump(): void {
+    const js = this.js;
+    if (!js || !this.ready || this.paused) return;
+    while (this.inFlight < this.maxInFlight) {
+      let p: Pending | undefined;
+      if (this.retryAt < this.retry.length) {
+        p = this.retry[this.retryAt++];
+      } else {
+        if (this.retry.length > 0) {
+          this.retry = [];
+          this.retryAt = 0;
+        }
+        const recs = this.spool.next(Math.min(256, this.maxInFlight - this.inFlight));
+        if (recs.length === 0) break;
+        for (const rec of recs) {
+          try {
+            this.retry.push({ rec, ...addressOf(this.settings.subjectPrefix, rec.payload) });
+          } catch {
+            // validateRecord passed it: cannot happen; never let one record stop the rest.
+            this.spool.ack(rec.seq, rec.off);
+          }
+        }
+        continue;
+      }
+      this.publish(js, p);
+    }
+  }
+
+  private publish(js: JetStreamClient, p: Pending): void {
+    this.inFlight++;
+    this.counters.published++;
+    const sentAt = Date.now();
+    js.publish(p.subject, p.rec.payload, { headers: messageHeaders(p.msgId), timeout: this.publishTimeoutMs }).then(
+      (ack) => {
+        this.inFlight--;
+        this.spool.ack(p.rec.seq, p.rec.off);
+        this.counters.acked++;
+        if (ack.duplicate) this.counters.duplicates++;
+        this.opts.onPublishLatency?.(Date.now() - sentAt);
+        this.backoff.reset();
+        if (this.idleWaiters.length > 0 && this.spool.unackedCount === 0) {
+          const w = this.idleWaiters;
+          this.idleWaiters = [];
+          for (const r of w) r();
+        }
+        this.schedulePump();
+      },
+      (err: unknown) => {
+        this.inFlight--;
+        this.failed(p, err);
+      },
+    );
+  }
+
+  /** A publish failed: the record waits in the retry list, publishing pauses for a backoff delay. */
+  private failed(p: Pending, err: unknown): void {
+    this.countError(err);
+    this.retry.push(p);
+    if (this.stopped || this.paused) return;
+    this.paused = true;
+    const delay = this.backoff.next();
+    this.logRare(`publish-${natsErrorKind(err)}`, 'error', { retryInMs: delay, kind: natsErrorKind(err), inFlight: this.inFlight, subject: p.subject },
+      `publish to JetStream failed: ${this.describe(err)}; the events stay in the spool, retrying`);
+    this.timer = setTimeout(() => {
+      this.paused = false;
+      this.pump();
+    }, delay);
+  }
+}
