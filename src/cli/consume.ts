@@ -31,7 +31,8 @@ options:
   --rotate-size SIZE      rotate events.jsonl before it passes SIZE (default ${mib(D.rotateBytes)})
   --max-files N           keep at most N rotated files, deleting the oldest (default ${D.maxFiles} = all)
   --dedup-window N        event ids remembered for de-duplication (default ${D.dedupWindow})
-${NATS_FLAGS_HELP}  --log-level LEVEL       fatal, error, warn, info, debug (default info)
+${NATS_FLAGS_HELP}
+  --log-level LEVEL       fatal, error, warn, info, debug (default info)
   --help, -h              show this help
 `;
 

@@ -12,10 +12,10 @@ export const NATS_FLAGS = {
   'token-file': { type: 'string' },
   user: { type: 'string' },
   password: { type: 'string' },
-  creds: { type: 'string' },
-  'tls-ca': { type: 'string' },
-  'tls-cert': { type: 'string' },
-  'tls-key': { type: 'string' },
+  'creds-file': { type: 'string' },
+  'ca-file': { type: 'string' },
+  'cert-file': { type: 'string' },
+  'key-file': { type: 'string' },
 } as const;
 
 export const NATS_FLAGS_HELP = `
@@ -25,10 +25,10 @@ NATS connection:
   --token-file FILE       read the token from FILE (keeps it out of the process list)
   --user NAME             authenticate with a user name (with --password)
   --password PASS         the password of --user
-  --creds FILE            authenticate with a NATS credentials file (JWT and nkey seed)
-  --tls-ca FILE           PEM CA bundle to verify the servers with (turns TLS on)
-  --tls-cert FILE         PEM client certificate (with --tls-key; turns TLS on)
-  --tls-key FILE          PEM private key of --tls-cert
+  --creds-file FILE       authenticate with a NATS credentials file (JWT and nkey seed)
+  --ca-file FILE          PEM CA bundle to verify the servers with (turns TLS on)
+  --cert-file FILE        PEM client certificate (with --key-file; turns TLS on)
+  --key-file FILE         PEM private key of --cert-file
 `;
 
 type NatsFlagValues = { [K in keyof typeof NATS_FLAGS]?: string };
@@ -55,8 +55,8 @@ export function natsOptionsOfFlags(f: NatsFlagValues, name: string): NatsConnect
     throw new UsageError((err as Error).message);
   }
   const o: NatsConnectOptions = { servers: f.jetstream, name };
-  const auths = [f.token !== undefined || f['token-file'] !== undefined, f.user !== undefined || f.password !== undefined, f.creds !== undefined].filter(Boolean).length;
-  if (auths > 1) throw new UsageError('give one way to authenticate: --token/--token-file, --user/--password or --creds');
+  const auths = [f.token !== undefined || f['token-file'] !== undefined, f.user !== undefined || f.password !== undefined, f['creds-file'] !== undefined].filter(Boolean).length;
+  if (auths > 1) throw new UsageError('give one way to authenticate: --token/--token-file, --user/--password or --creds-file');
   if (f.token !== undefined && f['token-file'] !== undefined) throw new UsageError('give either --token or --token-file, not both');
   let token = f.token;
   if (f['token-file'] !== undefined) token = readFlagFile('token-file', f['token-file']).trim();
@@ -69,14 +69,14 @@ export function natsOptionsOfFlags(f: NatsFlagValues, name: string): NatsConnect
     o.user = f.user;
     o.password = f.password;
   }
-  if (f.creds !== undefined) {
-    if (!readFlagFile('creds', f.creds).includes('-----BEGIN NATS USER JWT-----')) throw new UsageError(`--creds: ${f.creds} is not a NATS credentials file (no "BEGIN NATS USER JWT" block)`);
-    o.credsFile = f.creds;
+  if (f['creds-file'] !== undefined) {
+    if (!readFlagFile('creds-file', f['creds-file']).includes('-----BEGIN NATS USER JWT-----')) throw new UsageError(`--creds-file: ${f['creds-file']} is not a NATS credentials file (no "BEGIN NATS USER JWT" block)`);
+    o.credsFile = f['creds-file'];
   }
-  if ((f['tls-cert'] === undefined) !== (f['tls-key'] === undefined)) throw new UsageError('--tls-cert and --tls-key go together');
-  if (f['tls-ca'] !== undefined) o.caFile = exists('tls-ca', f['tls-ca']);
-  if (f['tls-cert'] !== undefined) o.certFile = exists('tls-cert', f['tls-cert']);
-  if (f['tls-key'] !== undefined) o.keyFile = exists('tls-key', f['tls-key']);
+  if ((f['cert-file'] === undefined) !== (f['key-file'] === undefined)) throw new UsageError('--cert-file and --key-file go together');
+  if (f['ca-file'] !== undefined) o.caFile = exists('ca-file', f['ca-file']);
+  if (f['cert-file'] !== undefined) o.certFile = exists('cert-file', f['cert-file']);
+  if (f['key-file'] !== undefined) o.keyFile = exists('key-file', f['key-file']);
   return o;
 }
 
@@ -103,7 +103,7 @@ export function natsErrorMessage(err: unknown, o: NatsConnectOptions): string {
   const msg = (err as Error)?.message ?? String(err);
   const where = parseServers(o.servers, '--jetstream').join(',');
   switch (natsErrorKind(err)) {
-    case 'auth': return `the NATS servers ${where} refused the credentials (${msg}): check --token/--token-file, --user/--password or --creds`;
+    case 'auth': return `the NATS servers ${where} refused the credentials (${msg}): check --token/--token-file, --user/--password or --creds-file`;
     case 'unreachable': return `cannot reach the NATS servers ${where} (${msg}): check --jetstream and that nats-server is running`;
     case 'timeout': return `the NATS servers ${where} did not answer in time (${msg}): check --jetstream`;
     case 'no_jetstream': return `the NATS servers ${where} answer but JetStream does not (${msg}): start nats-server with JetStream (-js)`;
