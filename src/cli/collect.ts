@@ -4,18 +4,29 @@ import pino from 'pino';
 import { Collector, COLLECTOR_DEFAULTS as D, CollectorError } from '../collector/server';
 import { WriterError } from '../output/jsonl-writer';
 import { intFlag, parseFlags, sizeFlag, UsageError } from './args';
+import type { NatsConnection } from '@nats-io/nats-core';
+import { jetstreamManager } from '@nats-io/jetstream';
+import { JETSTREAM_DEFAULTS, streamNameProblem, StreamMissingError, subjectPrefixProblem } from '../wire/jetstream';
+import { closeNats, connectForCli, NATS_PREFIXED_FLAGS, NATS_PREFIXED_FLAGS_HELP, natsErrorMessage, natsOptionsOfFlags, prefixNatsFlagNames, unprefixNatsFlags } from './nats-flags';
 
 const mib = (n: number): string => `${n / (1024 * 1024)}M`;
 
 export const COLLECT_HELP = `usage: wgflow collect --out DIR [options]
+       wgflow collect --jetstream URLS [options]     (the relay)
 
 Receives flow events on /flow.FlowService/Events (the NetBird flow contract, gRPC), writes each
 as one JSON line to DIR/events.jsonl (fsync'ed in groups), then acknowledges it. Events are
 de-duplicated by event id, across restarts too. Logs (JSON) go to stderr.
 
+With --jetstream instead of --out, the collector is a relay: every event is published to the
+JetStream stream (subject <prefix>.<reporter>.<type>, Nats-Msg-Id = event id) and acknowledged to
+its sender only on the stream's PubAck (a duplicate counts as stored); when the stream cannot be
+reached the sender is not acknowledged and sends again later. The stream must exist (wgflow
+jetstream init); read it with wgflow consume.
+
 options:
   --listen HOST:PORT      address to listen on (default ${D.listen}; port 0 = any free port)
-  --out DIR               output directory (required; created if missing)
+  --out DIR               output directory (created if missing; this or --jetstream)
   --token TOKEN           require "authorization: Bearer TOKEN" (default: accept any caller)
   --token-file FILE       read the token from FILE (keeps it out of the process list)
   --tls-cert FILE         PEM server certificate: serve TLS (with --tls-key)
@@ -36,6 +47,11 @@ connection limits (a flood of broken or idle clients must not lock exporters out
   --log-level LEVEL       fatal, error, warn, info, debug (default info)
   --help, -h              show this help
 
+relay (--jetstream):
+  --stream NAME           the stream (default ${JETSTREAM_DEFAULTS.stream})
+  --subject-prefix P      subjects are P.<reporter>.<type> (default ${JETSTREAM_DEFAULTS.subjectPrefix})
+  --publish-timeout-ms N  a publish not acked in N ms fails; its sender resends (default ${D.relayTimeoutMs})
+${NATS_PREFIXED_FLAGS_HELP}
 Rotated files are named events-<6-digit sequence>-<UTC yyyymmddThhmmssZ>.jsonl.
 `;
 
@@ -59,6 +75,10 @@ const OPTIONS = {
   'max-streams': { type: 'string' },
   'log-level': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
+  ...NATS_PREFIXED_FLAGS,
+  stream: { type: 'string' },
+  'subject-prefix': { type: 'string' },
+  'publish-timeout-ms': { type: 'string' },
 } as const;
 
 const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
@@ -71,7 +91,14 @@ export async function main(argv: string[]): Promise<number> {
       process.stdout.write(COLLECT_HELP);
       return 0;
     }
-    if (!f.out) throw new UsageError('--out DIR is required (where events.jsonl is written)');
+    const relaying = f.jetstream !== undefined;
+    if (!f.out && !relaying) throw new UsageError('--out DIR is required (where events.jsonl is written), or --jetstream URLS to relay to a stream');
+    if (f.out && relaying) throw new UsageError('give --out (write JSON lines) or --jetstream (relay to the stream), not both');
+    if (!relaying) {
+      for (const k of ['stream', 'subject-prefix', 'publish-timeout-ms', 'nats-token', 'nats-token-file', 'nats-user', 'nats-password', 'nats-creds-file', 'nats-ca-file', 'nats-cert-file', 'nats-key-file'] as const) {
+        if (f[k] !== undefined) throw new UsageError(`--${k} belongs to the relay: also give --jetstream URLS`);
+      }
+    }
     if (f.token !== undefined && f['token-file'] !== undefined) throw new UsageError('give either --token or --token-file, not both');
     if ((f['tls-cert'] === undefined) !== (f['tls-key'] === undefined)) throw new UsageError('--tls-cert and --tls-key go together');
     if (f['client-ca'] !== undefined && f['tls-cert'] === undefined) throw new UsageError('--client-ca needs TLS: also give --tls-cert and --tls-key');
@@ -86,11 +113,51 @@ export async function main(argv: string[]): Promise<number> {
       }
     }
     if (token !== undefined && token === '') throw new UsageError('--token: the token is empty');
+    let relay: { nc: NatsConnection; subjectPrefix: string; timeoutMs: number } | undefined;
+    let natsOpts: ReturnType<typeof natsOptionsOfFlags> | undefined;
+    let stream = '';
+    if (relaying) {
+      try {
+        natsOpts = natsOptionsOfFlags(unprefixNatsFlags(f), 'wgflow-collect-relay');
+      } catch (err) {
+        if (err instanceof UsageError) throw new UsageError(prefixNatsFlagNames(err.message));
+        throw err;
+      }
+      stream = f.stream ?? JETSTREAM_DEFAULTS.stream;
+      const sp = streamNameProblem(stream);
+      if (sp !== null) throw new UsageError(`--stream: ${sp}`);
+      const prefix = f['subject-prefix'] ?? JETSTREAM_DEFAULTS.subjectPrefix;
+      const pp = subjectPrefixProblem(prefix);
+      if (pp !== null) throw new UsageError(`--subject-prefix: ${pp}`);
+      const timeoutMs = intFlag(f['publish-timeout-ms'], 'publish-timeout-ms', D.relayTimeoutMs, 100);
+      let nc: NatsConnection;
+      try {
+        nc = await connectForCli(natsOpts);
+      } catch (err) {
+        process.stderr.write(`wgflow collect: ${prefixNatsFlagNames((err as Error).message)}\n`);
+        return 1;
+      }
+      try {
+        // The stream must be there (never created or changed here): its subjects must take ours.
+        const info = await (await jetstreamManager(nc)).streams.info(stream).catch((err: unknown) => {
+          throw (err as { code?: number }).code === 10059 ? new StreamMissingError(stream, natsOpts?.servers ?? '') : err;
+        });
+        const subjects = info.config.subjects ?? [];
+        if (!subjects.includes(`${prefix}.>`)) throw new UsageError(`--subject-prefix ${prefix}: stream ${stream} takes subjects ${JSON.stringify(subjects)}, not ${prefix}.>`);
+      } catch (err) {
+        await closeNats(nc);
+        if (err instanceof UsageError) throw err;
+        process.stderr.write(`wgflow collect: ${err instanceof StreamMissingError ? err.message : prefixNatsFlagNames(natsErrorMessage(err, natsOpts))}\n`);
+        return 1;
+      }
+      relay = { nc, subjectPrefix: prefix, timeoutMs };
+    }
     const logger = pino({ name: 'wgflow-collect', level }, pino.destination({ fd: 2, sync: true }));
     try {
       collector = await Collector.start({
         listen: f.listen ?? D.listen,
         out: f.out,
+        relay,
         token,
         tlsCert: f['tls-cert'],
         tlsKey: f['tls-key'],
@@ -108,6 +175,7 @@ export async function main(argv: string[]): Promise<number> {
         logger,
       });
     } catch (err) {
+      if (relay) await closeNats(relay.nc);
       if (err instanceof UsageError) throw err;
       if (err instanceof CollectorError || err instanceof WriterError) {
         process.stderr.write(`wgflow collect: ${err.message}\n`);
@@ -115,7 +183,7 @@ export async function main(argv: string[]): Promise<number> {
       }
       throw err;
     }
-    logger.info({ address: collector.address, out: f.out, tls: f['tls-cert'] !== undefined, mtls: f['client-ca'] !== undefined, auth: token !== undefined }, 'listening');
+    logger.info({ address: collector.address, out: f.out, relay: relaying ? { servers: natsOpts?.servers, stream } : undefined, tls: f['tls-cert'] !== undefined, mtls: f['client-ca'] !== undefined, auth: token !== undefined }, 'listening');
     const c = collector;
     // A stats line a minute while anything moves: refusals and timeouts are visible while running,
     // not only in the "stopped" line.
@@ -133,7 +201,9 @@ export async function main(argv: string[]): Promise<number> {
         stopping = true;
         logger.info({ signal: sig }, 'shutting down');
         clearInterval(statsTimer);
-        c.close().then(
+        c.close().then(async () => {
+          if (relay) await closeNats(relay.nc);
+        }).then(
           () => {
             logger.info(c.stats(), 'stopped');
             resolve(0);

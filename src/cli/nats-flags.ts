@@ -31,7 +31,49 @@ NATS connection:
   --key-file FILE         PEM private key of --cert-file
 `;
 
-type NatsFlagValues = { [K in keyof typeof NATS_FLAGS]?: string };
+export type NatsFlagValues = { [K in keyof typeof NATS_FLAGS]?: string };
+
+/**
+ * The same flags for a command whose own --token and TLS flags mean something else (collect's
+ * gRPC server): --nats-token, --nats-user, ... (--jetstream keeps its name).
+ */
+export const NATS_PREFIXED_FLAGS = {
+  jetstream: { type: 'string' },
+  'nats-token': { type: 'string' },
+  'nats-token-file': { type: 'string' },
+  'nats-user': { type: 'string' },
+  'nats-password': { type: 'string' },
+  'nats-creds-file': { type: 'string' },
+  'nats-ca-file': { type: 'string' },
+  'nats-cert-file': { type: 'string' },
+  'nats-key-file': { type: 'string' },
+} as const;
+
+export const NATS_PREFIXED_FLAGS_HELP = `
+NATS connection:
+  --jetstream URLS        NATS servers, comma-separated: nats://HOST:PORT[,HOST:PORT...]
+  --nats-token TOKEN      authenticate with a token
+  --nats-token-file FILE  read the token from FILE (keeps it out of the process list)
+  --nats-user NAME        authenticate with a user name (with --nats-password)
+  --nats-password PASS    the password of --nats-user
+  --nats-creds-file FILE  authenticate with a NATS credentials file (JWT and nkey seed)
+  --nats-ca-file FILE     PEM CA bundle to verify the servers with (turns TLS on)
+  --nats-cert-file FILE   PEM client certificate (with --nats-key-file; turns TLS on)
+  --nats-key-file FILE    PEM private key of --nats-cert-file
+`;
+
+/** A message about the unprefixed flags, naming the prefixed ones instead. */
+export function prefixNatsFlagNames(text: string): string {
+  return text.replace(/--(token-file|token|user|password|creds-file|ca-file|cert-file|key-file)\b/g, '--nats-$1');
+}
+
+/** The values of NATS_PREFIXED_FLAGS under their unprefixed names. */
+export function unprefixNatsFlags(f: { [K in keyof typeof NATS_PREFIXED_FLAGS]?: string }): NatsFlagValues {
+  return {
+    jetstream: f.jetstream, token: f['nats-token'], 'token-file': f['nats-token-file'], user: f['nats-user'], password: f['nats-password'],
+    'creds-file': f['nats-creds-file'], 'ca-file': f['nats-ca-file'], 'cert-file': f['nats-cert-file'], 'key-file': f['nats-key-file'],
+  };
+}
 
 const readFlagFile = (flag: string, path: string): string => {
   try {

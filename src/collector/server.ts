@@ -12,19 +12,28 @@ import type { AddressInfo, Socket } from 'node:net';
 import type { Logger } from 'pino';
 import { encodeAck, INITIATOR_ACK } from '../wire/codec';
 import { EVENTS_METHOD } from '../wire/proto';
-import { checkScanned, scanFlowEvent, ScannedEvent } from '../wire/reader';
+import { checkScanned, EVENT_TYPES, scanFlowEvent, ScannedEvent } from '../wire/reader';
 import { ByteBuffer } from '../util/byte-buffer';
 import { encodeGrpcMessage, frameMessage, GrpcStatus } from '../wire/grpc';
 import { writeJsonLine } from './event-json';
 import { NativeJson } from './native-json';
 import { rebuildSeenSet, SeenSet } from './dedup';
 import { CommitError, JSONL_DEFAULTS, JsonlWriter, listEventFiles } from '../output/jsonl-writer';
+import { jetstream, type JetStreamClient } from '@nats-io/jetstream';
+import type { NatsConnection } from '@nats-io/nats-core';
+import { messageHeaders, subjectOf } from '../wire/jetstream';
+import { bytesToUuid } from '../wire/codec';
 
 export interface CollectorOptions {
   /** HOST:PORT to listen on (PORT 0 picks a free port). */
   listen: string;
-  /** Output directory (events.jsonl and rotated files). */
-  out: string;
+  /** Output directory (events.jsonl and rotated files); not with relay. */
+  out?: string;
+  /**
+   * Relay instead of writing: every event goes to the JetStream stream (Nats-Msg-Id = event id)
+   * and is acked to its sender only on the PubAck (a duplicate PubAck counts as stored).
+   */
+  relay?: RelayOptions;
   /** Required bearer token; undefined or '' accepts any caller. */
   token?: string;
   /** PEM server certificate and key: TLS when given. */
@@ -74,7 +83,18 @@ export const COLLECTOR_DEFAULTS = {
   // Each open stream costs ~9 KB of native HTTP/2 state that glibc keeps after it closes
   // (measured: 5,000 idle streams, +45 MB RSS): an exporter needs one.
   maxStreams: 1024,
+  /** Relay: a publish not acked within this time fails (its sender resends). */
+  relayTimeoutMs: 10_000,
 } as const;
+
+export interface RelayOptions {
+  /** A connected client (the caller owns it). */
+  nc: NatsConnection;
+  /** Subjects are <prefix>.<reporter>.<type> (the contract's subjectOf). */
+  subjectPrefix: string;
+  /** A publish not acked within this time fails; its sender is not acked and resends. */
+  timeoutMs?: number;
+}
 
 export interface CollectorStats {
   streams: number;
@@ -98,6 +118,8 @@ export interface CollectorStats {
   truncated: number;
   /** Output commits that failed (their events were not acked; senders resend them). */
   commitFailures: number;
+  /** Relay: publishes that failed or timed out (their events were not acked; senders resend them). */
+  publishFailures: number;
 }
 
 /** The framed ack of the event id src[start, end), appended to out. */
@@ -161,6 +183,15 @@ export function parseListen(text: string): { host: string; port: number } {
 
 /** Pauses reading a stream while this many of its events wait for their commit. */
 const MAX_PENDING_PER_STREAM = 65_536;
+/** Relay: pauses reading a stream while this many of its events wait for their PubAck. */
+const MAX_RELAY_IN_FLIGHT = 4_096;
+
+/** The relay's client: where and how events are published. */
+interface Relay {
+  js: JetStreamClient;
+  prefix: string;
+  timeoutMs: number;
+}
 
 class EventStream {
   /**
@@ -247,6 +278,7 @@ class EventStream {
 
   /** Handles the FlowEvent message buf[start, end); false when the stream was failed. */
   private onMessage(buf: Buffer, start: number, end: number): boolean {
+    if (this.c.relay !== null) return this.onMessageRelay(buf.subarray(start, end));
     const native = this.c.native;
     if (native !== null) {
       // The fast path: a plain valid event straight to its line, in place in the batch buffer.
@@ -312,6 +344,74 @@ class EventStream {
     return true;
   }
 
+  /** Acks of PubAcks that arrived in this tick, written together (one DATA frame). */
+  private relayAcks: ByteBuffer | null = null;
+
+  /** Relay: publish the event, ack it to the sender on its PubAck. */
+  private onMessageRelay(msg: Buffer): boolean {
+    const ev = scanned;
+    try {
+      scanFlowEvent(msg, ev);
+    } catch (err) {
+      this.c.counters.malformed++;
+      this.fail(GrpcStatus.INVALID_ARGUMENT, `cannot parse a flow.FlowEvent: ${(err as Error).message}`);
+      return false;
+    }
+    if (ev.initiator) {
+      this.s.write(frameMessage(INITIATOR_ACK));
+      return true;
+    }
+    this.c.counters.received++;
+    // The message is a view of a buffer reused after this returns: keep a copy until the PubAck.
+    const payload = Buffer.from(msg);
+    const idStart = ev.eventId.s, idEnd = ev.eventId.e;
+    const error = checkScanned(ev);
+    if (error !== null) {
+      // Acked anyway, as the writing collector does: it cannot be stored anywhere.
+      this.c.counters.malformed++;
+      this.c.warnMalformed(this.peer, error);
+      this.relayAck(payload, idStart, idEnd);
+      return true;
+    }
+    const relay = this.c.relay as Relay;
+    const subject = subjectOf(relay.prefix, payload.toString('utf8', ev.reporterId.s, ev.reporterId.e), EVENT_TYPES[ev.type]);
+    const msgId = bytesToUuid(payload.subarray(idStart, idEnd), 'event_id');
+    this.pending++;
+    if (this.pending >= MAX_RELAY_IN_FLIGHT) this.updateFlow();
+    relay.js.publish(subject, payload, { headers: messageHeaders(msgId), timeout: relay.timeoutMs }).then(
+      (ack) => {
+        this.pending--;
+        if (ack.duplicate) this.c.counters.duplicates++;
+        else this.c.counters.written++;
+        this.relayAck(payload, idStart, idEnd);
+      },
+      (err: Error) => {
+        this.pending--;
+        this.c.counters.publishFailures++;
+        // The sender keeps the event and sends it again on a new stream.
+        this.c.warnRelay(this.peer, err);
+        this.fail(GrpcStatus.UNAVAILABLE, `collector cannot store events in JetStream: ${err.message}`);
+      },
+    );
+    return true;
+  }
+
+  private relayAck(src: Buffer, start: number, end: number): void {
+    if (this.finished) return;
+    if (this.relayAcks === null) {
+      this.relayAcks = new ByteBuffer(4096);
+      setImmediate(() => {
+        const frames = this.relayAcks;
+        this.relayAcks = null;
+        if (frames === null || this.finished) return;
+        this.s.write(frames.view());
+        this.updateFlow();
+        this.maybeFinish();
+      });
+    }
+    appendAck(this.relayAcks, src, start, end);
+  }
+
   /** The ack of event id src[start, end) goes out when batch is committed. */
   private queueAck(batch: number, src: Buffer, start: number, end: number): void {
     let pending = this.acks.get(batch);
@@ -346,7 +446,8 @@ class EventStream {
   /** Stops reading while too many acks wait for commit or the peer does not read its acks. */
   private updateFlow(): void {
     if (this.finished) return;
-    const shouldPause = this.pending >= MAX_PENDING_PER_STREAM || this.s.writableNeedDrain;
+    const limit = this.c.relay !== null ? MAX_RELAY_IN_FLIGHT : MAX_PENDING_PER_STREAM;
+    const shouldPause = this.pending >= limit || this.s.writableNeedDrain;
     if (shouldPause && !this.paused) {
       this.paused = true;
       this.s.pause();
@@ -357,7 +458,7 @@ class EventStream {
   }
 
   private maybeFinish(): void {
-    if (this.clientDone && this.pending === 0 && !this.finished) {
+    if (this.clientDone && this.pending === 0 && this.relayAcks === null && !this.finished) {
       this.finished = true;
       this.s.end();
     }
@@ -380,13 +481,15 @@ class EventStream {
 export class Collector {
   readonly log: Logger;
   readonly maxMessageBytes: number;
-  readonly writer: JsonlWriter;
+  private readonly output: JsonlWriter | null;
+  /** The JetStream relay, or null (then events are written as JSON lines). */
+  readonly relay: Relay | null;
   /** Writes the JSON line of the event in `scanned` (one function, not a closure per event). */
   readonly lineOf = (out: ByteBuffer): void => writeJsonLine(out, scanned, Date.now());
   readonly seen: SeenSet;
   /** The C++ JSON fast path, or null (then every line is written in JavaScript). */
   readonly native: NativeJson | null;
-  readonly counters = { streams: 0, received: 0, written: 0, duplicates: 0, malformed: 0, unauthenticated: 0, commitFailures: 0, refusedConnections: 0, refusedStreams: 0, handshakeTimeouts: 0, idleClosed: 0, truncated: 0 };
+  readonly counters = { streams: 0, received: 0, written: 0, duplicates: 0, malformed: 0, unauthenticated: 0, commitFailures: 0, publishFailures: 0, refusedConnections: 0, refusedStreams: 0, handshakeTimeouts: 0, idleClosed: 0, truncated: 0 };
   private readonly server: http2.Http2Server | http2.Http2SecureServer;
   private readonly sessions = new Set<http2.ServerHttp2Session>();
   private readonly streams = new Set<EventStream>();
@@ -413,10 +516,13 @@ export class Collector {
     this.tokenBuf = opts.token ? Buffer.from(`Bearer ${opts.token}`) : null;
     if ((opts.tlsCert === undefined) !== (opts.tlsKey === undefined)) throw new CollectorError('TLS needs both a certificate and a key (--tls-cert and --tls-key)');
     if (opts.clientCa && !opts.tlsCert) throw new CollectorError('client certificate checking (--client-ca) needs TLS (--tls-cert and --tls-key)');
-    this.writer = JsonlWriter.open({ dir: opts.out, rotateBytes: opts.rotateBytes, maxFiles: opts.maxFiles, fsync: opts.fsync, logger: opts.logger });
+    if ((opts.out === undefined) === (opts.relay === undefined)) throw new CollectorError('give an output directory (--out) or a JetStream relay (--jetstream), one of the two');
+    this.relay = opts.relay ? { js: jetstream(opts.relay.nc), prefix: opts.relay.subjectPrefix, timeoutMs: opts.relay.timeoutMs ?? COLLECTOR_DEFAULTS.relayTimeoutMs } : null;
+    this.output = opts.out !== undefined ? JsonlWriter.open({ dir: opts.out, rotateBytes: opts.rotateBytes, maxFiles: opts.maxFiles, fsync: opts.fsync, logger: opts.logger }) : null;
     const window = opts.dedupWindow ?? d.dedupWindow;
     const t0 = Date.now();
-    this.seen = rebuildSeenSet(listEventFiles(opts.out), window);
+    // The relay de-duplicates in the stream (Nats-Msg-Id): no set of its own.
+    this.seen = opts.out !== undefined ? rebuildSeenSet(listEventFiles(opts.out), window) : new SeenSet(1);
     const native = NativeJson.load();
     this.native = typeof native === 'string' ? null : native;
     if (typeof native === 'string') this.log.warn({ reason: native }, 'JSON fast path unavailable; writing lines in JavaScript (about half the throughput)');
@@ -489,7 +595,7 @@ export class Collector {
         resolve();
       });
     }).catch(async (err) => {
-      await c.writer.close();
+      await c.output?.close();
       throw err;
     });
     const a = c.server.address() as AddressInfo;
@@ -659,6 +765,22 @@ export class Collector {
     return tag > this.writer.finishedBatchId ? tag : this.writer.batchId;
   }
 
+  /** The JSON-lines output (not in relay mode, where nothing calls this). */
+  get writer(): JsonlWriter {
+    if (this.output === null) throw new CollectorError('this collector relays to JetStream; it has no JSON-lines output');
+    return this.output;
+  }
+
+  private lastRelayWarn = 0;
+
+  /** Logs a failed publish at most once a second. */
+  warnRelay(peer: string, err: Error): void {
+    const now = Date.now();
+    if (now - this.lastRelayWarn < 1000) return;
+    this.lastRelayWarn = now;
+    this.log.warn({ peer, err: err.message, publishFailures: this.counters.publishFailures }, 'publishing to JetStream failed; not acknowledging (the sender resends)');
+  }
+
   /** Called by a stream when it closes. */
   streamClosed(): void {
     this.openStreams--;
@@ -689,6 +811,6 @@ export class Collector {
       // Connections with no session yet (or a broken one) would hold server.close() up.
       for (const c of this.connections.values()) if (c.streams === 0) c.socket.destroy();
     });
-    await this.writer.close();
+    await this.output?.close();
   }
 }

@@ -3,6 +3,7 @@
 import { existsSync } from 'node:fs';
 import { jetstream, type JetStreamClient } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/nats-core';
+import { keyOfUuid } from '../../src/collector/dedup';
 import { JETSTREAM_DEFAULTS, messageHeaders, messageOf } from '../../src/wire/jetstream';
 import { syntheticEvent } from '../../testkit/synthetic';
 import { budget } from '../../testkit/slow';
@@ -77,6 +78,19 @@ export async function waitForIds(dirs: string[], n: number, what: string, timeou
     const ids = idsOver(dirs);
     if (ids.size >= n) return ids;
     if (Date.now() > until) throw new Error(`timed out waiting for ${what}: ${ids.size} of ${n} ids written`);
+    await sleep(50);
+  }
+}
+
+/** Waits until every one of these event ids (UUID text) is in the dirs. */
+export async function waitForAll(dirs: string[], uuids: string[], what: string, timeoutMs = 40_000): Promise<void> {
+  const keys = uuids.map(keyOfUuid);
+  const until = Date.now() + budget(timeoutMs);
+  for (;;) {
+    const ids = idsOver(dirs);
+    const missing = keys.filter((k) => !ids.has(k)).length;
+    if (missing === 0) return;
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}: ${missing} of ${keys.length} ids missing`);
     await sleep(50);
   }
 }
