@@ -95,6 +95,8 @@ export class JetStreamExporter implements EventSink {
   private js: JetStreamClient | null = null;
   /** Connected and the stream checked: publishing. */
   private ready = false;
+  /** False while nats.js is reconnecting (ready stays: publishes wait or fail and are retried). */
+  private linkUp = false;
   /** A publish failed: wait for the retry timer before publishing again. */
   private paused = false;
   private inFlight = 0;
@@ -159,7 +161,7 @@ export class JetStreamExporter implements EventSink {
   stats(): JetStreamExporterStats {
     const s = this.spool.stats();
     return {
-      connected: this.ready,
+      connected: this.ready && this.linkUp,
       inFlight: this.inFlight,
       queued: Math.max(0, s.records - this.inFlight),
       published: this.counters.published,
@@ -225,6 +227,7 @@ export class JetStreamExporter implements EventSink {
         if (this.stopped) break;
         this.js = jetstream(nc, { timeout: this.publishTimeoutMs });
         this.ready = true;
+        this.linkUp = true;
         this.paused = false;
         this.log.info({ servers: this.opts.connection.servers, created, spooled: this.spool.stats().records }, streamSummary(info));
         this.watchStatus(nc);
@@ -255,8 +258,12 @@ export class JetStreamExporter implements EventSink {
     void (async () => {
       for await (const s of nc.status()) {
         if (nc !== this.nc) break;
-        if (s.type === 'disconnect') this.log.warn({ server: (s as { server?: string }).server }, 'disconnected from NATS; reconnecting');
-        else if (s.type === 'reconnect') {
+        if (s.type === 'disconnect') {
+          this.linkUp = false;
+          this.errors.unreachable++;
+          this.log.warn({ server: (s as { server?: string }).server, spooled: this.spool.stats().records }, 'disconnected from NATS; reconnecting (the events stay in the spool)');
+        } else if (s.type === 'reconnect') {
+          this.linkUp = true;
           this.log.info({ server: (s as { server?: string }).server }, 'reconnected to NATS');
           this.schedulePump();
         } else if (s.type === 'error') this.logRare('status-error', 'error', {}, this.describe((s as { error?: unknown }).error));
