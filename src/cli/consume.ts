@@ -9,6 +9,9 @@ import { intFlag, parseFlags, sizeFlag, UsageError } from './args';
 
 const mib = (n: number): string => `${n / (1024 * 1024)}M`;
 
+/** The stats line's period, as collect's. */
+const STATS_INTERVAL_MS = 60_000;
+
 export const CONSUME_HELP = `usage: wgflow consume --jetstream URLS --durable NAME --out DIR [options]
 
 Reads flow events from a JetStream stream through a durable pull consumer and writes each as one
@@ -31,6 +34,8 @@ options:
   --rotate-size SIZE      rotate events.jsonl before it passes SIZE (default ${mib(D.rotateBytes)})
   --max-files N           keep at most N rotated files, deleting the oldest (default ${D.maxFiles} = all)
   --dedup-window N        event ids remembered for de-duplication (default ${D.dedupWindow})
+  --stats-interval-ms N   a stats line (consumed, written, duplicates, redeliveries, lag) this
+                          often while anything moves (default ${STATS_INTERVAL_MS})
 ${NATS_FLAGS_HELP}
   --log-level LEVEL       fatal, error, warn, info, debug (default info)
   --help, -h              show this help
@@ -48,6 +53,7 @@ const OPTIONS = {
   'rotate-size': { type: 'string' },
   'max-files': { type: 'string' },
   'dedup-window': { type: 'string' },
+  'stats-interval-ms': { type: 'string' },
   'log-level': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const;
@@ -72,6 +78,7 @@ export async function main(argv: string[]): Promise<number> {
   let consumer: JetStreamConsumer;
   let nc: Awaited<ReturnType<typeof connectForCli>>;
   let logger: pino.Logger;
+  let statsIntervalMs: number;
   try {
     if (f.durable === undefined) throw new UsageError('--durable NAME is required (the durable consumer whose processes share the work)');
     if (!NAME_RE.test(f.durable)) throw new UsageError(`--durable: "${f.durable}" is not a consumer name (no spaces, dots, *, >, / or \\)`);
@@ -90,6 +97,7 @@ export async function main(argv: string[]): Promise<number> {
     const rotateBytes = sizeFlag(f['rotate-size'], 'rotate-size', D.rotateBytes, 1024);
     const maxFiles = intFlag(f['max-files'], 'max-files', D.maxFiles);
     const dedupWindow = intFlag(f['dedup-window'], 'dedup-window', D.dedupWindow, 1);
+    statsIntervalMs = intFlag(f['stats-interval-ms'], 'stats-interval-ms', STATS_INTERVAL_MS, 100);
     logger = pino({ name: 'wgflow-consume', level }, pino.destination({ fd: 2, sync: true }));
     try {
       nc = await connectForCli(natsOpts);
@@ -114,10 +122,12 @@ export async function main(argv: string[]): Promise<number> {
   // A stats line a minute while anything moves (the collector's rule).
   let last = '';
   const statsTimer = setInterval(() => {
-    const st = JSON.stringify(c.stats());
-    if (st !== last) log.info(c.stats(), 'stats');
-    last = st;
-  }, 60_000);
+    void c.refreshLag().then(() => {
+      const st = JSON.stringify(c.stats());
+      if (st !== last) log.info(c.stats(), 'stats');
+      last = st;
+    });
+  }, statsIntervalMs);
   statsTimer.unref();
   return await new Promise<number>((resolve) => {
     let stopping = false;

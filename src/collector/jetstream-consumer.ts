@@ -15,7 +15,7 @@
 // Several processes with the same durable share the work: the server hands each message to one
 // pull request. Each process writes its own --out directory.
 import { AckPolicy, DeliverPolicy, jetstream, JetStreamApiError, jetstreamManager } from '@nats-io/jetstream';
-import type { ConsumerConfig, ConsumerInfo, ConsumerMessages, JetStreamManager, JsMsg } from '@nats-io/jetstream';
+import type { Consumer, ConsumerConfig, ConsumerInfo, ConsumerMessages, JetStreamManager, JsMsg } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/nats-core';
 import type { Logger } from 'pino';
 import { JETSTREAM_DEFAULTS, StreamMissingError } from '../wire/jetstream';
@@ -120,6 +120,7 @@ export class JetStreamConsumer {
   /** Messages waiting for the commit of a batch, by batch id. */
   private readonly waiting = new Map<number, JsMsg[]>();
   private messages: ConsumerMessages | null = null;
+  private consumer: Consumer | null = null;
   private stopping = false;
   private stopped: Promise<void> | null = null;
   /** The batch whose failure handler is registered (see guard). */
@@ -167,6 +168,7 @@ export class JetStreamConsumer {
   private async run(batch: number): Promise<void> {
     const js = jetstream(this.opts.nc);
     const consumer = await js.consumers.get(this.opts.stream, this.opts.durable);
+    this.consumer = consumer;
     const messages = await consumer.consume({ max_messages: batch, expires: CONSUMER_DEFAULTS.pullExpiresMs, callback: (m) => this.onMessage(m) });
     this.messages = messages;
     void (async () => {
@@ -290,6 +292,19 @@ export class JetStreamConsumer {
   private ackBatchOfDuplicate(): number {
     const tag = this.seen.foundTag;
     return tag > this.writer.finishedBatchId ? tag : this.writer.batchId;
+  }
+
+  /**
+   * Asks the server for the durable's lag (num_pending) now: between deliveries the last one's
+   * figure goes stale (a stalled consumer receives nothing). Keeps the old figure on failure.
+   */
+  async refreshLag(): Promise<void> {
+    try {
+      const info = await this.consumer?.info();
+      if (info) this.counters.pending = info.num_pending;
+    } catch (err) {
+      this.log.debug({ err: (err as Error).message }, 'cannot read the consumer info');
+    }
   }
 
   stats(): JetStreamConsumerStats {

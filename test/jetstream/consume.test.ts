@@ -136,6 +136,22 @@ describe('wgflow consume', () => {
   });
 });
 
+describe('wgflow consume: stats', () => {
+  it('reports the lag at start and in the stats lines, down to 0 when caught up', async () => {
+    const N = 3000;
+    const { prefix, flags } = await newStream('LAG');
+    await publishEvents(nc, 'lag', 0, N, { prefix });
+    const out = newDir('con-lag');
+    const c = await startConsume(nats.urls, 'lag', out, [...flags, '--stats-interval-ms', '200']);
+    expect(c.json('stderr').find((o) => o.msg === 'consuming')).toMatchObject({ pending: N });
+    await waitForIds([out], N, 'every event');
+    const st = await c.waitJson((o) => o.msg === 'stats' && o.consumed === N, 'a stats line with everything consumed', 20_000, 'stderr');
+    expect(st).toMatchObject({ consumed: N, written: N, duplicates: 0, redeliveries: 0, acked: N, pending: 0 });
+    c.signal('SIGTERM');
+    expect((await c.exited).code).toBe(0);
+  });
+});
+
 describe('wgflow consume: bad inputs', () => {
   const failed = async (args: string[]): Promise<{ code: number | null; stderr: string }> => {
     const p = new Proc(['consume', ...args], 'consume (bad input)');
