@@ -1,6 +1,6 @@
 // Test kit for the JetStream output (not shipped), run as `node build/testkit/jetstream-tool.js`:
 //
-//   publish --jetstream URLS --spool DIR --count N [--seed S] [--batch B]
+//   publish --jetstream URLS --spool DIR --count N [--seed S] [--batch B] [--replicas 1|3]
 //       N synthetic events through the real JetStreamExporter and spool; prints {"acked":n} lines
 //       and {"done":...} when the spool is empty. Crash tests SIGKILL it and run it again with
 //       --count 0 on the same spool to deliver what the first run left.
@@ -23,6 +23,7 @@ const OPTIONS = {
   seed: { type: 'string' },
   batch: { type: 'string' },
   stream: { type: 'string' },
+  replicas: { type: 'string' },
 } as const;
 
 async function publish(f: ReturnType<typeof parseFlags<typeof OPTIONS>>): Promise<number> {
@@ -31,7 +32,7 @@ async function publish(f: ReturnType<typeof parseFlags<typeof OPTIONS>>): Promis
   const seed = f.seed ?? 'test';
   const exp = new JetStreamExporter({
     connection: { servers: f.jetstream!, timeoutMs: 2000 },
-    stream: { stream: f.stream ?? JETSTREAM_DEFAULTS.stream },
+    stream: { stream: f.stream ?? JETSTREAM_DEFAULTS.stream, replicas: Number(f.replicas ?? JETSTREAM_DEFAULTS.replicas) },
     spool: { dir: f.spool! },
     publishTimeoutMs: 2000,
     backoff: { initialMs: 100, maxMs: 1000 },
