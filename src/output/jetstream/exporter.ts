@@ -220,7 +220,10 @@ export class JetStreamExporter implements EventSink {
       let nc: NatsConnection | null = null;
       try {
         nc = await connectNats({ ...this.opts.connection, name: this.opts.connection.name ?? 'wgflow-exporter' });
-        if (this.stopped) break;
+        if (this.stopped) {
+          await nc.close().catch(() => undefined); // stop() ran while connecting: it did not see this one
+          break;
+        }
         this.nc = nc;
         const jsm = await jetstreamManager(nc, { timeout: this.publishTimeoutMs });
         const { created, info } = await ensureStream(jsm, this.settings, { create: this.opts.createStream ?? true, servers: this.opts.connection.servers });
@@ -338,6 +341,9 @@ export class JetStreamExporter implements EventSink {
     js.publish(p.subject, p.rec.payload, { headers: messageHeaders(p.msgId), timeout: this.publishTimeoutMs }).then(
       (ack) => {
         this.inFlight--;
+        // After stop() the spool is closed: the event stays in it, the next start resends it and
+        // the stream reports the duplicate.
+        if (this.stopped) return;
         this.spool.ack(p.rec.seq, p.rec.off);
         this.counters.acked++;
         if (ack.duplicate) this.counters.duplicates++;
