@@ -65,6 +65,12 @@ function formatStatus(s: StatusReport): string {
     out.push(`ipfix:          ${s.ipfix.targets.join(', ')}: ${s.ipfix.messages} messages, ${s.ipfix.records} records, ${s.ipfix.sendErrors} send errors` +
       (kinds ? ` (${kinds})` : ''));
   }
+  if (s.jetstream) {
+    const j = s.jetstream;
+    const kinds = Object.entries(j.errors).filter(([, n]) => n > 0).map(([k, n]) => `${k} ${n}`).join(', ');
+    out.push(`jetstream:      ${j.connected ? 'connected' : 'not connected'} to ${j.servers}, stream ${j.stream}: ${j.acked} acked (${j.duplicates} duplicates), ` +
+      `${j.inFlight} in flight, ${j.queued} queued${kinds ? `; errors: ${kinds}` : ''}`);
+  }
   return out.join('\n') + '\n';
 }
 

@@ -208,7 +208,7 @@ export class Daemon {
       status: () => statusReport({
         startedAt: this.startedAt, cfg: this.cfg, interfaces: this.watcher.list(), counting: this.dp.counting(),
         pipeline: this.pipeline.stats(), kernel: this.dp.stats(), exporter: this.sinks.exporter?.stats(), ipfix: this.sinks.ipfix?.stats(),
-        memory: this.opts.memory,
+        jetstream: this.sinks.jetstream?.stats(), memory: this.opts.memory,
       }),
       counters: (req) => {
         if (req.on !== true && req.on !== false) throw new ControlError('counters: expected on or off');

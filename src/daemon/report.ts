@@ -4,6 +4,7 @@ import type { ExporterStats } from '../output/grpc/exporter';
 import { resourceOf, type FlowEvent } from '../model/event';
 import type { PipelineStats } from '../flow/pipeline';
 import type { IpfixStats } from '../output/ipfix/exporter';
+import type { JetStreamExporterStats } from '../output/jetstream/exporter';
 import type { WgflowConfig } from '../config/config';
 import type { MemoryBudget, MemoryLimit, MemoryPlan } from '../config/memory';
 import { readFileSync } from 'node:fs';
@@ -22,6 +23,7 @@ export interface StatusReport {
   kernel: KernelStats;
   output: { kind: 'collector'; url: string; stats: ExporterStats } | { kind: 'file'; dir: string };
   ipfix?: IpfixStats & { targets: string[] };
+  jetstream?: JetStreamExporterStats & { servers: string; stream: string };
   memory: MemoryStatus;
 }
 
@@ -49,7 +51,7 @@ export function residentMemory(): { now: number; peak: number } {
 
 export function statusReport(s: {
   startedAt: number; cfg: WgflowConfig; interfaces: InterfaceState[]; counting: boolean; pipeline: PipelineStats; kernel: KernelStats;
-  exporter?: ExporterStats; ipfix?: IpfixStats; memory: MemoryPlan;
+  exporter?: ExporterStats; ipfix?: IpfixStats; jetstream?: JetStreamExporterStats; memory: MemoryPlan;
 }): StatusReport {
   const rss = residentMemory();
   return {
@@ -72,6 +74,7 @@ export function statusReport(s: {
     kernel: s.kernel,
     output: s.exporter && s.cfg.collector.url ? { kind: 'collector', url: s.cfg.collector.url, stats: s.exporter } : { kind: 'file', dir: s.cfg.output.dir },
     ipfix: s.ipfix ? { ...s.ipfix, targets: s.cfg.ipfix } : undefined,
+    jetstream: s.jetstream ? { ...s.jetstream, servers: s.cfg.jetstream.servers ?? '', stream: s.cfg.jetstream.stream } : undefined,
     memory: { ...s.memory.budget, limit: s.memory.limit, residentNowBytes: rss.now, residentPeakBytes: rss.peak },
   };
 }

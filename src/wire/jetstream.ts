@@ -190,6 +190,9 @@ export function natsConnectionOptions(o: NatsConnectOptions): ConnectionOptions 
     maxReconnectAttempts: o.maxReconnectAttempts ?? -1,
     reconnectTimeWait: o.reconnectTimeWaitMs ?? 1_000,
     waitOnFirstConnect: false,
+    // Otherwise nats.js builds two Error objects (stack traces) per request, every publish:
+    // measured at ~37% of the exporter's CPU.
+    noAsyncTraces: true,
   };
   const auth = [o.token ? 'token' : '', o.user || o.password ? 'user/password' : '', o.credsFile ? 'creds_file' : ''].filter(Boolean);
   if (auth.length > 1) throw new Error(`jetstream: give one way to authenticate, not ${auth.join(' and ')}`);

@@ -100,6 +100,8 @@ describePrivileged('wgflow run --jetstream', () => {
     for (const e of ends) expect(byId.get(e.eventId)!.event.rxBytes).toBe(e.rxBytes);
     expect(metric(d, 'wgflow_jetstream_duplicates_total')).toBe(0);
     expect(metric(d, 'wgflow_jetstream_connected')).toBe(1);
+    const status = d.ctl(['status']);
+    expect(status.stdout).toMatch(new RegExp(`^jetstream: +connected to ${nats.urls}, stream WGFLOW: ${lines.length} acked \\(0 duplicates\\), 0 in flight, 0 queued$`, 'm'));
     const text = d.metrics();
     expect(text).toMatch(/^wgflow_jetstream_publish_latency_seconds_count \d+/m);
     expect(text).toMatch(/^wgflow_jetstream_errors_total\{kind="unreachable"\} 0/m);

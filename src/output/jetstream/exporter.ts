@@ -10,8 +10,8 @@
 // match, nothing leaves the spool: the exporter logs why (naming the key to fix) and retries with
 // backoff.
 import pino, { type Logger } from 'pino';
-import { jetstream, jetstreamManager, type JetStreamClient } from '@nats-io/jetstream';
-import type { NatsConnection } from '@nats-io/nats-core';
+import { jetstreamManager } from '@nats-io/jetstream';
+import { createInbox, type Msg, type NatsConnection } from '@nats-io/nats-core';
 import type { FlowEvent } from '../../model/event';
 import { CodecError } from '../../wire/codec';
 import {
@@ -92,14 +92,21 @@ export class JetStreamExporter implements EventSink {
   private readonly publishTimeoutMs: number;
   private readonly backoff: Backoff;
   private nc: NatsConnection | null = null;
-  private js: JetStreamClient | null = null;
+  /**
+   * Publishes go out with a reply subject <inbox>.<token> of their own; the PubAcks come back on
+   * one subscription to <inbox>.* (no request object, promise and timer per event, as nats.js's
+   * js.publish makes). waiting: by token, in publish order (the timeout sweep relies on it).
+   */
+  private inbox = '';
+  private readonly waiting = new Map<number, { p: Pending; sentAt: number }>();
+  private nextToken = 1;
+  private sweepTimer: NodeJS.Timeout | null = null;
   /** Connected and the stream checked: publishing. */
   private ready = false;
   /** False while nats.js is reconnecting (ready stays: publishes wait or fail and are retried). */
   private linkUp = false;
   /** A publish failed: wait for the retry timer before publishing again. */
   private paused = false;
-  private inFlight = 0;
   /** Taken from the spool, not published yet, or failed and waiting for the retry. */
   private retry: Pending[] = [];
   private retryAt = 0;
@@ -131,6 +138,8 @@ export class JetStreamExporter implements EventSink {
   start(): void {
     if (this.started) return;
     this.started = true;
+    this.sweepTimer = setInterval(() => this.sweep(), Math.max(50, Math.floor(this.publishTimeoutMs / 4)));
+    this.sweepTimer.unref();
     void this.session();
   }
 
@@ -162,8 +171,8 @@ export class JetStreamExporter implements EventSink {
     const s = this.spool.stats();
     return {
       connected: this.ready && this.linkUp,
-      inFlight: this.inFlight,
-      queued: Math.max(0, s.records - this.inFlight),
+      inFlight: this.waiting.size,
+      queued: Math.max(0, s.records - this.waiting.size),
       published: this.counters.published,
       acked: this.counters.acked,
       duplicates: this.counters.duplicates,
@@ -203,10 +212,10 @@ export class JetStreamExporter implements EventSink {
     this.stopped = true;
     const stats = this.stats();
     if (this.timer) clearTimeout(this.timer);
+    if (this.sweepTimer) clearInterval(this.sweepTimer);
     this.ready = false;
     const nc = this.nc;
     this.nc = null;
-    this.js = null;
     if (nc) await nc.close().catch(() => undefined);
     this.spool.close();
     this.log.info({ ...stats }, 'JetStream exporter stopped');
@@ -220,12 +229,16 @@ export class JetStreamExporter implements EventSink {
       let nc: NatsConnection | null = null;
       try {
         nc = await connectNats({ ...this.opts.connection, name: this.opts.connection.name ?? 'wgflow-exporter' });
-        if (this.stopped) break;
+        if (this.stopped) {
+          await nc.close().catch(() => undefined); // stop() ran while connecting: it did not see this one
+          break;
+        }
         this.nc = nc;
         const jsm = await jetstreamManager(nc, { timeout: this.publishTimeoutMs });
         const { created, info } = await ensureStream(jsm, this.settings, { create: this.opts.createStream ?? true, servers: this.opts.connection.servers });
         if (this.stopped) break;
-        this.js = jetstream(nc, { timeout: this.publishTimeoutMs });
+        this.inbox = createInbox();
+        nc.subscribe(`${this.inbox}.*`, { callback: (err, msg) => (err ? undefined : this.onReply(msg)) });
         this.ready = true;
         this.linkUp = true;
         this.paused = false;
@@ -240,7 +253,7 @@ export class JetStreamExporter implements EventSink {
         throw closedWith ?? new Error('connection to NATS closed');
       } catch (err) {
         this.ready = false;
-        this.js = null;
+        this.requeueWaiting();
         if (nc && !nc.isClosed()) await nc.close().catch(() => undefined);
         if (this.nc === nc) this.nc = null;
         if (this.stopped) break;
@@ -266,7 +279,13 @@ export class JetStreamExporter implements EventSink {
           this.linkUp = true;
           this.log.info({ server: (s as { server?: string }).server }, 'reconnected to NATS');
           this.schedulePump();
-        } else if (s.type === 'error') this.logRare('status-error', 'error', {}, this.describe((s as { error?: unknown }).error));
+        } else if (s.type === 'error') {
+          // E.g. a permissions violation for the subject: the publish gets no PubAck (the sweep
+          // retries it), the reason comes here.
+          const error = (s as { error?: unknown }).error;
+          this.countError(error);
+          this.logRare(`status-${natsErrorKind(error)}`, 'error', {}, `${this.describe(error)}; the events stay in the spool`);
+        }
       }
     })().catch(() => undefined);
   }
@@ -304,9 +323,9 @@ export class JetStreamExporter implements EventSink {
 
   /** Publishes until maxInFlight is reached or nothing is left: retries first, then the spool. */
   private pump(): void {
-    const js = this.js;
-    if (!js || !this.ready || this.paused) return;
-    while (this.inFlight < this.maxInFlight) {
+    const nc = this.nc;
+    if (!nc || !this.ready || this.paused) return;
+    while (this.waiting.size < this.maxInFlight) {
       let p: Pending | undefined;
       if (this.retryAt < this.retry.length) {
         p = this.retry[this.retryAt++];
@@ -315,7 +334,7 @@ export class JetStreamExporter implements EventSink {
           this.retry = [];
           this.retryAt = 0;
         }
-        const recs = this.spool.next(Math.min(256, this.maxInFlight - this.inFlight));
+        const recs = this.spool.next(Math.min(256, this.maxInFlight - this.waiting.size));
         if (recs.length === 0) break;
         for (const rec of recs) {
           try {
@@ -327,34 +346,77 @@ export class JetStreamExporter implements EventSink {
         }
         continue;
       }
-      this.publish(js, p);
+      this.publish(nc, p);
     }
   }
 
-  private publish(js: JetStreamClient, p: Pending): void {
-    this.inFlight++;
+  private publish(nc: NatsConnection, p: Pending): void {
+    const token = this.nextToken++;
+    this.waiting.set(token, { p, sentAt: Date.now() });
     this.counters.published++;
-    const sentAt = Date.now();
-    js.publish(p.subject, p.rec.payload, { headers: messageHeaders(p.msgId), timeout: this.publishTimeoutMs }).then(
-      (ack) => {
-        this.inFlight--;
-        this.spool.ack(p.rec.seq, p.rec.off);
-        this.counters.acked++;
-        if (ack.duplicate) this.counters.duplicates++;
-        this.opts.onPublishLatency?.(Date.now() - sentAt);
-        this.backoff.reset();
-        if (this.idleWaiters.length > 0 && this.spool.unackedCount === 0) {
-          const w = this.idleWaiters;
-          this.idleWaiters = [];
-          for (const r of w) r();
-        }
-        this.schedulePump();
-      },
-      (err: unknown) => {
-        this.inFlight--;
-        this.failed(p, err);
-      },
-    );
+    try {
+      nc.publish(p.subject, p.rec.payload, { reply: `${this.inbox}.${token}`, headers: messageHeaders(p.msgId) });
+    } catch (err) {
+      this.waiting.delete(token); // closed or draining: retried on the next connection
+      this.failed(p, err);
+    }
+  }
+
+  /** A PubAck (or an error status) for one publish. */
+  private onReply(msg: Msg): void {
+    const token = Number(msg.subject.slice(this.inbox.length + 1));
+    const w = this.waiting.get(token);
+    if (!w) return; // timed out and retried meanwhile, or from an earlier connection
+    this.waiting.delete(token);
+    const h = msg.headers;
+    if ((h && h.hasError) || msg.data.length === 0) {
+      const code = h?.code ?? 0;
+      this.failed(w.p, new Error(code === 503 ? 'no responders (503): JetStream is not enabled for this account, or no stream takes the subject' : `status ${code} ${h?.description ?? ''}`));
+      return;
+    }
+    let ack: { stream?: string; seq?: number; duplicate?: boolean; error?: { code?: number; err_code?: number; description?: string } };
+    try {
+      ack = JSON.parse(Buffer.from(msg.data.buffer, msg.data.byteOffset, msg.data.length).toString('utf8')) as typeof ack;
+    } catch {
+      this.failed(w.p, new Error('the PubAck is not JSON'));
+      return;
+    }
+    if (ack.error || !ack.stream) {
+      this.failed(w.p, new Error(`the stream refused the message: ${ack.error?.description ?? 'no stream in the PubAck'} (code ${ack.error?.code ?? '?'}/${ack.error?.err_code ?? '?'})`));
+      return;
+    }
+    // After stop() the spool is closed: the event stays in it, the next start resends it and the
+    // stream reports the duplicate.
+    if (this.stopped) return;
+    const p = w.p;
+    this.spool.ack(p.rec.seq, p.rec.off);
+    this.counters.acked++;
+    if (ack.duplicate) this.counters.duplicates++;
+    this.opts.onPublishLatency?.(Date.now() - w.sentAt);
+    this.backoff.reset();
+    if (this.idleWaiters.length > 0 && this.spool.unackedCount === 0) {
+      const ws = this.idleWaiters;
+      this.idleWaiters = [];
+      for (const r of ws) r();
+    }
+    this.schedulePump();
+  }
+
+  /** Publishes without a PubAck for publishTimeoutMs are retried (the oldest come first in waiting). */
+  private sweep(): void {
+    if (this.waiting.size === 0) return;
+    const now = Date.now();
+    for (const [token, w] of this.waiting) {
+      if (now - w.sentAt < this.publishTimeoutMs) break;
+      this.waiting.delete(token);
+      this.failed(w.p, Object.assign(new Error(`no PubAck within ${this.publishTimeoutMs} ms (timeout)`), { name: 'TimeoutError' }));
+    }
+  }
+
+  /** The connection is gone: everything waiting for a PubAck is published again on the next one. */
+  private requeueWaiting(): void {
+    for (const w of this.waiting.values()) this.retry.push(w.p);
+    this.waiting.clear();
   }
 
   /** A publish failed: the record waits in the retry list, publishing pauses for a backoff delay. */
@@ -364,7 +426,7 @@ export class JetStreamExporter implements EventSink {
     if (this.stopped || this.paused) return;
     this.paused = true;
     const delay = this.backoff.next();
-    this.logRare(`publish-${natsErrorKind(err)}`, 'error', { retryInMs: delay, kind: natsErrorKind(err), inFlight: this.inFlight, subject: p.subject },
+    this.logRare(`publish-${natsErrorKind(err)}`, 'error', { retryInMs: delay, kind: natsErrorKind(err), inFlight: this.waiting.size, subject: p.subject },
       `publish to JetStream failed: ${this.describe(err)}; the events stay in the spool, retrying`);
     this.timer = setTimeout(() => {
       this.paused = false;
