@@ -7,6 +7,8 @@
 // an id whose line is not (or will not be) durably written: an ack given for a duplicate waits for
 // the commit of the batch that holds the original (see the collector).
 import { closeSync, openSync, readSync } from 'node:fs';
+import type { Logger } from 'pino';
+import { CommitError, type JsonlWriter } from '../output/jsonl-writer';
 
 const ID_BYTES = 16;
 /** Tag of a ring position whose id was forgotten (its table entry is gone). */
@@ -264,4 +266,35 @@ export function rebuildSeenSet(filesOldestFirst: readonly string[], max: number)
   // Insert oldest first so that eviction order stays chronological.
   for (let i = chunks.length - 1; i >= 0; i--) for (const id of chunks[i]) seen.addKey(id);
   return seen;
+}
+
+/**
+ * Makes sure that when an output batch fails to commit, the ids added with it leave the
+ * de-duplication set: their senders resend them (or the stream redelivers them), and they must be
+ * written then, not acked as duplicates. One afterBatch callback per batch, however many ids.
+ */
+export class CommitGuard {
+  private guarded = 0;
+
+  constructor(
+    private readonly writer: JsonlWriter,
+    private readonly seen: SeenSet,
+    private readonly counters: { commitFailures: number; written: number },
+    private readonly log: Logger,
+    /** The log line when a commit failed (what happens to those events). */
+    private readonly message: string,
+  ) {}
+
+  guard(batch: number): void {
+    if (batch === this.guarded) return;
+    this.guarded = batch;
+    this.writer.afterBatch(batch, (err) => {
+      if (err === null) return;
+      const keep = err instanceof CommitError ? err.durableLines : 0;
+      const forgotten = this.seen.forgetBatch(batch, keep);
+      this.counters.commitFailures++;
+      this.counters.written -= forgotten;
+      this.log.error({ batch, forgotten, durable: keep, err: err.message }, this.message);
+    });
+  }
 }

@@ -21,8 +21,8 @@ import type { Logger } from 'pino';
 import { JETSTREAM_DEFAULTS, StreamMissingError } from '../wire/jetstream';
 import { checkScanned, scanFlowEvent, ScannedEvent } from '../wire/reader';
 import type { ByteBuffer } from '../util/byte-buffer';
-import { CommitError, JSONL_DEFAULTS, JsonlWriter, listEventFiles } from '../output/jsonl-writer';
-import { rebuildSeenSet, SeenSet } from './dedup';
+import { JSONL_DEFAULTS, JsonlWriter, listEventFiles } from '../output/jsonl-writer';
+import { CommitGuard, rebuildSeenSet, SeenSet } from './dedup';
 import { writeJsonLine } from './event-json';
 import { NativeJson } from './native-json';
 import { COLLECTOR_DEFAULTS } from './server';
@@ -123,8 +123,8 @@ export class JetStreamConsumer {
   private consumer: Consumer | null = null;
   private stopping = false;
   private stopped: Promise<void> | null = null;
-  /** The batch whose failure handler is registered (see guard). */
-  private guarded = 0;
+  /** Forgets the ids of a batch whose commit failed (see guard). */
+  private readonly commits: CommitGuard;
   private readonly lineOf = (out: ByteBuffer): void => writeJsonLine(out, scanned, Date.now());
   /** Resolves when consumption ends by itself (the consumer deleted, the connection closed). */
   readonly ended: Promise<Error | null>;
@@ -135,6 +135,7 @@ export class JetStreamConsumer {
     this.writer = JsonlWriter.open({ dir: opts.out, rotateBytes: opts.rotateBytes ?? CONSUMER_DEFAULTS.rotateBytes, maxFiles: opts.maxFiles ?? CONSUMER_DEFAULTS.maxFiles, fsync: opts.fsync, logger: opts.logger });
     const t0 = Date.now();
     this.seen = rebuildSeenSet(listEventFiles(opts.out), positiveInt(opts.dedupWindow ?? CONSUMER_DEFAULTS.dedupWindow, 'dedup window'));
+    this.commits = new CommitGuard(this.writer, this.seen, this.counters, this.log, 'output commit failed: those messages were not acked and come back');
     if (this.seen.size > 0) this.log.info({ ids: this.seen.size, ms: Date.now() - t0 }, 'rebuilt the de-duplication set from the output files');
     const native = NativeJson.load();
     this.native = typeof native === 'string' ? null : native;
@@ -276,16 +277,7 @@ export class JetStreamConsumer {
    * must be written then, not dropped as duplicates). The collector's rule, see server.ts.
    */
   private guard(batch: number): void {
-    if (batch === this.guarded) return;
-    this.guarded = batch;
-    this.writer.afterBatch(batch, (err) => {
-      if (err === null) return;
-      const keep = err instanceof CommitError ? err.durableLines : 0;
-      const forgotten = this.seen.forgetBatch(batch, keep);
-      this.counters.commitFailures++;
-      this.counters.written -= forgotten;
-      this.log.error({ batch, forgotten, durable: keep, err: err.message }, 'output commit failed: those messages were not acked and come back');
-    });
+    this.commits.guard(batch);
   }
 
   /** The batch whose commit acks a duplicate: the one holding the first copy while it is not durable. */

@@ -17,8 +17,8 @@ import { ByteBuffer } from '../util/byte-buffer';
 import { encodeGrpcMessage, frameMessage, GrpcStatus } from '../wire/grpc';
 import { writeJsonLine } from './event-json';
 import { NativeJson } from './native-json';
-import { rebuildSeenSet, SeenSet } from './dedup';
-import { CommitError, JSONL_DEFAULTS, JsonlWriter, listEventFiles } from '../output/jsonl-writer';
+import { CommitGuard, rebuildSeenSet, SeenSet } from './dedup';
+import { JSONL_DEFAULTS, JsonlWriter, listEventFiles } from '../output/jsonl-writer';
 import { jetstream, type JetStreamClient } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/nats-core';
 import { messageHeaders, subjectOf } from '../wire/jetstream';
@@ -302,21 +302,32 @@ class EventStream {
     return this.onMessageJs(buf.subarray(start, end));
   }
 
-  /** The reference route: every message the fast path declines (or all, without the addon). */
-  private onMessageJs(msg: Buffer): boolean {
-    const ev = scanned;
+  /**
+   * Scans msg into `scanned`. Returns what the message handler returns when that settles it (a
+   * malformed message fails the stream, the initiator handshake is answered), or null for an
+   * event to handle (counted as received).
+   */
+  private scan(msg: Buffer): boolean | null {
     try {
-      scanFlowEvent(msg, ev);
+      scanFlowEvent(msg, scanned);
     } catch (err) {
       this.c.counters.malformed++;
       this.fail(GrpcStatus.INVALID_ARGUMENT, `cannot parse a flow.FlowEvent: ${(err as Error).message}`);
       return false;
     }
-    if (ev.initiator) {
+    if (scanned.initiator) {
       this.s.write(frameMessage(INITIATOR_ACK));
       return true;
     }
     this.c.counters.received++;
+    return null;
+  }
+
+  /** The reference route: every message the fast path declines (or all, without the addon). */
+  private onMessageJs(msg: Buffer): boolean {
+    const ev = scanned;
+    const r = this.scan(msg);
+    if (r !== null) return r;
     const id = msg.subarray(ev.eventId.s, ev.eventId.e);
     const error = checkScanned(ev);
     let batch: number;
@@ -350,18 +361,8 @@ class EventStream {
   /** Relay: publish the event, ack it to the sender on its PubAck. */
   private onMessageRelay(msg: Buffer): boolean {
     const ev = scanned;
-    try {
-      scanFlowEvent(msg, ev);
-    } catch (err) {
-      this.c.counters.malformed++;
-      this.fail(GrpcStatus.INVALID_ARGUMENT, `cannot parse a flow.FlowEvent: ${(err as Error).message}`);
-      return false;
-    }
-    if (ev.initiator) {
-      this.s.write(frameMessage(INITIATOR_ACK));
-      return true;
-    }
-    this.c.counters.received++;
+    const r = this.scan(msg);
+    if (r !== null) return r;
     // The message is a view of a buffer reused after this returns: keep a copy until the PubAck.
     const payload = Buffer.from(msg);
     const idStart = ev.eventId.s, idEnd = ev.eventId.e;
@@ -736,24 +737,17 @@ export class Collector {
     this.log.warn(info, msg);
   }
 
-  /** The batch whose failed commit last registered a forget (see guard). */
-  private guarded = 0;
+  /** Forgets the ids of a batch whose commit failed (created with the output; none when relaying). */
+  private commits: CommitGuard | null = null;
 
   /**
    * Makes sure that if batch fails to commit, the ids added with it leave the de-duplication set
    * (their senders resend them; they must be written then, not acked as duplicates).
    */
   guard(batch: number): void {
-    if (batch === this.guarded) return;
-    this.guarded = batch;
-    this.writer.afterBatch(batch, (err) => {
-      if (err === null) return;
-      const keep = err instanceof CommitError ? err.durableLines : 0;
-      const forgotten = this.seen.forgetBatch(batch, keep);
-      this.counters.commitFailures++;
-      this.counters.written -= forgotten;
-      this.log.error({ batch, forgotten, durable: keep, err: err.message }, 'output commit failed: those events were not acknowledged and will be written when resent');
-    });
+    this.commits ??= new CommitGuard(this.writer, this.seen, this.counters, this.log,
+      'output commit failed: those events were not acknowledged and will be written when resent');
+    this.commits.guard(batch);
   }
 
   /**
