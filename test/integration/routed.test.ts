@@ -5,6 +5,7 @@
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { Testbed } from '../../testkit/testbed';
 import type { FlowEvent } from '../../src/model/event';
+import { idleTimeoutS } from '../../testkit/slow';
 import { Capture, describePrivileged, killBackground, run, spawnIn, waitForLine } from '../helpers/env';
 import { unmergedBytes } from '../helpers/pcap';
 import { DaemonProc, TRAFFIC } from '../helpers/daemon';
@@ -28,7 +29,9 @@ describePrivileged('flow events on a routing testbed', () => {
     tb.segmentedEgress(r.router);
     const net = r.client.ip4.split('.')[1];
     const overlay = [`10.${net}.0.0/24`, `fd00:${net}::/64`];
-    const lifecycle = { udp_timeout_s: 2, icmp_timeout_s: 2, interim_interval_s: 2, tcp_close_grace_ms: 200 };
+    // Idle timeouts scale with the machine: under emulation a sender can stall for seconds between
+    // two paced datagrams, which a 2 s timeout would take for the flow's end.
+    const lifecycle = { udp_timeout_s: idleTimeoutS(2), icmp_timeout_s: idleTimeoutS(2), interim_interval_s: 2, tcp_close_grace_ms: 200 };
     router = await DaemonProc.start(r.router.ns, {
       interfaces: [r.router.ifname],
       reporter_public_key: r.router.publicKey,

@@ -1,0 +1,50 @@
+// The contract of a live attribution source: something that can be asked, now, what the network
+// looks like. Sources only read and describe; merging them (file > NetBird API > WireGuard
+// interface), applying a snapshot atomically and refreshing on an interval belong to the daemon's
+// attribution coordinator, not to a source.
+import type { AttributionConfig } from '../config';
+
+/** One WireGuard peer as the interface reports it (kernel netlink or the UAPI socket). */
+export interface WgPeer {
+  /** The interface the peer belongs to. */
+  readonly ifname: string;
+  /** Base64 public key (44 characters), as `wg show` prints it. */
+  readonly publicKey: string;
+  /** Allowed IPs as prefixes in canonical text ("10.0.0.2/32", "fd00::/64"). */
+  readonly allowedIps: readonly string[];
+  /** "host:port" ("[v6]:port" for IPv6); '' when the peer has no endpoint yet. */
+  readonly endpoint: string;
+  /** Latest handshake, seconds since the epoch; 0 = never. */
+  readonly lastHandshakeS: number;
+}
+
+/** What one read of the WireGuard interfaces found. */
+export interface WgSnapshot {
+  readonly peers: readonly WgPeer[];
+  /** The interfaces' own addresses as prefixes ("10.0.0.1/24"): the default overlay. */
+  readonly ownPrefixes: readonly string[];
+  /** Interfaces that could not be read, with why (the others are still in `peers`). */
+  readonly errors: readonly { ifname: string; message: string }[];
+}
+
+/** What one fetch of a management API found, already in wgflow's table form. */
+export interface ApiSnapshot {
+  /** Peers, resources and policies with the API's own ids (overlay included when known). */
+  readonly config: AttributionConfig;
+  /** Objects read, by kind (peers, groups, users, policies, networks, resources, routers, routes). */
+  readonly counts: Readonly<Record<string, number>>;
+  /** Non-fatal findings (a policy naming an unknown group, a resource type wgflow cannot match, ...). */
+  readonly warnings: readonly string[];
+}
+
+/** A source failed: the last good snapshot stays; `kind` labels the metric. */
+export class SourceError extends Error {
+  constructor(
+    readonly source: 'netbird' | 'wireguard',
+    readonly kind: 'unauthorized' | 'forbidden' | 'rate_limited' | 'server' | 'timeout' | 'network' | 'invalid',
+    message: string,
+  ) {
+    super(message);
+    this.name = 'SourceError';
+  }
+}
