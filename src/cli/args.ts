@@ -3,6 +3,8 @@
 import { parseArgs, ParseArgsConfig } from 'node:util';
 
 /** A command-line mistake: printed with the command's name, exit code 2. */
+import { hostPort } from '../util/check';
+
 export class UsageError extends Error {
   constructor(message: string) {
     super(message);
@@ -42,4 +44,14 @@ export function sizeFlag(value: string | undefined, flag: string, dflt: number, 
   const n = Number(m[1]) * unit;
   if (n < min) throw new UsageError(`--${flag}: ${value} is below the minimum of ${min} bytes`);
   return n;
+}
+
+/** A HOST:PORT flag (the config's rule, src/util/check.ts hostPort). */
+export function hostPortFlag(value: string | undefined, flag: string): string | undefined {
+  if (value === undefined) return undefined;
+  try {
+    return hostPort(value, `--${flag}`);
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
 }

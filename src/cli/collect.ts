@@ -3,7 +3,11 @@ import { readFileSync } from 'node:fs';
 import pino from 'pino';
 import { Collector, COLLECTOR_DEFAULTS as D, CollectorError } from '../collector/server';
 import { WriterError } from '../output/jsonl-writer';
-import { intFlag, parseFlags, sizeFlag, UsageError } from './args';
+import { catchStopSignals } from './stop-signals';
+import { hostPortFlag, intFlag, parseFlags, sizeFlag, UsageError } from './args';
+import { collectorMetrics, type CollectorMetrics } from '../metrics/receivers';
+import { listeningAddress, serveMetrics } from '../metrics/serve';
+import type { Server } from 'node:http';
 import type { NatsConnection } from '@nats-io/nats-core';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { JETSTREAM_DEFAULTS, streamNameProblem, StreamMissingError, subjectPrefixProblem } from '../wire/jetstream';
@@ -44,6 +48,7 @@ connection limits (a flood of broken or idle clients must not lock exporters out
   --max-connections N     open connections at most; more are refused (default ${D.maxConnections})
   --max-streams-per-connection N  concurrent streams per connection (default ${D.maxStreamsPerConnection})
   --max-streams N         open streams in all; more are refused with RESOURCE_EXHAUSTED (default ${D.maxStreams})
+  --metrics-listen HOST:PORT  serve Prometheus metrics at http://HOST:PORT/metrics (default: none)
   --log-level LEVEL       fatal, error, warn, info, debug (default info)
   --help, -h              show this help
 
@@ -73,6 +78,7 @@ const OPTIONS = {
   'max-connections': { type: 'string' },
   'max-streams-per-connection': { type: 'string' },
   'max-streams': { type: 'string' },
+  'metrics-listen': { type: 'string' },
   'log-level': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
   ...NATS_PREFIXED_FLAGS,
@@ -85,6 +91,7 @@ const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 
 export async function main(argv: string[]): Promise<number> {
   let collector: Collector;
+  const signals = catchStopSignals();
   try {
     const f = parseFlags(argv, OPTIONS);
     if (f.help) {
@@ -113,7 +120,11 @@ export async function main(argv: string[]): Promise<number> {
       }
     }
     if (token !== undefined && token === '') throw new UsageError('--token: the token is empty');
-    let relay: { nc: NatsConnection; subjectPrefix: string; timeoutMs: number } | undefined;
+    const metricsListen = hostPortFlag(f['metrics-listen'], 'metrics-listen');
+    // Created before the collector so the relay can observe PubAck latencies; stats bound below.
+    let stats: () => ReturnType<Collector['stats']> = () => { throw new Error('collector not started'); };
+    const metrics: CollectorMetrics | null = metricsListen === undefined ? null : collectorMetrics(() => stats(), relaying);
+    let relay: { nc: NatsConnection; subjectPrefix: string; timeoutMs: number; onPublished?: (s: number) => void } | undefined;
     let natsOpts: ReturnType<typeof natsOptionsOfFlags> | undefined;
     let stream = '';
     if (relaying) {
@@ -150,7 +161,7 @@ export async function main(argv: string[]): Promise<number> {
         process.stderr.write(`wgflow collect: ${err instanceof StreamMissingError ? err.message : prefixNatsFlagNames(natsErrorMessage(err, natsOpts))}\n`);
         return 1;
       }
-      relay = { nc, subjectPrefix: prefix, timeoutMs };
+      relay = { nc, subjectPrefix: prefix, timeoutMs, onPublished: metrics?.observePublish };
     }
     const logger = pino({ name: 'wgflow-collect', level }, pino.destination({ fd: 2, sync: true }));
     try {
@@ -183,7 +194,20 @@ export async function main(argv: string[]): Promise<number> {
       }
       throw err;
     }
-    logger.info({ address: collector.address, out: f.out, relay: relaying ? { servers: natsOpts?.servers, stream } : undefined, tls: f['tls-cert'] !== undefined, mtls: f['client-ca'] !== undefined, auth: token !== undefined }, 'listening');
+    const col = collector;
+    stats = () => col.stats();
+    let metricsServer: Server | null = null;
+    if (metrics !== null && metricsListen !== undefined) {
+      try {
+        metricsServer = await serveMetrics(metrics.registry, metricsListen, 'wgflow collect');
+      } catch (err) {
+        await collector.close();
+        if (relay) await closeNats(relay.nc);
+        process.stderr.write(`wgflow collect: ${(err as Error).message}\n`);
+        return 1;
+      }
+    }
+    logger.info({ address: collector.address, metrics: metricsServer ? listeningAddress(metricsServer) : undefined, out: f.out, relay: relaying ? { servers: natsOpts?.servers, stream } : undefined, tls: f['tls-cert'] !== undefined, mtls: f['client-ca'] !== undefined, auth: token !== undefined }, 'listening');
     const c = collector;
     // A stats line a minute while anything moves: refusals and timeouts are visible while running,
     // not only in the "stopped" line.
@@ -201,6 +225,7 @@ export async function main(argv: string[]): Promise<number> {
         stopping = true;
         logger.info({ signal: sig }, 'shutting down');
         clearInterval(statsTimer);
+        metricsServer?.close();
         c.close().then(async () => {
           if (relay) await closeNats(relay.nc);
         }).then(
@@ -214,8 +239,7 @@ export async function main(argv: string[]): Promise<number> {
           },
         );
       };
-      process.on('SIGTERM', () => stop('SIGTERM'));
-      process.on('SIGINT', () => stop('SIGINT'));
+      signals.onStop(stop);
     });
   } catch (err) {
     if (err instanceof UsageError) {

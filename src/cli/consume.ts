@@ -5,7 +5,11 @@ import { CONSUMER_DEFAULTS as D, ConsumerError, JetStreamConsumer } from '../col
 import { WriterError } from '../output/jsonl-writer';
 import { JETSTREAM_DEFAULTS, streamNameProblem, StreamMissingError } from '../wire/jetstream';
 import { closeNats, connectForCli, NATS_FLAGS, NATS_FLAGS_HELP, natsErrorMessage, natsOptionsOfFlags } from './nats-flags';
-import { intFlag, parseFlags, sizeFlag, UsageError } from './args';
+import { catchStopSignals } from './stop-signals';
+import { hostPortFlag, intFlag, parseFlags, sizeFlag, UsageError } from './args';
+import { consumerMetrics } from '../metrics/receivers';
+import { listeningAddress, serveMetrics } from '../metrics/serve';
+import type { Server } from 'node:http';
 
 const mib = (n: number): string => `${n / (1024 * 1024)}M`;
 
@@ -34,6 +38,7 @@ options:
   --rotate-size SIZE      rotate events.jsonl before it passes SIZE (default ${mib(D.rotateBytes)})
   --max-files N           keep at most N rotated files, deleting the oldest (default ${D.maxFiles} = all)
   --dedup-window N        event ids remembered for de-duplication (default ${D.dedupWindow})
+  --metrics-listen HOST:PORT  serve Prometheus metrics at http://HOST:PORT/metrics (default: none)
   --stats-interval-ms N   a stats line (consumed, written, duplicates, redeliveries, lag) this
                           often while anything moves (default ${STATS_INTERVAL_MS})
 ${NATS_FLAGS_HELP}
@@ -54,6 +59,7 @@ const OPTIONS = {
   'max-files': { type: 'string' },
   'dedup-window': { type: 'string' },
   'stats-interval-ms': { type: 'string' },
+  'metrics-listen': { type: 'string' },
   'log-level': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const;
@@ -75,10 +81,20 @@ export async function main(argv: string[]): Promise<number> {
   } catch (err) {
     return usageFailed(err);
   }
+  // A signal during start-up (connecting, creating the durable) must not kill the process
+  // half-way: it is remembered and honoured once the consumer runs.
+  let early: NodeJS.Signals | null = null;
+  const onEarly = (sig: NodeJS.Signals): void => {
+    early ??= sig;
+  };
+  process.on('SIGTERM', onEarly);
+  process.on('SIGINT', onEarly);
+  const signals = catchStopSignals();
   let consumer: JetStreamConsumer;
   let nc: Awaited<ReturnType<typeof connectForCli>>;
   let logger: pino.Logger;
   let statsIntervalMs: number;
+  let metricsServer: Server | null = null;
   try {
     if (f.durable === undefined) throw new UsageError('--durable NAME is required (the durable consumer whose processes share the work)');
     if (!NAME_RE.test(f.durable)) throw new UsageError(`--durable: "${f.durable}" is not a consumer name (no spaces, dots, *, >, / or \\)`);
@@ -98,6 +114,7 @@ export async function main(argv: string[]): Promise<number> {
     const maxFiles = intFlag(f['max-files'], 'max-files', D.maxFiles);
     const dedupWindow = intFlag(f['dedup-window'], 'dedup-window', D.dedupWindow, 1);
     statsIntervalMs = intFlag(f['stats-interval-ms'], 'stats-interval-ms', STATS_INTERVAL_MS, 100);
+    const metricsListen = hostPortFlag(f['metrics-listen'], 'metrics-listen');
     logger = pino({ name: 'wgflow-consume', level }, pino.destination({ fd: 2, sync: true }));
     try {
       nc = await connectForCli(natsOpts);
@@ -113,10 +130,23 @@ export async function main(argv: string[]): Promise<number> {
       process.stderr.write(`wgflow consume: ${msg}\n`);
       return 1;
     }
+    if (metricsListen !== undefined) {
+      const started = consumer;
+      try {
+        metricsServer = await serveMetrics(consumerMetrics(() => started.stats(), () => started.refreshLag()), metricsListen, 'wgflow consume');
+        logger.info({ metrics: listeningAddress(metricsServer) }, 'serving metrics');
+      } catch (err) {
+        await started.close();
+        await closeNats(nc);
+        process.stderr.write(`wgflow consume: ${(err as Error).message}\n`);
+        return 1;
+      }
+    }
   } catch (err) {
     return usageFailed(err);
   }
   const c = consumer;
+  const ms = metricsServer;
   const conn = nc;
   const log = logger;
   // A stats line a minute while anything moves (the collector's rule).
@@ -136,6 +166,7 @@ export async function main(argv: string[]): Promise<number> {
       stopping = true;
       log.info({ reason: why }, 'shutting down');
       clearInterval(statsTimer);
+      ms?.close();
       c.close()
         .then(() => closeNats(conn))
         .then(
@@ -149,8 +180,10 @@ export async function main(argv: string[]): Promise<number> {
           },
         );
     };
-    process.on('SIGTERM', () => stop('SIGTERM', 0));
-    process.on('SIGINT', () => stop('SIGINT', 0));
+    process.off('SIGTERM', onEarly);
+    process.off('SIGINT', onEarly);
+    signals.onStop((sig) => stop(sig, 0));
+    if (early !== null) stop(early, 0);
     void c.ended.then((err) => {
       if (stopping) return;
       log.error({ err: err?.message ?? 'consumption ended' }, 'consuming stopped by itself');

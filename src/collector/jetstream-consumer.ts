@@ -290,12 +290,20 @@ export class JetStreamConsumer {
    * Asks the server for the durable's lag (num_pending) now: between deliveries the last one's
    * figure goes stale (a stalled consumer receives nothing). Keeps the old figure on failure.
    */
-  async refreshLag(): Promise<void> {
+  async refreshLag(timeoutMs = 1_000): Promise<void> {
+    if (this.consumer === null) return;
+    let timer: NodeJS.Timeout | undefined;
     try {
-      const info = await this.consumer?.info();
-      if (info) this.counters.pending = info.num_pending;
+      // Bounded: a scrape or a stats line must not wait for the client's own 5 s timeout.
+      const info = await Promise.race([
+        this.consumer.info(),
+        new Promise<null>((resolve) => (timer = setTimeout(() => resolve(null), timeoutMs))),
+      ]);
+      if (info !== null) this.counters.pending = info.num_pending;
     } catch (err) {
       this.log.debug({ err: (err as Error).message }, 'cannot read the consumer info');
+    } finally {
+      clearTimeout(timer);
     }
   }
 

@@ -94,6 +94,8 @@ export interface RelayOptions {
   subjectPrefix: string;
   /** A publish not acked within this time fails; its sender is not acked and resends. */
   timeoutMs?: number;
+  /** Called with each PubAck's latency in seconds (the metrics' histogram). */
+  onPublished?: (seconds: number) => void;
 }
 
 export interface CollectorStats {
@@ -191,6 +193,7 @@ interface Relay {
   js: JetStreamClient;
   prefix: string;
   timeoutMs: number;
+  onPublished: ((seconds: number) => void) | null;
 }
 
 class EventStream {
@@ -379,9 +382,11 @@ class EventStream {
     const msgId = bytesToUuid(payload.subarray(idStart, idEnd), 'event_id');
     this.pending++;
     if (this.pending >= MAX_RELAY_IN_FLIGHT) this.updateFlow();
+    const t0 = relay.onPublished === null ? 0 : performance.now();
     relay.js.publish(subject, payload, { headers: messageHeaders(msgId), timeout: relay.timeoutMs }).then(
       (ack) => {
         this.pending--;
+        if (relay.onPublished !== null) relay.onPublished((performance.now() - t0) / 1000);
         if (ack.duplicate) this.c.counters.duplicates++;
         else this.c.counters.written++;
         this.relayAck(payload, idStart, idEnd);
@@ -518,7 +523,7 @@ export class Collector {
     if ((opts.tlsCert === undefined) !== (opts.tlsKey === undefined)) throw new CollectorError('TLS needs both a certificate and a key (--tls-cert and --tls-key)');
     if (opts.clientCa && !opts.tlsCert) throw new CollectorError('client certificate checking (--client-ca) needs TLS (--tls-cert and --tls-key)');
     if ((opts.out === undefined) === (opts.relay === undefined)) throw new CollectorError('give an output directory (--out) or a JetStream relay (--jetstream), one of the two');
-    this.relay = opts.relay ? { js: jetstream(opts.relay.nc), prefix: opts.relay.subjectPrefix, timeoutMs: opts.relay.timeoutMs ?? COLLECTOR_DEFAULTS.relayTimeoutMs } : null;
+    this.relay = opts.relay ? { js: jetstream(opts.relay.nc), prefix: opts.relay.subjectPrefix, timeoutMs: opts.relay.timeoutMs ?? COLLECTOR_DEFAULTS.relayTimeoutMs, onPublished: opts.relay.onPublished ?? null } : null;
     this.output = opts.out !== undefined ? JsonlWriter.open({ dir: opts.out, rotateBytes: opts.rotateBytes, maxFiles: opts.maxFiles, fsync: opts.fsync, logger: opts.logger }) : null;
     const window = opts.dedupWindow ?? d.dedupWindow;
     const t0 = Date.now();

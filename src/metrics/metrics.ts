@@ -2,7 +2,8 @@
 // the names, _total on counters. Most values are read from the components at scrape time; the
 // byte/packet counters are fed from the flow events themselves, so they match the events exactly.
 import type { EventSink } from '../output/sink';
-import { createServer, Server } from 'node:http';
+import type { Server } from 'node:http';
+import { serveMetrics } from './serve';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { KernelStats } from '../datapath/records';
 import { DeltaTracker } from '../model/deltas';
@@ -259,35 +260,7 @@ export class Metrics implements EventSink {
   }
 
   /** Serve /metrics on host:port; rejects with a clear message when the port is taken. */
-  async listen(hostPort: string): Promise<Server> {
-    const i = hostPort.lastIndexOf(':');
-    const host = hostPort.slice(0, i).replace(/^\[|\]$/g, '');
-    const port = Number(hostPort.slice(i + 1));
-    const server = createServer((req, res) => {
-      if (req.method === 'GET' && req.url?.split('?')[0] === '/metrics') {
-        this.registry.metrics().then(
-          (text) => {
-            res.writeHead(200, { 'content-type': this.registry.contentType });
-            res.end(text);
-          },
-          (err: Error) => {
-            res.writeHead(500, { 'content-type': 'text/plain' });
-            res.end(`metrics failed: ${err.message}\n`);
-          },
-        );
-        return;
-      }
-      res.writeHead(req.url === '/' ? 200 : 404, { 'content-type': 'text/plain' });
-      res.end(req.url === '/' ? 'wgflow: metrics at /metrics\n' : 'not found\n');
-    });
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', (err: NodeJS.ErrnoException) => {
-        reject(new Error(err.code === 'EADDRINUSE' ? `metrics address ${hostPort} is already in use (--metrics-listen)`
-          : err.code === 'EADDRNOTAVAIL' ? `metrics address ${hostPort} is not an address of this host (--metrics-listen)`
-          : err.code === 'EACCES' ? `not allowed to listen on ${hostPort} (--metrics-listen)` : `cannot listen on ${hostPort}: ${err.message}`));
-      });
-      server.listen(port, host, () => resolve());
-    });
-    return server;
+  listen(hostPort: string): Promise<Server> {
+    return serveMetrics(this.registry, hostPort);
   }
 }

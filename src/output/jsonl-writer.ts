@@ -10,11 +10,14 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { ensureDir, fsyncDir } from '../util/fs';
 import { ByteBuffer } from '../util/byte-buffer';
+import { PidLock } from '../util/pid-lock';
 
 
 /** Largest single write of a commit (see commitLoop). */
 export const MAX_PIECE_BYTES = 32 * 1024 * 1024;
 export const CURRENT_FILE = 'events.jsonl';
+/** Holds the pid of the process writing the directory (src/util/pid-lock.ts). */
+export const LOCK_FILE = 'events.lock';
 const ROTATED_RE = /^events-(\d{6,})-\d{8}T\d{6}Z\.jsonl$/;
 
 /** The writer's defaults (the daemon's output.* keys and the collector's flags default to these). */
@@ -134,7 +137,7 @@ export class JsonlWriter {
   private closeWaiters: Array<() => void> = [];
   private readonly counters: JsonlWriterStats = { lines: 0, commits: 0, bytes: 0, rotations: 0 };
 
-  private constructor(opts: JsonlWriterOptions, fd: number, size: number, nextRotation: number) {
+  private constructor(opts: JsonlWriterOptions, private readonly lock: PidLock, fd: number, size: number, nextRotation: number) {
     this.dir = opts.dir;
     this.path = join(opts.dir, CURRENT_FILE);
     this.rotateBytes = opts.rotateBytes ?? JSONL_DEFAULTS.rotateBytes;
@@ -164,39 +167,57 @@ export class JsonlWriter {
   static open(opts: JsonlWriterOptions): JsonlWriter {
     if ((opts.rotateBytes ?? 1) <= 0) throw new WriterError(`rotate size must be positive, got ${opts.rotateBytes}`);
     let fd: number;
+    let lock: PidLock;
     try {
       ensureDir(opts.dir);
-      fd = openSync(join(opts.dir, CURRENT_FILE), 'a+');
     } catch (err) {
       throw new WriterError(`cannot write to output directory ${opts.dir}: ${(err as Error).message}`);
     }
-    let size = fstatSync(fd).size;
-    if (size > 0) {
-      // Find the last newline (reading backwards in small blocks).
-      const block = Buffer.alloc(64 * 1024);
-      let end = size;
-      let keep = -1;
-      while (end > 0 && keep < 0) {
-        const start = Math.max(0, end - block.length);
-        const n = readSync(fd, block, 0, end - start, start);
-        const i = block.subarray(0, n).lastIndexOf(0x0a);
-        if (i >= 0) keep = start + i + 1;
-        end = start;
-      }
-      if (keep < 0) keep = 0;
-      if (keep < size) {
-        opts.logger?.warn({ file: join(opts.dir, CURRENT_FILE), droppedBytes: size - keep }, 'cut off a torn last line (never acknowledged; its sender resends it)');
-        ftruncateSync(fd, keep);
-        fdatasyncSync(fd);
-        size = keep;
-      }
+    try {
+      // Two writers on one directory would cut each other's torn lines and interleave batches.
+      lock = PidLock.acquire(join(opts.dir, LOCK_FILE), (pid) => new WriterError(`output directory ${opts.dir} is in use by process ${pid}: give each writer its own directory`));
+    } catch (err) {
+      throw err instanceof WriterError ? err : new WriterError(`cannot write to output directory ${opts.dir}: ${(err as Error).message}`);
     }
-    let maxSeq = 0;
-    for (const n of readdirSync(opts.dir)) {
-      const m = ROTATED_RE.exec(n);
-      if (m) maxSeq = Math.max(maxSeq, Number(m[1]));
+    try {
+      fd = openSync(join(opts.dir, CURRENT_FILE), 'a+');
+    } catch (err) {
+      lock.release();
+      throw new WriterError(`cannot write to output directory ${opts.dir}: ${(err as Error).message}`);
     }
-    return new JsonlWriter(opts, fd, size, maxSeq + 1);
+    try {
+      let size = fstatSync(fd).size;
+      if (size > 0) {
+        // Find the last newline (reading backwards in small blocks).
+        const block = Buffer.alloc(64 * 1024);
+        let end = size;
+        let keep = -1;
+        while (end > 0 && keep < 0) {
+          const start = Math.max(0, end - block.length);
+          const n = readSync(fd, block, 0, end - start, start);
+          const i = block.subarray(0, n).lastIndexOf(0x0a);
+          if (i >= 0) keep = start + i + 1;
+          end = start;
+        }
+        if (keep < 0) keep = 0;
+        if (keep < size) {
+          opts.logger?.warn({ file: join(opts.dir, CURRENT_FILE), droppedBytes: size - keep }, 'cut off a torn last line (never acknowledged; its sender resends it)');
+          ftruncateSync(fd, keep);
+          fdatasyncSync(fd);
+          size = keep;
+        }
+      }
+      let maxSeq = 0;
+      for (const n of readdirSync(opts.dir)) {
+        const m = ROTATED_RE.exec(n);
+        if (m) maxSeq = Math.max(maxSeq, Number(m[1]));
+      }
+      return new JsonlWriter(opts, lock, fd, size, maxSeq + 1);
+    } catch (err) {
+      closeSync(fd);
+      lock.release();
+      throw err;
+    }
   }
 
   /** Queues one line (without its newline); returns the id of the batch it will be committed in. */
@@ -495,5 +516,6 @@ export class JsonlWriter {
     this.closed = true;
     if (this.releaseTimer !== null) clearTimeout(this.releaseTimer);
     closeSync(this.fd);
+    this.lock.release();
   }
 }

@@ -1,6 +1,7 @@
 // `wgflow collect --jetstream`: the relay. Events sent over gRPC (wgflow export-test) are published
 // to the stream and acked to the sender only on the PubAck; `wgflow consume` then writes each once.
 // With the stream unreachable nothing is acked: the sender keeps its events and sends them again.
+import { spawnSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { jetstreamManager } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/nats-core';
@@ -36,7 +37,7 @@ const stat = (p: Proc, key: string): number => Number(p.json().filter((o) => o.e
 describe('wgflow collect --jetstream (relay)', () => {
   it('gRPC in, stream out, acked on the PubAck; consume writes every event once', async () => {
     const N = 3000;
-    const relay = await startRelay();
+    const relay = await startRelay(['--metrics-listen', '127.0.0.1:0']);
     const s = startSender({ collector: relay.url, spool: newDir('relay-spool'), count: N, seed: 'relay' });
     expect(await senderDone(s)).toMatchObject({ ok: true, acked: N });
     // The same events again (a sender that lost its acks): the stream reports duplicates.
@@ -48,6 +49,17 @@ describe('wgflow collect --jetstream (relay)', () => {
     c.signal('SIGTERM');
     expect((await c.exited).code).toBe(0);
     expect(exactlyOnce(out, eventIds('relay', N))).toEqual({ missing: [], duplicated: [], unexpected: [] });
+    // The metrics say the same as the stats, and promtool accepts them.
+    const addr = String(relay.proc.json('stderr').find((o) => o.msg === 'listening')?.metrics);
+    const text = await (await fetch(`http://${addr}/metrics`)).text();
+    const value = (name: string): number => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1]);
+    expect(value('wgflow_collector_events_received_total')).toBe(N + 500);
+    expect(value('wgflow_collector_events_stored_total')).toBe(N);
+    expect(value('wgflow_collector_duplicates_total')).toBe(500);
+    expect(value('wgflow_relay_publish_failures_total')).toBe(0);
+    expect(value('wgflow_relay_publish_latency_seconds_count')).toBe(N + 500);
+    const lint = spawnSync('promtool', ['check', 'metrics'], { input: text, encoding: 'utf8' });
+    expect(lint.status, lint.stdout + lint.stderr).toBe(0);
     relay.proc.signal('SIGTERM');
     expect((await relay.proc.exited).code).toBe(0);
     const stopped = relay.proc.json('stderr').find((o) => o.msg === 'stopped');

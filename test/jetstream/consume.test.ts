@@ -1,6 +1,7 @@
 // `wgflow consume` against a real nats-server: the lines it writes are the ones `wgflow collect`
 // writes for the same events, a durable's processes share the work, a consumer killed mid-batch
 // and restarted writes every event exactly once, SIGTERM exits cleanly, bad inputs fail clearly.
+import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -150,7 +151,39 @@ describe('wgflow consume: stats', () => {
     c.signal('SIGTERM');
     expect((await c.exited).code).toBe(0);
   });
+
+  it('serves Prometheus metrics that equal the stats, the lag read at scrape time; promtool accepts them', async () => {
+    const N = 2000;
+    const { prefix, flags } = await newStream('METRICS');
+    await publishEvents(nc, 'metrics', 0, N, { prefix });
+    const out = newDir('con-metrics');
+    const c = await startConsume(nats.urls, 'metrics', out, [...flags, '--metrics-listen', '127.0.0.1:0', '--ack-wait-ms', '60000']);
+    const addr = String((await c.waitJson((o) => o.msg === 'serving metrics', 'the "serving metrics" line', 10_000, 'stderr')).metrics);
+    await waitForIds([out], N, 'every event');
+    // More events while nothing pulls them would show as lag; here: everything consumed, lag 0,
+    // then 500 more published and consumed.
+    await publishEvents(nc, 'metrics', N, 500, { prefix });
+    await waitForIds([out], N + 500, 'the next 500');
+    const text = await scrape(addr);
+    const value = (name: string): number => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1]);
+    expect(value('wgflow_consumer_events_written_total')).toBe(N + 500);
+    expect(value('wgflow_consumer_messages_total')).toBe(N + 500);
+    expect(value('wgflow_consumer_duplicates_total')).toBe(0);
+    expect(value('wgflow_consumer_redeliveries_total')).toBe(0);
+    expect(value('wgflow_consumer_pending_messages')).toBe(0);
+    const lint = spawnSync('promtool', ['check', 'metrics'], { input: text, encoding: 'utf8' });
+    expect(lint.status, lint.stdout + lint.stderr).toBe(0);
+    c.signal('SIGTERM');
+    expect((await c.exited).code).toBe(0);
+  });
 });
+
+/** GET http://addr/metrics. */
+async function scrape(addr: string): Promise<string> {
+  const r = await fetch(`http://${addr}/metrics`);
+  expect(r.status).toBe(200);
+  return r.text();
+}
 
 describe('wgflow consume: bad inputs', () => {
   const failed = async (args: string[]): Promise<{ code: number | null; stderr: string }> => {
@@ -183,6 +216,26 @@ describe('wgflow consume: bad inputs', () => {
     expect(r.stderr).toMatch(/durable "filtered" .* exists with other settings: its filter is "wgflow.flows.\*.end", not "wgflow.flows.\*.start" \(--filter\)/);
   });
 
+  it('one output directory, one writer: a second consume or collect on it is refused, naming the process', async () => {
+    const out = newDir('bad-shared-out');
+    await newStream('WGFLOW');
+    const c = await startConsume(nats.urls, 'owner', out);
+    const r = await failed(['--jetstream', nats.urls, '--durable', 'other', '--out', out]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(`output directory ${out} is in use by process ${c.pid}: give each writer its own directory`);
+    const col = new Proc(['collect', '--listen', '127.0.0.1:0', '--out', out], 'collect (shared out)');
+    expect((await col.exited).code).toBe(1);
+    expect(col.stderr).toContain(`is in use by process ${c.pid}`);
+    c.signal('SIGTERM');
+    expect((await c.exited).code).toBe(0);
+    // A lock left by a SIGKILLed owner is taken over.
+    const k = await startConsume(nats.urls, 'owner', out);
+    await k.kill('SIGKILL');
+    const again = await startConsume(nats.urls, 'owner', out);
+    again.signal('SIGTERM');
+    expect((await again.exited).code).toBe(0);
+  });
+
   it('bad flags name the flag, exit 2', async () => {
     const base = ['--jetstream', nats.urls, '--out', newDir('bad')];
     const cases: Array<[string[], RegExp]> = [
@@ -197,6 +250,7 @@ describe('wgflow consume: bad inputs', () => {
       [[...base, '--durable', 'd', '--token-file', '/nonexistent/t'], /--token-file: cannot read \/nonexistent\/t/],
       [[...base, '--durable', 'd', '--stream', 'a.b'], /--stream: /],
       [[...base, '--durable', 'd', '--bogus'], /Unknown option '--bogus'/],
+      [[...base, '--durable', 'd', '--metrics-listen', '9617'], /--metrics-listen: expected HOST:PORT/],
     ];
     for (const [args, re] of cases) {
       const r = await failed(args);

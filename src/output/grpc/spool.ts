@@ -14,11 +14,12 @@
 // Memory is bounded whatever the collector does: records not yet handed to the sender are kept in
 // memory only up to memoryBytes (beyond that they are read back from disk, one segment at most at
 // a time); what was handed out is the sender's bounded in-flight window.
-import { close, closeSync, fdatasync, fdatasyncSync, openSync, readdirSync, readFileSync, readSync, renameSync, statSync, unlink, unlinkSync, writeFileSync, writeSync } from 'node:fs';
+import { close, closeSync, fdatasync, fdatasyncSync, openSync, readdirSync, readFileSync, readSync, renameSync, statSync, unlink, unlinkSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
 import type { Logger } from 'pino';
 import { ensureDir, fsyncDir } from '../../util/fs';
+import { PidLock } from '../../util/pid-lock';
 
 export type FsyncPolicy = 'always' | 'interval' | 'never';
 
@@ -287,15 +288,6 @@ function retire(path: string): void {
   unlink(gone, () => undefined); // a failure leaves a file the next scan deletes
 }
 
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 export class Spool {
   readonly dir: string;
   private readonly maxBytes: number;
@@ -323,6 +315,7 @@ export class Spool {
   private closed = false;
   private readonly timers: NodeJS.Timeout[] = [];
   private readonly lockPath: string;
+  private pidLock: PidLock | null = null;
   /** Called with the seq of every segment dropped for space (the sender forgets its in-flight records). */
   onSegmentDropped: ((seq: number) => void) | null = null;
 
@@ -367,27 +360,15 @@ export class Spool {
 
   private lock(): void {
     try {
-      writeFileSync(this.lockPath, String(process.pid), { flag: 'wx' });
-      return;
+      this.pidLock = PidLock.acquire(this.lockPath, (pid) => new SpoolError(`spool ${this.dir} is in use by process ${pid} (two exporters must not share a spool)`));
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw new SpoolError(`cannot write ${this.lockPath}: ${(err as Error).message}`);
+      throw err instanceof SpoolError ? err : new SpoolError((err as Error).message);
     }
-    const holder = Number(readFileSync(this.lockPath, 'utf8').trim());
-    if (Number.isInteger(holder) && holder > 0 && holder !== process.pid && pidAlive(holder)) {
-      throw new SpoolError(`spool ${this.dir} is in use by process ${holder} (two exporters must not share a spool)`);
-    }
-    // Left by a process that died: take it over.
-    const tmp = `${this.lockPath}.${process.pid}`;
-    writeFileSync(tmp, String(process.pid));
-    renameSync(tmp, this.lockPath);
   }
 
   private unlock(): void {
-    try {
-      if (readFileSync(this.lockPath, 'utf8').trim() === String(process.pid)) unlinkSync(this.lockPath);
-    } catch {
-      // Already gone.
-    }
+    this.pidLock?.release();
+    this.pidLock = null;
   }
 
   private scan(): void {
