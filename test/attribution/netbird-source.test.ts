@@ -30,6 +30,8 @@ interface Reply {
   raw?: string;
   /** Never answer. */
   hang?: boolean;
+  /** Send the headers and the start of the body, then nothing more. */
+  stall?: boolean;
 }
 
 interface TestServer {
@@ -54,7 +56,8 @@ async function serve(responses: Responses, override?: (path: string, req: Incomi
     if (r.hang) return; // the socket stays open until close()
     const text = r.raw ?? JSON.stringify(r.body);
     res.writeHead(r.status ?? 200, { 'Content-Type': 'application/json', 'X-Request-Id': 'req-test-1', ...r.headers });
-    res.end(text);
+    if (r.stall) res.write(text.slice(0, 10));
+    else res.end(text);
   });
   await new Promise<void>((ok) => server.listen(0, '127.0.0.1', ok));
   const { port } = server.address() as AddressInfo;
@@ -345,6 +348,11 @@ describe('failures: one SourceError of the right kind, naming the endpoint, neve
     expect(e.kind).toBe('timeout');
     expect(e.message).toBe('GET /api/routes: no complete answer within 300 ms');
     expect(Date.now() - t0).toBeLessThan(2000);
+    // Headers, then a body that stops half-way: the timeout covers the body too.
+    const s2 = await serve(account1(), on('/api/users', { stall: true, raw: '[{"id": "cq1user0stall00000000", "name": "x"}]' }));
+    const e2 = await failure(fetchNetbird(opts(s2, { timeoutMs: 300 })));
+    expect(e2.kind).toBe('timeout');
+    expect(e2.message).toBe('GET /api/users: no complete answer within 300 ms');
   });
 
   it('connection refused → network', async () => {
@@ -441,7 +449,8 @@ describe('warnings: what the tables cannot represent is named, never dropped sil
     const peers = r['/api/peers'] as Record<string, unknown>[];
     peers.push(peer(IDS.pBob, 'bob-again', '100.64.0.3', IDS.uBob, [IDS.gAll]));
     peers.push(peer('cq1peer0bad000000000', 'bad-ip', '100.64.0.300', 'auth0|gone', [IDS.gAll]));
-    (r['/api/groups'] as unknown[]).push(group('cq1grp0ssh0000000000', [], []));
+    // A group may list a peer among its resources (type "peer"): the peer is in that group.
+    (r['/api/groups'] as unknown[]).push(group('cq1grp0dbpeer0000000', [], [[IDS.pDb, 'peer']]));
     r[`/api/networks/${IDS.nOffice}/resources`] = [
       ...(r[`/api/networks/${IDS.nOffice}/resources`] as unknown[]),
       resource('cq1res0off0000000000', 'old-nas', 'host', '192.168.1.60', [IDS.gLan], { enabled: false }),
@@ -505,6 +514,7 @@ describe('warnings: what the tables cannot represent is named, never dropped sil
     expect(a.attributeIps('100.64.0.1', '100.64.0.20', TCP, 40000, 22022).ruleId).toBe('cq1pol0nbssh00000000');
     expect(a.attributeIps('100.64.0.20', '100.64.0.2', ICMP, 0, 0).ruleId).toBe('cq1pol0two0000000000#1');
     expect(a.attributeIps('100.64.0.1', '100.64.0.3', TCP, 40000, 22).destination.type).toBe('UNKNOWN'); // the duplicate's address
+    expect(snap.config.peers!.find((p) => p.id === IDS.pDb)!.groups).toEqual([IDS.gAll, IDS.gServers, 'cq1grp0dbpeer0000000']);
   });
 
   it('an account without overlay ranges, and NetBird\'s null lists, are read without failing', async () => {

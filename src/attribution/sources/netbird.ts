@@ -177,7 +177,11 @@ export function mapNetbird(d: NetbirdData): ApiSnapshot {
     }
     groupsById.set(g.id, g);
     for (const p of g.peers) (groupsOfPeer.get(p) ?? groupsOfPeer.set(p, []).get(p)!).push(g.id);
-    for (const r of g.resources) (groupsOfResource.get(r.id) ?? groupsOfResource.set(r.id, []).get(r.id)!).push(g.id);
+    for (const r of g.resources) {
+      // A group's resources may name a peer (type "peer"): that peer is in the group.
+      const m = r.type === 'peer' ? groupsOfPeer : groupsOfResource;
+      (m.get(r.id) ?? m.set(r.id, []).get(r.id)!).push(g.id);
+    }
   }
 
   const usersById = new Map<string, NbUser>();
