@@ -43,6 +43,8 @@ export class SourceError extends Error {
     readonly source: 'netbird' | 'wireguard',
     readonly kind: 'unauthorized' | 'forbidden' | 'rate_limited' | 'server' | 'timeout' | 'network' | 'invalid',
     message: string,
+    /** rate_limited: the server's Retry-After, in seconds (absent when it sent none). */
+    readonly retryAfterS?: number,
   ) {
     super(message);
     this.name = 'SourceError';
