@@ -3,6 +3,8 @@
 // JSON lines; the NATS server down for a while (and the daemon SIGKILLed meanwhile) loses nothing
 // and stores nothing twice.
 import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { Testbed, type WgEndpoint } from '../../testkit/testbed';
@@ -10,7 +12,7 @@ import { fromJsonLine } from '../../src/model/json';
 import type { FlowEvent } from '../../src/model/event';
 import { subjectOf } from '../../src/wire/jetstream';
 import { describePrivileged, killBackground, run, sleep, spawnIn, waitForLine } from '../helpers/env';
-import { DaemonProc, TRAFFIC } from '../helpers/daemon';
+import { DaemonProc, TRAFFIC, WGFLOW } from '../helpers/daemon';
 import { startNatsServer, type NatsCluster } from '../../testkit/nats';
 import { budget } from '../../testkit/slow';
 import { ensureBuilt, REPO } from '../export/helpers';
@@ -59,7 +61,7 @@ describePrivileged('wgflow run --jetstream', () => {
     tb = new Testbed();
     ({ a, b } = tb.wgPair());
     nats = await startNatsServer({ ns: b.ns });
-    for (const port of [9301, 9302]) {
+    for (const port of [9301, 9302, 9303]) {
       const echo = spawnIn(b.ns, 'node', [TRAFFIC, 'udp-echo', String(port)]);
       await waitForLine(echo, /ready/);
     }
@@ -128,5 +130,56 @@ describePrivileged('wgflow run --jetstream', () => {
     expect(new Set(msgs.map((m) => m.id))).toEqual(ids);
     expect(msgs).toHaveLength(ids.size);
     expect(lines.filter((e) => e.destination.port === 9302 && e.type === 'END')).toHaveLength(3);
+  });
+
+  it('end to end: the stream read by wgflow consume gives the lines the gRPC path (wgflow collect) writes for the same traffic', async () => {
+    // The daemons of the tests above watch the same interface (their pinned links would stay
+    // attached ahead of this one's): stopped and unpinned, this one runs alone.
+    for (const x of daemons) await x.stop();
+    daemons[0]?.cleanup();
+    daemons.length = 0;
+    const dir = mkdtempSync(join(tmpdir(), 'wgflow-js-e2e-'));
+    try {
+      const colOut = join(dir, 'collect'), conOut = join(dir, 'consume');
+      // One daemon exports to both: gRPC to a collector, and a stream of its own (created on first use).
+      const col = spawnIn(b.ns, 'node', [WGFLOW, 'collect', '--listen', '127.0.0.1:50093', '--out', colOut]);
+      await waitForLine(col, /listening/, 15_000, 'stderr');
+      const d = await DaemonProc.start(b.ns, { ...cfg(), collector: { url: 'grpc://127.0.0.1:50093' }, jetstream: { servers: nats.urls, stream: 'E2E', subject_prefix: 'e2e.flows' } });
+      daemons.push(d);
+      await flows(9303);
+      /** The JSON lines of a receiver by event id. */
+      const lines = (o: string): Map<string, string> => {
+        const m = new Map<string, string>();
+        let text = '';
+        try {
+          text = readFileSync(join(o, 'events.jsonl'), 'utf8');
+        } catch {
+          // not written yet
+        }
+        for (const l of text.split('\n')) if (l) m.set((JSON.parse(l) as { id: string }).id, l);
+        return m;
+      };
+      const strip = (l: string | undefined): string | undefined => l?.replace(/"receive_timestamp":"[^"]*",/, '');
+      const events = (o: string): FlowEvent[] => [...lines(o).values()].map((l) => fromJsonLine(l).event);
+      await until('the three flows ended at the collector', () => events(colOut).filter((e) => e.type === 'END' && e.destination.port === 9303).length === 3);
+      await until('every event acked on both paths', () => metric(d, 'wgflow_jetstream_queue_events') === 0 && metric(d, 'wgflow_export_queue_events') === 0 && metric(d, 'wgflow_jetstream_acked_total') === metric(d, 'wgflow_export_acks_total'));
+      const con = spawnIn(b.ns, 'node', [WGFLOW, 'consume', '--jetstream', nats.urls, '--stream', 'E2E', '--durable', 'e2e', '--out', conOut]);
+      await waitForLine(con, /consuming/, 15_000, 'stderr');
+      const viaGrpc = lines(colOut);
+      const n = viaGrpc.size;
+      expect(n).toBe(metric(d, 'wgflow_export_acks_total'));
+      await until('consume wrote every event', () => lines(conOut).size >= n);
+      const viaJs = lines(conOut);
+      expect(viaJs.size).toBe(n);
+      // Equal but for the receive time, the one field two receivers cannot share.
+      for (const [id, line] of viaGrpc) expect(strip(viaJs.get(id)), id).toBe(strip(line));
+      const ends = events(conOut).filter((e) => e.type === 'END' && e.destination.port === 9303);
+      expect(ends).toHaveLength(3);
+      for (const e of ends) expect([e.txPackets, e.rxPackets]).toEqual([5, 5]);
+      con.kill('SIGTERM');
+      col.kill('SIGTERM');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
