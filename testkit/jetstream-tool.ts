@@ -1,8 +1,9 @@
 // Test kit for the JetStream output (not shipped), run as `node build/testkit/jetstream-tool.js`:
 //
-//   publish --jetstream URLS --spool DIR --count N [--seed S] [--batch B] [--replicas 1|3]
+//   publish --jetstream URLS --spool DIR --count N [--seed S] [--batch B] [--replicas 1|3] [--rate R]
 //       N synthetic events through the real JetStreamExporter and spool; prints {"acked":n} lines
-//       and {"done":...} when the spool is empty. Crash tests SIGKILL it and run it again with
+//       and {"done":...} when the spool is empty. With --rate, R events/s are emitted over time
+//       (as a daemon would) and the lines also say how many were enqueued so far. Crash tests SIGKILL it and run it again with
 //       --count 0 on the same spool to deliver what the first run left.
 //   dump --jetstream URLS [--stream NAME]
 //       every message of the stream as one JSON line: {"seq","subject","id","line"} (line: the
@@ -24,6 +25,7 @@ const OPTIONS = {
   batch: { type: 'string' },
   stream: { type: 'string' },
   replicas: { type: 'string' },
+  rate: { type: 'string' },
 } as const;
 
 async function publish(f: ReturnType<typeof parseFlags<typeof OPTIONS>>): Promise<number> {
@@ -41,7 +43,27 @@ async function publish(f: ReturnType<typeof parseFlags<typeof OPTIONS>>): Promis
   exp.start();
   // Everything goes into the spool first (one synchronous loop): a kill after {"enqueued"} finds
   // all N accepted, so a restart must deliver all N.
-  for (let i = 0; i < count; i += batch) exp.emit(Array.from({ length: Math.min(batch, count - i) }, (_, k) => syntheticEvent(seed, i + k)));
+  let enqueued = 0;
+  const rate = Number(f.rate ?? 0);
+  if (rate > 0) {
+    // R events/s in 10 ms ticks, from the start time (a slow tick catches up).
+    const t0 = Date.now();
+    await new Promise<void>((resolve) => {
+      const tick = setInterval(() => {
+        const due = Math.min(count, Math.floor(((Date.now() - t0) * rate) / 1000));
+        if (due > enqueued) exp.emit(Array.from({ length: due - enqueued }, (_, k) => syntheticEvent(seed, enqueued + k)));
+        enqueued = due;
+        process.stdout.write(`${JSON.stringify({ enqueued, acked: exp.stats().acked })}\n`);
+        if (enqueued === count) {
+          clearInterval(tick);
+          resolve();
+        }
+      }, 10);
+    });
+  } else {
+    for (let i = 0; i < count; i += batch) exp.emit(Array.from({ length: Math.min(batch, count - i) }, (_, k) => syntheticEvent(seed, i + k)));
+    enqueued = count;
+  }
   process.stdout.write(`${JSON.stringify({ enqueued: count })}\n`);
   const timer = setInterval(() => process.stdout.write(`${JSON.stringify({ acked: exp.stats().acked })}\n`), 5);
   await exp.whenIdle();
