@@ -9,7 +9,7 @@ import type { FlowEvent } from '../src/model/event';
 import { intFlag, parseFlags, sizeFlag, UsageError } from '../src/cli/args';
 import { Transport, TRANSPORTS } from '../src/output/grpc/transport';
 import { Exporter, EXPORTER_DEFAULTS, ExporterStats } from '../src/output/grpc/exporter';
-import { FsyncPolicy, SPOOL_DEFAULTS } from '../src/output/grpc/spool';
+import { FsyncPolicy, SPOOL_DEFAULTS } from '../src/output/spool';
 import { syntheticEvent } from './synthetic';
 
 export const SENDER_HELP = `usage: wgflow export-test --collector URL --spool DIR [options]

@@ -15,7 +15,7 @@ import { checkRingBytes, DEFAULT_MAX_FLOWS, DEFAULT_PIN_DIR, DEFAULT_RING_BYTES 
 import { PIPELINE_DEFAULTS } from '../flow/pipeline';
 import { TRACKER_DEFAULTS } from '../flow/tracker';
 import { EXPORTER_DEFAULTS } from '../output/grpc/exporter';
-import { SPOOL_DEFAULTS } from '../output/grpc/spool';
+import { SPOOL_DEFAULTS } from '../output/spool';
 import { JSONL_DEFAULTS } from '../output/jsonl-writer';
 import { JETSTREAM_EXPORTER_DEFAULTS } from '../output/jetstream/exporter';
 import { formatDuration, JETSTREAM_DEFAULTS, parseDuration, parseServers, streamNameProblem, streamSettings, subjectPrefixProblem } from '../wire/jetstream';

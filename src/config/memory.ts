@@ -5,7 +5,7 @@
 import { Check, ConfigError } from '../util/check';
 import { flowStateBytes } from '../flow/budget';
 import { kernelMapBytes, mapReadBytes } from '../datapath/datapath';
-import { SPOOL_DEFAULTS } from '../output/grpc/spool';
+import { SPOOL_DEFAULTS } from '../output/spool';
 import { CgroupLimit } from './cgroup';
 import { formatBytes } from '../util/bytes';
 

@@ -4,7 +4,7 @@
 import { configLeaves, configSchema, RUN_FLAGS } from './config';
 import { DEFAULT_MAX_FLOWS, DEFAULT_RING_BYTES, READ_CHUNK_ENTRIES } from '../datapath/datapath';
 import { EXPORTER_DEFAULTS } from '../output/grpc/exporter';
-import { SPOOL_DEFAULTS } from '../output/grpc/spool';
+import { SPOOL_DEFAULTS } from '../output/spool';
 import { ConfigError } from '../util/check';
 import { checkMemoryPlan, DAEMON_BASE_BYTES, formatBytes, IN_FLIGHT_EVENT_BYTES, memoryBudget } from './memory';
 

@@ -1,7 +1,7 @@
 // Unit tests: FlowEvent <-> wire (both encoders), acks, the JSON form, collector URLs, backoff.
 import { describe, expect, it } from 'vitest';
 import { bytesToIp, CodecError, decodeAck, decodeEvent, encodeAck, encodeEvent, fromWire, INITIATOR_ACK, ipToBytes, toWire, uuidToBytes } from '../../src/wire/codec';
-import { Backoff, DEFAULT_BACKOFF } from '../../src/output/grpc/exporter';
+import { Backoff, DEFAULT_BACKOFF } from '../../src/output/spooled-sink';
 import { loadFlowProto } from '../../src/wire/proto';
 import { syntheticEvent } from '../../testkit/synthetic';
 import { parseCollectorUrl, tlsFilesProblem } from '../../src/output/grpc/url';

@@ -3,7 +3,7 @@
 import pino from 'pino';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Exporter } from '../../src/output/grpc/exporter';
-import { recordId, Spool, SpoolRecord } from '../../src/output/grpc/spool';
+import { recordId, Spool, SpoolRecord } from '../../src/output/spool';
 import { syntheticEvent } from '../../testkit/synthetic';
 import { writeFlowEvent } from '../../src/wire/writer';
 import { cleanup, tmpDir } from './helpers';

@@ -3,7 +3,7 @@
 import { readdirSync, readFileSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES, walkRecords } from '../../src/output/grpc/spool';
+import { RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES, walkRecords } from '../../src/output/spool';
 import { collectedCount, eventIds, exactlyOnce, processSuite, Proc, senderDone, startCollector, startSender } from './helpers';
 
 const newDir = processSuite();

@@ -2,7 +2,7 @@
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { InFlight, InFlightTable } from '../../src/output/grpc/inflight';
-import type { SpoolRecord } from '../../src/output/grpc/spool';
+import type { SpoolRecord } from '../../src/output/spool';
 
 const rec = (id: Buffer, seq = 1, off = 0): SpoolRecord => ({ buf: id, idAt: 0, payload: Buffer.alloc(0), seq, off });
 

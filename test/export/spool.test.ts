@@ -2,7 +2,7 @@
 import { readdirSync, readFileSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { MAX_RECORD_BODY, recordId, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES, Spool, SpoolRecord, walkRecords } from '../../src/output/grpc/spool';
+import { MAX_RECORD_BODY, recordId, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES, Spool, SpoolRecord, walkRecords } from '../../src/output/spool';
 import { cleanup, tmpDir } from './helpers';
 
 const dirs: string[] = [];

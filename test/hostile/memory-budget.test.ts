@@ -13,7 +13,7 @@ import {
 } from '../../src/config/memory';
 import { kernelMapBytes, mapReadBytes } from '../../src/datapath/datapath';
 import { flowStateBytes } from '../../src/flow/budget';
-import { SPOOL_DEFAULTS } from '../../src/output/grpc/spool';
+import { SPOOL_DEFAULTS } from '../../src/output/spool';
 import { ConfigError } from '../../src/util/check';
 import { wgflow } from '../helpers/daemon';
 

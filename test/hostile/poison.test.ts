@@ -4,7 +4,7 @@
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { encodeRecord, QUARANTINE_FILE, SEGMENT_HEADER_BYTES, walkRecords } from '../../src/output/grpc/spool';
+import { encodeRecord, QUARANTINE_FILE, SEGMENT_HEADER_BYTES, walkRecords } from '../../src/output/spool';
 import { eventIds, exactlyOnce, processSuite, senderDone, startCollector, startSender } from '../export/helpers';
 
 const newDir = processSuite();

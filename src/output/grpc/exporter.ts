@@ -8,30 +8,15 @@ import { readFileSync } from 'node:fs';
 import { rootCertificates } from 'node:tls';
 import pino, { Logger } from 'pino';
 import type { FlowEvent } from '../../model/event';
-import { CodecError, DecodedAck, initiatorMessage } from '../../wire/codec';
+import { DecodedAck, initiatorMessage } from '../../wire/codec';
 import { GrpcStatus, statusName } from '../../wire/grpc';
 import { CallStatus, EventStream, StreamOptions, Transport, TRANSPORTS } from './transport';
 import { openGrpcJsStream } from './grpcjs-stream';
 import { openH2Stream } from './h2-stream';
-import type { EventSink } from '../sink';
-import { SKIP_RECORD, Spool, SpoolOptions, SpoolRecord } from './spool';
-import { checkScanned, scanFlowEvent, ScannedEvent } from '../../wire/reader';
+import type { SpoolOptions, SpoolRecord } from '../spool';
+import { Backoff, DEFAULT_BACKOFF, SpooledSink, type BackoffOptions } from '../spooled-sink';
 import { InFlight, InFlightTable } from './inflight';
-import { writeFlowEventInto } from '../../wire/writer';
 import { parseCollectorUrl, CollectorUrl, tlsFilesProblem } from './url';
-
-export interface BackoffOptions {
-  /** First delay. NetBird: 800 ms. */
-  initialMs?: number;
-  /** Growth per failed attempt. NetBird: 1.7. */
-  multiplier?: number;
-  /** Randomization: delay * (1 +- jitter). NetBird: 0.5. */
-  jitter?: number;
-  /** Cap of the un-jittered delay. Default 30 s. */
-  maxMs?: number;
-  /** A stream that lived at least this long resets the backoff. NetBird: 5 s. */
-  resetAfterMs?: number;
-}
 
 export interface ExporterOptions {
   /** grpc://host:port, grpcs://host:port or https://host[:port]. */
@@ -94,23 +79,6 @@ export interface ExporterStats {
   spoolBytes: number;
 }
 
-/** Exponential backoff with jitter (NetBird's parameters by default). */
-export class Backoff {
-  private current: number;
-  constructor(private readonly o: Required<BackoffOptions>, private readonly random: () => number = Math.random) {
-    this.current = o.initialMs;
-  }
-  /** The delay before the next attempt (grows each call). */
-  next(): number {
-    const base = this.current;
-    this.current = Math.min(this.current * this.o.multiplier, this.o.maxMs);
-    return Math.round(base * (1 + this.o.jitter * (2 * this.random() - 1)));
-  }
-  reset(): void {
-    this.current = this.o.initialMs;
-  }
-}
-
 /** The exporter's defaults, one place (collector.* keys and export-test flags default to these). */
 export const EXPORTER_DEFAULTS = {
   maxInFlight: 32_768,
@@ -120,8 +88,6 @@ export const EXPORTER_DEFAULTS = {
   handshakeTimeoutMs: 10_000,
   ackTimeoutMs: 60_000,
 } as const;
-
-export const DEFAULT_BACKOFF: Required<BackoffOptions> = { initialMs: 800, multiplier: 1.7, jitter: 0.5, maxMs: 30_000, resetAfterMs: 5_000 };
 
 function readPem(path: string, what: string): Buffer {
   try {
@@ -147,38 +113,6 @@ function systemRoots(): Buffer {
   return Buffer.from(parts.join('\n'));
 }
 
-/**
- * A spool record body for an event, straight into spool memory (a BodyWriter): the 16-byte event
- * id, then the encoded event, which starts with the same id (field 1, 16 bytes).
- */
-export function writeRecordBody(ev: FlowEvent, buf: Buffer, at: number, end: number): number {
-  const e = writeFlowEventInto(ev, buf, at + 16, end);
-  if (e < 0) return e - 16;
-  if (buf[at + 16] !== 0x0a || buf[at + 17] !== 16) throw new CodecError('encoded event does not start with a 16-byte event_id');
-  buf.copyWithin(at, at + 18, at + 34);
-  return e;
-}
-
-const scratch = new ScannedEvent();
-
-/**
- * Why a spool record read back from disk cannot be sent, or null: the checks the collector makes
- * (a message it cannot parse fails the whole stream), and the record's id must be the event's.
- */
-export function validateRecord(id: Buffer, payload: Buffer): string | null {
-  try {
-    scanFlowEvent(payload, scratch);
-  } catch (err) {
-    return `not a flow.FlowEvent: ${(err as Error).message}`;
-  }
-  if (scratch.initiator) return 'an initiator message, not an event';
-  const why = checkScanned(scratch);
-  if (why !== null) return why;
-  const e = scratch.eventId;
-  if (e.e - e.s !== 16 || payload.compare(id, 0, 16, e.s, e.e) !== 0) return 'the record id is not the event_id of its event';
-  return null;
-}
-
 /** Events written to the stream in one batch (one HTTP/2 DATA frame with the http2 transport). */
 const WRITE_BATCH = 256;
 
@@ -189,11 +123,9 @@ export class ExporterStoppedError extends Error {
   }
 }
 
-export class Exporter implements EventSink {
+export class Exporter extends SpooledSink {
   readonly name = 'collector';
   readonly url: CollectorUrl;
-  private readonly log: Logger;
-  private readonly spool: Spool;
   private readonly streamOptions: StreamOptions;
   private readonly openStream: typeof openH2Stream;
   private readonly maxInFlight: number;
@@ -218,16 +150,12 @@ export class Exporter implements EventSink {
   private resendAt = 0;
   private retryTimer: NodeJS.Timeout | null = null;
   private handshakeTimer: NodeJS.Timeout | null = null;
-  private started = false;
-  private stopping = false;
-  private stopped = false;
-  private idleWaiters: Array<() => void> = [];
-  private counters = { acked: 0, sent: 0, reconnects: 0, badEvents: 0 };
-  private lastBadEventLog = 0;
+  private counters = { acked: 0, sent: 0, reconnects: 0 };
 
   constructor(private readonly opts: ExporterOptions) {
-    this.url = parseCollectorUrl(opts.url);
-    this.log = opts.logger ?? pino({ name: 'wgflow-exporter' }, pino.destination(2));
+    const url = parseCollectorUrl(opts.url);
+    super(opts.logger ?? pino({ name: 'wgflow-exporter' }, pino.destination(2)), opts.spool, { stopped: () => new ExporterStoppedError(), receiver: 'collector', verb: 'exported' });
+    this.url = url;
     this.maxInFlight = opts.maxInFlight ?? EXPORTER_DEFAULTS.maxInFlight;
     if (!(Number.isInteger(this.maxInFlight) && this.maxInFlight >= 1)) throw new Error(`maxInFlight must be a positive integer, got ${opts.maxInFlight}`);
     this.backoffOpts = { ...DEFAULT_BACKOFF, ...opts.backoff };
@@ -252,7 +180,6 @@ export class Exporter implements EventSink {
       if (opts.keyFile) this.streamOptions.key = readPem(opts.keyFile, 'client key');
     }
     this.initiator = initiatorMessage();
-    this.spool = Spool.open({ logger: this.log, validate: validateRecord, ...opts.spool });
     this.spool.onSegmentDropped = (seq) => {
       this.inflight.deleteWhere((f) => f.rec.seq === seq);
       this.outbox = this.outbox.slice(this.outboxAt).filter((r) => r.seq !== seq);
@@ -274,68 +201,19 @@ export class Exporter implements EventSink {
     return this.enqueueBatch([event]) === 1;
   }
 
-  /**
-   * Appends events to the spool with one write; when it returns they are in the spool. An event
-   * that cannot be encoded is left out, counted (badEvents) and logged. Returns how many were spooled.
-   */
-  enqueueBatch(events: readonly FlowEvent[]): number {
-    if (this.stopping) throw new ExporterStoppedError();
-    if (events.length === 0) return 0;
-    const bad = this.counters.badEvents;
-    this.spool.appendWith(events.length, (k, buf, at, end) => {
-      try {
-        return writeRecordBody(events[k], buf, at, end);
-      } catch (err) {
-        if (!(err instanceof CodecError)) throw err;
-        // One event we cannot encode must not take the rest of its batch down with it.
-        this.badEvent(events[k], err);
-        return SKIP_RECORD;
-      }
-    });
+  protected onEnqueued(): void {
     this.schedulePump();
-    return events.length - (this.counters.badEvents - bad);
-  }
-
-  private badEvent(ev: FlowEvent, err: CodecError): void {
-    this.counters.badEvents++;
-    const now = Date.now();
-    if (now - this.lastBadEventLog < 1000) return;
-    this.lastBadEventLog = now;
-    this.log.error({ eventId: ev.eventId, flowId: ev.flowId, err: err.message, badEventsTotal: this.counters.badEvents }, 'an event cannot be encoded: not exported (the rest of its batch is)');
   }
 
   stats(): ExporterStats {
-    const s = this.spool.stats();
     return {
       connected: this.open,
       inFlight: this.inflight.size,
-      queued: Math.max(0, s.records - this.inflight.size),
       acked: this.counters.acked,
       sent: this.counters.sent,
       reconnects: this.counters.reconnects,
-      dropped: s.dropped,
-      corruptSkipped: s.corruptSkipped,
-      quarantined: s.quarantined,
-      badEvents: this.counters.badEvents,
-      spoolBytes: s.bytes,
+      ...this.spoolFigures(this.inflight.size),
     };
-  }
-
-  /** Resolves when every spooled event has been acknowledged. */
-  whenIdle(): Promise<void> {
-    if (this.spool.unackedCount === 0) return Promise.resolve();
-    return new Promise((resolve) => this.idleWaiters.push(resolve));
-  }
-
-  /** EventSink: the events go to the spool (see enqueueBatch). */
-  emit(events: readonly FlowEvent[]): void {
-    this.enqueueBatch(events);
-  }
-
-  /** EventSink: stop() within the deadline; says so when something stays in the spool. */
-  async close(deadlineMs: number): Promise<void> {
-    const s = await this.stop({ deadlineMs });
-    if (s.queued + s.inFlight > 0) this.log.warn({ unacked: s.queued + s.inFlight, spool: this.spool.dir }, 'collector did not ack everything before the deadline: the rest stays in the spool for the next start');
   }
 
   /**
@@ -344,14 +222,7 @@ export class Exporter implements EventSink {
    */
   async stop(opts: { deadlineMs?: number } = {}): Promise<ExporterStats> {
     if (this.stopped) return this.stats();
-    this.stopping = true;
-    this.spool.sync();
-    const deadlineMs = opts.deadlineMs ?? 5_000;
-    if (this.started && deadlineMs > 0) {
-      let timer: NodeJS.Timeout | undefined;
-      await Promise.race([this.whenIdle(), new Promise<void>((r) => (timer = setTimeout(r, deadlineMs)))]);
-      clearTimeout(timer);
-    }
+    await this.waitForAcks(opts.deadlineMs);
     this.stopped = true;
     const stats = this.stats();
     if (this.retryTimer) clearTimeout(this.retryTimer);
@@ -416,11 +287,7 @@ export class Exporter implements EventSink {
     this.spool.ack(f.rec.seq, f.rec.off);
     this.counters.acked++;
     this.opts.onAckLatency?.(now - f.sentAt);
-    if (this.idleWaiters.length > 0 && this.spool.unackedCount === 0) {
-      const w = this.idleWaiters;
-      this.idleWaiters = [];
-      for (const r of w) r();
-    }
+    this.settleIdle();
     this.schedulePump();
   }
 

@@ -2,7 +2,7 @@
 // place, in the record's memory) when the ack comes back. A hash table of its own: buckets picked
 // by an integer mixed from the id's four words (no hex string, no string hashing, and cheaper than
 // a Map keyed by that integer), entries of a bucket chained.
-import type { SpoolRecord } from './spool';
+import type { SpoolRecord } from '../spool';
 
 export interface InFlight {
   rec: SpoolRecord;

@@ -12,15 +12,12 @@
 import pino, { type Logger } from 'pino';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { createInbox, type Msg, type NatsConnection } from '@nats-io/nats-core';
-import type { FlowEvent } from '../../model/event';
-import { CodecError } from '../../wire/codec';
 import {
   addressOf, connectNats, describeNatsError, ensureStream, messageHeaders, natsErrorKind, streamSettings, streamSummary,
   type NatsConnectOptions, type NatsErrorKind, type StreamSettings,
 } from '../../wire/jetstream';
-import { Backoff, DEFAULT_BACKOFF, validateRecord, writeRecordBody, type BackoffOptions } from '../grpc/exporter';
-import { SKIP_RECORD, Spool, type SpoolOptions, type SpoolRecord } from '../grpc/spool';
-import type { EventSink } from '../sink';
+import type { SpoolOptions, SpoolRecord } from '../spool';
+import { Backoff, DEFAULT_BACKOFF, SpooledSink, type BackoffOptions } from '../spooled-sink';
 
 /** The exporter's own defaults (jetstream.max_in_flight defaults to this). */
 export const JETSTREAM_EXPORTER_DEFAULTS = {
@@ -83,11 +80,9 @@ export class JetStreamExporterStoppedError extends Error {
   }
 }
 
-export class JetStreamExporter implements EventSink {
+export class JetStreamExporter extends SpooledSink {
   readonly name = 'jetstream';
   readonly settings: StreamSettings;
-  private readonly log: Logger;
-  private readonly spool: Spool;
   private readonly maxInFlight: number;
   private readonly publishTimeoutMs: number;
   private readonly backoff: Backoff;
@@ -111,23 +106,17 @@ export class JetStreamExporter implements EventSink {
   private retry: Pending[] = [];
   private retryAt = 0;
   private pumpScheduled = false;
-  private started = false;
-  private stopping = false;
-  private stopped = false;
   private timer: NodeJS.Timeout | null = null;
-  private idleWaiters: Array<() => void> = [];
   private readonly errors = Object.fromEntries(NATS_ERROR_KINDS.map((k) => [k, 0])) as Record<NatsErrorKind, number>;
-  private counters = { published: 0, acked: 0, duplicates: 0, reconnects: 0, badEvents: 0 };
-  private lastErrorLog = new Map<string, number>();
+  private counters = { published: 0, acked: 0, duplicates: 0, reconnects: 0 };
 
   constructor(private readonly opts: JetStreamExporterOptions) {
-    this.log = opts.logger ?? pino({ name: 'wgflow-jetstream' }, pino.destination(2));
+    super(opts.logger ?? pino({ name: 'wgflow-jetstream' }, pino.destination(2)), opts.spool, { stopped: () => new JetStreamExporterStoppedError(), receiver: 'JetStream', verb: 'published' });
     this.settings = streamSettings(opts.stream);
     this.maxInFlight = opts.maxInFlight ?? JETSTREAM_EXPORTER_DEFAULTS.maxInFlight;
     if (!(Number.isInteger(this.maxInFlight) && this.maxInFlight >= 1)) throw new Error(`jetstream.max_in_flight must be a positive integer, got ${opts.maxInFlight}`);
     this.publishTimeoutMs = opts.publishTimeoutMs ?? JETSTREAM_EXPORTER_DEFAULTS.publishTimeoutMs;
     this.backoff = new Backoff({ ...DEFAULT_BACKOFF, maxMs: 10_000, ...opts.backoff });
-    this.spool = Spool.open({ logger: this.log, validate: validateRecord, ...opts.spool });
     this.spool.onSegmentDropped = (seq) => {
       this.retry = this.retry.slice(this.retryAt).filter((p) => p.rec.seq !== seq);
       this.retryAt = 0;
@@ -143,72 +132,27 @@ export class JetStreamExporter implements EventSink {
     void this.session();
   }
 
-  /** EventSink: the events go to the spool (one write); they are published from there. */
-  emit(events: readonly FlowEvent[]): void {
-    this.enqueueBatch(events);
-  }
-
-  /** Appends events to the spool; returns how many were spooled (unencodable ones are counted and logged). */
-  enqueueBatch(events: readonly FlowEvent[]): number {
-    if (this.stopping) throw new JetStreamExporterStoppedError();
-    if (events.length === 0) return 0;
-    const bad = this.counters.badEvents;
-    this.spool.appendWith(events.length, (k, buf, at, end) => {
-      try {
-        return writeRecordBody(events[k], buf, at, end);
-      } catch (err) {
-        if (!(err instanceof CodecError)) throw err;
-        this.counters.badEvents++;
-        this.logRare('bad-event', 'error', { eventId: events[k].eventId, err: err.message }, 'an event cannot be encoded: not published (the rest of its batch is)');
-        return SKIP_RECORD;
-      }
-    });
+  protected onEnqueued(): void {
     this.schedulePump();
-    return events.length - (this.counters.badEvents - bad);
   }
 
   stats(): JetStreamExporterStats {
-    const s = this.spool.stats();
     return {
       connected: this.ready && this.linkUp,
       inFlight: this.waiting.size,
-      queued: Math.max(0, s.records - this.waiting.size),
       published: this.counters.published,
       acked: this.counters.acked,
       duplicates: this.counters.duplicates,
       errors: { ...this.errors },
       reconnects: this.counters.reconnects,
-      dropped: s.dropped,
-      corruptSkipped: s.corruptSkipped,
-      quarantined: s.quarantined,
-      badEvents: this.counters.badEvents,
-      spoolBytes: s.bytes,
+      ...this.spoolFigures(this.waiting.size),
     };
-  }
-
-  /** Resolves when every spooled event has its PubAck. */
-  whenIdle(): Promise<void> {
-    if (this.spool.unackedCount === 0) return Promise.resolve();
-    return new Promise((resolve) => this.idleWaiters.push(resolve));
-  }
-
-  /** EventSink: stop() within the deadline; says so when something stays in the spool. */
-  async close(deadlineMs: number): Promise<void> {
-    const s = await this.stop({ deadlineMs });
-    if (s.queued + s.inFlight > 0) this.log.warn({ unacked: s.queued + s.inFlight, spool: this.spool.dir }, 'JetStream did not ack everything before the deadline: the rest stays in the spool for the next start');
   }
 
   /** Stops accepting events, publishes until all are acked or the deadline, then closes. */
   async stop(opts: { deadlineMs?: number } = {}): Promise<JetStreamExporterStats> {
     if (this.stopped) return this.stats();
-    this.stopping = true;
-    this.spool.sync();
-    const deadlineMs = opts.deadlineMs ?? 5_000;
-    if (this.started && deadlineMs > 0) {
-      let t: NodeJS.Timeout | undefined;
-      await Promise.race([this.whenIdle(), new Promise<void>((r) => (t = setTimeout(r, deadlineMs)))]);
-      clearTimeout(t);
-    }
+    await this.waitForAcks(opts.deadlineMs);
     this.stopped = true;
     const stats = this.stats();
     if (this.timer) clearTimeout(this.timer);
@@ -298,18 +242,6 @@ export class JetStreamExporter implements EventSink {
     this.errors[natsErrorKind(err)]++;
   }
 
-  /** Logs at most once a minute per key (the first time at once). */
-  private logRare(key: string, level: 'error' | 'warn', obj: object, msg: string): void {
-    const now = Date.now();
-    const last = this.lastErrorLog.get(key);
-    if (last !== undefined && now - last < 60_000) {
-      this.log.debug(obj, msg);
-      return;
-    }
-    this.lastErrorLog.set(key, now);
-    this.log[level](obj, msg);
-  }
-
   // ---------- publishing ----------
 
   private schedulePump(): void {
@@ -394,11 +326,7 @@ export class JetStreamExporter implements EventSink {
     if (ack.duplicate) this.counters.duplicates++;
     this.opts.onPublishLatency?.(Date.now() - w.sentAt);
     this.backoff.reset();
-    if (this.idleWaiters.length > 0 && this.spool.unackedCount === 0) {
-      const ws = this.idleWaiters;
-      this.idleWaiters = [];
-      for (const r of ws) r();
-    }
+    this.settleIdle();
     this.schedulePump();
   }
 

@@ -18,8 +18,8 @@ import { close, closeSync, fdatasync, fdatasyncSync, openSync, readdirSync, read
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
 import type { Logger } from 'pino';
-import { ensureDir, fsyncDir } from '../../util/fs';
-import { PidLock } from '../../util/pid-lock';
+import { ensureDir, fsyncDir } from '../util/fs';
+import { PidLock } from '../util/pid-lock';
 
 export type FsyncPolicy = 'always' | 'interval' | 'never';
 
