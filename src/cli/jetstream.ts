@@ -6,6 +6,7 @@ import { configSchema, jetstreamStreamSettings, readConfigFile } from '../config
 import { ConfigError } from '../util/check';
 import { connectNats, describeNatsError, ensureStream, JETSTREAM_DEFAULTS, streamSettings, streamSummary, type NatsConnectOptions } from '../wire/jetstream';
 import { parseFlags, UsageError } from './args';
+import { NATS_FLAGS, NATS_FLAGS_HELP, readTokenFile } from './nats-flags';
 
 export const JETSTREAM_HELP = `usage: wgflow jetstream init [options]
 
@@ -15,7 +16,6 @@ each difference and exits 1; wgflow never changes an existing stream. Prints one
 stream and exits 0 when it is there with these settings.
 
 options:
-  --jetstream URLS        NATS servers nats://HOST:PORT[,HOST:PORT...] (default: jetstream.servers, else ${JETSTREAM_DEFAULTS.servers})
   --config FILE           read the jetstream.* keys of this config file (flags override them)
   --stream NAME           stream name (default ${JETSTREAM_DEFAULTS.stream})
   --subject-prefix P      subjects are P.<reporter>.<type> (default ${JETSTREAM_DEFAULTS.subjectPrefix})
@@ -23,13 +23,11 @@ options:
   --max-age DURATION      messages older than this are removed, e.g. 7d, 48h (default 7d)
   --max-bytes SIZE        the stream's size limit, oldest removed first, e.g. 10G (default 10G)
   --duplicate-window D    ids remembered for de-duplication, e.g. 2m (default 2m)
-  --token TOKEN / --user USER --password PASSWORD / --creds-file FILE   credentials
-  --ca-file FILE, --cert-file FILE, --key-file FILE   TLS (PEM)
   --help, -h              show this help
-`;
+${NATS_FLAGS_HELP.replace('(required)', `(default: jetstream.servers, else ${JETSTREAM_DEFAULTS.servers})`)}`;
 
 const OPTIONS = {
-  jetstream: { type: 'string' },
+  ...NATS_FLAGS,
   config: { type: 'string' },
   stream: { type: 'string' },
   'subject-prefix': { type: 'string' },
@@ -37,13 +35,6 @@ const OPTIONS = {
   'max-age': { type: 'string' },
   'max-bytes': { type: 'string' },
   'duplicate-window': { type: 'string' },
-  token: { type: 'string' },
-  user: { type: 'string' },
-  password: { type: 'string' },
-  'creds-file': { type: 'string' },
-  'ca-file': { type: 'string' },
-  'cert-file': { type: 'string' },
-  'key-file': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const;
 
@@ -67,6 +58,10 @@ export async function main(argv: string[]): Promise<number> {
       return 0;
     }
     const file = f.config ? readConfigFile(f.config) : {};
+    if (f['token-file'] !== undefined) {
+      if (f.token !== undefined) throw new UsageError('give either --token or --token-file, not both');
+      f.token = readTokenFile(f['token-file']);
+    }
     const raw: Record<string, unknown> = { ...((file.jetstream ?? {}) as Record<string, unknown>) };
     for (const [flag, key] of Object.entries(KEYS)) {
       const v = (f as Record<string, unknown>)[flag];

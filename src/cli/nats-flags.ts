@@ -83,6 +83,13 @@ const readFlagFile = (flag: string, path: string): string => {
   }
 };
 
+/** The token in FILE (--token-file), trimmed; UsageError when it cannot be read or is empty. */
+export function readTokenFile(path: string): string {
+  const token = readFlagFile('token-file', path).trim();
+  if (token === '') throw new UsageError(`--token-file: ${path} is empty`);
+  return token;
+}
+
 const exists = (flag: string, path: string): string => {
   readFlagFile(flag, path);
   return path;
@@ -100,10 +107,9 @@ export function natsOptionsOfFlags(f: NatsFlagValues, name: string): NatsConnect
   const auths = [f.token !== undefined || f['token-file'] !== undefined, f.user !== undefined || f.password !== undefined, f['creds-file'] !== undefined].filter(Boolean).length;
   if (auths > 1) throw new UsageError('give one way to authenticate: --token/--token-file, --user/--password or --creds-file');
   if (f.token !== undefined && f['token-file'] !== undefined) throw new UsageError('give either --token or --token-file, not both');
-  let token = f.token;
-  if (f['token-file'] !== undefined) token = readFlagFile('token-file', f['token-file']).trim();
+  const token = f['token-file'] !== undefined ? readTokenFile(f['token-file']) : f.token;
   if (token !== undefined) {
-    if (token === '') throw new UsageError(f['token-file'] !== undefined ? `--token-file: ${f['token-file']} is empty` : '--token: the token is empty');
+    if (token === '') throw new UsageError('--token: the token is empty');
     o.token = token;
   }
   if ((f.user === undefined) !== (f.password === undefined)) throw new UsageError('--user and --password go together');

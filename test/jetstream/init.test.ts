@@ -58,6 +58,9 @@ it('bad flags and unreachable servers: messages naming the flag, exit 2 or 1', (
   const age = init('--jetstream', nats.urls, '--max-age', 'forever');
   expect(age.code).toBe(2);
   expect(age.err).toMatch(/--max-age: expected a duration such as 90s/);
+  const tokenFile = init('--jetstream', nats.urls, '--token-file', '/nonexistent/token');
+  expect(tokenFile.code).toBe(2);
+  expect(tokenFile.err).toMatch(/--token-file: cannot read \/nonexistent\/token/);
   const down = init('--jetstream', 'nats://127.0.0.1:1');
   expect(down.code).toBe(1);
   expect(down.err).toMatch(/cannot reach NATS at nats:\/\/127\.0\.0\.1:1 .*jetstream\.servers \/ --jetstream/);
