@@ -24,7 +24,7 @@ bench/bpf/baseline.bpf.o: bench/bpf/baseline.bpf.c
 
 native: $(ADDON)
 
-$(ADDON): native/src/addon.cc native/src/json_line.cc native/src/json_line.h native/CMakeLists.txt bpf/wgflow.h
+$(ADDON): native/src/addon.cc native/src/json_line.cc native/src/json_line.h native/src/wg_netlink.cc native/src/wg_netlink.h native/CMakeLists.txt bpf/wgflow.h
 	npx cmake-js compile -d native -O native/build --log-level warn
 
 ts:
