@@ -395,6 +395,12 @@ struct Failure {
 };
 
 Failure GetDevice(const std::string &ifname, Device *dev) {
+  // A missing interface is ENODEV even on a kernel without WireGuard (where the family lookup
+  // below would fail first).
+  if (if_nametoindex(ifname.c_str()) == 0) {
+    int err = errno == ENXIO || errno == 0 ? ENODEV : errno;
+    return {-err, err == ENODEV ? "no such interface in this network namespace" : "cannot look the interface up"};
+  }
   NlSocket s;
   int err = s.Open(NETLINK_GENERIC);
   if (err) return {err, "cannot open a generic netlink socket"};

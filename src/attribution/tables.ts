@@ -50,9 +50,10 @@ export interface AddrInfo {
   readonly peer: PeerInfo | null;
   /**
    * The peer whose allowed-IP prefix (wider than a host) is the longest covering the address, when
-   * it decides the endpoint: inside the overlay always, outside only when no resource prefix at
-   * least as long covers it (null: none). Its policies are not the address's: a host behind a
-   * routing peer is not that peer.
+   * it decides the endpoint (null: none): inside the overlay when it is at least as long as the
+   * overlay prefix (a hub's, not an exit node's /0), outside when no resource prefix at least as
+   * long covers the address. Its policies are not the address's: a host behind a routing peer is
+   * not that peer.
    */
   readonly route: PeerInfo | null;
   readonly overlay: boolean;
@@ -512,10 +513,12 @@ export class AttributionTables {
    */
   private accumulate(all: PrefixFacts[]): Lpm<AddrInfo> {
     all.sort((a, b) => a.prefix.length - b.prefix.length);
-    // Per accumulated prefix: its facts, and the longest peer route covering it (whether or not a
-    // resource hides it there: a longer prefix inside may be past that resource's reach).
-    const done = new Map<string, { info: AddrInfo; route: PeerInfo | null; routeLen: number }>();
-    const none = { info: this.noMatch, route: null, routeLen: -1 };
+    // Per accumulated prefix: its facts, the longest peer route covering it (whether or not a
+    // resource hides it there: a longer prefix inside may be past that resource's reach) and the
+    // length of the longest overlay prefix covering it.
+    type Done = { info: AddrInfo; route: PeerInfo | null; routeLen: number; overlayLen: number };
+    const done = new Map<string, Done>();
+    const none: Done = { info: this.noMatch, route: null, routeLen: -1, overlayLen: -1 };
     const lengths: Record<4 | 6, number[]> = { 4: [], 6: [] };
     const pairs: [IpPrefix, AddrInfo][] = [];
     // Equal bitsets are shared: thousands of addresses have only a few distinct policy sets, and
@@ -548,7 +551,7 @@ export class AttributionTables {
     };
     for (const f of all) {
       const { family, raw, length } = f.prefix;
-      let up: { info: AddrInfo; route: PeerInfo | null; routeLen: number } = none;
+      let up = none;
       const ls = lengths[family];
       for (let i = ls.length - 1; i >= 0; i--) {
         if (ls[i] >= length) continue;
@@ -562,11 +565,13 @@ export class AttributionTables {
       const route = f.route ?? up.route;
       const routeLen = f.route ? length : up.routeLen;
       const overlay = parent.overlay || f.overlay;
+      const overlayLen = f.overlay ? length : up.overlayLen;
       const resource = f.resource ?? parent.resource;
       const resourceLen = f.resource ? length : parent.resourceLen;
-      // Inside the overlay resources never name an endpoint; outside, a resource at least as
-      // specific as the route wins (a network resource behind its routing peer).
-      const shownRoute = route !== null && (overlay || routeLen > resourceLen) ? route : null;
+      // Inside the overlay resources never name an endpoint, and a route does when it is at least
+      // as specific as the overlay (a hub carrying it; an exit node's /0 is not about the overlay).
+      // Outside, a resource at least as specific as the route wins (a resource behind its router).
+      const shownRoute = route !== null && (overlay ? routeLen >= overlayLen : routeLen > resourceLen) ? route : null;
       // A peer's entry is a host address, so nothing inherits its peer or its peer bits.
       const srcBits = intern(or(or(parent.srcBits, f.srcBits), f.peer?.srcBits));
       const dstBits = intern(or(or(parent.dstBits, f.dstBits), f.peer?.dstBits));
@@ -584,7 +589,7 @@ export class AttributionTables {
         include: parent.include || f.include,
         exclude: parent.exclude || f.exclude,
       });
-      done.set(`${raw}/${length}`, { info, route, routeLen });
+      done.set(`${raw}/${length}`, { info, route, routeLen, overlayLen });
       if (ls[ls.length - 1] !== length) ls.push(length);
       pairs.push([f.prefix, info]);
     }
