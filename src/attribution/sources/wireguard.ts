@@ -206,9 +206,11 @@ function uapiGet(ifname: string, path: string, timeoutMs: number): Promise<WgPee
         fail((err as Error).message);
       }
     });
-    sock.on('end', () => fail(size === 0 ? 'closed without a reply' : `closed in the middle of the reply (${size} bytes, no blank line at the end)`));
-    sock.on('close', () => fail('closed without a reply'));
+    const closed = (): void => fail(size === 0 ? 'closed without a reply' : `closed in the middle of the reply (${size} bytes, no blank line at the end)`);
+    sock.on('end', closed);
+    sock.on('close', closed);
     sock.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code === 'ECONNRESET' || err.code === 'EPIPE') return closed();
       const why = err.code === 'ECONNREFUSED' ? 'refused the connection (nobody listens: a leftover of an implementation that exited?)'
         : err.code === 'EACCES' ? 'permission denied (run as root)'
           : err.message;
