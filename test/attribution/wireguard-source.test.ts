@@ -198,8 +198,11 @@ describe('misbehaving UAPI sockets', () => {
   });
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-  it('a reply in small pieces is read whole; device keys (the private key) are dropped, unknown keys skipped', async () => {
-    await serve('lo', replyWith(GOOD, 7, 1)); // lo exists in every namespace: its addresses are readable
+  it.each([
+    ['in 7-byte pieces', 7],
+    ['split between the two newlines that end it', GOOD.length - 1],
+  ])('a reply %s is read whole; device keys (the private key) are dropped, unknown keys skipped', async (_, piece) => {
+    await serve('lo', replyWith(GOOD, piece, 5)); // lo exists in every namespace: its addresses are readable
     const snap = await readWireGuard(['lo'], { socketDir: dir });
     expect(snap.errors).toEqual([]);
     expect(snap.peers).toEqual([

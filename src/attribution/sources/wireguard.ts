@@ -173,6 +173,7 @@ function uapiGet(ifname: string, path: string, timeoutMs: number): Promise<WgPee
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
+    let lastWasNewline = false;
     let settled = false;
     const sock = createConnection({ path });
     const finish = (err: Error | null, peers?: WgPeer[]): void => {
@@ -194,12 +195,13 @@ function uapiGet(ifname: string, path: string, timeoutMs: number): Promise<WgPee
       chunks.push(d);
       size += d.length;
       if (size > MAX_UAPI_REPLY) return fail(`reply larger than ${MAX_UAPI_REPLY} bytes`);
-      // The reply ends with a blank line; it may come in any number of pieces.
+      // The reply ends with a blank line; it may come in any number of pieces. Each piece is
+      // searched once (and its first byte against the previous one's last), then joined once.
+      const blank = d.indexOf('\n\n') >= 0 || (lastWasNewline && d[0] === 0x0a);
+      lastWasNewline = d[d.length - 1] === 0x0a;
+      if (!blank) return;
       const all = chunks.length === 1 ? chunks[0] : Buffer.concat(chunks);
-      chunks.length = 0;
-      chunks.push(all);
       const end = all.indexOf('\n\n');
-      if (end < 0) return;
       try {
         finish(null, parseUapiGet(ifname, all.toString('utf8', 0, end + 1)));
       } catch (err) {
