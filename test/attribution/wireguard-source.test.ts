@@ -20,11 +20,15 @@ const COMPILED = join(REPO_ROOT, 'dist', 'attribution', 'sources', 'wireguard.js
 const canon = (p: string): string => prefixToString(parsePrefix(p));
 const randomKey = (): string => randomBytes(32).toString('base64');
 
-/** readWireGuard in a node inside ns (the compiled module: the daemon's code, in its namespace). */
-function readIn(ns: string, ifnames: string[]): WgSnapshot {
+/**
+ * readWireGuard in a node inside ns (the compiled module: the daemon's code, in its namespace),
+ * started through `wrap` (a command that runs the rest) if given.
+ */
+function readIn(ns: string, ifnames: string[], wrap: string[] = []): WgSnapshot {
   const script = `require(${JSON.stringify(COMPILED)}).readWireGuard(${JSON.stringify(ifnames)})` +
     '.then((r) => process.stdout.write(JSON.stringify(r)), (e) => { console.error(e); process.exit(1); })';
-  return JSON.parse(nsExec(ns, process.execPath, ['-e', script])) as WgSnapshot;
+  const cmd = [...wrap, process.execPath, '-e', script];
+  return JSON.parse(nsExec(ns, cmd[0], cmd.slice(1))) as WgSnapshot;
 }
 
 interface DumpPeer {
@@ -144,6 +148,17 @@ describe('WireGuard source on the testbed', () => {
     expect(msg[a.underlay]).toMatch(new RegExp(`^${a.underlay}: not a WireGuard interface`));
     expect(msg.wgfnosuch0).toMatch(/^wgfnosuch0: no such interface in this network namespace/);
     expect(msg['../../etc']).toMatch(/is not a valid interface name/);
+  });
+
+  it('without CAP_NET_ADMIN: kernel WireGuard refuses with EPERM; a UAPI socket needs only its file permissions', () => {
+    const snap = readIn(a.ns, [a.ifname], ['setpriv', '--bounding-set=-net_admin', '--']);
+    if (tb.impl === 'kernel') {
+      expect(snap.peers).toEqual([]);
+      expect(snap.errors.map((e) => e.message)).toEqual([expect.stringMatching(new RegExp(`^${a.ifname}: reading a WireGuard device needs CAP_NET_ADMIN \\(EPERM`))]);
+    } else {
+      expect(snap.errors).toEqual([]);
+      expect(snap.peers.map((p) => p.publicKey)).toEqual([b.publicKey]);
+    }
   });
 
   it('reads the network namespace it runs in: another namespace has no such interface', async () => {
