@@ -24,7 +24,7 @@ bench/bpf/baseline.bpf.o: bench/bpf/baseline.bpf.c
 
 native: $(ADDON)
 
-$(ADDON): native/src/addon.cc native/src/json_line.cc native/src/json_line.h native/CMakeLists.txt bpf/wgflow.h
+$(ADDON): native/src/addon.cc native/src/json_line.cc native/src/json_line.h native/src/wg_netlink.cc native/src/wg_netlink.h native/CMakeLists.txt bpf/wgflow.h
 	npx cmake-js compile -d native -O native/build --log-level warn
 
 ts:
@@ -53,7 +53,7 @@ clean:
 VM_TIMEOUT ?= 5400
 # vitest's 60 s per test is sized for the host; under TCG a test takes up to ~20x longer.
 VM_VITEST = --testTimeout=900000 --hookTimeout=900000
-VM_KERNEL_TESTS = test/datapath/wireguard.test.ts test/integration/daemon.test.ts test/integration/routed.test.ts test/integration/crash.test.ts test/flow/lifecycle.test.ts
+VM_KERNEL_TESTS = test/datapath/wireguard.test.ts test/integration/daemon.test.ts test/integration/routed.test.ts test/integration/crash.test.ts test/flow/lifecycle.test.ts test/attribution/wireguard-source.test.ts
 
 vm-image:
 	@bash vm/build-image.sh >/dev/null
@@ -69,7 +69,8 @@ vm-test: deps build vm-image
 	bash vm/run.sh --timeout $(VM_TIMEOUT) node scripts/run-tests.mjs $(VM_VITEST)
 
 # The kernel-WireGuard subset (what CI runs): accuracy, the byte-counting toggle, lifecycle (interface
-# flap and recreate, SIGTERM, routed START/END), adoption across a crash and restart.
+# flap and recreate, SIGTERM, routed START/END), adoption across a crash and restart, and the
+# WireGuard attribution source over generic netlink.
 vm-test-kernel: deps build vm-image
 	bash vm/run.sh --timeout $(VM_TIMEOUT) node scripts/run-tests.mjs $(VM_VITEST) $(VM_KERNEL_TESTS)
 

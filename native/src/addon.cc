@@ -6,6 +6,7 @@
 #include <napi.h>
 
 #include "json_line.h"
+#include "wg_netlink.h"
 
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
@@ -951,6 +952,7 @@ class ProgramSet : public Napi::ObjectWrap<ProgramSet> {
 
 Napi::Object InitAll(Napi::Env env, Napi::Object exports) {
   register_flow_event_json(env, exports);
+  register_wg_netlink(env, exports);
   ProgramSet::Init(env, exports);
   return Datapath::Init(env, exports);
 }

@@ -261,8 +261,8 @@ export class Attributor implements FlowAttributor {
       if (!sPeer && !sInfo.overlay) sDom = this.domainResource(t, srcRaw, now);
       if (!dPeer && !dInfo.overlay) dDom = this.domainResource(t, dstRaw, now);
     }
-    const sExit = !sPeer && !sInfo.overlay && !sDom && sInfo.resourceLen === 0;
-    const dExit = !dPeer && !dInfo.overlay && !dDom && dInfo.resourceLen === 0;
+    const sExit = sInfo.exitRoute && sDom === null;
+    const dExit = dInfo.exitRoute && dDom === null;
     const exitNode = sExit || dExit;
     if (exitNode && !t.exitNodeCollection) return skip(out, 'exit_node');
 
@@ -297,9 +297,10 @@ export class Attributor implements FlowAttributor {
 
   private fill(peer: PeerInfo | null, info: AddrInfo, dom: ResourceInfo | null): EndpointInfo {
     if (peer) return peer.endpoint;
+    if (dom) return dom.endpoint; // only looked up outside the overlay
+    if (info.route) return info.route.endpoint; // already beaten by resources at least as long
     if (info.overlay) return UNKNOWN_ENDPOINT; // resource ids only outside the overlay
-    const r = dom ?? info.resource;
-    return r ? r.endpoint : UNKNOWN_ENDPOINT;
+    return info.resource ? info.resource.endpoint : UNKNOWN_ENDPOINT;
   }
 }
 

@@ -13,6 +13,13 @@ export interface PeerConfig {
   /** Overlay address(es) of the peer (IPv4 and/or IPv6). */
   ip?: string;
   ips?: string[];
+  /**
+   * Prefixes routed to this peer (WireGuard allowed IPs wider than a host: a routing peer's
+   * subnets, 0.0.0.0/0 for an exit node). An address no peer has exactly takes the peer of the
+   * longest one covering it, unless a resource prefix at least as long covers it (outside the
+   * overlay). A host prefix (/32, /128) here is an address of the peer, as in `ips`.
+   */
+  allowedIps?: string[];
   publicKey?: string;
   os?: string;
   dnsLabel?: string;

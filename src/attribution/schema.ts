@@ -19,6 +19,7 @@ const peerFields = obj({
   name: optional(str()),
   ip: optional(IP),
   ips: optional(list(IP)),
+  allowed_ips: optional(list(PREFIX)),
   public_key: optional(wgKey),
   os: optional(str()),
   dns_label: optional(str()),
@@ -27,7 +28,7 @@ const peerFields = obj({
 });
 const peer: Check<PeerConfig> = (v, path) => {
   const p = peerFields(v, path);
-  return { id: p.id, name: p.name, ip: p.ip, ips: p.ips, publicKey: p.public_key, os: p.os, dnsLabel: p.dns_label, groups: p.groups, user: p.user };
+  return { id: p.id, name: p.name, ip: p.ip, ips: p.ips, allowedIps: p.allowed_ips, publicKey: p.public_key, os: p.os, dnsLabel: p.dns_label, groups: p.groups, user: p.user };
 };
 
 const resource: Check<ResourceConfig> = obj({

@@ -8,7 +8,7 @@
 // builds new tables and swaps a reference (Attributor.swap).
 import type { EndpointType, FlowUser } from '../model/event';
 import type { AttributionConfig, PeerConfig, PolicyProtocol, PolicyTarget, PortSpec, ResourceConfig, ResourceType } from './config';
-import { IpPrefix, ipToRaw, maskRaw, parsePrefix, prefixToString } from '../net/ip';
+import { IpPrefix, ipToRaw, maskRaw, parsePrefix, prefixToString, rawToIp } from '../net/ip';
 import { Lpm } from './lpm';
 
 /** A FlowEndpoint without ip and port (same shape as attributor's EndpointInfo). */
@@ -48,11 +48,24 @@ export interface ResourceInfo {
 export interface AddrInfo {
   /** The peer with exactly this address (null: none). */
   readonly peer: PeerInfo | null;
+  /**
+   * The peer whose allowed-IP prefix (wider than a host) is the longest covering the address, when
+   * it decides the endpoint (null: none): inside the overlay when it is at least as long as the
+   * overlay prefix (a hub's, not an exit node's /0), outside when no resource prefix at least as
+   * long covers the address. Its policies are not the address's: a host behind a routing peer is
+   * not that peer.
+   */
+  readonly route: PeerInfo | null;
   readonly overlay: boolean;
   /** The longest resource prefix covering the address (null: none). */
   readonly resource: ResourceInfo | null;
   /** Length of that resource prefix (0 = a /0 route: exit node). -1 when no resource. */
   readonly resourceLen: number;
+  /**
+   * Exit-node traffic unless a domain resource claims the address: no peer, not in the overlay,
+   * and what decides the endpoint (the longest resource, or a longer peer route) is a /0.
+   */
+  readonly exitRoute: boolean;
   readonly srcBits: Uint32Array;
   readonly dstBits: Uint32Array;
   /** The same sets as ascending policy indexes (firstPolicyOf walks the shorter one). */
@@ -186,6 +199,8 @@ function normalizeDomain(d: string): string {
 interface PrefixFacts {
   prefix: IpPrefix;
   peer: PeerInfo | null;
+  /** The peer whose allowed IPs name this prefix (wider than a host). */
+  route: PeerInfo | null;
   overlay: boolean;
   resource: ResourceInfo | null;
   srcBits: Uint32Array | null;
@@ -283,7 +298,7 @@ export class AttributionTables {
       const k = `${p.raw}/${p.length}`;
       let f = facts.get(k);
       if (!f) {
-        f = { prefix: p, peer: null, overlay: false, resource: null, srcBits: null, dstBits: null, include: false, exclude: false };
+        f = { prefix: p, peer: null, route: null, overlay: false, resource: null, srcBits: null, dstBits: null, include: false, exclude: false };
         facts.set(k, f);
       }
       return f;
@@ -351,6 +366,17 @@ export class AttributionTables {
       });
       this.peersById.set(p.id, info);
       const ips = [...(p.ip ? [p.ip] : []), ...(p.ips ?? [])];
+      // Allowed IPs: a host prefix is an address of the peer; a wider one routes to it.
+      for (const text of p.allowedIps ?? []) {
+        const pfx = this.prefix(text, `peers[${i}].allowedIps`);
+        if (pfx.length === pfx.raw.length * 8) {
+          ips.push(rawToIp(pfx.raw));
+          continue;
+        }
+        const f = factsOf(pfx);
+        if (f.route === null) f.route = info;
+        else if (f.route !== info) warnings.push(`peers[${i}]: allowed IPs ${text} already route to peer "${f.route.id}"; the first one keeps them`);
+      }
       for (const ip of ips) {
         let raw: string;
         try {
@@ -416,7 +442,7 @@ export class AttributionTables {
       factsOf({ family: raw.length === 4 ? 4 : 6, raw, length: raw.length * 8 }).peer = peer;
     }
     this.noMatch = Object.freeze({
-      peer: null, overlay: false, resource: null, resourceLen: -1, srcBits: this.zero, dstBits: this.zero,
+      peer: null, route: null, overlay: false, resource: null, resourceLen: -1, exitRoute: false, srcBits: this.zero, dstBits: this.zero,
       srcList: NO_POLICIES, dstList: NO_POLICIES, include: false, exclude: false,
     });
     this.trie = this.accumulate([...facts.values()]);
@@ -487,7 +513,12 @@ export class AttributionTables {
    */
   private accumulate(all: PrefixFacts[]): Lpm<AddrInfo> {
     all.sort((a, b) => a.prefix.length - b.prefix.length);
-    const done = new Map<string, AddrInfo>();
+    // Per accumulated prefix: its facts, the longest peer route covering it (whether or not a
+    // resource hides it there: a longer prefix inside may be past that resource's reach) and the
+    // length of the longest overlay prefix covering it.
+    type Done = { info: AddrInfo; route: PeerInfo | null; routeLen: number; overlayLen: number };
+    const done = new Map<string, Done>();
+    const none: Done = { info: this.noMatch, route: null, routeLen: -1, overlayLen: -1 };
     const lengths: Record<4 | 6, number[]> = { 4: [], 6: [] };
     const pairs: [IpPrefix, AddrInfo][] = [];
     // Equal bitsets are shared: thousands of addresses have only a few distinct policy sets, and
@@ -520,24 +551,37 @@ export class AttributionTables {
     };
     for (const f of all) {
       const { family, raw, length } = f.prefix;
-      let parent: AddrInfo = this.noMatch;
+      let up = none;
       const ls = lengths[family];
       for (let i = ls.length - 1; i >= 0; i--) {
         if (ls[i] >= length) continue;
         const p = done.get(`${maskRaw(raw, ls[i])}/${ls[i]}`);
         if (p) {
-          parent = p;
+          up = p;
           break;
         }
       }
+      const parent = up.info;
+      const route = f.route ?? up.route;
+      const routeLen = f.route ? length : up.routeLen;
+      const overlay = parent.overlay || f.overlay;
+      const overlayLen = f.overlay ? length : up.overlayLen;
+      const resource = f.resource ?? parent.resource;
+      const resourceLen = f.resource ? length : parent.resourceLen;
+      // Inside the overlay resources never name an endpoint, and a route does when it is at least
+      // as specific as the overlay (a hub carrying it; an exit node's /0 is not about the overlay).
+      // Outside, a resource at least as specific as the route wins (a resource behind its router).
+      const shownRoute = route !== null && (overlay ? routeLen >= overlayLen : routeLen > resourceLen) ? route : null;
       // A peer's entry is a host address, so nothing inherits its peer or its peer bits.
       const srcBits = intern(or(or(parent.srcBits, f.srcBits), f.peer?.srcBits));
       const dstBits = intern(or(or(parent.dstBits, f.dstBits), f.peer?.dstBits));
       const info: AddrInfo = Object.freeze({
         peer: f.peer,
-        overlay: parent.overlay || f.overlay,
-        resource: f.resource ?? parent.resource,
-        resourceLen: f.resource ? length : parent.resourceLen,
+        route: shownRoute,
+        overlay,
+        resource,
+        resourceLen,
+        exitRoute: f.peer === null && !overlay && (shownRoute !== null ? routeLen === 0 : resourceLen === 0),
         srcBits,
         dstBits,
         srcList: listOf(srcBits),
@@ -545,7 +589,7 @@ export class AttributionTables {
         include: parent.include || f.include,
         exclude: parent.exclude || f.exclude,
       });
-      done.set(`${raw}/${length}`, info);
+      done.set(`${raw}/${length}`, { info, route, routeLen, overlayLen });
       if (ls[ls.length - 1] !== length) ls.push(length);
       pairs.push([f.prefix, info]);
     }
@@ -642,7 +686,7 @@ export class AttributionTables {
 
   /** Human-readable dump of the trie (debugging). */
   describePrefixes(): string[] {
-    return this.trie.entries.map((e) => `${prefixToString(e.prefix)} overlay=${e.value.overlay} resource=${e.value.resource?.id ?? '-'}`);
+    return this.trie.entries.map((e) => `${prefixToString(e.prefix)} overlay=${e.value.overlay} resource=${e.value.resource?.id ?? '-'} route=${e.value.route?.id ?? '-'}`);
   }
 }
 

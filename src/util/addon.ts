@@ -60,6 +60,44 @@ export interface TestRunOptions {
   gsoSize?: number;
 }
 
+/** A prefix as the kernel gives it: address bytes (4 or 16) and length. */
+export interface NativePrefix {
+  family: 4 | 6;
+  addr: Buffer;
+  cidr: number;
+}
+
+/** One peer of a kernel WireGuard device (WG_CMD_GET_DEVICE, native/src/wg_netlink.cc). */
+export interface NativeWgPeer {
+  /** 32 bytes. */
+  publicKey: Buffer;
+  endpoint: { family: 4 | 6; addr: Buffer; port: number } | null;
+  lastHandshakeSec: number;
+  lastHandshakeNsec: number;
+  rxBytes: number;
+  txBytes: number;
+  persistentKeepalive: number;
+  allowedIps: NativePrefix[];
+}
+
+export interface NativeWgDevice {
+  ifindex: number;
+  listenPort: number;
+  publicKey: Buffer | null;
+  peers: NativeWgPeer[];
+}
+
+/** One address of an interface (RTM_GETADDR): local = this end, address = the prefix's. */
+export interface NativeIfAddress {
+  family: 4 | 6;
+  local: Buffer;
+  address: Buffer;
+  prefixLen: number;
+  /** RT_SCOPE_*: 0 universe, 253 link, 254 host. */
+  scope: number;
+  flags: number;
+}
+
 /** Any other BPF object (benchmark baselines), test-run through the same harness. */
 export interface NativeProgramSet {
   testRun(program: string, packet: Buffer, opts?: TestRunOptions): { retval: number; durationNs: number };
@@ -78,6 +116,13 @@ export interface NativeModule {
   trimMemory(): boolean;
   /** mallopt(M_MMAP_THRESHOLD): blocks of at least bytes get their own mapping (and a fixed threshold). */
   setMmapThreshold(bytes: number): boolean;
+  /**
+   * A kernel WireGuard device of this thread's network namespace over generic netlink; throws an
+   * Error with code ENODEV (no such interface), EOPNOTSUPP (not WireGuard), EPERM, ...
+   */
+  wgGetDevice(ifname: string): NativeWgDevice;
+  /** An interface's addresses over rtnetlink; throws with code ENODEV when there is no such interface. */
+  netlinkAddresses(ifname: string): { ifindex: number; addresses: NativeIfAddress[] };
   /** See src/collector/native-json.ts. */
   flowEventJson(src: Uint8Array, start: number, end: number, out: Uint8Array, at: number, receiveMs: number, meta: Uint32Array): number;
 }

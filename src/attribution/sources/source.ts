@@ -18,13 +18,27 @@ export interface WgPeer {
   readonly lastHandshakeS: number;
 }
 
+/** One interface that was read, and how. */
+export interface WgInterface {
+  readonly ifname: string;
+  /** 'uapi': the userspace implementation's socket; 'netlink': kernel WireGuard. */
+  readonly via: 'uapi' | 'netlink';
+  readonly peers: number;
+  readonly ownPrefixes: readonly string[];
+}
+
 /** What one read of the WireGuard interfaces found. */
 export interface WgSnapshot {
   readonly peers: readonly WgPeer[];
-  /** The interfaces' own addresses as prefixes ("10.0.0.1/24"): the default overlay. */
+  /**
+   * The networks of the interfaces' own addresses ("10.0.0.0/24" for 10.0.0.1/24; IPv6 link-local
+   * and host-scope addresses left out): the default overlay.
+   */
   readonly ownPrefixes: readonly string[];
   /** Interfaces that could not be read, with why (the others are still in `peers`). */
   readonly errors: readonly { ifname: string; message: string }[];
+  /** The interfaces that were read (for status output); absent from sources that do not say. */
+  readonly interfaces?: readonly WgInterface[];
 }
 
 /** What one fetch of a management API found, already in wgflow's table form. */
