@@ -2,7 +2,10 @@
 // type and value checked where the operator wrote it, so an error names the exact key
 // ("attribution.peers[3].public_key") and unknown keys are errors at every level. Rules that the
 // tables also need (prefixes, addresses, ports, protocols) come from ip.ts and tables.ts, not copies.
-import { bool, Check, ConfigError, field, list, obj, oneOf, optional, str, via, wgKey } from '../util/check';
+import { bool, Check, ConfigError, field, int, list, obj, onOff, oneOf, optional, section, str, via, wgKey } from '../util/check';
+import { checkNetbirdUrl } from './sources/netbird-client';
+import { NETBIRD_DEFAULTS } from './sources/netbird';
+import { LIVE_SOURCE_DEFAULTS } from './sources/source';
 import type { AttributionConfig, PeerConfig, PolicyConfig, PolicyTarget, PortSpec, ResourceConfig, UserConfig } from './config';
 import { ipToRaw, parsePrefix } from '../net/ip';
 import { portRange, protocolOf } from './tables';
@@ -84,13 +87,43 @@ const policy: Check<PolicyConfig> = obj({
   bidirectional: optional(bool),
 });
 
+const ABS_PATH = str({ pattern: /^\//, hint: 'an absolute path' });
+
+/** attribution.netbird: where NetBird's management API is and how often it is read. */
+const netbirdSettings = obj({
+  url: optional(via((u) => checkNetbirdUrl(u))),
+  /** The personal access token's file; else WGFLOW_NETBIRD_TOKEN. Read at start and on reload. */
+  token_file: optional(ABS_PATH),
+  refresh_s: field(int(5, 86_400), LIVE_SOURCE_DEFAULTS.netbirdRefreshS),
+  timeout_ms: field(int(100, 120_000), NETBIRD_DEFAULTS.timeoutMs),
+});
+
 /**
- * The `attribution` section. Filters, DNS and exit-node collection are top-level settings
- * (`filters.*`), so they are not keys here. Uniqueness and references are the tables' to check.
+ * The `attribution` section: the hand-written tables, and the live sources laid under them
+ * (docs/attribution.md, "Precedence"). Filters, DNS and exit-node collection are top-level
+ * settings (`filters.*`), so they are not keys here. Uniqueness and references are the tables' to check.
  */
-export const attributionSchema: Check<AttributionConfig> = obj({
+export const attributionSchema = obj({
   overlay: optional(list(PREFIX)),
   peers: optional(list(peer)),
   resources: optional(list(resource)),
   policies: optional(list(policy)),
+  /** Read the peers of the watched WireGuard interfaces (public keys, allowed IPs). */
+  wireguard: field(onOff, true),
+  wireguard_refresh_s: field(int(1, 3_600), LIVE_SOURCE_DEFAULTS.wireguardRefreshS),
+  /** A management API under the tables: none, or NetBird's. */
+  source: field(oneOf('none', 'netbird'), 'none'),
+  netbird: section(netbirdSettings),
 });
+
+export type AttributionSettings = ReturnType<typeof attributionSchema>;
+
+/** The tables of the section (what AttributionTables.build takes), without the source settings. */
+export function tablesOf(a: AttributionSettings): AttributionConfig {
+  const out: AttributionConfig = {};
+  if (a.overlay !== undefined) out.overlay = a.overlay;
+  if (a.peers !== undefined) out.peers = a.peers;
+  if (a.resources !== undefined) out.resources = a.resources;
+  if (a.policies !== undefined) out.policies = a.policies;
+  return out;
+}

@@ -71,6 +71,18 @@ function formatStatus(s: StatusReport): string {
     out.push(`jetstream:      ${j.connected ? 'connected' : 'not connected'} to ${j.servers}, stream ${j.stream}: ${j.acked} acked (${j.duplicates} duplicates), ` +
       `${j.inFlight} in flight, ${j.queued} queued${kinds ? `; errors: ${kinds}` : ''}`);
   }
+  if (s.attribution) {
+    const now = Date.now();
+    const age = (ms: number | null): string => (ms === null ? 'never read' : `read ${Math.round((now - ms) / 1000)} s ago`);
+    const parts = s.attribution.sources.map((src) => {
+      const counts = Object.entries(src.counts).map(([k, n]) => `${n} ${k}`).join(', ');
+      const errs = Object.entries(src.errors).filter(([, n]) => n > 0).map(([k, n]) => `${k} ${n}`).join(', ');
+      return `${src.name} ${age(src.lastSuccessMs)}${counts ? ` (${counts})` : ''}` +
+        (src.failing ? `, FAILING: ${src.lastError ?? ''}${src.lastSuccessMs === null ? '' : ' (the last good snapshot stays in use)'}` : '') +
+        (errs ? `; errors: ${errs}` : '') + (src.unreadable.length ? `; unreadable: ${src.unreadable.join('; ')}` : '');
+    });
+    out.push(`attribution:    tables generation ${s.attribution.generation}${parts.length ? `; ${parts.join('; ')}` : '; file only'}`);
+  }
   return out.join('\n') + '\n';
 }
 

@@ -4,6 +4,7 @@ import { ConfigError } from '../util/check';
 import { FlagValues, loadConfig, RUN_FLAGS } from '../config/config';
 import { describePlan } from '../config/memory';
 import { Daemon } from '../daemon/daemon';
+import { checkSources } from '../daemon/attribution-sources';
 import { createLogger } from '../util/log';
 
 export function help(): string {
@@ -11,6 +12,7 @@ export function help(): string {
     ...RUN_FLAGS.map((f) => [`--${f.flag}${'multiple' in f && f.multiple ? ' VALUE...' : ' VALUE'}`, `${f.help} [env ${f.env}]`]),
     ['--config FILE', 'configuration file, YAML or JSON (docs/config.md); flags and environment override it'],
     ['--check-config', 'validate the configuration (file, environment, flags, attribution tables) and exit'],
+    ['--check-source', 'with --check-config: also read each live attribution source once (WireGuard interfaces, NetBird API) and print what it found'],
     ['--help', 'show this help'],
   ];
   const w = Math.max(...rows.map((r) => r[0].length));
@@ -21,7 +23,7 @@ export function help(): string {
 
 export async function main(argv: string[]): Promise<number> {
   const options: Record<string, { type: 'string' | 'boolean'; multiple?: boolean }> = {
-    config: { type: 'string' }, 'check-config': { type: 'boolean' }, help: { type: 'boolean', },
+    config: { type: 'string' }, 'check-config': { type: 'boolean' }, 'check-source': { type: 'boolean' }, help: { type: 'boolean', },
   };
   for (const f of RUN_FLAGS) options[f.flag] = 'multiple' in f && f.multiple ? { type: 'string', multiple: true } : { type: 'string' };
   let values: Record<string, string | string[] | boolean | undefined>;
@@ -41,6 +43,10 @@ export async function main(argv: string[]): Promise<number> {
     process.stderr.write(`wgflow run: --counters must be on or off, got "${String(values.counters)}"\n`);
     return 2;
   }
+  if (values['check-source'] && !values['check-config']) {
+    process.stderr.write('wgflow run: --check-source goes with --check-config (it reads the sources once and exits)\n');
+    return 2;
+  }
   const file = typeof values.config === 'string' ? values.config : undefined;
   let loaded;
   try {
@@ -51,6 +57,11 @@ export async function main(argv: string[]): Promise<number> {
       process.stdout.write(`configuration OK${file ? ` (${file})` : ''}: interfaces ${cfg.interfaces.join(', ')}, ` +
         `output ${cfg.collector.url ?? `${cfg.output.dir}/events.jsonl`}${cfg.ipfix.length ? `, ipfix ${cfg.ipfix.join(', ')}` : ''}` +
         `, ${tables.peersById.size} peers, ${tables.resourcesById.size} resources, ${tables.policies.length} policies\n${describePlan(loaded.memory)}\n`);
+      if (values['check-source']) {
+        const r = await checkSources(cfg, process.env);
+        process.stdout.write(r.text);
+        return r.ok ? 0 : 1;
+      }
       return 0;
     }
   } catch (err) {

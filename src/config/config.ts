@@ -7,7 +7,8 @@ import {
   bool, Check, ConfigError, field, hostPort, int, list, obj, oneOf, onOff, optional, section, str, via, wgKey,
 } from '../util/check';
 import type { AttributionConfig } from '../attribution/config';
-import { attributionSchema, PREFIX } from '../attribution/schema';
+import { attributionSchema, PREFIX, tablesOf } from '../attribution/schema';
+import { checkNetbirdToken } from '../attribution/sources/netbird-client';
 import { AttributionError, AttributionTables } from '../attribution/tables';
 import { CollectorUrlError, parseCollectorUrl, TlsFiles, tlsFilesProblem } from '../output/grpc/url';
 import { IPFIX_DEFAULTS, parseIpfixUrl } from '../output/ipfix/exporter';
@@ -207,6 +208,11 @@ const TLS_KEYS = { caFile: 'collector.ca_file', certFile: 'collector.cert_file',
  * run, --check-config and reload, so none of them can accept what another refuses.
  */
 function settingsAgree(cfg: ReturnType<typeof configSchema>): ReturnType<typeof configSchema> {
+  const a = cfg.attribution;
+  if (a.source === 'netbird' && a.netbird.url === undefined) throw new ConfigError('attribution.netbird.url', 'is required with attribution.source: netbird (the management URL, e.g. https://api.netbird.io)');
+  if (a.source !== 'netbird' && (a.netbird.url !== undefined || a.netbird.token_file !== undefined)) {
+    throw new ConfigError(a.netbird.url !== undefined ? 'attribution.netbird.url' : 'attribution.netbird.token_file', 'NetBird settings are given but attribution.source is not netbird: set attribution.source: netbird to read the API');
+  }
   if (cfg.interfaces.length === 0) throw new ConfigError('interfaces', 'no interface to watch: give --interface NAME (repeatable) or "interfaces" in the config file');
   const c = cfg.collector;
   if (c.url !== undefined) {
@@ -297,10 +303,42 @@ export function resolveConfig(opts: { file?: string; env?: NodeJS.ProcessEnv; fl
     setPath(raw, f.path, v);
   }
   try {
-    return settingsAgree(configSchema(raw, ''));
+    const cfg = settingsAgree(configSchema(raw, ''));
+    if (cfg.attribution.source === 'netbird') netbirdToken(cfg, env);
+    return cfg;
   } catch (err) {
     if (err instanceof ConfigError) throw new ConfigError(err.path, `${err.problem}${originOf(err.path.replace(/\[\d+\]$/, ''), opts)}`);
     throw err;
+  }
+}
+
+/** The environment variable that holds NetBird's token when attribution.netbird.token_file is not set. */
+export const NETBIRD_TOKEN_ENV = 'WGFLOW_NETBIRD_TOKEN';
+
+/**
+ * NetBird's personal access token: attribution.netbird.token_file, else WGFLOW_NETBIRD_TOKEN. Read
+ * at start and on every reload (a rotated token needs no restart); never logged. ConfigError
+ * names the key; its message never holds the token.
+ */
+export function netbirdToken(cfg: WgflowConfig, env: NodeJS.ProcessEnv): string {
+  const n = cfg.attribution.netbird;
+  let raw: string;
+  const where = n.token_file !== undefined ? 'attribution.netbird.token_file' : NETBIRD_TOKEN_ENV;
+  if (n.token_file !== undefined) {
+    try {
+      raw = readFileSync(n.token_file, 'utf8');
+    } catch (err) {
+      throw new ConfigError('attribution.netbird.token_file', `cannot read ${n.token_file} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+    }
+  } else {
+    const v = env[NETBIRD_TOKEN_ENV];
+    if (v === undefined || v === '') throw new ConfigError('attribution.netbird.token_file', `attribution.source is netbird: give the personal access token's file here, or the token in ${NETBIRD_TOKEN_ENV}`);
+    raw = v;
+  }
+  try {
+    return checkNetbirdToken(raw);
+  } catch (err) {
+    throw new ConfigError(where === NETBIRD_TOKEN_ENV ? 'attribution.netbird' : where, `${(err as Error).message}${where === NETBIRD_TOKEN_ENV ? ` (in ${NETBIRD_TOKEN_ENV})` : ''}`);
   }
 }
 
@@ -317,7 +355,7 @@ export type WgflowConfig = ReturnType<typeof configSchema>;
 export function attributionOf(cfg: WgflowConfig): AttributionConfig {
   const f = cfg.filters;
   return {
-    ...cfg.attribution,
+    ...tablesOf(cfg.attribution),
     dnsCollection: f.dns_collection,
     exitNodeCollection: f.exit_node_collection,
     filters: { includePrefixes: f.include_prefixes, excludePrefixes: f.exclude_prefixes, includePorts: f.include_ports, excludePorts: f.exclude_ports },

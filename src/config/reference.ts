@@ -18,8 +18,10 @@ export function keysReference(): string {
   const flagOf = new Map<string, string>(RUN_FLAGS.map((f) => [f.path, `\`--${f.flag}\``]));
   const text = (v: unknown): string => (v === undefined ? 'unset' : v === '(hostname)' ? 'the hostname' : `\`${JSON.stringify(v)}\``);
   const lines = ['| key | default | flag |', '|---|---|---|'];
-  for (const [key, v] of list) if (!key.startsWith('attribution.')) lines.push(`| \`${key}\` | ${text(v)} | ${flagOf.get(key) ?? ''} |`);
-  lines.push('| `attribution` | none | (see [attribution.md](attribution.md)) |');
+  // The tables under attribution are documented in attribution.md; its source settings are keys like any other.
+  const table = /^attribution\.(overlay|peers|resources|policies)$/;
+  for (const [key, v] of list) if (!table.test(key)) lines.push(`| \`${key}\` | ${text(v)} | ${flagOf.get(key) ?? ''} |`);
+  lines.push('| `attribution.overlay`, `.peers`, `.resources`, `.policies` | none | (the tables: see [attribution.md](attribution.md)) |');
   return `${BEGIN}\n${lines.join('\n')}\n${END}`;
 }
 

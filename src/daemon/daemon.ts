@@ -6,6 +6,7 @@ import type { Server } from 'node:net';
 import type { Server as HttpServer } from 'node:http';
 import type { Logger } from 'pino';
 import { Attributor } from '../attribution/attributor';
+import { AttributionSources } from './attribution-sources';
 import type { AttributionTables } from '../attribution/tables';
 import { ConfigError } from '../util/check';
 import { changedKeys, FlagValues, isReloadable, loadConfig, WgflowConfig } from '../config/config';
@@ -53,6 +54,7 @@ export class Daemon {
   private watcher!: InterfaceWatcher;
   private governor: MemoryGovernor | null = null;
   private attributor!: Attributor;
+  private sources!: AttributionSources;
   private sinks: Sinks = { all: [] };
   private metricsServer?: HttpServer;
   private control?: Server;
@@ -89,6 +91,7 @@ export class Daemon {
     const mem = this.opts.memory;
     log.info({ memory: { ...mem.budget, limitBytes: mem.limit?.bytes ?? null, limitSource: mem.limit?.source ?? null } }, describePlan(mem));
     this.attributor = new Attributor(this.opts.tables);
+    this.sources = new AttributionSources(this.attributor, cfg, log.child({ part: 'attribution' }));
     if (cfg.collector.url) writableDir(cfg.spool.dir, 'spool directory', '--spool-dir');
     else writableDir(cfg.output.dir, 'output directory', '--output');
 
@@ -140,6 +143,7 @@ export class Daemon {
       ipfix: this.sinks.ipfix ? () => this.sinks.ipfix!.stats() : undefined,
       jetstream: this.sinks.jetstream ? () => this.sinks.jetstream!.stats() : undefined,
       counting: () => this.dp.counting(),
+      attribution: () => ({ generation: this.attributor.generation, sources: this.sources.status() }),
       interfaces: () => this.watcher.list().map((i) => ({ name: i.name, attached: i.attached })),
       memory: () => ({
         budgetBytes: mem.budget.totalBytes, residentBudgetBytes: mem.budget.residentBytes, flowStateBudgetBytes: mem.budget.flowStateBytes,
@@ -148,6 +152,8 @@ export class Daemon {
     });
     this.governor = new MemoryGovernor(mem.budget.residentBytes, log.child({ part: 'memory' }));
     this.governor.start();
+    // The interfaces' peers are read before the first flow (a few ms); NetBird's API in the background.
+    await this.sources.start();
     this.pipeline.start();
     this.watcher.start();
     log.info({ interfaces: cfg.interfaces, collector: cfg.collector.url ?? null, metrics: cfg.metrics_listen, control: cfg.control_socket, counting: cfg.counters }, 'wgflow running');
@@ -174,9 +180,10 @@ export class Daemon {
     // Only the attribution tables, the filters and the interface list apply to a running daemon;
     // every other changed key keeps its running value (so ctl status shows what runs) and is named.
     const restartNeeded = changedKeys(this.cfg, next).filter((k) => !isReloadable(k));
-    this.attributor.swap(tables);
-    this.watcher.setInterfaces(next.interfaces);
+    void tables; // validated with the file alone; the sources merge their snapshots under it
     this.cfg = { ...this.cfg, interfaces: next.interfaces, attribution: next.attribution, filters: next.filters };
+    this.sources.configure(this.cfg);
+    this.watcher.setInterfaces(next.interfaces);
     this.opts.log.info({ generation: this.attributor.generation, interfaces: next.interfaces }, 'configuration reloaded');
     if (restartNeeded.length > 0) this.opts.log.warn({ keys: restartNeeded }, 'these changed keys take effect only after a restart; their running values stay');
     return { interfaces: next.interfaces, generation: this.attributor.generation, restartNeeded };
@@ -189,6 +196,7 @@ export class Daemon {
       log.info('stopping: detaching, ending active flows, flushing');
       this.watcher?.stop();
       this.governor?.stop();
+      this.sources?.stop();
       await this.pipeline?.stop({ forceEnd: true });
       await this.teardown(deadlineMs);
       log.info('stopped');
@@ -209,6 +217,7 @@ export class Daemon {
         startedAt: this.startedAt, cfg: this.cfg, interfaces: this.watcher.list(), counting: this.dp.counting(),
         pipeline: this.pipeline.stats(), kernel: this.dp.stats(), exporter: this.sinks.exporter?.stats(), ipfix: this.sinks.ipfix?.stats(),
         jetstream: this.sinks.jetstream?.stats(), memory: this.opts.memory,
+        attribution: { generation: this.attributor.generation, sources: this.sources.status() },
       }),
       counters: (req) => {
         if (req.on !== true && req.on !== false) throw new ControlError('counters: expected on or off');

@@ -9,6 +9,7 @@ import type { WgflowConfig } from '../config/config';
 import type { MemoryBudget, MemoryLimit, MemoryPlan } from '../config/memory';
 import { readFileSync } from 'node:fs';
 import type { InterfaceState } from './interfaces';
+import type { SourceStatus } from './attribution-sources';
 import { version } from '../util/version';
 
 export interface StatusReport {
@@ -25,6 +26,8 @@ export interface StatusReport {
   ipfix?: IpfixStats & { targets: string[] };
   jetstream?: JetStreamExporterStats & { servers: string; stream: string };
   memory: MemoryStatus;
+  /** The tables' generation and the live sources. */
+  attribution: { generation: number; sources: SourceStatus[] };
 }
 
 /** The memory budget computed at start, the limit it was checked against, and the RSS now. */
@@ -52,6 +55,7 @@ export function residentMemory(): { now: number; peak: number } {
 export function statusReport(s: {
   startedAt: number; cfg: WgflowConfig; interfaces: InterfaceState[]; counting: boolean; pipeline: PipelineStats; kernel: KernelStats;
   exporter?: ExporterStats; ipfix?: IpfixStats; jetstream?: JetStreamExporterStats; memory: MemoryPlan;
+  attribution: { generation: number; sources: SourceStatus[] };
 }): StatusReport {
   const rss = residentMemory();
   return {
@@ -76,6 +80,7 @@ export function statusReport(s: {
     ipfix: s.ipfix ? { ...s.ipfix, targets: s.cfg.ipfix } : undefined,
     jetstream: s.jetstream ? { ...s.jetstream, servers: s.cfg.jetstream.servers ?? '', stream: s.cfg.jetstream.stream } : undefined,
     memory: { ...s.memory.budget, limit: s.memory.limit, residentNowBytes: rss.now, residentPeakBytes: rss.peak },
+    attribution: s.attribution,
   };
 }
 

@@ -12,6 +12,7 @@ import type { PipelineStats } from '../flow/pipeline';
 import type { ExporterStats } from '../output/grpc/exporter';
 import type { IpfixStats } from '../output/ipfix/exporter';
 import { NATS_ERROR_KINDS, type JetStreamExporterStats } from '../output/jetstream/exporter';
+import { SOURCE_ERROR_KINDS, type SourceStatus } from '../attribution/sources/source';
 
 /** What the daemon exposes to the metrics at scrape time; absent parts are not reported. */
 export interface MetricSources {
@@ -25,6 +26,8 @@ export interface MetricSources {
   interfaces?: () => Array<{ name: string; attached: boolean }>;
   /** The memory budget computed at start and the limit it was checked against. */
   memory?: () => MemoryFigures;
+  /** The attribution tables' generation and the live sources (src/daemon/attribution-sources.ts). */
+  attribution?: () => { generation: number; sources: SourceStatus[] };
 }
 
 /** The daemon's memory budget as the metrics show it (src/config/memory.ts computes it). */
@@ -198,6 +201,47 @@ export class Metrics implements EventSink {
         const cur = self.sources.memory?.().collections ?? 0;
         if (cur > collectionsSeen) this.inc(cur - collectionsSeen);
         collectionsSeen = cur;
+      },
+    });
+
+    gauge('wgflow_attribution_generation', 'Attribution tables generation: +1 every time new tables are swapped in (reload or a live source change).', (s) => s.attribution?.().generation);
+    const sources = (): SourceStatus[] => self.sources.attribution?.().sources ?? [];
+    new Gauge({
+      name: 'wgflow_attribution_source_age_seconds', help: 'Age of the snapshot in use of each live attribution source (since its last good read).', labelNames: ['source'], registers: r,
+      collect(this: Gauge<'source'>) {
+        this.reset();
+        const now = Date.now();
+        for (const src of sources()) if (src.lastSuccessMs !== null) this.set({ source: src.name }, (now - src.lastSuccessMs) / 1000);
+      },
+    });
+    new Gauge({
+      name: 'wgflow_attribution_source_up', help: '1 when the last read of the live attribution source succeeded, 0 while it fails (the last good snapshot stays in use).', labelNames: ['source'], registers: r,
+      collect(this: Gauge<'source'>) {
+        this.reset();
+        for (const src of sources()) this.set({ source: src.name }, src.failing ? 0 : 1);
+      },
+    });
+    new Gauge({
+      name: 'wgflow_attribution_source_objects', help: 'Objects in the snapshot in use of each live attribution source, by kind.', labelNames: ['source', 'kind'], registers: r,
+      collect(this: Gauge<'source' | 'kind'>) {
+        this.reset();
+        for (const src of sources()) for (const [kind, n] of Object.entries(src.counts)) this.set({ source: src.name, kind }, n);
+      },
+    });
+    const lastSourceErrors = new Map<string, number>();
+    new Counter({
+      name: 'wgflow_attribution_source_errors_total', labelNames: ['source', 'kind'], registers: r,
+      help: 'Failed reads of live attribution sources by kind: unauthorized, forbidden, rate_limited, server, timeout, network, invalid (a malformed answer), tables (a snapshot the tables refuse).',
+      collect(this: Counter<'source' | 'kind'>) {
+        for (const src of sources()) {
+          for (const kind of SOURCE_ERROR_KINDS) {
+            const k = `${src.name}/${kind}`;
+            const cur = src.errors[kind];
+            const last = lastSourceErrors.get(k) ?? 0;
+            this.inc({ source: src.name, kind }, cur > last ? cur - last : 0);
+            lastSourceErrors.set(k, cur);
+          }
+        }
       },
     });
 

@@ -4,6 +4,17 @@
 // attribution coordinator, not to a source.
 import type { AttributionConfig } from '../config';
 
+/** The live sources' refresh defaults (the attribution.* keys default to these). */
+export const LIVE_SOURCE_DEFAULTS = Object.freeze({
+  /**
+   * Kernel WireGuard has no netlink notifications for peer changes, so the interfaces are read
+   * again this often (one netlink dump or UAPI get per interface; 300 peers read in ~1 ms).
+   */
+  wireguardRefreshS: 5,
+  /** NetBird's API is read again this often (a dashboard change shows in new flows within it). */
+  netbirdRefreshS: 60,
+});
+
 /** One WireGuard peer as the interface reports it (kernel netlink or the UAPI socket). */
 export interface WgPeer {
   /** The interface the peer belongs to. */
@@ -63,4 +74,28 @@ export class SourceError extends Error {
     super(message);
     this.name = 'SourceError';
   }
+}
+
+export type SourceName = 'wireguard' | 'netbird';
+
+/** Why a read failed: SourceError's kinds, and "tables" when the merged tables do not build. */
+export type SourceErrorKind = SourceError['kind'] | 'tables';
+export const SOURCE_ERROR_KINDS: readonly SourceErrorKind[] = ['unauthorized', 'forbidden', 'rate_limited', 'server', 'timeout', 'network', 'invalid', 'tables'];
+
+/** One source as metrics and `ctl status` show it. */
+export interface SourceStatus {
+  name: SourceName;
+  /** Epoch ms of the last good read (null: none yet). */
+  lastSuccessMs: number | null;
+  /** The last read failed (the snapshot in use is older). */
+  failing: boolean;
+  lastError: string | null;
+  errors: Record<SourceErrorKind, number>;
+  /** Good reads since start. */
+  syncs: number;
+  /** Objects in the snapshot in use, by kind (peers, groups, policies, ...). */
+  counts: Record<string, number>;
+  warnings: readonly string[];
+  /** Interfaces that could not be read (WireGuard), with why. */
+  unreadable: readonly string[];
 }
