@@ -22,7 +22,8 @@ interface SourceState {
   /** The snapshot in use, as tables input (null: no good read yet). */
   config: AttributionConfig | null;
   timer: NodeJS.Timeout | null;
-  busy: boolean;
+  /** The read in progress: a second caller waits for it rather than starting another. */
+  running: Promise<void> | null;
   /** Do not ask again before this epoch ms (a 429's Retry-After). */
   notBeforeMs: number;
   lastLogMs: number;
@@ -36,7 +37,7 @@ const zeroErrors = (): Record<SourceErrorKind, number> => Object.fromEntries(SOU
 function newState(name: SourceName): SourceState {
   return {
     status: { name, lastSuccessMs: null, failing: false, lastError: null, errors: zeroErrors(), syncs: 0, counts: {}, warnings: [], unreadable: [] },
-    config: null, timer: null, busy: false, notBeforeMs: 0, lastLogMs: 0,
+    config: null, timer: null, running: null, notBeforeMs: 0, lastLogMs: 0,
   };
 }
 
@@ -119,40 +120,50 @@ export class AttributionSources {
     }
   }
 
-  /** One read of the watched interfaces. Interfaces that cannot be read are reported, the rest used. */
-  async readWg(): Promise<void> {
-    const s = this.wg;
-    if (s.busy || this.stopped) return;
-    s.busy = true;
-    try {
-      let snap: WgSnapshot;
-      try {
-        snap = await readWireGuard(this.cfg.interfaces);
-      } catch (err) {
-        this.failed(s, err instanceof SourceError ? err.kind : 'invalid', (err as Error).message);
-        return;
-      }
-      if (this.stopped || !this.cfg.attribution.wireguard) return;
-      s.status.unreadable = snap.errors.map((e) => e.message);
-      // A watched interface that is not there (yet) is normal for a daemon that waits for it;
-      // one that is there and cannot be read is logged (rarely).
-      const unreadable = snap.errors.filter((e) => !/no such interface/.test(e.message));
-      if (unreadable.length > 0) this.logRare(s, 'warn', { errors: unreadable.map((e) => e.message) }, 'cannot read the peers of some WireGuard interfaces; the others are used');
-      s.config = wgPeersToConfig(snap);
-      s.status.counts = { interfaces: snap.interfaces?.length ?? 0, peers: s.config.peers?.length ?? 0 };
-      this.succeeded(s, 'wireguard');
-    } finally {
-      s.busy = false;
-    }
+  /** One read of the watched interfaces (or the one in progress). */
+  readWg(): Promise<void> {
+    return this.once(this.wg, () => this.readWgNow());
   }
 
-  /** One read of NetBird's API (all or nothing). */
-  async readNetbird(): Promise<void> {
+  /** One read of NetBird's API (or the one in progress). */
+  readNetbird(): Promise<void> {
+    return this.once(this.nb, () => this.readNetbirdNow());
+  }
+
+  private once(s: SourceState, read: () => Promise<void>): Promise<void> {
+    if (s.running !== null) return s.running;
+    if (this.stopped) return Promise.resolve();
+    s.running = read().finally(() => (s.running = null));
+    return s.running;
+  }
+
+  /** Interfaces that cannot be read are reported, the rest used. */
+  private async readWgNow(): Promise<void> {
+    const s = this.wg;
+    let snap: WgSnapshot;
+    try {
+      snap = await readWireGuard(this.cfg.interfaces);
+    } catch (err) {
+      this.failed(s, err instanceof SourceError ? err.kind : 'invalid', (err as Error).message);
+      return;
+    }
+    if (this.stopped || !this.cfg.attribution.wireguard) return;
+    s.status.unreadable = snap.errors.map((e) => e.message);
+    // A watched interface that is not there (yet) is normal for a daemon that waits for it;
+    // one that is there and cannot be read is logged (rarely).
+    const unreadable = snap.errors.filter((e) => !/no such interface/.test(e.message));
+    if (unreadable.length > 0) this.logRare(s, 'warn', { errors: unreadable.map((e) => e.message) }, 'cannot read the peers of some WireGuard interfaces; the others are used');
+    s.config = wgPeersToConfig(snap);
+    s.status.counts = { interfaces: snap.interfaces?.length ?? 0, peers: s.config.peers?.length ?? 0 };
+    this.succeeded(s, 'wireguard');
+  }
+
+  /** All or nothing; a 429's Retry-After is honoured. */
+  private async readNetbirdNow(): Promise<void> {
     const s = this.nb;
     const a = this.cfg.attribution;
-    if (s.busy || this.stopped || a.source !== 'netbird' || a.netbird.url === undefined) return;
+    if (a.source !== 'netbird' || a.netbird.url === undefined) return;
     if (Date.now() < s.notBeforeMs) return;
-    s.busy = true;
     this.abort = new AbortController();
     const url = a.netbird.url;
     try {
@@ -176,7 +187,6 @@ export class AttributionSources {
       s.status.warnings = snap.warnings;
       this.succeeded(s, 'netbird');
     } finally {
-      s.busy = false;
       this.abort = null;
     }
   }

@@ -9,7 +9,8 @@
 //  - An API peer absorbs the WireGuard peers that have one of its addresses: it keeps its id,
 //    name, groups and user, and takes their public key and wider allowed IPs (routes).
 //  - A file peer replaces every lower peer with the same id, public key or an address in common;
-//    a public key or allowed IPs the file entry does not write are taken from what it replaced.
+//    addresses, a public key or allowed IPs the file entry does not write are taken from what it
+//    replaced (a file can name a peer by its key alone).
 // Resources and policies come from the API and the file only; a file entry replaces the API entry
 // with the same id. The overlay is the file's when it writes one, else the API's and the
 // interfaces' networks together. Filters and the DNS / exit-node switches are the file's.
@@ -51,6 +52,10 @@ function layerPeers(lower: readonly PeerConfig[], upper: readonly PeerConfig[], 
     const replaced = rest.filter((l) => match(u, uAddrs, l));
     if (replaced.length > 0) rest = rest.filter((l) => !replaced.includes(l));
     const merged: PeerConfig = { ...u };
+    if (merged.ip === undefined && (merged.ips === undefined || merged.ips.length === 0)) {
+      const ips = replaced.reduce<string[] | undefined>((acc, l) => union(acc, [...(l.ip !== undefined ? [l.ip] : []), ...(l.ips ?? [])]), undefined);
+      if (ips !== undefined) merged.ips = ips;
+    }
     if (merged.publicKey === undefined) {
       const key = replaced.find((l) => l.publicKey !== undefined)?.publicKey;
       if (key !== undefined) merged.publicKey = key;
