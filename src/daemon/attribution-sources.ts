@@ -54,6 +54,8 @@ export class AttributionSources {
   constructor(private readonly attributor: Attributor, cfg: WgflowConfig, private readonly log: Logger, private readonly env: NodeJS.ProcessEnv = process.env) {
     this.cfg = cfg;
     this.file = attributionOf(cfg);
+    // The attributor starts with the file's tables: a merge that adds nothing is not a new generation.
+    this.appliedKey = JSON.stringify(mergeSources(this.file, null, null));
   }
 
   /**

@@ -8,7 +8,6 @@ import { wgPeersToConfig } from '../../src/attribution/sources/wireguard';
 
 const KEY_A = 'aGFuZHNoYWtlLWtleS1hLTAwMDAwMDAwMDAwMDAwMDA=';
 const KEY_B = 'aGFuZHNoYWtlLWtleS1iLTAwMDAwMDAwMDAwMDAwMDA=';
-const KEY_C = 'aGFuZHNoYWtlLWtleS1jLTAwMDAwMDAwMDAwMDAwMDA=';
 
 /** Two peers on wg0: A (100.64.0.2, routes 192.168.7.0/24), B (100.64.0.3); C only on the API's side. */
 const wg = (): AttributionConfig => wgPeersToConfig({

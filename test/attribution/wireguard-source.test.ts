@@ -106,7 +106,7 @@ describe('WireGuard source on the testbed', () => {
     nsExec(a.ns, 'wg', ['set', a.ifname, 'peer', k, 'allowed-ips', '10.88.0.5/32', 'endpoint', '203.0.113.5:4500']);
     expect(readIn(a.ns, [a.ifname]).peers.find((p) => p.publicKey === k)).toMatchObject({ allowedIps: ['10.88.0.5/32'], endpoint: '203.0.113.5:4500' });
     nsExec(a.ns, 'wg', ['set', a.ifname, 'peer', k, 'allowed-ips', '10.88.0.6/32,10.89.0.0/16,fd88::/48']);
-    expect(readIn(a.ns, [a.ifname]).peers.find((p) => p.publicKey === k)?.allowedIps.sort()).toEqual(['10.88.0.6/32', '10.89.0.0/16', 'fd88::/48']);
+    expect([...(readIn(a.ns, [a.ifname]).peers.find((p) => p.publicKey === k)?.allowedIps ?? [])].sort()).toEqual(['10.88.0.6/32', '10.89.0.0/16', 'fd88::/48']);
     nsExec(a.ns, 'wg', ['set', a.ifname, 'peer', k, 'remove']);
     const after = readIn(a.ns, [a.ifname]);
     expect(keys(after)).not.toContain(k);

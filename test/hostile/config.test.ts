@@ -49,7 +49,7 @@ const cases: Array<{ name: string; yaml: string; flags?: string[]; err: RegExp }
 
   // Unknown keys, at every level, with a suggestion when one is close.
   { name: 'attribution.resource instead of resources', yaml: 'interfaces: [wg0]\nattribution:\n  resource:\n    - { id: r, type: HOST, prefixes: [10.0.0.1] }\n',
-    err: /^attribution\.resource: unknown key, did you mean "resources"\? \(known keys here: overlay, peers, resources, policies\)/ },
+    err: /^attribution\.resource: unknown key, did you mean "resources"\? \(known keys here: overlay, peers, resources, policies, wireguard, wireguard_refresh_s, source, netbird\)/ },
   { name: "a peer's grups", yaml: peers('{ id: a, ip: 100.64.0.1, grups: [staff] }'),
     err: /^attribution\.peers\[0\]\.grups: unknown key, did you mean "groups"\?/ },
   { name: "a peer's dnsLabel in camelCase", yaml: peers('{ id: a, ip: 100.64.0.1, dnsLabel: a.wg }'),
@@ -69,7 +69,7 @@ const cases: Array<{ name: string; yaml: string; flags?: string[]; err: RegExp }
   // A key that is also a property of every object ("constructor") is still unknown.
   { name: 'a top-level constructor key', yaml: 'interfaces: [wg0]\nconstructor: 1\n', err: /^constructor: unknown key/ },
   { name: 'an unknown key with nothing close', yaml: peers('{ id: a, ip: 100.64.0.1, colour: blue }'),
-    err: /^attribution\.peers\[0\]\.colour: unknown key \(known keys here: id, name, ip, ips, public_key, os, dns_label, groups, user\)/ },
+    err: /^attribution\.peers\[0\]\.colour: unknown key \(known keys here: id, name, ip, ips, allowed_ips, public_key, os, dns_label, groups, user\)/ },
 
   // Duplicates that make ids ambiguous: both positions named.
   { name: 'duplicate policy ids', yaml: 'interfaces: [wg0]\nattribution:\n  policies:\n    - { id: pol, action: accept, sources: [], destinations: [] }\n    - { id: other, action: accept, sources: [], destinations: [] }\n    - { id: pol, action: drop, sources: [], destinations: [] }\n',

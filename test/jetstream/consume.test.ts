@@ -146,7 +146,8 @@ describe('wgflow consume: stats', () => {
     const c = await startConsume(nats.urls, 'lag', out, [...flags, '--stats-interval-ms', '200']);
     expect(c.json('stderr').find((o) => o.msg === 'consuming')).toMatchObject({ pending: N });
     await waitForIds([out], N, 'every event');
-    const st = await c.waitJson((o) => o.msg === 'stats' && o.consumed === N, 'a stats line with everything consumed', 20_000, 'stderr');
+    // Acks follow the commit of each batch: wait for the line that has them all.
+    const st = await c.waitJson((o) => o.msg === 'stats' && o.consumed === N && o.acked === N, 'a stats line with everything consumed and acked', 20_000, 'stderr');
     expect(st).toMatchObject({ consumed: N, written: N, duplicates: 0, redeliveries: 0, acked: N, pending: 0 });
     c.signal('SIGTERM');
     expect((await c.exited).code).toBe(0);

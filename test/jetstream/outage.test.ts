@@ -1,17 +1,15 @@
 // Every server of the R3 cluster down for 30 s while the exporter keeps taking events: the spool
 // holds the backlog (nothing is acked while the servers are down), the cluster comes back on its
 // store, the exporter delivers the backlog, and `wgflow consume` writes every event exactly once.
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { startNatsCluster, type NatsCluster } from '../../testkit/nats';
-import { budget } from '../../testkit/slow';
-import { eventIds, exactlyOnce, ensureBuilt, REPO } from '../export/helpers';
+import { eventIds, exactlyOnce, ensureBuilt } from '../export/helpers';
+import { Publisher } from './publisher';
 import { startConsume, waitForIds } from './consume-helpers';
 
-const TOOL = join(REPO, 'build', 'testkit', 'jetstream-tool.js');
 const OUTAGE_MS = 30_000;
 let nats: NatsCluster;
 const dir = mkdtempSync(join(tmpdir(), 'wgflow-js-outage-'));
@@ -28,42 +26,25 @@ afterAll(async () => {
 it('all three servers down for 30 s mid-stream: the spool holds the backlog, then every event is stored and consumed once', async () => {
   // 1,000 events/s for 40 s: events keep coming during the whole outage.
   const N = 40_000;
-  const p = spawn(process.execPath, [TOOL, 'publish', '--jetstream', nats.urls, '--spool', join(dir, 'spool'), '--count', String(N), '--seed', 'outage', '--replicas', '3', '--rate', '1000'], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let last: { enqueued?: number; acked?: number; done?: boolean } = {};
-  let buf = '', err = '';
-  p.stderr?.on('data', (d: Buffer) => (err += d.toString()));
-  p.stdout?.on('data', (d: Buffer) => {
-    buf += d.toString();
-    const lines = buf.split('\n');
-    buf = lines.pop() ?? '';
-    for (const l of lines) last = { ...last, ...(JSON.parse(l) as typeof last) };
-  });
-  const exited = new Promise<number | null>((r) => p.once('exit', r));
-  const timer = setTimeout(() => p.kill('SIGKILL'), budget(180_000));
+  const p = new Publisher({ urls: nats.urls, spool: join(dir, 'spool'), count: N, seed: 'outage', replicas: 3, rate: 1000, timeoutMs: 180_000 });
   try {
-    const until = async (what: string, cond: () => boolean, ms: number): Promise<void> => {
-      for (const end = Date.now() + budget(ms); !cond(); await new Promise((r) => setTimeout(r, 20))) {
-        if (Date.now() > end) throw new Error(`timed out waiting for ${what}: ${JSON.stringify(last)} ${err}`);
-      }
-    };
-    await until('the first 3,000 acks', () => (last.acked ?? 0) >= 3_000, 30_000);
+    await p.until('the first 3,000 acks', (l) => (l.acked ?? 0) >= 3_000, 30_000);
     await Promise.all(nats.servers.map((s) => s.kill()));
-    const down = { enqueued: last.enqueued ?? 0, acked: last.acked ?? 0 };
+    const down = { enqueued: p.last.enqueued ?? 0, acked: p.last.acked ?? 0 };
     await new Promise((r) => setTimeout(r, OUTAGE_MS));
     // Nothing acked while every server was down (a PubAck in flight at the kill may land), and
     // the events kept coming: the spool holds them.
-    const during = { enqueued: last.enqueued ?? 0, acked: last.acked ?? 0 };
+    const during = { enqueued: p.last.enqueued ?? 0, acked: p.last.acked ?? 0 };
     expect(during.acked - down.acked).toBeLessThanOrEqual(1_000);
     expect(during.enqueued - down.enqueued).toBeGreaterThan(20_000);
     expect(during.enqueued - during.acked).toBeGreaterThan(20_000);
     for (const s of nats.servers) s.start();
     await nats.waitReady(60_000);
-    expect(await exited).toBe(0);
-    expect(last.done, err).toBe(true);
-    expect(last.acked).toBe(N);
+    expect((await p.exited).code, p.stderr).toBe(0);
+    expect(p.last.done, p.stderr).toBe(true);
+    expect(p.last.acked).toBe(N);
   } finally {
-    clearTimeout(timer);
-    p.kill('SIGKILL');
+    p.kill();
   }
   const out = join(dir, 'out');
   const c = await startConsume(nats.urls, 'outage', out);
