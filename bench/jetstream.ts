@@ -26,7 +26,9 @@ import type { FlowEvent } from '../src/model/event';
 import { JetStreamExporter } from '../src/output/jetstream/exporter';
 import { connectNats, JETSTREAM_DEFAULTS } from '../src/wire/jetstream';
 import { median, runBench, writeResult } from '../testkit/bench-run';
-import { freePort, NatsCluster, startNatsCluster, startNatsServer } from '../testkit/nats';
+// Loaded by the orchestrator only (main): the publisher's CPU per event should not include
+// testkit/slow's start-up probe (a spawnSync of node).
+import type { NatsCluster } from '../testkit/nats';
 import { syntheticEvent } from '../testkit/synthetic';
 import { children, CLI, collectorAlone, cpuSeconds, exporterRun, killWait, machineProbe, start } from './grpc-path';
 
@@ -227,7 +229,7 @@ interface Consumer {
 }
 
 async function startConsumer(c: NatsCluster, outDir: string, durable: string): Promise<Consumer> {
-  const port = await freePort();
+  const port = await (await import('../testkit/nats')).freePort();
   const spawnT = Date.now();
   const child = start([CLI, 'consume', '--jetstream', c.urls, '--durable', durable, '--out', outDir, '--metrics-listen', `127.0.0.1:${port}`], 'consumer');
   const log = new JsonLines(child, 'stderr');
@@ -244,7 +246,7 @@ async function scrape(port: number): Promise<ConsumerMetrics> {
 }
 
 /** Polls the consumer's metrics until done(m); returns the time it first held and the metrics then. */
-async function pollUntil(con: Consumer, done: (m: ConsumerMetrics) => boolean, timeoutMs: number, everyMs = 100): Promise<{ t: number; m: ConsumerMetrics }> {
+async function pollUntil(con: Consumer, done: (m: ConsumerMetrics) => boolean, timeoutMs: number, everyMs = 50): Promise<{ t: number; m: ConsumerMetrics }> {
   const until = Date.now() + timeoutMs;
   for (;;) {
     const m = await scrape(con.port);
@@ -418,6 +420,7 @@ async function main(): Promise<boolean> {
   work = mkdtempSync(join(tmpdir(), 'wgflow-bench-js-'));
   const probe = machineProbe(work);
   process.stdout.write(`  machine: CPU loop ${probe.cpuLoopMs} ms, fdatasync ${probe.fdatasyncMBps} MB/s (compare runs by these)\n`);
+  const { startNatsCluster, startNatsServer } = await import('../testkit/nats');
   const r1 = await startNatsServer();
   clusters.push(r1);
   const r3 = await startNatsCluster();
