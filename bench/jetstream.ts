@@ -12,7 +12,7 @@
 //    stops and every event of the stream must be in the output once.
 // Rounds of parts 1-3 alternate; the tables show medians. Nothing asserts a time.
 //
-//   node build/bench/jetstream.js [--events 200000] [--rounds 2] [--outage-s 60] [--rate 10000] [--skip-lag]
+//   node build/bench/jetstream.js [--events 200000] [--rounds 3] [--outage-s 60] [--rate 10000] [--skip-lag]
 //
 // Prints a table and writes bench/results/jetstream.json.
 import { ChildProcess } from 'node:child_process';
@@ -40,7 +40,7 @@ const { values: args } = parseArgs({
     replicas: { type: 'string', default: '1' },
     count: { type: 'string' },
     events: { type: 'string', default: '200000' },
-    rounds: { type: 'string', default: '2' },
+    rounds: { type: 'string', default: '3' },
     'outage-s': { type: 'string', default: '60' },
     rate: { type: 'string', default: '10000' },
     'skip-lag': { type: 'boolean', default: false },
