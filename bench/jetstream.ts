@@ -462,7 +462,7 @@ async function main(): Promise<boolean> {
     },
     targets: { endToEndR1EventsPerSecond: 100_000 },
     met: { endToEndR1EventsPerSecond: met },
-    rounds_: rs,
+    perRound: rs,
   };
   const cpu = (pub: number, nats: number, who = 'publisher'): string => `(${who} ${pub} µs + nats-server ${nats} µs CPU per event)`;
   const rows: Array<[string, string]> = [
