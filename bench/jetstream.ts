@@ -15,7 +15,7 @@
 //   node build/bench/jetstream.js [--events 200000] [--rounds 3] [--outage-s 60] [--rate 10000] [--skip-lag]
 //
 // Prints a table and writes bench/results/jetstream.json.
-import { ChildProcess } from 'node:child_process';
+import { ChildProcess, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -159,6 +159,13 @@ class JsonLines {
 const clusters: NatsCluster[] = [];
 let work = '';
 let runNo = 0;
+/** Set by cleanup (a signal): main must start nothing more, cleanup may be past its kill loop. */
+let aborted = false;
+
+function spawnChild(cmd: string[], name: string): ChildProcess {
+  if (aborted) throw new Error('stopping: no new processes');
+  return start(cmd, name);
+}
 
 function natsCpu(c: NatsCluster): number {
   return c.servers.reduce((s, x) => s + cpuSeconds(x.pid), 0);
@@ -176,7 +183,7 @@ async function resetStream(c: NatsCluster, replicas: number): Promise<void> {
   } finally {
     await nc.close();
   }
-  const init = start([CLI, 'jetstream', 'init', '--jetstream', c.urls, '--replicas', String(replicas)], 'jetstream init');
+  const init = spawnChild([CLI, 'jetstream', 'init', '--jetstream', c.urls, '--replicas', String(replicas)], 'jetstream init');
   const code = await new Promise<number | null>((r) => init.once('exit', r));
   if (code !== 0) throw new Error(`wgflow jetstream init --replicas ${replicas} exited ${code}`);
 }
@@ -200,7 +207,7 @@ interface Publisher {
 
 async function startPublisher(c: NatsCluster, replicas: number, count: number, seed: string, rate = 0): Promise<Publisher> {
   const spool = join(work, `spool-${++runNo}`);
-  const child = start([__filename, '--role', 'publish', '--servers', c.urls, '--replicas', String(replicas), '--spool', spool, '--count', String(count), '--seed', seed, '--rate', String(rate)], 'publisher');
+  const child = spawnChild([__filename, '--role', 'publish', '--servers', c.urls, '--replicas', String(replicas), '--spool', spool, '--count', String(count), '--seed', seed, '--rate', String(rate)], 'publisher');
   const lines = new JsonLines(child, 'stdout');
   const s = await lines.wait((o) => o.event === 'start', 15_000, 'the publisher to start');
   return { child, lines, startT: Number(s.t), spool };
@@ -231,7 +238,7 @@ interface Consumer {
 async function startConsumer(c: NatsCluster, outDir: string, durable: string): Promise<Consumer> {
   const port = await (await import('../testkit/nats')).freePort();
   const spawnT = Date.now();
-  const child = start([CLI, 'consume', '--jetstream', c.urls, '--durable', durable, '--out', outDir, '--metrics-listen', `127.0.0.1:${port}`], 'consumer');
+  const child = spawnChild([CLI, 'consume', '--jetstream', c.urls, '--durable', durable, '--out', outDir, '--metrics-listen', `127.0.0.1:${port}`], 'consumer');
   const log = new JsonLines(child, 'stderr');
   const ready = await log.wait((o) => o.msg === 'consuming', 30_000, 'the consumer to start');
   await log.wait((o) => o.msg === 'serving metrics', 10_000, 'the consumer metrics endpoint');
@@ -420,7 +427,9 @@ async function main(): Promise<boolean> {
   work = mkdtempSync(join(tmpdir(), 'wgflow-bench-js-'));
   const probe = machineProbe(work);
   process.stdout.write(`  machine: CPU loop ${probe.cpuLoopMs} ms, fdatasync ${probe.fdatasyncMBps} MB/s (compare runs by these)\n`);
-  const { startNatsCluster, startNatsServer } = await import('../testkit/nats');
+  const { NATS_SERVER, startNatsCluster, startNatsServer } = await import('../testkit/nats');
+  const v = spawnSync(NATS_SERVER, ['--version'], { encoding: 'utf8' });
+  if (v.status !== 0) throw new Error(`${NATS_SERVER} cannot be run (${v.error?.message ?? v.stderr}): scripts/install-deps.sh installs it, or set NATS_SERVER`);
   const r1 = await startNatsServer();
   clusters.push(r1);
   const r3 = await startNatsCluster();
@@ -452,7 +461,7 @@ async function main(): Promise<boolean> {
   };
   const met = m.e2eR1 >= 100_000;
   const result: Record<string, unknown> = {
-    events, rounds, machine: probe, natsServer: '2.9.10 (Debian)',
+    events, rounds, machine: probe, natsServer: v.stdout.trim(),
     medians: m,
     ratios: {
       publishR1ToGrpc: ratio(m.r1, m.grpc), publishR3ToGrpc: ratio(m.r3, m.grpc),
@@ -495,8 +504,13 @@ async function main(): Promise<boolean> {
 }
 
 async function cleanup(): Promise<void> {
-  for (const c of children) if (c.pid && c.exitCode === null && c.signalCode === null) process.kill(c.pid, 'SIGKILL');
+  aborted = true;
+  const killAll = (): void => {
+    for (const c of children) if (c.pid && c.exitCode === null && c.signalCode === null) process.kill(c.pid, 'SIGKILL');
+  };
+  killAll();
   for (const c of clusters) await c.stop();
+  killAll(); // the gRPC helpers (bench/grpc-path.ts) may have started one while the servers stopped
   if (work) rmSync(work, { recursive: true, force: true });
 }
 
