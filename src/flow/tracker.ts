@@ -123,6 +123,11 @@ export interface TrackerStats {
   vanished: number;
   /** FIN/RST hints for keys not (yet) tracked. */
   hintsWithoutFlow: number;
+  /**
+   * START records read after their flow was already found by a drain and ended (the ring read
+   * lagged by more than the flow lived): dropped, not a second START for the same flow.
+   */
+  lateStartRecords: number;
   /** Flows reported without their policy: more policies in use at once than a flow row can name (16,383). */
   policiesOverflow: number;
   /** Flows whose FIN/RST hint was lost (ring full): closed from the drained flags instead. */
@@ -136,7 +141,7 @@ function zeroStats(): TrackerStats {
     ended: { idle: 0, tcp_fin: 0, tcp_rst: 0, forced: 0, lack_of_resources: 0 },
     discoveredWithoutStart: 0, startLost: 0, adopted: 0, adoptedIdleEnded: 0, filtered: 0, exitNodeSkipped: 0,
     lateAfterEndFlows: 0, lateAfterEndPackets: 0, lateAfterEndBytes: 0, remnantsPromoted: 0,
-    vanished: 0, hintsWithoutFlow: 0, hintsLost: 0, policiesOverflow: 0,
+    vanished: 0, hintsWithoutFlow: 0, hintsLost: 0, policiesOverflow: 0, lateStartRecords: 0,
   };
 }
 
@@ -150,6 +155,8 @@ interface PendingHint {
 
 const TIME_WAIT_MAX_DEFAULT = 1 << 20;
 const NONE = -1;
+/** The kernel stamps a first packet with the coarse clock (up to a tick, 10 ms at HZ=100, behind) before it inserts the entry. */
+const DRAIN_STAMP_MARGIN_NS = 50 * MS;
 
 export class FlowTracker {
   readonly clock: Clock;
@@ -181,6 +188,8 @@ export class FlowTracker {
   private minDueNs = Infinity;
   /** Keys of TCP flows ended by FIN/RST -> when; insertion order = time order. */
   private readonly timeWait = new Map<string, number>();
+  /** Entries whose first packet is older than this were in a whole-map read (a completed drain). */
+  private drainedSinceNs = -Infinity;
   private readonly timeWaitMax: number;
   /** FIN/RST hints that arrived before their flow was known. */
   private readonly pending = new Map<string, PendingHint>();
@@ -286,6 +295,12 @@ export class FlowTracker {
       if (h !== NONE) {
         if (this.f(h, F_FIRST) === tsNs) return; // already found by a drain
         this.vanish(h, now, out); // the entry was replaced behind our back
+      } else if (tsNs < this.drainedSinceNs) {
+        // The entry existed before a drain that read the whole map, so that drain found it; it is
+        // not tracked now, so it has ended (its id may have left timeWait meanwhile). Seen in the
+        // flood test with the ring read seconds behind: without this, a second START and END.
+        this.st.lateStartRecords++;
+        return;
       }
       h = this.create(id ?? this.scratchId(v4), tsNs, flags, now, out);
       if (this.isTcp(h) && !this.has_(h, B_REMNANT)) this.tcpFlags(h, flags, tsNs);
@@ -443,6 +458,9 @@ export class FlowTracker {
   endDrain(): FlowEvent[] {
     const d = this.drainState('endDrain');
     this.drain = null;
+    // Every entry created before the drain began (less a margin: the kernel stamps a flow's first
+    // packet a moment before it inserts the entry) was in the map it read.
+    this.drainedSinceNs = Math.max(this.drainedSinceNs, d.now - DRAIN_STAMP_MARGIN_NS);
     const out: FlowEvent[] = [];
     if (d.prev === NONE) this.firstInDrain = NONE;
     else this.setU(d.prev, U_NEXT, 0);

@@ -105,6 +105,7 @@ export class Metrics implements EventSink {
     mirror('wgflow_flows_adopted_idle_ended_total', 'Adopted flows ended because nothing moved for the UDP idle timeout after the adoption.', (s) => s.pipeline?.().adoptedIdleEnded);
     mirror('wgflow_flows_filtered_total', 'Flows not exported because of the DNS or include/exclude filters.', (s) => s.pipeline?.().filtered);
     mirror('wgflow_flows_exit_node_skipped_total', 'Flows not exported because they are exit-node traffic.', (s) => s.pipeline?.().exitNodeSkipped);
+    mirror('wgflow_late_start_records_total', 'START records read after their flow was found by a drain and ended (the ring read lagged): dropped, not a second START.', (s) => s.pipeline?.().lateStartRecords);
     mirror('wgflow_late_packets_after_end_total', 'Packets of TCP connections that arrived after their END (not exported as flows).', (s) => s.pipeline?.().lateAfterEndPackets);
     mirror('wgflow_events_dropped_total', 'Events lost because the output refused them (see logs).', (s) => s.pipeline?.().eventsDropped);
 

@@ -259,6 +259,23 @@ describe('discovery, adoption, ids', () => {
     expect(h.tracker.stats()).toMatchObject({ discoveredWithoutStart: 1, startLost: 1, adopted: 0 });
   });
 
+  it('a START record read after its flow was found by a drain and ended is dropped, not a second flow', () => {
+    const h = harness({ udpIdleMs: 2000 });
+    const c = conn({ src: '100.64.0.1', sport: 9, dst: '100.64.0.2', dport: 10, proto: 17, local: true });
+    h.kernel.packet(c, true);
+    const late = h.kernel.takeRecords(); // the ring read lags: this START is not read yet
+    h.clock.advanceMs(100);
+    expect(h.cycle({ drain: true }).map((e) => e.type)).toEqual(['START']); // found by the drain
+    h.run(4000);
+    expect(h.of('END')).toHaveLength(1);
+    // Now the lagging ring read delivers the flow's START record.
+    expect(h.tracker.onRecords(late)).toEqual([]);
+    expect(h.tracker.stats()).toMatchObject({ lateStartRecords: 1, discoveredWithoutStart: 1 });
+    // A new flow on the same key after that is a flow of its own.
+    h.kernel.packet(c, true);
+    expect(h.cycle().map((e) => e.type)).toEqual(['START']);
+  });
+
   it('FIN hints for a flow not yet discovered are applied when the drain finds it', () => {
     const h = harness();
     const c = conn({ src: '100.64.0.1', sport: 9, dst: '100.64.0.2', dport: 10, local: true });
