@@ -176,11 +176,12 @@ export class Daemon {
    */
   reload(): { interfaces: string[]; generation: number; restartNeeded: string[] } {
     // The same validation as start and --check-config; nothing is applied unless all of it passes.
-    const { config: next, tables } = loadConfig({ file: this.opts.configFile, env: process.env, flags: this.opts.flags });
+    // (It compiles the file's tables too: a bad table refuses the reload here. The sources then
+    // merge their snapshots under the new tables.)
+    const { config: next } = loadConfig({ file: this.opts.configFile, env: process.env, flags: this.opts.flags });
     // Only the attribution tables, the filters and the interface list apply to a running daemon;
     // every other changed key keeps its running value (so ctl status shows what runs) and is named.
     const restartNeeded = changedKeys(this.cfg, next).filter((k) => !isReloadable(k));
-    void tables; // validated with the file alone; the sources merge their snapshots under it
     this.cfg = { ...this.cfg, interfaces: next.interfaces, attribution: next.attribution, filters: next.filters };
     this.sources.configure(this.cfg);
     this.watcher.setInterfaces(next.interfaces);
