@@ -54,9 +54,10 @@ export class DaemonProc {
    * Start with a config (merged over test defaults) and wait until every interface is attached.
    * reuse: the directory (config, spool, pinned maps) of an earlier daemon, to restart it.
    * nodeOptions: NODE_OPTIONS for the daemon's node (e.g. to take heap snapshots).
+   * args: more `wgflow run` flags (e.g. --interface), after --config.
    */
-  static async start(ns: string, config: Record<string, unknown>, reuse?: DaemonProc, nodeOptions?: string): Promise<DaemonProc> {
-    const spawnDaemon = (configFile: string): ChildProcess => spawn('ip', ['netns', 'exec', ns, process.execPath, ...WGFLOW_NODE_FLAGS, WGFLOW, 'run', '--config', configFile], {
+  static async start(ns: string, config: Record<string, unknown>, reuse?: DaemonProc, nodeOptions?: string, args: string[] = []): Promise<DaemonProc> {
+    const spawnDaemon = (configFile: string): ChildProcess => spawn('ip', ['netns', 'exec', ns, process.execPath, ...WGFLOW_NODE_FLAGS, WGFLOW, 'run', '--config', configFile, ...args], {
       stdio: ['ignore', 'ignore', 'pipe'],
       env: nodeOptions ? { ...process.env, NODE_OPTIONS: nodeOptions } : process.env,
     });

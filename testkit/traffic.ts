@@ -1,9 +1,11 @@
 // Traffic for the demo, tests and benchmarks, run inside a namespace: node build/testkit/traffic.js MODE ARGS...
 //   tcp-server PORT          accept connections, read until EOF, reply "ok", print {"bytes":N} per connection
 //   tcp-client HOST PORT N   send N bytes, half-close, wait for the reply and the close
-//   udp-echo PORT            echo every datagram
+//   udp-echo PORT [ADDR]     echo every datagram (bound to ADDR: replies come from that address)
 //   udp-client HOST PORT COUNT SIZE [LPORT]   send COUNT datagrams of SIZE bytes (from LPORT), wait for each echo
 //   udp-paced HOST PORT COUNT SIZE INTERVAL_MS  one datagram every INTERVAL_MS from one socket (a long flow), echoes counted
+//   udp-stream HOST PORT SIZE INTERVAL_MS LPORT  from LPORT, one datagram every INTERVAL_MS until stdin
+//            ends (a flow of a length the test decides), then 500 ms for echoes; prints {"sent","got"}
 //   udp-sink HOST PORT FILE  append every datagram received to FILE (a raw capture of a UDP stream)
 //   udp-blast HOST PORT LPORT COUNT SIZE  from LPORT, send COUNT datagrams to HOST:PORT in bursts of 64 without
 //            waiting for answers, while counting what arrives; prints {"sent","got"} once quiet for 1 s.
@@ -45,9 +47,10 @@ if (mode === 'tcp-server') {
   s.on('close', () => process.exit(reply === 'ok' ? 0 : 3));
   s.on('error', (e: Error) => { console.error(e.message); process.exit(2); });
 } else if (mode === 'udp-echo') {
-  const s = dgram.createSocket('udp6');
+  const addr = a[1] ?? '::';
+  const s = dgram.createSocket(addr.includes(':') ? 'udp6' : 'udp4');
   s.on('message', (m, r) => s.send(m, r.port, r.address));
-  s.bind(Number(a[0]), '::', () => process.stdout.write('ready\n'));
+  s.bind(Number(a[0]), addr, () => process.stdout.write('ready\n'));
 } else if (mode === 'udp-client') {
   const [host, port, count, size] = [a[0], Number(a[1]), Number(a[2]), Number(a[3])];
   const s = dgram.createSocket(host.includes(':') ? 'udp6' : 'udp4');
@@ -101,6 +104,24 @@ if (mode === 'tcp-server') {
           process.exit(0);
         }
       }, 100);
+    });
+  });
+} else if (mode === 'udp-stream') {
+  const [host, port, size, interval, lport] = [a[0], Number(a[1]), Number(a[2]), Number(a[3]), Number(a[4])];
+  const s = dgram.createSocket(host.includes(':') ? 'udp6' : 'udp4');
+  let sent = 0, got = 0;
+  s.on('message', () => (got += 1));
+  s.on('error', (e: Error) => console.error(e.message));
+  s.bind(lport, () => {
+    const timer = setInterval(() => {
+      s.send(Buffer.alloc(size, 0x65), port, host);
+      sent += 1;
+    }, interval);
+    process.stdout.write('ready\n');
+    process.stdin.on('data', () => {});
+    process.stdin.once('end', () => {
+      clearInterval(timer);
+      setTimeout(() => { s.close(); process.stdout.write(JSON.stringify({ sent, got }) + '\n'); process.exit(0); }, 500);
     });
   });
 } else if (mode === 'udp-sink') {
