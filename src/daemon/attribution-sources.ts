@@ -27,9 +27,11 @@ interface SourceState {
   /** Do not ask again before this epoch ms (a 429's Retry-After). */
   notBeforeMs: number;
   lastLogMs: number;
+  /** The kind of the failure last logged; null after a success. A new kind is logged at once. */
+  lastLogKind: SourceErrorKind | null;
 }
 
-/** A failing source is logged at most this often (the first failure at once). */
+/** A source failing the same way is logged at most this often (a new kind of failure at once). */
 const LOG_EVERY_MS = 60_000;
 
 const zeroErrors = (): Record<SourceErrorKind, number> => Object.fromEntries(SOURCE_ERROR_KINDS.map((k) => [k, 0])) as Record<SourceErrorKind, number>;
@@ -37,7 +39,7 @@ const zeroErrors = (): Record<SourceErrorKind, number> => Object.fromEntries(SOU
 function newState(name: SourceName): SourceState {
   return {
     status: { name, lastSuccessMs: null, failing: false, lastError: null, errors: zeroErrors(), syncs: 0, counts: {}, warnings: [], unreadable: [] },
-    config: null, timer: null, running: null, notBeforeMs: 0, lastLogMs: 0,
+    config: null, timer: null, running: null, notBeforeMs: 0, lastLogMs: 0, lastLogKind: null,
   };
 }
 
@@ -200,6 +202,7 @@ export class AttributionSources {
     s.status.syncs++;
     s.status.failing = false;
     s.status.lastError = null;
+    s.lastLogKind = null;
     if (wasFailing) this.log.info({ source: s.status.name }, 'attribution source readable again');
   }
 
@@ -207,6 +210,10 @@ export class AttributionSources {
     s.status.errors[kind]++;
     s.status.failing = true;
     s.status.lastError = message;
+    // Repeats of one failure are rate-limited; a new one (a 500 turning into a 401: the token was
+    // revoked meanwhile) is news, logged at once.
+    if (kind !== s.lastLogKind) s.lastLogMs = 0;
+    s.lastLogKind = kind;
     const age = s.status.lastSuccessMs === null ? null : Math.round((Date.now() - s.status.lastSuccessMs) / 1000);
     this.logRare(s, 'error', { source: s.status.name, kind, snapshotAgeS: age }, `${message}; ${s.config === null ? 'no snapshot of this source yet' : 'keeping its last good snapshot'}`);
   }
