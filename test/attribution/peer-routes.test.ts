@@ -176,6 +176,11 @@ describe('wgPeersToConfig', () => {
     });
   });
 
+  it('the same peers read in another order give the same tables (wireguard-go lists them in Go map order)', () => {
+    const reordered: WgSnapshot = { ...snap, peers: [snap.peers[3], snap.peers[1], snap.peers[0], snap.peers[2]] };
+    expect(JSON.stringify(wgPeersToConfig(reordered))).toBe(JSON.stringify(wgPeersToConfig(snap)));
+  });
+
   it('builds valid tables that attribute to the public keys', () => {
     const a = new Attributor({ ...wgPeersToConfig(snap), exitNodeCollection: true });
     expect(a.tables.warnings).toEqual([]);

@@ -307,7 +307,7 @@ function parseEndpoint(text: string): string | null {
 // ---------- to the attribution tables ----------
 
 /**
- * The attribution tables a snapshot implies: one peer per public key (id = the key), its host
+ * The attribution tables a snapshot implies: one peer per public key (id = the key, sorted by it), its host
  * allowed IPs (/32, /128) as its addresses, its wider allowed IPs (a routing peer's subnets, /0
  * for an exit node) as `allowedIps`, and the interfaces' own networks as the overlay. A key seen
  * on two interfaces is one peer with both interfaces' allowed IPs.
@@ -332,7 +332,11 @@ export function wgPeersToConfig(snap: WgSnapshot): AttributionConfig {
     }
   }
   const peers: PeerConfig[] = [];
-  for (const [key, e] of byKey) {
+  // In key order: wireguard-go lists its peers in Go map order, different at each read, and the
+  // daemon swaps tables only when their input changes.
+  const keys = [...byKey.keys()].sort((x, y) => (x < y ? -1 : x > y ? 1 : 0));
+  for (const key of keys) {
+    const e = byKey.get(key)!;
     const peer: PeerConfig = { id: key, publicKey: key, ips: e.ips };
     if (e.allowedIps.length > 0) peer.allowedIps = e.allowedIps;
     peers.push(peer);
