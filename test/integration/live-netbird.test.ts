@@ -277,7 +277,7 @@ describePrivileged('NetBird\'s management API as a live attribution source of th
     expect(dp.log).not.toContain(TOKEN.slice(4, 20));
   });
 
-  it('run --check-config --check-source against the API: counts and warnings (0); a refused token (1); no token at all (2)', () => {
+  it('run --check-config --check-source against the API: counts and warnings (0); a refused token (1); the token from the environment (0); no token at all (2)', () => {
     const cfgFile = (name: string, attribution: Record<string, unknown>): string => {
       const f = join(dir, name);
       writeFileSync(f, stringify({ interfaces: [r.router.ifname], attribution }));
@@ -300,6 +300,11 @@ describePrivileged('NetBird\'s management API as a live attribution source of th
     expect(refused.stdout + refused.stderr).not.toContain(TOKEN);
 
     const { token_file: _none, ...noFile } = nbSettings().netbird as Record<string, unknown>;
+    // The token from the environment instead of a file.
+    const fromEnv = wgflow(['run', '--config', cfgFile('env.yaml', { source: 'netbird', netbird: noFile }), '--check-config', '--check-source'], { ns: r.router.ns, env: { ...env, WGFLOW_NETBIRD_TOKEN: TOKEN } });
+    expect(fromEnv.code, fromEnv.stdout + fromEnv.stderr).toBe(0);
+    expect(fromEnv.stdout).toMatch(/^netbird: http:\/\/127\.0\.0\.1:\d+\/?: 2 peers, /m);
+    expect(fromEnv.stdout + fromEnv.stderr).not.toContain(TOKEN);
     const missing = wgflow(['run', '--config', cfgFile('missing.yaml', { source: 'netbird', netbird: noFile }), '--check-config', '--check-source'], { ns: r.router.ns, env });
     expect(missing.code, missing.stdout + missing.stderr).toBe(2);
     expect(missing.stderr).toMatch(/configuration error: attribution\.netbird\.token_file: .*WGFLOW_NETBIRD_TOKEN/);
