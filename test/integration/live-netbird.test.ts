@@ -309,4 +309,21 @@ describePrivileged('NetBird\'s management API as a live attribution source of th
     expect(missing.code, missing.stdout + missing.stderr).toBe(2);
     expect(missing.stderr).toMatch(/configuration error: attribution\.netbird\.token_file: .*WGFLOW_NETBIRD_TOKEN/);
   });
+
+  it('SIGTERM while the API does not answer: the read in flight is cancelled and the daemon exits 0', async () => {
+    // The only reader of the API from now on: the hanging request is this daemon's.
+    await d!.stop();
+    d!.cleanup();
+    d = undefined;
+    await tell('answer hang');
+    const hung = waitForLine(server, /"status":"hang"/, 20_000);
+    const slow = await DaemonProc.start(r.router.ns, daemonConfig(nbSettings({ timeout_ms: 120_000 })));
+    try {
+      await hung;
+      expect(await slow.stop('SIGTERM')).toBe(0);
+    } finally {
+      await slow.stop('SIGKILL');
+      slow.cleanup();
+    }
+  });
 });
