@@ -1,0 +1,427 @@
+// collector.profile: netbird-aggregated. The receiver here is built only from NetBird's published
+// flow contract (test/fixtures/netbird-proto/flow.proto, loaded with proto-loader): it must
+// accept the aggregated stream, and the sums over the aggregates must equal the plain profile's
+// for the same traffic, with NetBird's grouping, contiguous windows, and nothing lost or counted
+// twice across a kill -9.
+import { spawn } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
+import pino from 'pino';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import type { FlowEvent } from '../../src/model/event';
+import { aggregateId, WindowAggregator } from '../../src/output/aggregator';
+import { Exporter } from '../../src/output/grpc/exporter';
+import { writeFlowEvent } from '../../src/wire/writer';
+import { checkScanned, scanFlowEvent, ScannedEvent } from '../../src/wire/reader';
+import { validateRecord } from '../../src/output/spooled-sink';
+import { aggregateTraffic, plainTotals } from '../../testkit/aggregate-traffic';
+import { conn, icmpConn, TCP } from '../flow/builders';
+import { harness, sum } from '../flow/harness';
+import { cleanup, ensureBuilt, REPO, tmpDir } from './helpers';
+
+const NETBIRD_PROTO = join(REPO, 'test', 'fixtures', 'netbird-proto', 'flow.proto');
+const def = protoLoader.loadSync(NETBIRD_PROTO, { keepCase: true, longs: Number, enums: String, defaults: true, oneofs: true });
+const flowPkg = grpc.loadPackageDefinition(def).flow as unknown as { FlowService: { service: grpc.ServiceDefinition } };
+
+interface Ts { seconds: number; nanos: number }
+interface NbFields {
+  flow_id: Buffer; type: string; direction: string; protocol: number; source_ip: Buffer; dest_ip: Buffer;
+  port_info?: { source_port: number; dest_port: number } | null; icmp_info?: { icmp_type: number; icmp_code: number } | null;
+  rx_packets: number; tx_packets: number; rx_bytes: number; tx_bytes: number;
+  num_of_starts: number; num_of_ends: number; num_of_drops: number;
+}
+interface NbEvent { event_id: Buffer; isInitiator: boolean; timestamp?: Ts | null; window_start?: Ts | null; window_end?: Ts | null; flow_fields?: NbFields | null }
+type Call = grpc.ServerDuplexStream<NbEvent, { event_id?: Buffer; isInitiator?: boolean }>;
+
+const ms = (t: Ts | null | undefined): number => (t ? t.seconds * 1000 + Math.floor(t.nanos / 1e6) : -1);
+
+/** NetBird's receiver: acks the initiator and every event by id; keeps every message it got. */
+interface Receiver { port: number; got: NbEvent[]; byId: Map<string, NbEvent> }
+const servers: grpc.Server[] = [];
+const dirs: string[] = [];
+const closers: Array<() => Promise<void>> = [];
+
+async function netbirdReceiver(): Promise<Receiver> {
+  const r: Receiver = { port: 0, got: [], byId: new Map() };
+  const server = new grpc.Server();
+  server.addService(flowPkg.FlowService.service, {
+    Events: (call: Call) => {
+      call.on('data', (ev: NbEvent) => {
+        if (ev.isInitiator) {
+          call.write({ isInitiator: true });
+          return;
+        }
+        r.got.push(ev);
+        r.byId.set(ev.event_id.toString('hex'), ev); // receivers de-duplicate by event_id
+        call.write({ event_id: ev.event_id });
+      });
+      call.on('end', () => call.end());
+      call.on('error', () => undefined);
+    },
+  });
+  r.port = await new Promise<number>((resolve, reject) => server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))));
+  servers.push(server);
+  return r;
+}
+
+afterEach(async () => {
+  for (const c of closers.splice(0)) await c();
+  for (const s of servers.splice(0)) s.forceShutdown();
+  cleanup(...dirs.splice(0));
+});
+
+const log = pino({ level: 'silent' });
+const W = 10_000;
+
+/** The aggregator over an in-memory target, on a clock that follows the events. */
+function aggregateInMemory(events: readonly FlowEvent[], windowMs = W): FlowEvent[] {
+  const dir = tmpDir('agg-mem');
+  dirs.push(dir);
+  const out: FlowEvent[] = [];
+  let now = events[0].timestampMs;
+  const a = new WindowAggregator({ dir, windowMs, target: { enqueueBatch: (r) => (out.push(...r), r.length) }, logger: log, now: () => now, timer: false });
+  for (const ev of events) {
+    now = ev.timestampMs;
+    a.emit([ev]);
+  }
+  now = events[events.length - 1].timestampMs + 2 * windowMs;
+  a.tick();
+  void a.close(0);
+  return out;
+}
+
+/** NetBird's grouping key, written here from its description (not from the implementation). */
+function netbirdKey(e: FlowEvent): string | null {
+  if (![1, 6, 17, 58].includes(e.protocol)) return null; // not aggregated: one record each
+  const icmp = e.protocol === 1 || e.protocol === 58;
+  return [e.source.ip, e.destination.ip, icmp ? 0 : e.destination.port, e.direction, e.protocol, icmp ? e.icmpType : 0].join(' ');
+}
+
+type Sums = ReturnType<typeof plainTotals>;
+function aggSums(rs: readonly FlowEvent[]): Sums {
+  const s: Sums = { starts: 0, ends: 0, drops: 0, rxBytes: 0, txBytes: 0, rxPackets: 0, txPackets: 0 };
+  for (const r of rs) {
+    s.starts += r.aggregate!.starts; s.ends += r.aggregate!.ends; s.drops += r.aggregate!.drops;
+    s.rxBytes += r.rxBytes; s.txBytes += r.txBytes; s.rxPackets += r.rxPackets; s.txPackets += r.txPackets;
+  }
+  return s;
+}
+function wireSums(evs: Iterable<NbEvent>): Sums {
+  const s: Sums = { starts: 0, ends: 0, drops: 0, rxBytes: 0, txBytes: 0, rxPackets: 0, txPackets: 0 };
+  for (const e of evs) {
+    const f = e.flow_fields!;
+    s.starts += f.num_of_starts; s.ends += f.num_of_ends; s.drops += f.num_of_drops;
+    s.rxBytes += f.rx_bytes; s.txBytes += f.tx_bytes; s.rxPackets += f.rx_packets; s.txPackets += f.tx_packets;
+  }
+  return s;
+}
+
+describe('window aggregation (NetBird v0.75 semantics)', () => {
+  const events = aggregateTraffic('groups', 80);
+
+  it('counters over the aggregates add up to the flows\' totals; num_of_* count the events', () => {
+    const recs = aggregateInMemory(events);
+    expect(recs.length).toBeGreaterThan(0);
+    expect(recs.length).toBeLessThan(events.length); // grouping happened
+    expect(aggSums(recs)).toEqual(plainTotals(events));
+    expect(plainTotals(events).ends).toBe(80);
+  });
+
+  it('groups by source, destination, destination port, direction, protocol and ICMP type, per window', () => {
+    const recs = aggregateInMemory(events);
+    const byWindow = new Map<number, FlowEvent[]>();
+    for (const r of recs) {
+      expect(r.windowEndMs! - r.windowStartMs!).toBe(W);
+      expect(r.windowStartMs! % W).toBe(0);
+      byWindow.set(r.windowStartMs!, [...(byWindow.get(r.windowStartMs!) ?? []), r]);
+    }
+    for (const [ws, rs] of byWindow) {
+      const inWindow = events.filter((e) => e.timestampMs >= ws && e.timestampMs < ws + W);
+      const expected = new Map<string, FlowEvent[]>();
+      for (const e of inWindow) {
+        const k = netbirdKey(e) ?? `single ${e.eventId}`;
+        expected.set(k, [...(expected.get(k) ?? []), e]);
+      }
+      expect(rs.length).toBe(expected.size);
+      for (const r of rs) {
+        const k = netbirdKey(r);
+        const members = k === null ? [...expected.values()].find((m) => m.length === 1 && m[0].flowId === r.flowId && m[0].timestampMs === r.timestampMs)! : expected.get(k)!;
+        expect(members, `window ${ws} record ${k}`).toBeDefined();
+        expect(r.aggregate).toEqual({
+          starts: members.filter((e) => e.type === 'START').length,
+          ends: members.filter((e) => e.type === 'END').length,
+          drops: members.filter((e) => e.type === 'DROP').length,
+        });
+        const d = members.reduce((s, e) => s + (e.delta?.rxBytes ?? 0), 0);
+        expect(r.rxBytes).toBe(d);
+        // NetBird: the earliest event's time and source port; the first rule id seen.
+        const first = [...members].sort((a, b) => a.timestampMs - b.timestampMs || a.eventId.localeCompare(b.eventId))[0];
+        expect(r.timestampMs).toBe(first.timestampMs);
+        expect(r.source.port).toBe(first.source.port);
+        expect(r.ruleId).toBe(members.find((e) => e.ruleId !== '')?.ruleId ?? '');
+      }
+    }
+  });
+
+  it('window bounds are aligned and contiguous', () => {
+    const starts = [...new Set(aggregateInMemory(events).map((r) => r.windowStartMs!))].sort((a, b) => a - b);
+    expect(starts.length).toBeGreaterThan(5);
+    for (let i = 1; i < starts.length; i++) expect(starts[i]).toBe(starts[i - 1] + W);
+  });
+
+  it('ids: the same traffic gives the same ids, all distinct (derived from reporter, window and key)', () => {
+    const a = aggregateInMemory(events).map((r) => r.eventId);
+    const b = aggregateInMemory(events).map((r) => r.eventId);
+    expect(a).toEqual(b);
+    expect(new Set(a).size).toBe(a.length);
+    expect(aggregateId('k', 0, 'x')).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-5[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+    expect(aggregateId('k', 0, 'x')).not.toBe(aggregateId('k', W, 'x'));
+  });
+
+  it('encodes as TYPE_UNKNOWN with num_of_* and the window, as NetBird\'s proto reads it', () => {
+    const rec = aggregateInMemory(events).find((r) => r.aggregate!.starts > 1)!;
+    const m = (def['flow.FlowService'] as unknown as { Events: { requestDeserialize(b: Buffer): NbEvent } }).Events.requestDeserialize(writeFlowEvent(rec));
+    expect(m.flow_fields!.type).toBe('TYPE_UNKNOWN');
+    expect(m.flow_fields!.num_of_starts).toBe(rec.aggregate!.starts);
+    expect(m.flow_fields!.num_of_ends).toBe(rec.aggregate!.ends);
+    expect(ms(m.window_start)).toBe(rec.windowStartMs);
+    expect(ms(m.window_end)).toBe(rec.windowEndMs);
+    expect(m.flow_fields!.rx_bytes).toBe(rec.rxBytes);
+  });
+
+  it('a spooled aggregate is a valid spool record (read back after a restart); the collector still refuses it', () => {
+    const rec = aggregateInMemory(events)[0];
+    const bytes = writeFlowEvent(rec);
+    const id = Buffer.from(rec.eventId.replace(/-/g, ''), 'hex');
+    expect(validateRecord(id, bytes)).toBeNull();
+    const s = new ScannedEvent();
+    scanFlowEvent(bytes, s);
+    expect([s.numStarts, s.numEnds, s.numDrops]).toEqual([rec.aggregate!.starts, rec.aggregate!.ends, rec.aggregate!.drops]);
+    expect(checkScanned(s)).toMatch(/flow_fields\.type: 0 is not/);
+  });
+
+  it('flow tracker traffic: the aggregates add up to the plain profile\'s END totals and START count', () => {
+    const h = harness({ updateIntervalMs: 10_000, udpIdleMs: 15_000 });
+    const dir = tmpDir('agg-harness');
+    dirs.push(dir);
+    const recs: FlowEvent[] = [];
+    const a = new WindowAggregator({ dir, windowMs: W, target: { enqueueBatch: (r) => (recs.push(...r), r.length) }, logger: log, now: () => h.clock.wallMs(), timer: false });
+    const feed = (evs: FlowEvent[]): void => {
+      if (evs.length) a.emit(evs);
+      else a.tick();
+    };
+    const tcp = [0, 1, 2, 3].map((k) => conn({ src: '100.64.0.1', sport: 41000 + k, dst: '100.64.0.2', dport: 443, local: true }));
+    const udp = conn({ src: '100.64.0.3', sport: 40123, dst: '100.64.0.2', dport: 5000, proto: 17 });
+    const ping = icmpConn({ src: '100.64.0.1', dst: '100.64.0.9', id: 7, local: true });
+    for (let s = 0; s < 60; s++) {
+      for (const [k, c] of tcp.entries()) {
+        if (s === k * 3) h.kernel.packet(c, true, { tcpFlags: TCP.SYN, bytes: 60 });
+        if (s > k * 3 && s < 40 + k) h.kernel.packet(c, s % 2 === 0, { tcpFlags: TCP.ACK, bytes: 100 + s + k });
+        if (s === 40 + k) {
+          h.kernel.packet(c, true, { tcpFlags: TCP.FIN | TCP.ACK, bytes: 52 });
+          h.kernel.packet(c, false, { tcpFlags: TCP.FIN | TCP.ACK, bytes: 52 });
+        }
+      }
+      if (s < 30) h.kernel.packet(udp, s % 3 !== 1, { bytes: 80 + s });
+      if (s < 25) {
+        h.kernel.packet(ping, true, { bytes: 84 });
+        h.kernel.packet(ping, false, { bytes: 84 });
+      }
+      feed(h.run(1000, { stepMs: 250, drainMs: 1000 }));
+    }
+    feed(h.run(60_000, { stepMs: 1000, drainMs: 1000 }));
+    h.clock.advanceMs(2 * W);
+    a.tick();
+    void a.close(0);
+    const ends = h.of('END');
+    expect(ends.map((e) => e.protocol).sort()).toEqual([1, 17, 6, 6, 6, 6].sort());
+    expect(h.of('UPDATE').length).toBeGreaterThan(0);
+    const plain = { starts: h.of('START').length, ends: ends.length, drops: 0, ...sum(ends) };
+    expect(aggSums(recs)).toEqual(plain);
+    // The four TCP flows to 100.64.0.2:443 are one group: one record per window at most.
+    const tcpRecs = recs.filter((r) => r.protocol === 6);
+    expect(new Set(tcpRecs.map((r) => r.windowStartMs)).size).toBe(tcpRecs.length);
+    expect(tcpRecs.reduce((s, r) => s + r.aggregate!.starts, 0)).toBe(4);
+  });
+});
+
+describe('the aggregated stream against a receiver built from NetBird\'s proto', () => {
+  beforeAll(() => ensureBuilt());
+
+  it('accepts it; its sums equal the plain profile\'s (received by the same kind of receiver)', async () => {
+    const events = aggregateTraffic('wire', 50);
+    // Plain profile.
+    const plainRx = await netbirdReceiver();
+    const plainDir = tmpDir('agg-plain');
+    dirs.push(plainDir);
+    const plain = new Exporter({ url: `grpc://127.0.0.1:${plainRx.port}`, spool: { dir: plainDir, fsync: 'never' }, logger: log });
+    closers.push(() => plain.stop({ deadlineMs: 0 }).then(() => undefined));
+    plain.start();
+    plain.emit(events);
+    await plain.whenIdle();
+    // Aggregated profile.
+    const aggRx = await netbirdReceiver();
+    const aggDir = tmpDir('agg-wire');
+    dirs.push(aggDir);
+    const exp = new Exporter({ url: `grpc://127.0.0.1:${aggRx.port}`, spool: { dir: aggDir, fsync: 'never' }, logger: log });
+    closers.push(() => exp.stop({ deadlineMs: 0 }).then(() => undefined));
+    exp.start();
+    let now = events[0].timestampMs;
+    const agg = new WindowAggregator({ dir: join(aggDir, 'aggregate'), windowMs: W, target: exp, logger: log, now: () => now, timer: false });
+    for (const ev of events) {
+      now = ev.timestampMs;
+      agg.emit([ev]);
+    }
+    now += 2 * W;
+    agg.tick();
+    await agg.close(0);
+    await exp.whenIdle();
+
+    const plainGot = [...plainRx.byId.values()];
+    expect(plainGot.length).toBe(events.length);
+    const plainSums: Sums = { starts: 0, ends: 0, drops: 0, rxBytes: 0, txBytes: 0, rxPackets: 0, txPackets: 0 };
+    for (const e of plainGot) {
+      const f = e.flow_fields!;
+      if (f.type === 'TYPE_START') plainSums.starts++;
+      if (f.type === 'TYPE_DROP') plainSums.drops++;
+      if (f.type !== 'TYPE_END') continue;
+      plainSums.ends++;
+      plainSums.rxBytes += f.rx_bytes; plainSums.txBytes += f.tx_bytes; plainSums.rxPackets += f.rx_packets; plainSums.txPackets += f.tx_packets;
+    }
+    const aggGot = [...aggRx.byId.values()];
+    expect(aggGot.length).toBe(agg.stats().records);
+    expect(aggGot.length).toBeLessThan(events.length);
+    for (const e of aggGot) {
+      expect(e.flow_fields!.type).toBe('TYPE_UNKNOWN');
+      expect(ms(e.window_end) - ms(e.window_start)).toBe(W);
+      // A window where a long flow only moved bytes has no START/END: counters only.
+      const f = e.flow_fields!;
+      expect(f.num_of_starts + f.num_of_ends + f.num_of_drops + f.rx_packets + f.tx_packets).toBeGreaterThan(0);
+    }
+    expect(wireSums(aggGot)).toEqual(plainSums);
+    expect(plainSums).toEqual(plainTotals(events));
+  });
+});
+
+describe('kill -9 mid-window and restart', () => {
+  const CHILD = join(REPO, 'build', 'testkit', 'aggregate-child.js');
+  const procs: Array<ReturnType<typeof spawn>> = [];
+  beforeAll(() => ensureBuilt());
+  afterAll(() => {
+    for (const p of procs) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
+  });
+
+  function child(args: string[]): { proc: ReturnType<typeof spawn>; line: (ev: string) => Promise<Record<string, unknown>>; exited: Promise<number | null> } {
+    const proc = spawn(process.execPath, [CHILD, ...args], { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] });
+    procs.push(proc);
+    let out = '', err = '';
+    proc.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+    proc.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+    const exited = new Promise<number | null>((r) => proc.on('exit', (code) => r(code)));
+    const line = (ev: string): Promise<Record<string, unknown>> => new Promise((resolve, reject) => {
+      const t0 = Date.now();
+      const poll = (): void => {
+        const found = out.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>).find((o) => o.event === ev);
+        if (found) return resolve(found);
+        if (proc.exitCode !== null || Date.now() - t0 > 60_000) return reject(new Error(`aggregate-child: no "${ev}" line\nstdout: ${out}\nstderr: ${err.slice(-2000)}`));
+        setTimeout(poll, 20);
+      };
+      poll();
+    });
+    return { proc, line, exited };
+  }
+
+  it('loses nothing and counts nothing twice (same ids as an uninterrupted run)', async () => {
+    expect(existsSync(CHILD)).toBe(true);
+    const seed = 'crash', flows = 60;
+    const events = aggregateTraffic(seed, flows);
+    const cut = Math.floor(events.length * 0.6);
+    const rx = await netbirdReceiver();
+    const spool = tmpDir('agg-crash');
+    dirs.push(spool);
+    const common = ['--collector', `grpc://127.0.0.1:${rx.port}`, '--spool', spool, '--seed', seed, '--flows', String(flows), '--window-ms', String(W)];
+
+    const first = child([...common, '--from', '0', '--to', String(cut), '--hold']);
+    const held = await first.line('held');
+    expect(held.openGroups).toBeGreaterThan(0); // killed with a window open
+    // Some closed windows reached the receiver before the kill.
+    const t0 = Date.now();
+    while (rx.byId.size < (held.records as number) && Date.now() - t0 < 30_000) await new Promise((r) => setTimeout(r, 20));
+    expect(rx.byId.size).toBeGreaterThan(0);
+    first.proc.kill('SIGKILL');
+    await first.exited;
+    const journal = readFileSync(join(spool, 'aggregate', 'window.journal'), 'utf8').trim().split('\n');
+    expect(journal.length).toBeGreaterThan(1); // header + the open window's events
+
+    const second = child([...common, '--from', String(cut), '--to', String(events.length), '--finish']);
+    await second.line('done');
+    expect(await second.exited).toBe(0);
+
+    const expected = aggregateInMemory(events);
+    const got = rx.byId;
+    expect([...got.keys()].sort()).toEqual(expected.map((r) => Buffer.from(r.eventId.replace(/-/g, ''), 'hex').toString('hex')).sort());
+    // A record received twice (an ack lost to the kill) is the same record both times.
+    for (const e of rx.got) expect(wireSums([e])).toEqual(wireSums([got.get(e.event_id.toString('hex'))!]));
+    expect(wireSums(got.values())).toEqual(plainTotals(events));
+  });
+});
+
+describe('stop and restart', () => {
+  it('a stop closes the open window early; the next run starts its window there (contiguous, new ids)', async () => {
+    const events = aggregateTraffic('stop', 30);
+    const dir = tmpDir('agg-stop');
+    dirs.push(dir);
+    const out: FlowEvent[] = [];
+    const target = { enqueueBatch: (r: readonly FlowEvent[]): number => (out.push(...r), r.length) };
+    const half = 40;
+    let now = events[0].timestampMs;
+    const a = new WindowAggregator({ dir, windowMs: W, target, logger: log, now: () => now, timer: false });
+    for (const ev of events.slice(0, half)) {
+      now = ev.timestampMs;
+      a.emit([ev]);
+    }
+    const stopAt = now + 1;
+    now = stopAt;
+    await a.close(0);
+    const last = out[out.length - 1];
+    expect(last.windowEndMs).toBe(stopAt);
+    const b = new WindowAggregator({ dir, windowMs: W, target, logger: log, now: () => now, timer: false });
+    expect(b.stats().windowStartMs).toBe(stopAt);
+    for (const ev of events.slice(half)) {
+      now = ev.timestampMs;
+      b.emit([ev]);
+    }
+    now += 2 * W;
+    b.tick();
+    await b.close(0);
+    const bounds = [...new Map(out.map((r) => [r.windowStartMs!, r.windowEndMs!])).entries()].sort((x, y) => x[0] - y[0]);
+    for (let i = 1; i < bounds.length; i++) expect(bounds[i][0]).toBe(bounds[i - 1][1]);
+    expect(new Set(out.map((r) => r.eventId)).size).toBe(out.length);
+    expect(aggSums(out)).toEqual(plainTotals(events));
+  });
+});
+
+describe('configuration', () => {
+  it('collector.profile and collector.aggregate_window_s: defaults, and bad values named by key', async () => {
+    const { resolveConfig } = await import('../../src/config/config');
+    const base = { interfaces: ['wt0'] };
+    const { writeFileSync } = await import('node:fs');
+    const dir = tmpDir('agg-cfg');
+    dirs.push(dir);
+    const file = (o: object): string => {
+      const p = join(dir, `c${Math.random().toString(36).slice(2)}.json`);
+      writeFileSync(p, JSON.stringify({ ...base, ...o }));
+      return p;
+    };
+    const d = resolveConfig({ file: file({}) });
+    expect(d.collector.profile).toBe('events');
+    expect(d.collector.aggregate_window_s).toBe(30);
+    const ok = resolveConfig({ file: file({ collector: { url: 'grpc://127.0.0.1:1', profile: 'netbird-aggregated', aggregate_window_s: 60 } }) });
+    expect(ok.collector).toMatchObject({ profile: 'netbird-aggregated', aggregate_window_s: 60 });
+    expect(() => resolveConfig({ file: file({ collector: { url: 'grpc://127.0.0.1:1', profile: 'netbird' } }) })).toThrow(/collector\.profile.*expected one of "events", "netbird-aggregated"/);
+    expect(() => resolveConfig({ file: file({ collector: { url: 'grpc://127.0.0.1:1', aggregate_window_s: 0 } }) })).toThrow(/collector\.aggregate_window_s/);
+    expect(() => resolveConfig({ file: file({ collector: { profile: 'netbird-aggregated' } }) })).toThrow(/collector\.profile.*set collector\.url/);
+  });
+});
