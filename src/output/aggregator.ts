@@ -115,7 +115,7 @@ function plainEndpoint(e: FlowEndpoint): FlowEndpoint {
  * (getters JSON would not see), and the journal and the group keep it after the batch is gone.
  */
 function plainEvent(ev: FlowEvent): FlowEvent {
-  const p: FlowEvent = {
+  return {
     eventId: ev.eventId, flowId: ev.flowId, type: ev.type, timestampMs: ev.timestampMs,
     reporterId: ev.reporterId, reporterPublicKey: ev.reporterPublicKey, direction: ev.direction, protocol: ev.protocol,
     source: plainEndpoint(ev.source), destination: plainEndpoint(ev.destination), icmpType: ev.icmpType, icmpCode: ev.icmpCode,
@@ -124,13 +124,11 @@ function plainEvent(ev: FlowEvent): FlowEvent {
     interfaceName: ev.interfaceName, countersEnabled: ev.countersEnabled,
     tcpFlagsInitiator: ev.tcpFlagsInitiator, tcpFlagsResponder: ev.tcpFlagsResponder,
   };
-  return p;
 }
 
 export class WindowAggregator implements EventSink {
   readonly name = 'collector';
   readonly windowMs: number;
-  private readonly dir: string;
   private readonly path: string;
   private readonly now: () => number;
   private readonly log: Logger;
@@ -148,7 +146,6 @@ export class WindowAggregator implements EventSink {
     if (!(Number.isInteger(this.windowMs) && this.windowMs >= 1000)) throw new Error(`aggregate window must be a whole number of milliseconds >= 1000, got ${o.windowMs}`);
     this.now = o.now ?? Date.now;
     this.log = o.logger;
-    this.dir = o.dir;
     this.path = join(o.dir, JOURNAL);
     mkdirSync(o.dir, { recursive: true });
     this.windowStart = this.alignedStart(this.now());
@@ -340,10 +337,5 @@ export class WindowAggregator implements EventSink {
       this.fd = -1;
     }
     if (this.o.closeTarget) await this.o.closeTarget(deadlineMs);
-  }
-
-  /** The journal's directory (for status output). */
-  get journalDir(): string {
-    return this.dir;
   }
 }

@@ -425,3 +425,83 @@ describe('configuration', () => {
     expect(() => resolveConfig({ file: file({ collector: { profile: 'netbird-aggregated' } }) })).toThrow(/collector\.profile.*set collector\.url/);
   });
 });
+
+describe('closing a window', () => {
+  it('a crash after the records were spooled but before the journal was reset re-makes the same records (same ids)', async () => {
+    const { copyFileSync } = await import('node:fs');
+    const events = aggregateTraffic('redo', 20);
+    const dir = tmpDir('agg-redo');
+    dirs.push(dir);
+    const out: FlowEvent[] = [];
+    const target = { enqueueBatch: (r: readonly FlowEvent[]): number => (out.push(...r), r.length) };
+    let now = events[0].timestampMs;
+    const a = new WindowAggregator({ dir, windowMs: W, target, logger: log, now: () => now, timer: false });
+    const firstEnd = Math.floor(now / W) * W + W;
+    for (const ev of events.filter((e) => e.timestampMs < firstEnd)) {
+      now = ev.timestampMs;
+      a.emit([ev]);
+    }
+    const journal = join(dir, 'window.journal');
+    copyFileSync(journal, `${journal}.before`);
+    now = firstEnd;
+    a.tick(); // spools the window's records, then resets the journal
+    const first = out.splice(0);
+    expect(first.length).toBeGreaterThan(0);
+    // The journal as it was before the reset: what a crash between the two steps leaves.
+    copyFileSync(`${journal}.before`, journal);
+    const b = new WindowAggregator({ dir, windowMs: W, target, logger: log, now: () => now, timer: false });
+    const again = out.splice(0);
+    const view = (rs: FlowEvent[]): string[] => rs.map((r) => JSON.stringify([r.eventId, r.windowStartMs, r.windowEndMs, r.aggregate, r.rxBytes, r.txBytes, r.rxPackets, r.txPackets])).sort();
+    expect(view(again)).toEqual(view(first));
+    expect(b.stats().windowStartMs).toBe(firstEnd);
+    await b.close(0);
+    await a.close(0);
+  });
+
+  it('the timer closes a window at its end without further events (real clock)', async () => {
+    const dir = tmpDir('agg-timer');
+    dirs.push(dir);
+    const out: FlowEvent[] = [];
+    const a = new WindowAggregator({ dir, windowMs: 1000, target: { enqueueBatch: (r) => (out.push(...r), r.length) }, logger: log });
+    closers.push(() => a.close(0));
+    const [ev] = aggregateTraffic('timer', 1);
+    a.emit([{ ...ev, timestampMs: Date.now() }]);
+    for (let i = 0; i < 400 && out.length === 0; i++) await new Promise((r) => setTimeout(r, 50));
+    expect(out).toHaveLength(1);
+    expect(out[0].aggregate).toEqual({ starts: 1, ends: 0, drops: 0 });
+    expect(out[0].windowEndMs! - out[0].windowStartMs!).toBe(1000);
+  });
+});
+
+describe('the daemon\'s outputs', () => {
+  it('netbird-aggregated puts the aggregator before the exporter (journal beside the spool); events keeps the exporter', async () => {
+    const { buildSinks, closeSinks, emitAll } = await import('../../src/daemon/sinks');
+    const { Metrics } = await import('../../src/metrics/metrics');
+    const { resolveConfig } = await import('../../src/config/config');
+    const { writeFileSync } = await import('node:fs');
+    const rx = await netbirdReceiver();
+    const dir = tmpDir('agg-sinks');
+    dirs.push(dir);
+    const cfgFor = (profile: string): ReturnType<typeof resolveConfig> => {
+      const p = join(dir, `${profile}.json`);
+      writeFileSync(p, JSON.stringify({ interfaces: ['wt0'], collector: { url: `grpc://127.0.0.1:${rx.port}`, profile, aggregate_window_s: 5 }, spool: { dir: join(dir, profile) } }));
+      return resolveConfig({ file: p });
+    };
+    const agg = buildSinks(cfgFor('netbird-aggregated'), new Metrics(), log);
+    expect(agg.aggregator?.windowMs).toBe(5000);
+    expect(agg.all).toContain(agg.aggregator);
+    expect(agg.all).not.toContain(agg.exporter);
+    const events = aggregateTraffic('sinks', 3).map((e) => ({ ...e, timestampMs: Date.now() }));
+    await emitAll(agg.all, events);
+    expect(existsSync(join(dir, 'netbird-aggregated', 'aggregate', 'window.journal'))).toBe(true);
+    await closeSinks(agg, 10_000); // a stop closes the open window: its records are sent and acked
+    const got = [...rx.byId.values()];
+    expect(got.length).toBeGreaterThan(0);
+    expect(got.every((e) => e.flow_fields!.type === 'TYPE_UNKNOWN')).toBe(true);
+    expect(wireSums(got)).toEqual(plainTotals(events));
+    const plain = buildSinks(cfgFor('events'), new Metrics(), log);
+    expect(plain.aggregator).toBeUndefined();
+    expect(plain.all).toContain(plain.exporter);
+    await closeSinks(plain, 0);
+  });
+});
