@@ -126,6 +126,16 @@ function plainEvent(ev: FlowEvent): FlowEvent {
   };
 }
 
+export interface AggregatorStats {
+  /** Windows closed with records, records spooled, events taken (since start). */
+  windows: number;
+  records: number;
+  events: number;
+  /** Groups in the open window, and its start (epoch ms). */
+  openGroups: number;
+  windowStartMs: number;
+}
+
 export class WindowAggregator implements EventSink {
   readonly name = 'collector';
   readonly windowMs: number;
@@ -155,7 +165,7 @@ export class WindowAggregator implements EventSink {
   }
 
   /** Windows closed, records spooled and events taken since start. */
-  stats(): { windows: number; records: number; events: number; openGroups: number; windowStartMs: number } {
+  stats(): AggregatorStats {
     return { ...this.counters, openGroups: this.groups.size, windowStartMs: this.windowStart };
   }
 
