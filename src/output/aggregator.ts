@@ -53,6 +53,8 @@ export interface AggregatorOptions {
   now?: () => number;
   /** Arm a timer that closes idle windows at their end. Default true; tests call tick(). */
   timer?: boolean;
+  /** Event lines that trigger a compaction of the journal, at least (default 8 MiB). */
+  compactBytes?: number;
 }
 
 /** A group's running sums in the open window. */
@@ -73,15 +75,32 @@ interface Group {
   flagsR: number;
 }
 
-/** One journal line: an event's share of the open window (its counters already its delta). */
-interface Contribution {
+type Counters = [rxBytes: number, txBytes: number, rxPackets: number, txPackets: number];
+
+/**
+ * One journal line per event: its share of the open window (counters already its delta). The
+ * event itself (ev) only when the group keeps it (its first, earliest, or first with a rule id):
+ * most lines are a few dozen bytes.
+ */
+interface EventLine {
   k: string;
-  ev: FlowEvent;
-  c: [rxBytes: number, txBytes: number, rxPackets: number, txPackets: number];
+  t: FlowEvent['type'];
+  c: Counters;
+  /** countersEnabled (0/1), TCP flags from the initiator and from the responder. */
+  x: [number, number, number];
+  ev?: FlowEvent;
+}
+
+/** A compacted group: the whole state of a group, replacing the event lines it came from. */
+interface SnapshotLine {
+  s: string;
+  g: Group;
 }
 
 const GROUPED = new Set([1, 6, 17, 58]);
 const JOURNAL = 'window.journal';
+/** The journal is compacted into one line per group when its event lines pass this and twice the last compaction. */
+const COMPACT_MIN_BYTES = 8 << 20;
 
 /** NetBird's grouping key; events of other protocols get a key of their own. */
 export function groupKey(ev: FlowEvent): string {
@@ -147,6 +166,9 @@ export class WindowAggregator implements EventSink {
   /** Start of the open window (epoch ms). */
   private windowStart: number;
   private fd: number;
+  /** Journal bytes: the header and snapshot lines of the last rewrite, and event lines since. */
+  private baseBytes = 0;
+  private appendedBytes = 0;
   private timer: NodeJS.Timeout | null = null;
   private closed = false;
   private counters = { windows: 0, records: 0, events: 0 };
@@ -199,20 +221,21 @@ export class WindowAggregator implements EventSink {
         torn++; // a write cut short (power loss): the event was never acknowledged to the engine
         continue;
       }
-      const r = rec as { ws?: unknown } & Partial<Contribution>;
+      const r = rec as { ws?: unknown } & Partial<EventLine> & Partial<SnapshotLine>;
       if (typeof r.ws === 'number') start = r.ws;
-      else if (typeof r.k === 'string' && r.ev !== undefined && Array.isArray(r.c)) {
-        this.add(r.k, r.ev, r.c);
+      else if (typeof r.s === 'string' && r.g !== undefined) this.groups.set(r.s, r.g);
+      else if (typeof r.k === 'string' && typeof r.t === 'string' && Array.isArray(r.c) && Array.isArray(r.x)) {
+        this.add(r.k, r.t, r.c, r.x, r.ev);
         replayed++;
       }
     }
     if (torn > 0) this.log.warn({ journal: this.path, torn }, 'aggregate journal: lines that do not parse were skipped');
     if (start < 0) start = this.alignedStart(this.now());
     this.windowStart = start;
-    if (replayed > 0) this.log.info({ journal: this.path, events: replayed, windowStartMs: start }, 'aggregate journal: the open window of the previous run is restored');
+    if (this.groups.size > 0) this.log.info({ journal: this.path, groups: this.groups.size, events: replayed, windowStartMs: start }, 'aggregate journal: the open window of the previous run is restored');
     // A window already over is closed now (its end is its aligned end, as if no restart happened).
     if (this.now() >= this.windowEnd()) this.closeWindow(this.windowEnd(), this.alignedStart(this.now()));
-    else this.reopenJournal();
+    else this.rewriteJournal(start, this.groups); // compacted, without any torn tail
   }
 
   private reopenJournal(): void {
@@ -220,15 +243,25 @@ export class WindowAggregator implements EventSink {
     this.fd = openSync(this.path, 'a');
   }
 
-  /** The journal becomes just a header for a new window (atomically: written aside, renamed). */
-  private rewriteJournal(windowStart: number): void {
+  /**
+   * The journal becomes a header and one line per group (none for a new window), atomically:
+   * written aside, synced, renamed over the old one.
+   */
+  private rewriteJournal(windowStart: number, groups?: ReadonlyMap<string, Group>): void {
     const tmp = `${this.path}.tmp`;
     const fd = openSync(tmp, 'w');
-    writeSync(fd, `${JSON.stringify({ ws: windowStart })}\n`);
+    let bytes = writeSync(fd, `${JSON.stringify({ ws: windowStart })}\n`);
+    if (groups !== undefined && groups.size > 0) {
+      const lines: string[] = [];
+      for (const [s, g] of groups) lines.push(JSON.stringify({ s, g } satisfies SnapshotLine));
+      bytes += writeSync(fd, `${lines.join('\n')}\n`);
+    }
     fsyncSync(fd);
     closeSync(fd);
     renameSync(tmp, this.path);
     this.reopenJournal();
+    this.baseBytes = bytes;
+    this.appendedBytes = 0;
   }
 
   private arm(): void {
@@ -252,28 +285,40 @@ export class WindowAggregator implements EventSink {
     if (t >= this.windowEnd()) this.closeWindow(this.windowEnd(), this.alignedStart(t));
   }
 
-  private add(k: string, ev: FlowEvent, c: Contribution['c']): void {
+  /** Whether the group (undefined: none yet) keeps this event: its first, earliest, or first rule id. */
+  private static keeps(g: Group | undefined, ev: FlowEvent): boolean {
+    if (g === undefined) return true;
+    const ts = ev.timestampMs, rts = g.rep.timestampMs;
+    // NetBird reports the earliest event's time and source port, and the first rule id seen.
+    return ts < rts || (ts === rts && ev.eventId < g.rep.eventId) || (g.ruleId === '' && ev.ruleId !== '');
+  }
+
+  /** Adds one event's share to its group; ev is given when the group keeps it (see keeps). */
+  private add(k: string, type: FlowEvent['type'], c: Counters, x: EventLine['x'], ev?: FlowEvent): void {
     let g = this.groups.get(k);
-    if (g === undefined) {
-      g = { rep: ev, ruleId: ev.ruleId, policyName: ev.policyName, starts: 0, ends: 0, drops: 0, rxBytes: 0, txBytes: 0, rxPackets: 0, txPackets: 0, countersEnabled: true, flagsI: 0, flagsR: 0 };
-      this.groups.set(k, g);
-    } else if (ev.timestampMs < g.rep.timestampMs || (ev.timestampMs === g.rep.timestampMs && ev.eventId < g.rep.eventId)) {
-      g.rep = ev; // NetBird reports the earliest event's time and source port
+    if (ev !== undefined) {
+      if (g === undefined) {
+        g = { rep: ev, ruleId: ev.ruleId, policyName: ev.policyName, starts: 0, ends: 0, drops: 0, rxBytes: 0, txBytes: 0, rxPackets: 0, txPackets: 0, countersEnabled: true, flagsI: 0, flagsR: 0 };
+        this.groups.set(k, g);
+      } else if (ev.timestampMs < g.rep.timestampMs || (ev.timestampMs === g.rep.timestampMs && ev.eventId < g.rep.eventId)) {
+        g.rep = ev;
+      }
+      if (g.ruleId === '' && ev.ruleId !== '') {
+        g.ruleId = ev.ruleId;
+        g.policyName = ev.policyName;
+      }
     }
-    if (g.ruleId === '' && ev.ruleId !== '') {
-      g.ruleId = ev.ruleId; // the first rule id seen, as NetBird
-      g.policyName = ev.policyName;
-    }
-    if (ev.type === 'START') g.starts++;
-    else if (ev.type === 'END') g.ends++;
-    else if (ev.type === 'DROP') g.drops++;
+    if (g === undefined) return; // a journal line without its group's first event: cannot happen unless edited
+    if (type === 'START') g.starts++;
+    else if (type === 'END') g.ends++;
+    else if (type === 'DROP') g.drops++;
     g.rxBytes += c[0];
     g.txBytes += c[1];
     g.rxPackets += c[2];
     g.txPackets += c[3];
-    g.countersEnabled &&= ev.countersEnabled;
-    g.flagsI |= ev.tcpFlagsInitiator;
-    g.flagsR |= ev.tcpFlagsResponder;
+    g.countersEnabled &&= x[0] === 1;
+    g.flagsI |= x[1];
+    g.flagsR |= x[2];
   }
 
   /**
@@ -320,17 +365,21 @@ export class WindowAggregator implements EventSink {
     for (const ev of events) {
       const d = this.deltas.next(ev);
       // START moves nothing; DROP events carry their own dropped counts; the rest their delta.
-      const c: Contribution['c'] = d !== undefined ? [d.rxBytes, d.txBytes, d.rxPackets, d.txPackets]
+      const c: Counters = d !== undefined ? [d.rxBytes, d.txBytes, d.rxPackets, d.txPackets]
         : ev.type === 'DROP' ? [ev.rxBytes, ev.txBytes, ev.rxPackets, ev.txPackets] : [0, 0, 0, 0];
       const k = groupKey(ev);
-      const p = plainEvent(ev);
-      this.add(k, p, c);
-      lines.push(JSON.stringify({ k, ev: p, c }));
+      const x: EventLine['x'] = [ev.countersEnabled ? 1 : 0, ev.tcpFlagsInitiator, ev.tcpFlagsResponder];
+      const line: EventLine = { k, t: ev.type, c, x };
+      if (WindowAggregator.keeps(this.groups.get(k), ev)) line.ev = plainEvent(ev);
+      this.add(k, line.t, c, x, line.ev);
+      lines.push(JSON.stringify(line));
     }
     // No fsync per batch: what a kill -9 leaves in the page cache survives; a power loss takes
     // the open window (as it takes the spool's unsynced tail with spool.fsync: never).
-    writeSync(this.fd, `${lines.join('\n')}\n`);
+    this.appendedBytes += writeSync(this.fd, `${lines.join('\n')}\n`);
     this.counters.events += events.length;
+    // Bounded by the groups, not the events: one line per group replaces the event lines.
+    if (this.appendedBytes > Math.max(this.o.compactBytes ?? COMPACT_MIN_BYTES, 2 * this.baseBytes)) this.rewriteJournal(this.windowStart, this.groups);
   }
 
   /**
