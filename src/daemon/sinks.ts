@@ -10,6 +10,7 @@ import { Exporter } from '../output/grpc/exporter';
 import { IpfixExporter } from '../output/ipfix/exporter';
 import { JetStreamExporter } from '../output/jetstream/exporter';
 import { jetstreamStreamSettings } from '../config/config';
+import { existsSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { JsonlSink } from '../output/jsonl-sink';
 import { WindowAggregator } from '../output/aggregator';
@@ -69,6 +70,7 @@ export function buildSinks(cfg: WgflowConfig, metrics: Metrics, log: Logger): Si
         s.all[s.all.length - 1] = s.aggregator;
       } else {
         s.all.push(s.exporter);
+        flushLeftWindow(join(cfg.spool.dir, 'aggregate'), cfg.collector.aggregate_window_s * 1000, s.exporter, log);
       }
     } else {
       s.jsonl = new JsonlSink({ dir: cfg.output.dir, rotateBytes: cfg.output.rotate_bytes, logger: log.child({ part: 'output' }) });
@@ -80,6 +82,19 @@ export function buildSinks(cfg: WgflowConfig, metrics: Metrics, log: Logger): Si
     throw err;
   }
   return s;
+}
+
+/**
+ * A netbird-aggregated run killed mid-window left its open window in the journal: after a switch
+ * back to the events profile it is sent (closed now) so nothing handed over is lost, then removed.
+ */
+function flushLeftWindow(dir: string, windowMs: number, exporter: Exporter, log: Logger): void {
+  if (!existsSync(join(dir, 'window.journal'))) return;
+  const left = new WindowAggregator({ dir, windowMs, target: exporter, logger: log.child({ part: 'aggregator' }), timer: false });
+  const open = left.stats().openGroups;
+  void left.close(0);
+  if (open > 0) log.warn({ groups: open, dir }, 'collector.profile is events: the open window a netbird-aggregated run left is sent as aggregates');
+  rmSync(dir, { recursive: true, force: true });
 }
 
 /**

@@ -482,9 +482,9 @@ describe('the daemon\'s outputs', () => {
     const rx = await netbirdReceiver();
     const dir = tmpDir('agg-sinks');
     dirs.push(dir);
-    const cfgFor = (profile: string): ReturnType<typeof resolveConfig> => {
+    const cfgFor = (profile: string, spool = profile): ReturnType<typeof resolveConfig> => {
       const p = join(dir, `${profile}.json`);
-      writeFileSync(p, JSON.stringify({ interfaces: ['wt0'], collector: { url: `grpc://127.0.0.1:${rx.port}`, profile, aggregate_window_s: 5 }, spool: { dir: join(dir, profile) } }));
+      writeFileSync(p, JSON.stringify({ interfaces: ['wt0'], collector: { url: `grpc://127.0.0.1:${rx.port}`, profile, aggregate_window_s: 5 }, spool: { dir: join(dir, spool) } }));
       return resolveConfig({ file: p });
     };
     const agg = buildSinks(cfgFor('netbird-aggregated'), new Metrics(), log);
@@ -503,6 +503,33 @@ describe('the daemon\'s outputs', () => {
     expect(plain.aggregator).toBeUndefined();
     expect(plain.all).toContain(plain.exporter);
     await closeSinks(plain, 0);
+  });
+
+  it('back to the events profile after a kill mid-window: the window left in the journal is sent, then the journal removed', async () => {
+    const { buildSinks, closeSinks, emitAll } = await import('../../src/daemon/sinks');
+    const { Metrics } = await import('../../src/metrics/metrics');
+    const { resolveConfig } = await import('../../src/config/config');
+    const { writeFileSync } = await import('node:fs');
+    const rx = await netbirdReceiver();
+    const dir = tmpDir('agg-switch');
+    dirs.push(dir);
+    const cfgFor = (profile: string): ReturnType<typeof resolveConfig> => {
+      const p = join(dir, `${profile}.json`);
+      writeFileSync(p, JSON.stringify({ interfaces: ['wt0'], collector: { url: `grpc://127.0.0.1:${rx.port}`, profile, aggregate_window_s: 3600 }, spool: { dir: join(dir, 'spool') } }));
+      return resolveConfig({ file: p });
+    };
+    const agg = buildSinks(cfgFor('netbird-aggregated'), new Metrics(), log);
+    const events = aggregateTraffic('switch', 4).map((e) => ({ ...e, timestampMs: Date.now() }));
+    await emitAll(agg.all, events);
+    expect(agg.aggregator!.stats().openGroups).toBeGreaterThan(0);
+    await agg.exporter!.stop({ deadlineMs: 0 }); // the aggregator is never closed: its window stays in the journal
+    const plain = buildSinks(cfgFor('events'), new Metrics(), log);
+    expect(existsSync(join(dir, 'spool', 'aggregate'))).toBe(false);
+    await plain.exporter!.whenIdle();
+    await closeSinks(plain, 5_000);
+    const got = [...rx.byId.values()];
+    expect(got.length).toBeGreaterThan(0);
+    expect(wireSums(got)).toEqual(plainTotals(events));
   });
 });
 
