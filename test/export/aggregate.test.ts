@@ -572,3 +572,14 @@ describe('the window journal', () => {
     expect(view(out)).toEqual(view(expected));
   });
 });
+
+describe('DROP events', () => {
+  it('count in num_of_drops, and their own counters (what was dropped) in the group\'s counters', () => {
+    const [start] = aggregateTraffic('drops', 1);
+    const drop = (i: number): FlowEvent => ({ ...start, eventId: `00000000-0000-4000-8000-00000000000${i}`, type: 'DROP', timestampMs: start.timestampMs + i, rxPackets: 2, rxBytes: 120, txPackets: 0, txBytes: 0, delta: undefined });
+    const recs = aggregateInMemory([drop(1), drop(2), drop(3)]);
+    expect(recs).toHaveLength(1);
+    expect(recs[0].aggregate).toEqual({ starts: 0, ends: 0, drops: 3 });
+    expect([recs[0].rxPackets, recs[0].rxBytes]).toEqual([6, 360]);
+  });
+});
