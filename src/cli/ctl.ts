@@ -49,6 +49,8 @@ function formatStatus(s: StatusReport): string {
     const e = s.output.stats;
     out.push(`collector:      ${s.output.url} ${e.connected ? 'connected' : 'DISCONNECTED'}, acked ${e.acked}, in flight ${e.inFlight}, queued ${e.queued}, ` +
       `spool ${formatBytes(e.spoolBytes)}, reconnects ${e.reconnects}`);
+    const a = s.output.aggregate;
+    if (a) out.push(`aggregated:     netbird-aggregated, ${a.events} events in ${a.records} records over ${a.windows} windows, open window ${new Date(a.windowStartMs).toISOString()} (${a.openGroups} groups)`);
   } else {
     out.push(`output:         ${s.output.dir}/events.jsonl (no collector configured)`);
   }

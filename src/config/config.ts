@@ -16,6 +16,7 @@ import { checkRingBytes, DEFAULT_MAX_FLOWS, DEFAULT_PIN_DIR, DEFAULT_RING_BYTES 
 import { PIPELINE_DEFAULTS } from '../flow/pipeline';
 import { TRACKER_DEFAULTS } from '../flow/tracker';
 import { EXPORTER_DEFAULTS } from '../output/grpc/exporter';
+import { AGGREGATOR_DEFAULTS, PROFILES } from '../output/aggregator';
 import { SPOOL_DEFAULTS } from '../output/spool';
 import { JSONL_DEFAULTS } from '../output/jsonl-writer';
 import { JETSTREAM_EXPORTER_DEFAULTS } from '../output/jetstream/exporter';
@@ -96,6 +97,9 @@ export const configSchema = obj({
     key_file: optional(ABS_PATH),
     max_in_flight: field(int(1, 1_000_000), EXPORTER_DEFAULTS.maxInFlight),
     transport: field(oneOf('http2', 'grpc-js'), EXPORTER_DEFAULTS.transport),
+    /** events: every flow event; netbird-aggregated: NetBird v0.75 window aggregates (docs/export.md). */
+    profile: field(oneOf(...PROFILES), AGGREGATOR_DEFAULTS.profile),
+    aggregate_window_s: field(int(1, 86_400), AGGREGATOR_DEFAULTS.windowMs / 1000),
   })),
   spool: section(obj({
     dir: field(ABS_PATH, D.spoolDir),
@@ -215,6 +219,7 @@ function settingsAgree(cfg: ReturnType<typeof configSchema>): ReturnType<typeof 
   }
   if (cfg.interfaces.length === 0) throw new ConfigError('interfaces', 'no interface to watch: give --interface NAME (repeatable) or "interfaces" in the config file');
   const c = cfg.collector;
+  if (c.profile !== 'events' && c.url === undefined) throw new ConfigError('collector.profile', `${c.profile} shapes what goes to the gRPC collector: set collector.url (--collector), or leave the profile at "events"`);
   if (c.url !== undefined) {
     const files: TlsFiles = { caFile: c.ca_file, certFile: c.cert_file, keyFile: c.key_file };
     const tls = tlsFilesProblem(parseCollectorUrl(c.url), files);

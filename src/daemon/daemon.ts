@@ -216,7 +216,7 @@ export class Daemon {
     return {
       status: () => statusReport({
         startedAt: this.startedAt, cfg: this.cfg, interfaces: this.watcher.list(), counting: this.dp.counting(),
-        pipeline: this.pipeline.stats(), kernel: this.dp.stats(), exporter: this.sinks.exporter?.stats(), ipfix: this.sinks.ipfix?.stats(),
+        pipeline: this.pipeline.stats(), kernel: this.dp.stats(), exporter: this.sinks.exporter?.stats(), aggregator: this.sinks.aggregator?.stats(), ipfix: this.sinks.ipfix?.stats(),
         jetstream: this.sinks.jetstream?.stats(), memory: this.opts.memory,
         attribution: { generation: this.attributor.generation, sources: this.sources.status() },
       }),

@@ -1,6 +1,7 @@
 // What `wgflow ctl status` and `wgflow ctl flows` answer: plain data, formatted by the CLI.
 import type { KernelStats } from '../datapath/records';
 import type { ExporterStats } from '../output/grpc/exporter';
+import type { AggregatorStats } from '../output/aggregator';
 import { resourceOf, type FlowEvent } from '../model/event';
 import type { PipelineStats } from '../flow/pipeline';
 import type { IpfixStats } from '../output/ipfix/exporter';
@@ -22,7 +23,8 @@ export interface StatusReport {
   events: Record<string, number>;
   drops: { ringbufFull: number; mapFullPackets: number; discoveredWithoutStart: number; eventsDropped: number; spoolDropped: number; spoolQuarantined: number; badEvents: number };
   kernel: KernelStats;
-  output: { kind: 'collector'; url: string; stats: ExporterStats } | { kind: 'file'; dir: string };
+  /** aggregate: set with collector.profile netbird-aggregated. */
+  output: { kind: 'collector'; url: string; stats: ExporterStats; aggregate?: AggregatorStats } | { kind: 'file'; dir: string };
   ipfix?: IpfixStats & { targets: string[] };
   jetstream?: JetStreamExporterStats & { servers: string; stream: string };
   memory: MemoryStatus;
@@ -54,7 +56,7 @@ export function residentMemory(): { now: number; peak: number } {
 
 export function statusReport(s: {
   startedAt: number; cfg: WgflowConfig; interfaces: InterfaceState[]; counting: boolean; pipeline: PipelineStats; kernel: KernelStats;
-  exporter?: ExporterStats; ipfix?: IpfixStats; jetstream?: JetStreamExporterStats; memory: MemoryPlan;
+  exporter?: ExporterStats; aggregator?: AggregatorStats; ipfix?: IpfixStats; jetstream?: JetStreamExporterStats; memory: MemoryPlan;
   attribution: { generation: number; sources: SourceStatus[] };
 }): StatusReport {
   const rss = residentMemory();
@@ -76,7 +78,9 @@ export function statusReport(s: {
       badEvents: s.exporter?.badEvents ?? 0,
     },
     kernel: s.kernel,
-    output: s.exporter && s.cfg.collector.url ? { kind: 'collector', url: s.cfg.collector.url, stats: s.exporter } : { kind: 'file', dir: s.cfg.output.dir },
+    output: s.exporter && s.cfg.collector.url
+      ? { kind: 'collector', url: s.cfg.collector.url, stats: s.exporter, ...(s.aggregator ? { aggregate: s.aggregator } : {}) }
+      : { kind: 'file', dir: s.cfg.output.dir },
     ipfix: s.ipfix ? { ...s.ipfix, targets: s.cfg.ipfix } : undefined,
     jetstream: s.jetstream ? { ...s.jetstream, servers: s.cfg.jetstream.servers ?? '', stream: s.cfg.jetstream.stream } : undefined,
     memory: { ...s.memory.budget, limit: s.memory.limit, residentNowBytes: rss.now, residentPeakBytes: rss.peak },

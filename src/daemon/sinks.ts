@@ -10,8 +10,10 @@ import { Exporter } from '../output/grpc/exporter';
 import { IpfixExporter } from '../output/ipfix/exporter';
 import { JetStreamExporter } from '../output/jetstream/exporter';
 import { jetstreamStreamSettings } from '../config/config';
+import { existsSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { JsonlSink } from '../output/jsonl-sink';
+import { WindowAggregator } from '../output/aggregator';
 import type { EventSink } from '../output/sink';
 
 export interface Sinks {
@@ -22,6 +24,8 @@ export interface Sinks {
   ipfix?: IpfixExporter;
   jetstream?: JetStreamExporter;
   jsonl?: JsonlSink;
+  /** With collector.profile: netbird-aggregated: what stands before the exporter. */
+  aggregator?: WindowAggregator;
 }
 
 /** Builds (and starts) the outputs the configuration asks for. */
@@ -55,7 +59,19 @@ export function buildSinks(cfg: WgflowConfig, metrics: Metrics, log: Logger): Si
         onAckLatency: (ms) => metrics.ackLatency.observe(ms / 1000),
       });
       s.exporter.start();
-      s.all.push(s.exporter);
+      if (cfg.collector.profile === 'netbird-aggregated') {
+        // Window aggregates go into the spool instead of the events; its journal lives beside it.
+        const exporter = s.exporter;
+        s.all.push(exporter); // until the aggregator stands: closed with the rest if it cannot start
+        s.aggregator = new WindowAggregator({
+          dir: join(cfg.spool.dir, 'aggregate'), windowMs: cfg.collector.aggregate_window_s * 1000, target: exporter,
+          closeTarget: (ms) => exporter.close(ms), logger: log.child({ part: 'aggregator' }),
+        });
+        s.all[s.all.length - 1] = s.aggregator;
+      } else {
+        s.all.push(s.exporter);
+        flushLeftWindow(join(cfg.spool.dir, 'aggregate'), cfg.collector.aggregate_window_s * 1000, s.exporter, log);
+      }
     } else {
       s.jsonl = new JsonlSink({ dir: cfg.output.dir, rotateBytes: cfg.output.rotate_bytes, logger: log.child({ part: 'output' }) });
       log.info({ dir: cfg.output.dir }, 'no --collector: writing events to events.jsonl there');
@@ -66,6 +82,19 @@ export function buildSinks(cfg: WgflowConfig, metrics: Metrics, log: Logger): Si
     throw err;
   }
   return s;
+}
+
+/**
+ * A netbird-aggregated run killed mid-window left its open window in the journal: after a switch
+ * back to the events profile it is sent (closed now) so nothing handed over is lost, then removed.
+ */
+function flushLeftWindow(dir: string, windowMs: number, exporter: Exporter, log: Logger): void {
+  if (!existsSync(join(dir, 'window.journal'))) return;
+  const left = new WindowAggregator({ dir, windowMs, target: exporter, logger: log.child({ part: 'aggregator' }), timer: false });
+  const open = left.stats().openGroups;
+  void left.close(0);
+  if (open > 0) log.warn({ groups: open, dir }, 'collector.profile is events: the open window a netbird-aggregated run left is sent as aggregates');
+  rmSync(dir, { recursive: true, force: true });
 }
 
 /**

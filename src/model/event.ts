@@ -89,6 +89,20 @@ export interface FlowEvent {
    * collector, tests): DeltaTracker then derives it (model/deltas.ts).
    */
   delta?: Delta | null;
+  /**
+   * Set only on a NetBird window aggregate (collector.profile: netbird-aggregated, made by
+   * output/aggregator.ts): the record stands for every event of its group in
+   * [windowStartMs, windowEndMs]. On the wire it is TYPE_UNKNOWN with these num_of_* counts;
+   * `type` is then only the type of the group's earliest event (kept for logs).
+   */
+  aggregate?: AggregateCounts;
+}
+
+/** How many events of each kind a window aggregate stands for (flow_fields 16-18). */
+export interface AggregateCounts {
+  starts: number;
+  ends: number;
+  drops: number;
 }
 
 /** What one flow report moved since the flow's previous one, and the window it covers (epoch ms). */

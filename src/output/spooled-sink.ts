@@ -68,7 +68,8 @@ export function validateRecord(id: Buffer, payload: Buffer): string | null {
     return `not a flow.FlowEvent: ${(err as Error).message}`;
   }
   if (scratch.initiator) return 'an initiator message, not an event';
-  const why = checkScanned(scratch);
+  // Window aggregates (collector.profile: netbird-aggregated) are valid records too.
+  const why = checkScanned(scratch, { aggregates: true });
   if (why !== null) return why;
   const e = scratch.eventId;
   if (e.e - e.s !== 16 || payload.compare(id, 0, 16, e.s, e.e) !== 0) return 'the record id is not the event_id of its event';

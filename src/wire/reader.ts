@@ -131,6 +131,10 @@ export class ScannedEvent {
   dport = 0;
   icmpType = 0;
   icmpCode = 0;
+  /** num_of_starts / ends / drops: set only in NetBird window aggregates. */
+  numStarts = 0;
+  numEnds = 0;
+  numDrops = 0;
   /** Set by checkScanned: the times in epoch ms (window times are -1 when absent). */
   timestampMs = 0;
   windowStartMs = -1;
@@ -146,6 +150,7 @@ export class ScannedEvent {
     this.ts = this.tsEnd = this.ws = this.wsEnd = this.we = this.weEnd = -1;
     this.type = this.direction = this.protocol = this.rxPackets = this.txPackets = this.rxBytes = this.txBytes = 0;
     this.endReason = this.flagsI = this.flagsR = this.sport = this.dport = this.icmpType = this.icmpCode = 0;
+    this.numStarts = this.numEnds = this.numDrops = 0;
     this.countersEnabled = false;
     this.timestampMs = 0;
     this.windowStartMs = this.windowEndMs = -1;
@@ -201,7 +206,10 @@ function scanFlowFields(buf: Buffer, start: number, end: number, ev: ScannedEven
         case 105: ev.countersEnabled = v !== 0; break;
         case 106: ev.flagsI = v; break;
         case 107: ev.flagsR = v; break;
-        default: break; // 16-18 (aggregates) and unknown
+        case 16: ev.numStarts = v; break;
+        case 17: ev.numEnds = v; break;
+        case 18: ev.numDrops = v; break;
+        default: break; // unknown
       }
     } else if (wt === 2) {
       const s = m.len();
@@ -312,11 +320,14 @@ function checkUuid(buf: Buffer, s: Span, field: string): void {
  * Null when the scanned event is representable (and then its times are set), else the reason,
  * in the order a FlowEvent is built (the first problem is the one reported).
  */
-export function checkScanned(ev: ScannedEvent): string | null {
+export function checkScanned(ev: ScannedEvent, opts?: { aggregates?: boolean }): string | null {
   const buf = ev.buf;
   try {
     if (!ev.hasFlowFields) throw new CodecError('flow_fields: missing');
-    if (!EVENT_TYPES[ev.type]) throw new CodecError(`flow_fields.type: ${ev.type} is not TYPE_START, TYPE_UPDATE, TYPE_END or TYPE_DROP`);
+    // A NetBird window aggregate (TYPE_UNKNOWN with its window) is valid only where the caller
+    // says so (the exporter's spool); the collector has no FlowEvent form for it.
+    const aggregate = opts?.aggregates === true && ev.type === 0 && ev.ws >= 0 && ev.we >= 0;
+    if (!aggregate && !EVENT_TYPES[ev.type]) throw new CodecError(`flow_fields.type: ${ev.type} is not TYPE_START, TYPE_UPDATE, TYPE_END or TYPE_DROP`);
     if (ev.direction !== 1 && ev.direction !== 2) throw new CodecError(`flow_fields.direction: ${ev.direction} is not INGRESS or EGRESS`);
     if (ev.ts < 0) throw new CodecError('timestamp: missing');
     checkUuid(buf, ev.eventId, 'event_id');

@@ -324,7 +324,9 @@ const isResource = (t: string): boolean => t === 'HOST_RESOURCE' || t === 'SUBNE
 
 /** Encodes ev at w.pos (which must have maxEncodedLength(ev) bytes of room). */
 function encode(ev: FlowEvent): void {
-  const type = typeNum(ev.type);
+  const agg = ev.aggregate;
+  // A window aggregate is TYPE_UNKNOWN (0, not written) as NetBird's v0.75 client sends it.
+  const type = agg !== undefined ? 0 : typeNum(ev.type);
   if (type < 0) throw new CodecError(`type: unknown event type "${String(ev.type)}"`);
   const direction = directionNum(ev.direction);
   if (direction < 0) throw new CodecError(`direction: "${String(ev.direction)}" is not INGRESS or EGRESS`);
@@ -377,6 +379,11 @@ function encode(ev: FlowEvent): void {
   w.uint(13, checkUint(ev.txBytes, 'txBytes', max));
   if (isResource(src.type)) w.string(14, src.id);
   if (isResource(dst.type)) w.string(15, dst.id);
+  if (agg !== undefined) {
+    w.uint(16, checkUint(agg.starts, 'aggregate.starts', max));
+    w.uint(17, checkUint(agg.ends, 'aggregate.ends', max));
+    w.uint(18, checkUint(agg.drops, 'aggregate.drops', max));
+  }
   endpoint(100, src, 'source');
   endpoint(101, dst, 'destination');
   w.string(102, ev.policyName);
