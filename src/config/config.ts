@@ -100,6 +100,7 @@ export const configSchema = obj({
     /** events: every flow event; netbird-aggregated: NetBird v0.75 window aggregates (docs/export.md). */
     profile: field(oneOf(...PROFILES), AGGREGATOR_DEFAULTS.profile),
     aggregate_window_s: field(int(1, 86_400), AGGREGATOR_DEFAULTS.windowMs / 1000),
+    aggregate_max_groups: field(int(1, 1_000_000), AGGREGATOR_DEFAULTS.maxGroups),
   })),
   spool: section(obj({
     dir: field(ABS_PATH, D.spoolDir),

@@ -64,7 +64,7 @@ export function buildSinks(cfg: WgflowConfig, metrics: Metrics, log: Logger): Si
         const exporter = s.exporter;
         s.all.push(exporter); // until the aggregator stands: closed with the rest if it cannot start
         s.aggregator = new WindowAggregator({
-          dir: join(cfg.spool.dir, 'aggregate'), windowMs: cfg.collector.aggregate_window_s * 1000, target: exporter,
+          dir: join(cfg.spool.dir, 'aggregate'), windowMs: cfg.collector.aggregate_window_s * 1000, maxGroups: cfg.collector.aggregate_max_groups, target: exporter,
           closeTarget: (ms) => exporter.close(ms), logger: log.child({ part: 'aggregator' }),
         });
         s.all[s.all.length - 1] = s.aggregator;

@@ -34,6 +34,13 @@ export const AGGREGATOR_DEFAULTS = {
    * setup (client/internal/netflow/manager_test.go).
    */
   windowMs: 30_000,
+  /**
+   * Groups in one window, at most: a scan (one destination port after another) makes a group per
+   * packet, and each group holds a copy of its earliest event. At the cap the window is closed
+   * early (its records spooled, a new window begun at once), so memory stays bounded and the
+   * sums still add up; the windows then are shorter, never lost.
+   */
+  maxGroups: 16_384,
 } as const;
 
 /** Where aggregates go: the exporter's spool (one write per window). */
@@ -45,6 +52,8 @@ export interface AggregatorOptions {
   /** Directory of the window journal (created); the exporter's spool directory is a good place. */
   dir: string;
   windowMs?: number;
+  /** Groups in one window, at most (AGGREGATOR_DEFAULTS.maxGroups): the window closes early at the cap. */
+  maxGroups?: number;
   target: AggregateTarget;
   /** Called after close() of the aggregator, to close the target (the exporter). */
   closeTarget?: (deadlineMs: number) => Promise<void>;
@@ -150,6 +159,8 @@ export interface AggregatorStats {
   windows: number;
   records: number;
   events: number;
+  /** Windows closed early because they reached maxGroups. */
+  earlyCloses: number;
   /** Groups in the open window, and its start (epoch ms). */
   openGroups: number;
   windowStartMs: number;
@@ -158,6 +169,7 @@ export interface AggregatorStats {
 export class WindowAggregator implements EventSink {
   readonly name = 'collector';
   readonly windowMs: number;
+  private readonly maxGroups: number;
   private readonly path: string;
   private readonly now: () => number;
   private readonly log: Logger;
@@ -171,10 +183,12 @@ export class WindowAggregator implements EventSink {
   private appendedBytes = 0;
   private timer: NodeJS.Timeout | null = null;
   private closed = false;
-  private counters = { windows: 0, records: 0, events: 0 };
+  private counters = { windows: 0, records: 0, events: 0, earlyCloses: 0 };
 
   constructor(private readonly o: AggregatorOptions) {
     this.windowMs = o.windowMs ?? AGGREGATOR_DEFAULTS.windowMs;
+    this.maxGroups = o.maxGroups ?? AGGREGATOR_DEFAULTS.maxGroups;
+    if (!(Number.isInteger(this.maxGroups) && this.maxGroups >= 1)) throw new Error(`aggregate max groups must be a positive integer, got ${o.maxGroups}`);
     if (!(Number.isInteger(this.windowMs) && this.windowMs >= 1000)) throw new Error(`aggregate window must be a whole number of milliseconds >= 1000, got ${o.windowMs}`);
     this.now = o.now ?? Date.now;
     this.log = o.logger;
@@ -361,7 +375,7 @@ export class WindowAggregator implements EventSink {
     if (this.closed) throw new Error('aggregator is stopped: it accepts no more events');
     if (events.length === 0) return;
     this.tick();
-    const lines: string[] = [];
+    let lines: string[] = [];
     for (const ev of events) {
       const d = this.deltas.next(ev);
       // START moves nothing; DROP events carry their own dropped counts; the rest their delta.
@@ -373,10 +387,21 @@ export class WindowAggregator implements EventSink {
       if (WindowAggregator.keeps(this.groups.get(k), ev)) line.ev = plainEvent(ev);
       this.add(k, line.t, c, x, line.ev);
       lines.push(JSON.stringify(line));
+      if (this.groups.size >= this.maxGroups) {
+        // The cap: this window's records go to the spool now and a new window starts. The lines
+        // gathered so far are in those records, so they must not reach the new window's journal.
+        const t = Math.max(this.now(), this.windowStart + 1);
+        this.closeWindow(Math.min(t, this.windowEnd()), t);
+        this.counters.earlyCloses++;
+        if (this.counters.earlyCloses === 1 || this.counters.earlyCloses % 100 === 0) {
+          this.log.warn({ maxGroups: this.maxGroups, earlyCloses: this.counters.earlyCloses }, 'aggregate window reached collector.aggregate_max_groups: closed early (shorter windows, nothing lost)');
+        }
+        lines = [];
+      }
     }
     // No fsync per batch: what a kill -9 leaves in the page cache survives; a power loss takes
     // the open window (as it takes the spool's unsynced tail with spool.fsync: never).
-    this.appendedBytes += writeSync(this.fd, `${lines.join('\n')}\n`);
+    if (lines.length > 0) this.appendedBytes += writeSync(this.fd, `${lines.join('\n')}\n`);
     this.counters.events += events.length;
     // Bounded by the groups, not the events: one line per group replaces the event lines.
     if (this.appendedBytes > Math.max(this.o.compactBytes ?? COMPACT_MIN_BYTES, 2 * this.baseBytes)) this.rewriteJournal(this.windowStart, this.groups);

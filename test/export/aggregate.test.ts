@@ -165,6 +165,31 @@ describe('window aggregation (NetBird v0.75 semantics)', () => {
     }
   });
 
+  it('a window that reaches the group cap closes early: sums still add up, bounds contiguous, ids distinct, the journal holds only the new window', () => {
+    const dir = tmpDir('agg-cap');
+    dirs.push(dir);
+    const out: FlowEvent[] = [];
+    let now = events[0].timestampMs;
+    const target = { enqueueBatch: (r: readonly FlowEvent[]) => (out.push(...r), r.length) };
+    const a = new WindowAggregator({ dir, windowMs: W, maxGroups: 5, target, logger: log, now: () => now, timer: false });
+    // All of it in one batch at one moment: the cap, not the clock, closes the windows.
+    a.emit(events);
+    const st = a.stats();
+    expect(st.earlyCloses).toBeGreaterThan(1);
+    expect(st.openGroups).toBeLessThan(5);
+    // A crash now: a new aggregator on the same journal restores only the open window.
+    const b = new WindowAggregator({ dir, windowMs: W, maxGroups: 5, target, logger: log, now: () => now, timer: false });
+    expect(b.stats().openGroups).toBe(st.openGroups);
+    now += 2 * W;
+    b.tick();
+    void b.close(0);
+    expect(aggSums(out)).toEqual(plainTotals(events));
+    expect(new Set(out.map((r) => r.eventId)).size).toBe(out.length);
+    const bounds = [...new Map(out.map((r) => [r.windowStartMs!, r.windowEndMs!])).entries()].sort((x, y) => x[0] - y[0]);
+    for (let i = 1; i < bounds.length; i++) expect(bounds[i][0]).toBe(bounds[i - 1][1]);
+    for (const [start, end] of bounds) expect(end).toBeGreaterThan(start);
+  });
+
   it('window bounds are aligned and contiguous', () => {
     const starts = [...new Set(aggregateInMemory(events).map((r) => r.windowStartMs!))].sort((a, b) => a - b);
     expect(starts.length).toBeGreaterThan(5);
