@@ -14,9 +14,12 @@ deps:
 
 build: bpf native ts
 
-bpf: bpf/wgflow.bpf.o bench/bpf/baseline.bpf.o
+bpf: bpf/wgflow.bpf.o bpf/wgflow_drops.bpf.o bench/bpf/baseline.bpf.o
 
 bpf/wgflow.bpf.o: bpf/wgflow.bpf.c bpf/wgflow.h
+	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
+
+bpf/wgflow_drops.bpf.o: bpf/wgflow_drops.bpf.c bpf/wgflow.h
 	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
 
 bench/bpf/baseline.bpf.o: bench/bpf/baseline.bpf.c
@@ -24,7 +27,7 @@ bench/bpf/baseline.bpf.o: bench/bpf/baseline.bpf.c
 
 native: $(ADDON)
 
-$(ADDON): native/src/addon.cc native/src/json_line.cc native/src/json_line.h native/src/wg_netlink.cc native/src/wg_netlink.h native/CMakeLists.txt bpf/wgflow.h
+$(ADDON): native/src/addon.cc native/src/bpf_util.cc native/src/bpf_util.h native/src/drops.cc native/src/drops.h native/src/json_line.cc native/src/json_line.h native/src/wg_netlink.cc native/src/wg_netlink.h native/CMakeLists.txt bpf/wgflow.h
 	npx cmake-js compile -d native -O native/build --log-level warn
 
 ts:
@@ -46,7 +49,7 @@ demo: deps build
 	./bin/wgflow demo
 
 clean:
-	rm -rf dist build native/build bpf/wgflow.bpf.o bench/bpf/*.o
+	rm -rf dist build native/build bpf/*.bpf.o bench/bpf/*.o
 
 # Kernel WireGuard in a Debian 13 VM (vm/README.md). The image is built from Debian packages and
 # cached outside the repository by a hash of its recipe; the tree built here is passed in over 9p.

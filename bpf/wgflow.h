@@ -114,4 +114,57 @@ struct wgf_stats {
 
 #define WGF_STATS_FIELDS 8
 
+/*
+ * DROP events (bpf/wgflow_drops.bpf.c): packets the kernel dropped that came in through, or were
+ * headed out to, a watched interface. Keyed per packet direction (not canonical: a drop is one
+ * way), aggregated per key until user space drains the map at the end of a window.
+ */
+struct wgf_drop_key {
+	__u8 saddr[16];		/* the dropped packet's source; IPv4 in the first 4 bytes, rest 0 */
+	__u8 daddr[16];
+	__u16 sport;		/* network order; ICMP: echo id or 0 */
+	__u16 dport;		/* network order; ICMP: type << 8 | code */
+	__u8 proto;
+	__u8 kind;		/* WGF_KIND_* */
+	__u8 family;		/* 4 or 6 */
+	__u8 dir;		/* WGF_DIR_*: INGRESS came in through ifindex, EGRESS was headed out to it */
+	__u16 ifindex;		/* the watched interface, host byte order */
+	__u16 pad;
+};
+
+/* Drop value: 40 bytes. */
+struct wgf_drop {
+	__u64 first_ns;		/* CLOCK_MONOTONIC of the first drop in the window */
+	__u64 last_ns;
+	__u64 packets;		/* GSO-corrected, like flows */
+	__u64 bytes;		/* IP bytes */
+	__u32 reason;		/* enum skb_drop_reason of the first drop (the kernel's numbering) */
+	__u32 flags;		/* WGF_DROP_F_* */
+};
+
+#define WGF_DROP_F_MIXED	(1u << 0)	/* later drops of the window had another reason */
+
+/* Per-reason totals: per-CPU array "wgf_drop_reasons", index min(reason, WGF_DROP_REASONS - 1). */
+#define WGF_DROP_REASONS 256
+struct wgf_drop_count {
+	__u64 packets;
+	__u64 bytes;
+};
+
+/* Run-time settings of the drop probe: array map "wgf_drop_config", one entry. */
+struct wgf_drop_config {
+	__u32 netns;		/* inode of the watched network namespace (ifindexes are per namespace) */
+	__u32 active;		/* which of the two drop maps the probe writes (0 or 1); user space drains the other */
+};
+
+/* Per-CPU statistics of the drop probe: array map "wgf_drop_stats", one entry. */
+struct wgf_drop_stats {
+	__u64 matched;		/* drops of watched interfaces (skbs) */
+	__u64 map_full;		/* of those, packets not aggregated: the drop map was full */
+	__u64 map_full_bytes;
+	__u64 unparsed;		/* watched, but no IPv4/IPv6 header could be read */
+};
+
+#define WGF_DROP_STATS_FIELDS 4
+
 #endif /* WGFLOW_H */

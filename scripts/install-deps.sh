@@ -9,7 +9,7 @@ PACKAGES=(
   clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev pkg-config cmake make g++
   iproute2 wireguard-go wireguard-tools iputils-ping iperf3 tcpdump openssl procps
   nodejs npm
-  prometheus nfdump libfixbuf-tools vagrant nats-server
+  prometheus nfdump libfixbuf-tools vagrant nats-server nftables
 )
 
 missing=()

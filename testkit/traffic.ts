@@ -64,6 +64,24 @@ if (mode === 'tcp-server') {
   const go = (): void => s.send(Buffer.alloc(size, 0x62), port, host);
   if (a[4]) s.bind(Number(a[4]), go);
   else go();
+} else if (mode === 'udp-send') {
+  // count datagrams of size bytes from local port lport (0: any), 2 ms apart, no answer expected.
+  const [host, port, count, size, lport] = [a[0], Number(a[1]), Number(a[2]), Number(a[3]), Number(a[4] ?? 0)];
+  const s = dgram.createSocket(host.includes(':') ? 'udp6' : 'udp4');
+  s.on('error', () => undefined); // an ICMP error answer (unreachable) is expected in some tests
+  let sent = 0;
+  s.bind(lport, () => {
+    const timer = setInterval(() => {
+      if (sent === count) {
+        clearInterval(timer);
+        s.close();
+        process.stdout.write(JSON.stringify({ sent }) + '\n');
+        return;
+      }
+      s.send(Buffer.alloc(size, 0x65), port, host);
+      sent += 1;
+    }, 2);
+  });
 } else if (mode === 'udp-paced') {
   const [host, port, count, size, interval] = [a[0], Number(a[1]), Number(a[2]), Number(a[3]), Number(a[4])];
   const s = dgram.createSocket(host.includes(':') ? 'udp6' : 'udp4');

@@ -54,7 +54,7 @@ struct Window {
 struct Event {
   bool initiator = false, has_flow_fields = false, counters_enabled = false;
   Span event_id, public_key, reporter_id, iface, flow_id, rule_id, src_ip, dst_ip, src_res,
-      dst_res, policy_name, user_id, user_name, user_email;
+      dst_res, policy_name, user_id, user_name, user_email, drop_reason;
   Endpoint src, dst;
   Window ts, ws, we;
   uint64_t type = 0, direction = 0, protocol = 0, rx_packets = 0, tx_packets = 0, rx_bytes = 0,
@@ -196,6 +196,7 @@ bool scan_flow_fields(const uint8_t *b, Span sp, Event &ev) {
         case 100: if (!scan_endpoint(b, s, ev.src)) return false; break;
         case 101: if (!scan_endpoint(b, s, ev.dst)) return false; break;
         case 102: ev.policy_name = s; break;
+        case 108: ev.drop_reason = s; break;
         case 103: {  // user: repeated occurrences merge field by field
           Reader u{b, s.s, s.e};
           while (u.pos < u.end) {
@@ -619,6 +620,16 @@ void write_line(Out &o, const uint8_t *b, const Event &ev, uint64_t ts, int64_t 
     case 4: o.lit(",\"wgflow_end_reason\":\"forced\""); break;
     case 5: o.lit(",\"wgflow_end_reason\":\"lack_of_resources\""); break;
     default: break;
+  }
+  if (ev.drop_reason.len() > 0) {
+    o.lit(",\"wgflow_drop_reason\":");
+    o.str(b, ev.drop_reason);
+  }
+  if (ev.type == 3) {
+    if (ev.rule_id.len() > 0)
+      o.lit(",\"wgflow_drop_policy\":\"matched\"");
+    else
+      o.lit(",\"wgflow_drop_policy\":\"none\"");
   }
   if (ws >= 0) {
     o.lit(",\"wgflow_window_start\":\"");

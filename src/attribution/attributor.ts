@@ -286,6 +286,21 @@ export class Attributor implements FlowAttributor {
     out.exitNode = exitNode;
   }
 
+  /**
+   * A DROP event's attribution: the endpoints, user and export filters as for a flow from the
+   * packets' source to their destination, and as policy the first `action: drop` policy that
+   * matches (null: none did). Either direction: a routing peer's policies name both.
+   */
+  attributeDrop(f: FlowTuple, out: AttributionParts): void {
+    // EGRESS: attributeParts then skips the accept-policy match this does not want.
+    this.attributeParts(f.direction === 'EGRESS' ? f : { ...f, direction: 'EGRESS' }, out);
+    if (out.skip !== '') return;
+    const t = this.current;
+    out.policy = t.policies.length === 0 ? null : t.firstDropPolicy(
+      t.addrInfo(normalizeRaw(f.srcRaw)), t.addrInfo(normalizeRaw(f.dstRaw)), f.proto, f.hasPorts, f.hasPorts ? f.dstPort : 0,
+    );
+  }
+
   /** The policy bitset of one endpoint and side: the address's (prefixes and peer) | domain resource. */
   private bits(scratch: Uint32Array, info: AddrInfo, dom: ResourceInfo | null, src: boolean): Uint32Array {
     const a = src ? info.srcBits : info.dstBits;

@@ -684,6 +684,22 @@ export class AttributionTables {
     return -1;
   }
 
+  /**
+   * The first enabled `action: drop` policy (list order) whose sources hold s and destinations
+   * hold d (or the reverse for bidirectional ones), whose protocol matches and whose ports hold
+   * dport: the policy a DROP event names. A plain walk: drops are reported once per key and
+   * window, and drop policies are few.
+   */
+  firstDropPolicy(s: AddrInfo, d: AddrInfo, proto: number, hasPorts: boolean, dport: number): CompiledPolicy | null {
+    const has = (bits: Uint32Array, i: number): boolean => (bits[i >>> 5] & (1 << (i & 31))) !== 0;
+    for (const p of this.policies) {
+      if (!p.enabled || p.action !== 'drop' || !protocolMatches(p.protocols, proto) || !portsMatch(p, hasPorts, dport)) continue;
+      const i = p.index;
+      if ((has(s.srcBits, i) && has(d.dstBits, i)) || (p.bidirectional && has(d.srcBits, i) && has(s.dstBits, i))) return p;
+    }
+    return null;
+  }
+
   /** Human-readable dump of the trie (debugging). */
   describePrefixes(): string[] {
     return this.trie.entries.map((e) => `${prefixToString(e.prefix)} overlay=${e.value.overlay} resource=${e.value.resource?.id ?? '-'} route=${e.value.route?.id ?? '-'}`);

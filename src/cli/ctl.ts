@@ -13,6 +13,7 @@ export function help(): string {
     'commands:',
     '  status              interfaces, active flows, events by type, drops, exporter state, byte reporting',
     '  counters on|off     switch kernel byte reporting now (no restart, no flow lost)',
+    '  drops on|off        switch DROP events now (docs/events.md); drops already seen are still reported',
     '  flows [--top N]     the N largest active flows (default 20)',
     '  reload              re-read the configuration file (attribution tables, interfaces)',
     '  resolve DOMAIN ADDR... [--ttl S]   feed the DOMAIN-resource table: DOMAIN resolved to ADDRs (default ttl 300 s)',
@@ -43,6 +44,13 @@ function formatStatus(s: StatusReport): string {
   out.push(`interfaces:     ${s.interfaces.map((i) => `${i.name} ${i.attached ? `attached (${i.mode}, ifindex ${i.ifindex})` : `waiting${i.error ? `: ${i.error}` : ''}`}`).join('; ')}`);
   out.push(`flows active:   ${s.flowsActive}`);
   out.push(`events:         ${Object.entries(s.events).map(([k, v]) => `${k} ${v}`).join(', ')}`);
+  const d = s.dropEvents;
+  if (d) {
+    const why = d.state === 'unavailable' ? ` (${d.reason})` : '';
+    const seen = d.reasons.map((r) => `${r.reason} ${r.packets}`).join(', ');
+    out.push(`DROP events:    ${d.state}${why}, window ${d.windowMs / 1000} s: ${d.reporter.events} events for ${d.reporter.packets} packets` +
+      (d.probe ? `; dropped on watched interfaces: ${seen || 'none'}${d.probe.mapFull ? `; drop map full ${d.probe.mapFull} packets` : ''}` : ''));
+  }
   out.push(`drops:          ring buffer full ${s.drops.ringbufFull}, flow map full ${s.drops.mapFullPackets} packets, ` +
     `found without START ${s.drops.discoveredWithoutStart}, output refused ${s.drops.eventsDropped}, spool full ${s.drops.spoolDropped}, quarantined ${s.drops.spoolQuarantined}, not encodable ${s.drops.badEvents}`);
   if (s.output.kind === 'collector') {
@@ -134,7 +142,8 @@ export async function main(argv: string[]): Promise<number> {
       req = { cmd };
       break;
     case 'counters':
-      if ((arg !== 'on' && arg !== 'off') || extra.length) return usageError('usage: wgflow ctl counters on|off');
+    case 'drops':
+      if ((arg !== 'on' && arg !== 'off') || extra.length) return usageError(`usage: wgflow ctl ${cmd} on|off`);
       req = { cmd, on: arg === 'on' };
       break;
     case 'flows': {
@@ -165,6 +174,7 @@ export async function main(argv: string[]): Promise<number> {
   else if (cmd === 'status') process.stdout.write(formatStatus(result as StatusReport));
   else if (cmd === 'flows') process.stdout.write(formatFlows(result as FlowRow[]));
   else if (cmd === 'counters') process.stdout.write(`kernel byte reporting is now ${(result as { counting: boolean }).counting ? 'on' : 'off'}\n`);
+  else if (cmd === 'drops') process.stdout.write(`DROP events are now ${(result as { drops: string }).drops}\n`);
   else if (cmd === 'resolve') process.stdout.write(`${arg} -> ${extra.join(', ')} for ${req.ttl} s\n`);
   else {
     const r = result as { interfaces: string[]; restartNeeded?: string[] };

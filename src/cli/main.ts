@@ -36,7 +36,7 @@ export const COMMANDS: Record<string, Command> = {
     load: async () => (await import('./run')).main,
   },
   ctl: {
-    summary: 'talk to a running daemon: status, counters on|off, flows, reload',
+    summary: 'talk to a running daemon: status, counters on|off, drops on|off, flows, reload',
     load: async () => (await import('./ctl')).main,
   },
   demo: {

@@ -39,9 +39,11 @@ export async function main(argv: string[]): Promise<number> {
   }
   const flags: FlagValues = {};
   for (const f of RUN_FLAGS) if (values[f.flag] !== undefined) (flags as Record<string, unknown>)[f.flag] = values[f.flag];
-  if (values.counters !== undefined && values.counters !== 'on' && values.counters !== 'off') {
-    process.stderr.write(`wgflow run: --counters must be on or off, got "${String(values.counters)}"\n`);
-    return 2;
+  for (const f of ['counters', 'drops'] as const) {
+    if (values[f] !== undefined && values[f] !== 'on' && values[f] !== 'off') {
+      process.stderr.write(`wgflow run: --${f} must be on or off, got "${String(values[f])}"\n`);
+      return 2;
+    }
   }
   if (values['check-source'] && !values['check-config']) {
     process.stderr.write('wgflow run: --check-source goes with --check-config (it reads the sources once and exits)\n');

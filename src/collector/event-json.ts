@@ -44,6 +44,9 @@ const T = {
   countersOff: K(',"wgflow_counters_enabled":false,"wgflow_tcp_flags_initiator":'),
   flagsR: K(',"wgflow_tcp_flags_responder":'),
   windowStart: K(',"wgflow_window_start":"'),
+  dropReason: K(',"wgflow_drop_reason":'),
+  dropMatched: K(',"wgflow_drop_policy":"matched"'),
+  dropNone: K(',"wgflow_drop_policy":"none"'),
   windowEnd: K(',"wgflow_window_end":"'),
   address: K('{"address":"'),
   address6: K('{"address":"['),
@@ -248,6 +251,11 @@ export function writeJsonLine(out: ByteBuffer, ev: ScannedEvent, receiveTimeMs: 
   out.uint(ev.flagsR);
   const reason = END_REASON_BYTES.get(ev.endReason);
   if (reason) out.bytes(reason);
+  if (ev.dropReason.length > 0) {
+    out.bytes(T.dropReason);
+    str(out, ev, ev.dropReason);
+  }
+  if (ev.type === 3) out.bytes(ev.ruleId.length > 0 ? T.dropMatched : T.dropNone);
   if (ev.windowStartMs >= 0) {
     out.bytes(T.windowStart);
     time(out, ev.windowStartMs);

@@ -14,6 +14,8 @@ import { CollectorUrlError, parseCollectorUrl, TlsFiles, tlsFilesProblem } from 
 import { IPFIX_DEFAULTS, parseIpfixUrl } from '../output/ipfix/exporter';
 import { checkRingBytes, DEFAULT_MAX_FLOWS, DEFAULT_PIN_DIR, DEFAULT_RING_BYTES } from '../datapath/datapath';
 import { PIPELINE_DEFAULTS } from '../flow/pipeline';
+import { DROP_DEFAULTS } from '../flow/drops';
+import { DEFAULT_DROP_KEYS } from '../datapath/drops';
 import { TRACKER_DEFAULTS } from '../flow/tracker';
 import { EXPORTER_DEFAULTS } from '../output/grpc/exporter';
 import { AGGREGATOR_DEFAULTS, PROFILES } from '../output/aggregator';
@@ -135,6 +137,8 @@ export const configSchema = obj({
   /** Unset: the memory limit of the daemon's control group (systemd's MemoryMax=), if any (src/config/memory.ts). */
   memory_limit: optional(byteSize),
   counters: field(onOff, true),
+  /** DROP events (docs/events.md): off by default, switchable at run time (wgflow ctl drops on|off). */
+  drops: field(onOff, false),
   log_level: field(oneOf('trace', 'debug', 'info', 'warn', 'error', 'fatal'), D.logLevel),
   datapath: section(obj({
     max_flows: field(int(1, 1 << 26), DEFAULT_MAX_FLOWS),
@@ -145,6 +149,8 @@ export const configSchema = obj({
     attach_mode: field(oneOf('auto', 'tcx', 'clsact'), 'auto'),
     poll_timeout_ms: field(int(1, 10_000), PIPELINE_DEFAULTS.pollTimeoutMs),
     drain_interval_ms: field(int(100, 60_000), PIPELINE_DEFAULTS.drainIntervalMs),
+    /** Distinct drop keys (direction, addresses, ports, protocol) one drop window can hold. */
+    drop_keys: field(int(1, 1 << 24), DEFAULT_DROP_KEYS),
   })),
   lifecycle: section(obj({
     tcp_close_grace_ms: field(int(0, 60_000), TRACKER_DEFAULTS.closeGraceMs),
@@ -153,6 +159,8 @@ export const configSchema = obj({
     icmp_timeout_s: field(int(1, 86_400), TRACKER_DEFAULTS.icmpIdleMs / 1000),
     other_timeout_s: field(int(1, 86_400), TRACKER_DEFAULTS.otherIdleMs / 1000),
     interim_interval_s: field(int(0, 86_400), TRACKER_DEFAULTS.updateIntervalMs / 1000),
+    /** DROP events: at most one per drop key per window of this length. */
+    drop_window_s: field(int(1, 3_600), DROP_DEFAULTS.windowMs / 1000),
   })),
   filters: section(obj({
     dns_collection: field(bool, false),
@@ -189,6 +197,7 @@ export const RUN_FLAGS = [
   { flag: 'control-socket', env: 'WGFLOW_CONTROL_SOCKET', path: 'control_socket', help: `unix socket for wgflow ctl (default ${D.controlSocket}, mode 0600)` },
   { flag: 'memory-limit', env: 'WGFLOW_MEMORY_LIMIT', path: 'memory_limit', help: 'the most memory the daemon may use, e.g. 512M or 1G; start is refused when its budget (docs/config.md#memory) does not fit (default: the cgroup\'s memory limit, if any)' },
   { flag: 'counters', env: 'WGFLOW_COUNTERS', path: 'counters', help: 'kernel byte reporting at start: on or off (default on)' },
+  { flag: 'drops', env: 'WGFLOW_DROPS', path: 'drops', help: 'DROP events at start: on or off (default off; wgflow ctl drops on|off switches them at run time)' },
   { flag: 'log-level', env: 'WGFLOW_LOG_LEVEL', path: 'log_level', help: `trace, debug, info, warn, error or fatal (default ${D.logLevel})` },
   { flag: 'max-flows', env: 'WGFLOW_MAX_FLOWS', path: 'datapath.max_flows', numeric: true, help: `IPv4 flow map size (default ${DEFAULT_MAX_FLOWS})` },
   { flag: 'max-flows-v6', env: 'WGFLOW_MAX_FLOWS_V6', path: 'datapath.max_flows_v6', numeric: true, help: 'IPv6 flow map size (default: the same as --max-flows)' },

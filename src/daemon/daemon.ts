@@ -20,6 +20,7 @@ import { Metrics } from '../metrics/metrics';
 import { InterfaceWatcher } from './interfaces';
 import { missingCapabilities } from './privileges';
 import { activeFlows, statusReport } from './report';
+import { DropEvents, DropsUnavailableError } from './drops';
 import { buildSinks, closeSinks, emitAll, Sinks } from './sinks';
 
 /** A startup failure the operator must fix; the CLI prints the message and exits non-zero. */
@@ -56,6 +57,7 @@ export class Daemon {
   private attributor!: Attributor;
   private sources!: AttributionSources;
   private sinks: Sinks = { all: [] };
+  private drops?: DropEvents;
   private metricsServer?: HttpServer;
   private control?: Server;
   private readonly startedAt = Date.now();
@@ -136,6 +138,15 @@ export class Daemon {
       onError: (err, stage) => log.error({ stage, err: (err as Error).message }, 'flow pipeline error'),
     });
     this.watcher = new InterfaceWatcher(this.dp, cfg.interfaces, cfg.datapath.attach_mode, log.child({ part: 'interfaces' }));
+    const drops = new DropEvents({
+      attributor: this.attributor, sink: (events) => this.emit(events), reporterId: cfg.reporter_id, reporterPublicKey: cfg.reporter_public_key,
+      windowMs: lc.drop_window_s * 1000, maxKeys: cfg.datapath.drop_keys,
+      ifindexes: () => this.watcher.attachedIfindexes(),
+      interfaceName: (ifindex) => this.watcher.list().find((i) => i.ifindex === ifindex)?.name ?? `if${ifindex}`,
+      log: log.child({ part: 'drops' }),
+    });
+    this.drops = drops;
+    this.watcher.onChange = () => drops.refreshWatch();
     this.metrics.bind({
       kernel: () => this.dp.stats(),
       pipeline: () => this.pipeline.stats(),
@@ -143,6 +154,7 @@ export class Daemon {
       ipfix: this.sinks.ipfix ? () => this.sinks.ipfix!.stats() : undefined,
       jetstream: this.sinks.jetstream ? () => this.sinks.jetstream!.stats() : undefined,
       counting: () => this.dp.counting(),
+      drops: () => drops.status(),
       attribution: () => ({ generation: this.attributor.generation, sources: this.sources.status() }),
       interfaces: () => this.watcher.list().map((i) => ({ name: i.name, attached: i.attached })),
       memory: () => ({
@@ -156,6 +168,14 @@ export class Daemon {
     await this.sources.start();
     this.pipeline.start();
     this.watcher.start();
+    if (cfg.drops) {
+      try {
+        drops.set(true);
+      } catch (err) {
+        if (!(err instanceof DropsUnavailableError)) throw err;
+        log.warn(`${err.message}; flows are exported as usual`);
+      }
+    }
     log.info({ interfaces: cfg.interfaces, collector: cfg.collector.url ?? null, metrics: cfg.metrics_listen, control: cfg.control_socket, counting: cfg.counters }, 'wgflow running');
   }
 
@@ -199,6 +219,8 @@ export class Daemon {
       this.governor?.stop();
       this.sources?.stop();
       await this.pipeline?.stop({ forceEnd: true });
+      // Drops seen until the probe was detached are reported before the outputs close.
+      await this.drops?.stop();
       await this.teardown(deadlineMs);
       log.info('stopped');
     })();
@@ -217,13 +239,23 @@ export class Daemon {
       status: () => statusReport({
         startedAt: this.startedAt, cfg: this.cfg, interfaces: this.watcher.list(), counting: this.dp.counting(),
         pipeline: this.pipeline.stats(), kernel: this.dp.stats(), exporter: this.sinks.exporter?.stats(), aggregator: this.sinks.aggregator?.stats(), ipfix: this.sinks.ipfix?.stats(),
-        jetstream: this.sinks.jetstream?.stats(), memory: this.opts.memory,
+        jetstream: this.sinks.jetstream?.stats(), memory: this.opts.memory, dropEvents: this.drops?.status(),
         attribution: { generation: this.attributor.generation, sources: this.sources.status() },
       }),
       counters: (req) => {
         if (req.on !== true && req.on !== false) throw new ControlError('counters: expected on or off');
         this.setCounting(req.on);
         return { counting: this.dp.counting() };
+      },
+      drops: (req) => {
+        if (req.on !== true && req.on !== false) throw new ControlError('drops: expected on or off');
+        try {
+          this.drops!.set(req.on);
+        } catch (err) {
+          if (err instanceof DropsUnavailableError) throw new ControlError(err.message);
+          throw err;
+        }
+        return { drops: this.drops!.state };
       },
       flows: (req) => activeFlows(this.pipeline.tracker, typeof req.top === 'number' ? req.top : 50),
       reload: () => {

@@ -17,6 +17,8 @@ export interface InterfaceState {
 export class InterfaceWatcher {
   private readonly states = new Map<string, InterfaceState>();
   private timer?: NodeJS.Timeout;
+  /** Called when the set of attached interfaces (or an ifindex) changed (the drop probe's watch set). */
+  onChange?: () => void;
 
   constructor(private readonly dp: Datapath, names: string[], private readonly mode: AttachMode, private readonly log: Logger, private readonly intervalMs = 500) {
     this.setInterfaces(names);
@@ -24,12 +26,15 @@ export class InterfaceWatcher {
 
   /** Replace the set of interfaces (reload): detach the ones dropped, attach the new ones. */
   setInterfaces(names: string[]): void {
+    let dropped = false;
     for (const [name, st] of this.states) {
       if (!names.includes(name)) {
         if (st.attached) this.detach(st);
         this.states.delete(name);
+        dropped = true;
       }
     }
+    if (dropped) this.onChange?.();
     for (const name of names) {
       if (!this.states.has(name)) this.states.set(name, { name, attached: false, ifindex: 0, mode: '', error: '' });
     }
@@ -52,6 +57,21 @@ export class InterfaceWatcher {
 
   /** One pass: attach what appeared, reattach what was recreated, note what vanished. */
   check(): void {
+    const before = this.attachedKey();
+    this.checkAll();
+    if (this.attachedKey() !== before) this.onChange?.();
+  }
+
+  /** The ifindexes of the attached interfaces. */
+  attachedIfindexes(): number[] {
+    return [...this.states.values()].filter((s) => s.attached).map((s) => s.ifindex);
+  }
+
+  private attachedKey(): string {
+    return this.attachedIfindexes().join(',');
+  }
+
+  private checkAll(): void {
     for (const st of this.states.values()) {
       const ifindex = ifindexOf(st.name);
       if (st.attached && ifindex === st.ifindex) continue;

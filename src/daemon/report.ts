@@ -11,6 +11,7 @@ import type { MemoryBudget, MemoryLimit, MemoryPlan } from '../config/memory';
 import { readFileSync } from 'node:fs';
 import type { InterfaceState } from './interfaces';
 import type { SourceStatus } from './attribution-sources';
+import type { DropsStatus } from '../flow/drops';
 import { version } from '../util/version';
 
 export interface StatusReport {
@@ -30,6 +31,8 @@ export interface StatusReport {
   memory: MemoryStatus;
   /** The tables' generation and the live sources. */
   attribution: { generation: number; sources: SourceStatus[] };
+  /** DROP events: on, off or unavailable, and what the probe saw. */
+  dropEvents?: DropsStatus;
 }
 
 /** The memory budget computed at start, the limit it was checked against, and the RSS now. */
@@ -57,7 +60,7 @@ export function residentMemory(): { now: number; peak: number } {
 export function statusReport(s: {
   startedAt: number; cfg: WgflowConfig; interfaces: InterfaceState[]; counting: boolean; pipeline: PipelineStats; kernel: KernelStats;
   exporter?: ExporterStats; aggregator?: AggregatorStats; ipfix?: IpfixStats; jetstream?: JetStreamExporterStats; memory: MemoryPlan;
-  attribution: { generation: number; sources: SourceStatus[] };
+  attribution: { generation: number; sources: SourceStatus[] }; dropEvents?: DropsStatus;
 }): StatusReport {
   const rss = residentMemory();
   return {
@@ -85,6 +88,7 @@ export function statusReport(s: {
     jetstream: s.jetstream ? { ...s.jetstream, servers: s.cfg.jetstream.servers ?? '', stream: s.cfg.jetstream.stream } : undefined,
     memory: { ...s.memory.budget, limit: s.memory.limit, residentNowBytes: rss.now, residentPeakBytes: rss.peak },
     attribution: s.attribution,
+    dropEvents: s.dropEvents,
   };
 }
 

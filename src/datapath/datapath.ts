@@ -79,7 +79,8 @@ export class DatapathError extends Error {
   }
 }
 
-function wrap<T>(fn: () => T): T {
+/** Runs a native call; its errors become DatapathErrors (with the errno code). */
+export function wrap<T>(fn: () => T): T {
   try {
     return fn();
   } catch (err) {
@@ -87,7 +88,7 @@ function wrap<T>(fn: () => T): T {
   }
 }
 
-function toDatapathError(err: unknown): DatapathError {
+export function toDatapathError(err: unknown): DatapathError {
   if (err instanceof DatapathError) return err;
   const e = err as { message?: string; code?: string; errno?: number };
   return new DatapathError(e.message ?? String(err), e.code ?? 'EDATAPATH', e.errno);

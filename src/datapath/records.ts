@@ -13,6 +13,11 @@ export const LAYOUT = {
   wgf_flow: { size: 40, first_ns: 0, bytes: 8, packets: 24, last_seen: 32, flags: 36 },
   wgf_record: { size: 56, type: 0, family: 1, dir: 2, tcp_flags: 3, flags: 4, ts_ns: 8, k4: 16, k6: 16 },
   wgf_stats: { size: 64, flows_created: 0, map_full: 8, map_full_bytes: 16, ringbuf_full: 24, non_ip: 32, malformed: 40, malformed_bytes: 48, fragments: 56 },
+  wgf_drop_key: { size: 44, saddr: 0, daddr: 16, sport: 32, dport: 34, proto: 36, kind: 37, family: 38, dir: 39, ifindex: 40 },
+  wgf_drop: { size: 40, first_ns: 0, last_ns: 8, packets: 16, bytes: 24, reason: 32, flags: 36 },
+  wgf_drop_count: { size: 16, packets: 0, bytes: 8 },
+  wgf_drop_config: { size: 8, netns: 0, active: 4 },
+  wgf_drop_stats: { size: 32, matched: 0, map_full: 8, map_full_bytes: 16, unparsed: 24 },
 } as const;
 
 const K4 = LAYOUT.wgf_key4, K6 = LAYOUT.wgf_key6, F = LAYOUT.wgf_flow, R = LAYOUT.wgf_record, S = LAYOUT.wgf_stats;
@@ -21,6 +26,13 @@ export const KEY6_SIZE = K6.size;
 export const FLOW_SIZE = F.size;
 export const RECORD_SIZE = R.size;
 export const STATS_SIZE = S.size;
+const DK = LAYOUT.wgf_drop_key, DV = LAYOUT.wgf_drop, DC = LAYOUT.wgf_drop_count, DS = LAYOUT.wgf_drop_stats;
+export const DROP_KEY_SIZE = DK.size;
+export const DROP_SIZE = DV.size;
+/** WGF_DROP_REASONS: slots of the per-reason counters (the last one also holds every higher reason). */
+export const DROP_REASON_SLOTS = 256;
+/** WGF_DROP_F_MIXED: later drops of the window had another reason than the one reported. */
+export const DROP_FLAG_MIXED = 1 << 0;
 
 /** enum wgf_kind: what the key's port fields mean. */
 export enum FlowKind {
@@ -313,6 +325,90 @@ export function decodeStats(buf: ArrayBuffer): KernelStats {
     malformedBytes: u64(v, S.malformed_bytes),
     fragments: u64(v, S.fragments),
   };
+}
+
+/** One aggregate of the drop probe (struct wgf_drop_key + struct wgf_drop). */
+export interface DropEntry {
+  family: 4 | 6;
+  /** The dropped packets' source and destination: 4 or 16 bytes each (views into the read buffer). */
+  saddr: Uint8Array;
+  daddr: Uint8Array;
+  /** TCP/UDP ports; ICMP: sport = echo identifier (or 0), dport = type << 8 | code. */
+  sport: number;
+  dport: number;
+  proto: number;
+  kind: FlowKind;
+  /** DIR_INGRESS: came in through the interface; DIR_EGRESS: was headed out to it. */
+  dir: number;
+  ifindex: number;
+  /** CLOCK_MONOTONIC ns of the window's first and last drop. */
+  firstNs: number;
+  lastNs: number;
+  packets: number;
+  bytes: number;
+  /** enum skb_drop_reason of the first drop (the running kernel's numbering). */
+  reason: number;
+  flags: number;
+  /** The key's 44 bytes: the same drop in the next window has the same ones. */
+  key: Uint8Array;
+}
+
+/** Entries of a drain of the drop map (drops.cc's drain()). */
+export function decodeDrops(keys: ArrayBuffer, values: ArrayBuffer, count: number): DropEntry[] {
+  if (keys.byteLength < count * DK.size || values.byteLength < count * DV.size) throw new RangeError('decodeDrops: buffers shorter than count entries');
+  const kb = new Uint8Array(keys), v = new DataView(values);
+  const out: DropEntry[] = [];
+  for (let i = 0; i < count; i++) {
+    const k = i * DK.size, o = i * DV.size;
+    const family = kb[k + DK.family] === 6 ? 6 : 4;
+    const n = family === 6 ? 16 : 4;
+    out.push({
+      family,
+      saddr: kb.subarray(k + DK.saddr, k + DK.saddr + n),
+      daddr: kb.subarray(k + DK.daddr, k + DK.daddr + n),
+      sport: (kb[k + DK.sport] << 8) | kb[k + DK.sport + 1],
+      dport: (kb[k + DK.dport] << 8) | kb[k + DK.dport + 1],
+      proto: kb[k + DK.proto],
+      kind: kb[k + DK.kind] as FlowKind,
+      dir: kb[k + DK.dir],
+      ifindex: kb[k + DK.ifindex] | (kb[k + DK.ifindex + 1] << 8),
+      firstNs: u64(v, o + DV.first_ns),
+      lastNs: u64(v, o + DV.last_ns),
+      packets: u64(v, o + DV.packets),
+      bytes: u64(v, o + DV.bytes),
+      reason: v.getUint32(o + DV.reason, true),
+      flags: v.getUint32(o + DV.flags, true),
+      key: kb.subarray(k, k + DK.size),
+    });
+  }
+  return out;
+}
+
+/** The drop probe's per-reason totals: slot -> packets and bytes (only slots that saw drops). */
+export function decodeDropReasons(buf: ArrayBuffer): Map<number, { packets: number; bytes: number }> {
+  const v = new DataView(buf);
+  const out = new Map<number, { packets: number; bytes: number }>();
+  for (let slot = 0; slot < DROP_REASON_SLOTS && (slot + 1) * DC.size <= buf.byteLength; slot++) {
+    const packets = u64(v, slot * DC.size + DC.packets);
+    if (packets > 0) out.set(slot, { packets, bytes: u64(v, slot * DC.size + DC.bytes) });
+  }
+  return out;
+}
+
+/** struct wgf_drop_stats, summed over CPUs. */
+export interface DropProbeStats {
+  /** Drops of watched interfaces (skbs). */
+  matched: number;
+  /** Packets of those not aggregated: the drop map was full. */
+  mapFull: number;
+  mapFullBytes: number;
+  /** Watched, but no IP header could be read. */
+  unparsed: number;
+}
+
+export function decodeDropStats(buf: ArrayBuffer): DropProbeStats {
+  const v = new DataView(buf);
+  return { matched: u64(v, DS.matched), mapFull: u64(v, DS.map_full), mapFullBytes: u64(v, DS.map_full_bytes), unparsed: u64(v, DS.unparsed) };
 }
 
 /**

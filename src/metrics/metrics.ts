@@ -13,6 +13,7 @@ import type { ExporterStats } from '../output/grpc/exporter';
 import type { IpfixStats } from '../output/ipfix/exporter';
 import { NATS_ERROR_KINDS, type JetStreamExporterStats } from '../output/jetstream/exporter';
 import { SOURCE_ERROR_KINDS, type SourceStatus } from '../attribution/sources/source';
+import type { DropsStatus } from '../flow/drops';
 
 /** What the daemon exposes to the metrics at scrape time; absent parts are not reported. */
 export interface MetricSources {
@@ -28,6 +29,8 @@ export interface MetricSources {
   memory?: () => MemoryFigures;
   /** The attribution tables' generation and the live sources (src/daemon/attribution-sources.ts). */
   attribution?: () => { generation: number; sources: SourceStatus[] };
+  /** DROP events (src/daemon/drops.ts). */
+  drops?: () => DropsStatus;
 }
 
 /** The daemon's memory budget as the metrics show it (src/config/memory.ts computes it). */
@@ -204,6 +207,27 @@ export class Metrics implements EventSink {
         collectionsSeen = cur;
       },
     });
+
+    gauge('wgflow_drop_events_enabled', '1 while DROP events are on, 0 when off or unavailable on this kernel (see wgflow ctl status).', (s) => (s.drops ? (s.drops().state === 'on' ? 1 : 0) : undefined));
+    mirror('wgflow_drop_events_total', 'DROP events made (at most one per drop key and window).', (s) => s.drops?.().reporter.events);
+    mirror('wgflow_drop_events_filtered_packets_total', 'Dropped packets not reported: the DNS or include/exclude filters leave them out, as they do flows.', (s) => s.drops?.().reporter.filteredPackets);
+    mirror('wgflow_drop_map_full_packets_total', 'Dropped packets of watched interfaces not aggregated because the drop map was full (datapath.drop_keys).', (s) => s.drops?.().probe?.mapFull);
+    mirror('wgflow_drop_unparsed_total', 'Drops on watched interfaces whose IP header could not be read.', (s) => s.drops?.().probe?.unparsed);
+    for (const [unit, field] of [['packets', 'packets'], ['bytes', 'bytes']] as const) {
+      const last = new Map<string, number>();
+      new Counter({
+        name: `wgflow_dropped_${unit}_total`, labelNames: ['reason'], registers: r,
+        help: `${unit === 'packets' ? 'Packets' : 'IP bytes'} the kernel dropped that came in through or were headed out to a watched interface, by drop reason (while DROP events were on).`,
+        collect(this: Counter<'reason'>) {
+          for (const c of self.sources.drops?.().reasons ?? []) {
+            const cur = c[field];
+            const prev = last.get(c.reason) ?? 0;
+            if (cur > prev) this.inc({ reason: c.reason }, cur - prev);
+            last.set(c.reason, cur);
+          }
+        },
+      });
+    }
 
     gauge('wgflow_attribution_generation', 'Attribution tables generation: +1 every time new tables are swapped in (reload or a live source change).', (s) => s.attribution?.().generation);
     const sources = (): SourceStatus[] => self.sources.attribution?.().sources ?? [];

@@ -74,6 +74,12 @@ export interface FlowEvent {
   interfaceName: string;
   /** END only. */
   endReason?: FlowEndReason;
+  /**
+   * DROP only: the kernel's reason for the window's first drop (enum skb_drop_reason without its
+   * SKB_DROP_REASON_ prefix: NETFILTER_DROP, NO_SOCKET, IP_NOROUTE, ...). ruleId/policyName are
+   * then the first enabled `action: drop` policy matching the packets, '' when none did.
+   */
+  dropReason?: string;
   /** The counting window the counters cover, epoch ms (UPDATE and END; START: first packet to report). */
   windowStartMs?: number;
   windowEndMs?: number;

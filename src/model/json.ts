@@ -47,6 +47,9 @@ export interface JsonFlowEvent {
   wgflow_interface: string;
   /** Present on END events only. */
   wgflow_end_reason?: FlowEndReason;
+  /** DROP events: the kernel's drop reason (when known), and whether an `action: drop` policy matched. */
+  wgflow_drop_reason?: string;
+  wgflow_drop_policy?: 'matched' | 'none';
   wgflow_window_start?: string;
   wgflow_window_end?: string;
   wgflow_counters_enabled: boolean;
@@ -127,6 +130,8 @@ export function toJsonObject(ev: FlowEvent, receiveTimeMs: number): JsonFlowEven
     wgflow_tcp_flags_responder: ev.tcpFlagsResponder,
   };
   if (ev.endReason !== undefined) o.wgflow_end_reason = ev.endReason;
+  if (ev.dropReason !== undefined) o.wgflow_drop_reason = ev.dropReason;
+  if (ev.type === 'DROP') o.wgflow_drop_policy = ev.ruleId === '' ? 'none' : 'matched';
   if (ev.windowStartMs !== undefined) o.wgflow_window_start = rfc3339(ev.windowStartMs);
   if (ev.windowEndMs !== undefined) o.wgflow_window_end = rfc3339(ev.windowEndMs);
   return o;
@@ -146,6 +151,8 @@ function endpointJson(e: FlowEndpoint): string {
 export function toJsonLine(ev: FlowEvent, receiveTimeMs: number): string {
   let s = `{"id":${q(ev.eventId)},"flow_id":${q(ev.flowId)},"type":${q(`TYPE_${ev.type}`)},"direction":${q(ev.direction)},"protocol":${ev.protocol},"icmp_type":${ev.icmpType},"icmp_code":${ev.icmpCode},"policy_id":${q(ev.ruleId)},"policy_name":${q(ev.policyName)},"reporter_id":${q(ev.reporterId)},"timestamp":"${rfc3339(ev.timestampMs)}","receive_timestamp":"${rfc3339(receiveTimeMs)}","rx_bytes":${ev.rxBytes},"rx_packets":${ev.rxPackets},"tx_bytes":${ev.txBytes},"tx_packets":${ev.txPackets},"source":${endpointJson(ev.source)},"destination":${endpointJson(ev.destination)},"user_id":${q(ev.user.id)},"user_email":${q(ev.user.email)},"user_name":${q(ev.user.name)},"wgflow_reporter_public_key":${q(ev.reporterPublicKey)},"wgflow_interface":${q(ev.interfaceName)},"wgflow_counters_enabled":${ev.countersEnabled},"wgflow_tcp_flags_initiator":${ev.tcpFlagsInitiator},"wgflow_tcp_flags_responder":${ev.tcpFlagsResponder}`;
   if (ev.endReason !== undefined) s += `,"wgflow_end_reason":${q(ev.endReason)}`;
+  if (ev.dropReason !== undefined) s += `,"wgflow_drop_reason":${q(ev.dropReason)}`;
+  if (ev.type === 'DROP') s += ev.ruleId === '' ? ',"wgflow_drop_policy":"none"' : ',"wgflow_drop_policy":"matched"';
   if (ev.windowStartMs !== undefined) s += `,"wgflow_window_start":"${rfc3339(ev.windowStartMs)}"`;
   if (ev.windowEndMs !== undefined) s += `,"wgflow_window_end":"${rfc3339(ev.windowEndMs)}"`;
   return `${s}}`;
@@ -238,6 +245,7 @@ export function fromJsonLine(line: string): ParsedJsonLine {
     tcpFlagsResponder: typeof o.wgflow_tcp_flags_responder === 'number' ? o.wgflow_tcp_flags_responder : 0,
   };
   if (typeof o.wgflow_end_reason === 'string') ev.endReason = o.wgflow_end_reason as FlowEndReason;
+  if (typeof o.wgflow_drop_reason === 'string') ev.dropReason = o.wgflow_drop_reason;
   if (o.wgflow_window_start !== undefined) ev.windowStartMs = time(o, 'wgflow_window_start', '');
   if (o.wgflow_window_end !== undefined) ev.windowEndMs = time(o, 'wgflow_window_end', '');
   return { event: ev, receiveTimeMs: time(o, 'receive_timestamp', '') };

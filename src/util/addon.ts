@@ -98,6 +98,23 @@ export interface NativeIfAddress {
   flags: number;
 }
 
+/** The drop probe (native/src/drops.cc, bpf/wgflow_drops.bpf.c). */
+export interface NativeDropProbe {
+  /** Attach to skb:kfree_skb (idempotent); throws with errno when the kernel refuses. */
+  attach(): void;
+  detach(): void;
+  isAttached(): boolean;
+  /** The watched interfaces of the namespace whose /proc/self/ns/net inode is netns. */
+  setWatch(ifindexes: number[], netns: number): void;
+  /** Switch the probe to its other map and read and empty the one it wrote. */
+  drain(): Promise<{ count: number; keys: ArrayBuffer; values: ArrayBuffer }>;
+  /** WGF_DROP_REASONS x struct wgf_drop_count, summed over CPUs. */
+  reasons(): ArrayBuffer;
+  /** struct wgf_drop_stats, summed over CPUs. */
+  stats(): ArrayBuffer;
+  close(): void;
+}
+
 /** Any other BPF object (benchmark baselines), test-run through the same harness. */
 export interface NativeProgramSet {
   testRun(program: string, packet: Buffer, opts?: TestRunOptions): { retval: number; durationNs: number };
@@ -107,6 +124,9 @@ export interface NativeProgramSet {
 export interface NativeModule {
   Datapath: new (opts: NativeOptions) => NativeDatapath;
   ProgramSet: new (objectPath: string) => NativeProgramSet;
+  DropProbe: new (opts: { objectPath: string; maxKeys: number }) => NativeDropProbe;
+  /** The running kernel's enum skb_drop_reason from its BTF: value -> name without SKB_DROP_REASON_ ({} without BTF). */
+  dropReasonNames(): Record<number, string>;
   sizes: { key4: number; key6: number; flow: number; record: number; stats: number };
   /** sizeof and offsetof of bpf/wgflow.h's structs, by struct and field name as in C. */
   layout: Record<string, Record<string, number>>;
@@ -152,4 +172,8 @@ export function loadNative(): NativeModule {
 
 export function defaultObjectPath(): string {
   return join(REPO_ROOT, 'bpf', 'wgflow.bpf.o');
+}
+
+export function defaultDropObjectPath(): string {
+  return join(REPO_ROOT, 'bpf', 'wgflow_drops.bpf.o');
 }

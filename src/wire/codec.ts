@@ -163,6 +163,7 @@ export function toWire(ev: FlowEvent): WireFlowEvent {
       counters_enabled: ev.countersEnabled,
       tcp_flags_initiator: checkUint(ev.tcpFlagsInitiator, 'tcpFlagsInitiator', 255),
       tcp_flags_responder: checkUint(ev.tcpFlagsResponder, 'tcpFlagsResponder', 255),
+      drop_reason: ev.dropReason ?? '',
     },
   };
 }
@@ -204,6 +205,7 @@ export function fromWire(w: WireFlowEvent): FlowEvent {
     tcpFlagsResponder: f.tcp_flags_responder,
   };
   if ((END_REASONS as readonly string[]).includes(endReasonName)) ev.endReason = endReasonName as FlowEndReason;
+  if (f.drop_reason) ev.dropReason = f.drop_reason;
   if (w.window_start) ev.windowStartMs = timestampToMs(w.window_start);
   if (w.window_end) ev.windowEndMs = timestampToMs(w.window_end);
   return ev;

@@ -59,6 +59,7 @@ export interface WireFlowFields {
   counters_enabled: boolean;
   tcp_flags_initiator: number;
   tcp_flags_responder: number;
+  drop_reason: string;
 }
 
 /** flow.FlowEvent as proto-loader's (de)serializers see it. */

@@ -106,7 +106,8 @@ export class ScannedEvent {
   readonly userId = new Span();
   readonly userName = new Span();
   readonly userEmail = new Span();
-  private readonly spans = [this.eventId, this.publicKey, this.reporterId, this.iface, this.flowId, this.ruleId, this.srcIp, this.dstIp, this.srcRes, this.dstRes, this.policyName, this.userId, this.userName, this.userEmail];
+  readonly dropReason = new Span();
+  private readonly spans = [this.eventId, this.publicKey, this.reporterId, this.iface, this.flowId, this.ruleId, this.srcIp, this.dstIp, this.srcRes, this.dstRes, this.policyName, this.userId, this.userName, this.userEmail, this.dropReason];
   readonly src = new EndpointSpans();
   readonly dst = new EndpointSpans();
   hasFlowFields = false;
@@ -231,6 +232,7 @@ function scanFlowFields(buf: Buffer, start: number, end: number, ev: ScannedEven
         case 100: scanEndpoint(buf, s, e, ev.src); break;
         case 101: scanEndpoint(buf, s, e, ev.dst); break;
         case 102: ev.policyName.set(s, e); break;
+        case 108: ev.dropReason.set(s, e); break;
         case 103: {
           // user: repeated occurrences merge field by field.
           const sub = new Reader(buf, s, e);
@@ -407,6 +409,7 @@ export function readFlowEvent(buf: Buffer): ReadResult {
   };
   const reason = END_REASONS[ev.endReason];
   if (reason) event.endReason = reason;
+  if (ev.dropReason.e > ev.dropReason.s) event.dropReason = text(buf, ev.dropReason);
   if (ev.windowStartMs >= 0) event.windowStartMs = ev.windowStartMs;
   if (ev.windowEndMs >= 0) event.windowEndMs = ev.windowEndMs;
   return { kind: 'event', eventId, event };

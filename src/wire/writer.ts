@@ -396,6 +396,7 @@ function encode(ev: FlowEvent): void {
   w.bool(105, ev.countersEnabled);
   w.uint(106, checkUint(ev.tcpFlagsInitiator, 'tcpFlagsInitiator', 255));
   w.uint(107, checkUint(ev.tcpFlagsResponder, 'tcpFlagsResponder', 255));
+  if (ev.dropReason !== undefined) w.string(108, ev.dropReason);
   w.end(ff, 2);
   if (ev.windowStartMs !== undefined) w.timestamp(6, ev.windowStartMs, 'windowStartMs');
   if (ev.windowEndMs !== undefined) w.timestamp(7, ev.windowEndMs, 'windowEndMs');
@@ -412,7 +413,7 @@ function encode(ev: FlowEvent): void {
 function maxEncodedLength(ev: FlowEvent): number {
   const eb = eventBytes(ev);
   const s = eb ? eb.sourceInfo() : ev.source, d = eb ? eb.destinationInfo() : ev.destination, u = ev.user;
-  const units = ev.ruleId.length + ev.policyName.length + ev.reporterId.length + ev.interfaceName.length
+  const units = ev.ruleId.length + ev.policyName.length + ev.reporterId.length + ev.interfaceName.length + (ev.dropReason?.length ?? 0)
     + 2 * s.id.length + s.name.length + s.dnsLabel.length + s.os.length
     + 2 * d.id.length + d.name.length + d.dnsLabel.length + d.os.length
     + u.id.length + u.name.length + u.email.length;

@@ -114,7 +114,7 @@ describe('IPFIX export read by nfdump and ipfixDump', () => {
     expect(r.status, r.stderr).toBe(0);
     expect(r.stderr).toBe('');
     // libfixbuf reports sequence gaps, bad sets and unknown templates on stderr (checked empty above).
-    expect(r.stdout).toMatch(/\*\*\* File Stats: \d+ Messages, \d+ Data Records, 3 Template Records \*\*\*/);
+    expect(r.stdout).toMatch(/\*\*\* File Stats: \d+ Messages, \d+ Data Records, 5 Template Records \*\*\*/); // flows and drops, IPv4 and IPv6, and the RFC 5610 options template
     for (const name of ['wgflowResourceId', 'wgflowPolicyName', 'octetDeltaCount', 'flowEndReason', 'interfaceName']) expect(r.stdout).toContain(name);
     expect(r.stdout).toContain('database subnet');
     expect(r.stdout).toContain('admins to db');

@@ -7,6 +7,9 @@ export const WGFLOW_PEN = 32473;
 export const TEMPLATE_V4 = 256;
 export const TEMPLATE_V6 = 257;
 export const TEMPLATE_IE_TYPES = 258;
+/** DROP reports: what was dropped (droppedOctet/PacketDeltaCount) and why (forwardingStatus). */
+export const TEMPLATE_DROP_V4 = 259;
+export const TEMPLATE_DROP_V6 = 260;
 const VARLEN = 65535;
 const HEADER_LEN = 16;
 
@@ -24,7 +27,11 @@ export const ENTERPRISE_IES = [
   { id: 4, name: 'wgflowPolicyName', description: 'name of that policy' },
   { id: 5, name: 'wgflowSourceName', description: 'peer or resource name of the source address' },
   { id: 6, name: 'wgflowDestinationName', description: 'peer or resource name of the destination address' },
+  { id: 7, name: 'wgflowDropReason', description: 'the kernel drop reason of dropped packets (e.g. NETFILTER_DROP, NO_SOCKET)' },
 ] as const;
+/** The flow templates carry the first six; the drop templates the policy, the names and the reason. */
+const FLOW_IES = ENTERPRISE_IES.filter((ie) => ie.id <= 6);
+const DROP_IES = ENTERPRISE_IES.filter((ie) => ie.id >= 3);
 
 function dataFields(v6: boolean): FieldSpec[] {
   return [
@@ -45,8 +52,51 @@ function dataFields(v6: boolean): FieldSpec[] {
     { id: 14, length: 4 }, // egressInterface
     { id: 148, length: 8 }, // flowId
     { id: 82, length: VARLEN }, // interfaceName
-    ...ENTERPRISE_IES.map((ie) => ({ id: ie.id, length: VARLEN, pen: WGFLOW_PEN })),
+    ...FLOW_IES.map((ie) => ({ id: ie.id, length: VARLEN, pen: WGFLOW_PEN })),
   ];
+}
+
+function dropFields(v6: boolean): FieldSpec[] {
+  return [
+    { id: v6 ? 27 : 8, length: v6 ? 16 : 4 }, // sourceIPv{4,6}Address
+    { id: v6 ? 28 : 12, length: v6 ? 16 : 4 }, // destinationIPv{4,6}Address
+    { id: 7, length: 2 }, // sourceTransportPort
+    { id: 11, length: 2 }, // destinationTransportPort
+    { id: 4, length: 1 }, // protocolIdentifier
+    { id: 132, length: 8 }, // droppedOctetDeltaCount
+    { id: 133, length: 8 }, // droppedPacketDeltaCount
+    { id: 152, length: 8 }, // flowStartMilliseconds
+    { id: 153, length: 8 }, // flowEndMilliseconds
+    { id: 61, length: 1 }, // flowDirection
+    { id: v6 ? 139 : 32, length: 2 }, // icmpTypeCodeIPv{4,6}
+    { id: 89, length: 1 }, // forwardingStatus (RFC 7270), reduced-size: status and reason code
+    { id: 10, length: 4 }, // ingressInterface
+    { id: 14, length: 4 }, // egressInterface
+    { id: 148, length: 8 }, // flowId
+    { id: 82, length: VARLEN }, // interfaceName
+    ...DROP_IES.map((ie) => ({ id: ie.id, length: VARLEN, pen: WGFLOW_PEN })),
+  ];
+}
+
+/**
+ * forwardingStatus (RFC 7270, IANA registry) of a kernel drop reason: "dropped" (0b10 in the top
+ * two bits) and the closest reason code; 128, dropped for an unknown reason, for the rest.
+ */
+export function forwardingStatusOf(dropReason: string): number {
+  const r = dropReason.toUpperCase();
+  if (r === 'NETFILTER_DROP' || r.startsWith('NFT_') || r.startsWith('XFRM_POLICY')) return 129; // ACL deny
+  if (r === 'TC_DROP' || r === 'TC_INGRESS' || r === 'TC_EGRESS' || r === 'BPF_CGROUP_EGRESS') return 130; // ACL drop
+  if (r.includes('NOROUTE') || r === 'IP_INADDRERRORS' || r === 'IP_INNOROUTES' || r === 'IPV6_NOROUTE' || r === 'UNROUTABLE') return 131; // unroutable
+  if (r.includes('NEIGH')) return 132; // adjacency
+  if (r === 'PKT_TOO_BIG' || r.startsWith('FRAG')) return 133; // fragmentation and DF set
+  if (r === 'IP_CSUM' || r.endsWith('_CSUM')) return 134; // bad header checksum
+  if (r === 'PKT_TOO_SMALL' || r === 'IP_INHDR_LEN') return 135; // bad total length
+  if (r === 'IP_INHDR' || r === 'IPV6_BAD_EXTHDR') return 136; // bad header length
+  if (r.includes('TTL') || r.includes('HOPLIMIT')) return 137; // bad TTL
+  if (r.startsWith('QDISC') || r === 'TC_CHAIN_NOTFOUND' || r === 'TC_RECLASSIFY_LOOP') return 139; // WRED (queue)
+  if (r === 'IP_RPFILTER') return 140; // RPF
+  if (r === 'NO_SOCKET' || r === 'SOCKET_FILTER' || r.startsWith('TCP_') || r.startsWith('SOCKET_')) return 141; // for us
+  return 128;
 }
 
 /** One unidirectional flow record, ready to encode. */
@@ -78,6 +128,13 @@ export interface IpfixRecord {
   policyName: string;
   sourceName: string;
   destinationName: string;
+  /** DROP reports only: octets and packets are what was dropped; the drop templates carry them. */
+  drop?: { forwardingStatus: number; reason: string };
+}
+
+/** The data template a record is encoded for. */
+export function templateOf(r: IpfixRecord): number {
+  return r.drop ? (r.v6 ? TEMPLATE_DROP_V6 : TEMPLATE_DROP_V4) : r.v6 ? TEMPLATE_V6 : TEMPLATE_V4;
 }
 
 /** A growable big-endian byte writer. */
@@ -125,8 +182,8 @@ export function templateSet(): Buffer {
   const w = new Writer();
   w.u16(2);
   w.u16(0);
-  for (const [id, v6] of [[TEMPLATE_V4, false], [TEMPLATE_V6, true]] as const) {
-    const fields = dataFields(v6);
+  for (const [id, v6, drop] of [[TEMPLATE_V4, false, false], [TEMPLATE_V6, true, false], [TEMPLATE_DROP_V4, false, true], [TEMPLATE_DROP_V6, true, true]] as const) {
+    const fields = drop ? dropFields(v6) : dataFields(v6);
     w.u16(id);
     w.u16(fields.length);
     fieldSpecs(w, fields);
@@ -184,6 +241,7 @@ export function ieTypeDataSet(): { set: Buffer; records: number } {
 /** Encode one data record (without set header) for its template. */
 export function encodeRecord(r: IpfixRecord): Buffer {
   const w = new Writer();
+  if (r.drop) return encodeDrop(w, r, r.drop);
   w.bytes(r.src);
   w.bytes(r.dst);
   w.u16(r.sport);
@@ -207,6 +265,31 @@ export function encodeRecord(r: IpfixRecord): Buffer {
   w.varlen(r.policyName);
   w.varlen(r.sourceName);
   w.varlen(r.destinationName);
+  return w.result();
+}
+
+function encodeDrop(w: Writer, r: IpfixRecord, drop: NonNullable<IpfixRecord['drop']>): Buffer {
+  w.bytes(r.src);
+  w.bytes(r.dst);
+  w.u16(r.sport);
+  w.u16(r.dport);
+  w.u8(r.proto);
+  w.u64(r.octets);
+  w.u64(r.packets);
+  w.u64(r.startMs);
+  w.u64(r.endMs);
+  w.u8(r.direction);
+  w.u16(r.icmpTypeCode);
+  w.u8(drop.forwardingStatus);
+  w.u32(r.ingressIf);
+  w.u32(r.egressIf);
+  w.bytes(r.flowId);
+  w.varlen(r.interfaceName);
+  w.varlen(r.policyId);
+  w.varlen(r.policyName);
+  w.varlen(r.sourceName);
+  w.varlen(r.destinationName);
+  w.varlen(drop.reason);
   return w.result();
 }
 

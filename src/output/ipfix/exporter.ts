@@ -11,7 +11,7 @@ import { DeltaTracker } from '../../model/deltas';
 import { type EndpointFields, eventBytes, FlowEvent, FlowEndReason } from '../../model/event';
 import { ifindexOf } from '../../net/netdev';
 import {
-  encodeRecord, header, ieTypeDataSet, ieTypeOptionsTemplateSet, IpfixRecord, packRecords, TEMPLATE_V4, TEMPLATE_V6, templateSet,
+  encodeRecord, forwardingStatusOf, header, ieTypeDataSet, ieTypeOptionsTemplateSet, IpfixRecord, packRecords, templateOf, templateSet,
 } from './encoder';
 
 /** Resolves a collector's host name to one address. */
@@ -191,7 +191,7 @@ export class IpfixExporter implements EventSink {
   export(events: readonly FlowEvent[]): void {
     const records: Array<{ template: number; bytes: Buffer }> = [];
     for (const ev of events) {
-      for (const r of this.toRecords(ev)) records.push({ template: r.v6 ? TEMPLATE_V6 : TEMPLATE_V4, bytes: encodeRecord(r) });
+      for (const r of this.toRecords(ev)) records.push({ template: templateOf(r), bytes: encodeRecord(r) });
     }
     if (records.length === 0) return;
     for (const msg of packRecords(records, this.mtu)) {
@@ -212,6 +212,7 @@ export class IpfixExporter implements EventSink {
 
 /** The two unidirectional records of one report (none for START, which only opens the window). */
   toRecords(ev: FlowEvent): IpfixRecord[] {
+    if (ev.type === 'DROP') return [this.dropRecord(ev)];
     const d = this.deltas.next(ev);
     if (!d) return [];
     const { startMs, endMs } = d;
@@ -263,6 +264,27 @@ export class IpfixExporter implements EventSink {
     // A direction that moved nothing is not a flow; an END with nothing at all still reports the initiator's side.
     const out = [forward, reverse].filter((r) => r.packets > 0);
     return out.length > 0 ? out : ev.type === 'END' ? [forward] : [];
+  }
+
+  /** One record per DROP event: the dropped packets' own direction, never a reverse side. */
+  private dropRecord(ev: FlowEvent): IpfixRecord {
+    const ifindex = this.ifindex(ev.interfaceName);
+    const ingress = ev.direction === 'INGRESS';
+    const src = ipToBytes(ev.source.ip, 'source'), dst = ipToBytes(ev.destination.ip, 'destination');
+    const icmp = ev.protocol === 1 || ev.protocol === 58;
+    const startMs = ev.windowStartMs ?? ev.timestampMs;
+    const reason = ev.dropReason ?? '';
+    return {
+      v6: src.length === 16, src, dst, sport: icmp ? 0 : ev.source.port, dport: icmp ? 0 : ev.destination.port, proto: ev.protocol,
+      octets: ev.rxBytes + ev.txBytes, packets: ev.rxPackets + ev.txPackets,
+      startMs, endMs: ev.windowEndMs ?? startMs,
+      direction: ingress ? 0 : 1, icmpTypeCode: icmp ? (ev.icmpType << 8) | ev.icmpCode : 0,
+      endReason: 0, tcpFlags: 0, ingressIf: ingress ? ifindex : 0, egressIf: ingress ? 0 : ifindex,
+      flowId: uuidToBytes(ev.flowId, 'flow_id').subarray(0, 8),
+      interfaceName: ev.interfaceName, resourceId: '', resourceName: '',
+      policyId: ev.ruleId, policyName: ev.policyName, sourceName: ev.source.name, destinationName: ev.destination.name,
+      drop: { forwardingStatus: forwardingStatusOf(reason), reason },
+    };
   }
 
   private ifindex(name: string): number {

@@ -1,0 +1,115 @@
+// DROP events in the daemon: the drop probe (loaded when first switched on, so a kernel that
+// cannot run it costs nothing until asked), its interface set kept equal to the attached
+// interfaces, and the window reporter feeding the sinks. `drops: on` / `wgflow ctl drops on|off`.
+import type { Logger } from 'pino';
+import type { Attributor } from '../attribution/attributor';
+import { DropProbe, dropReasonName } from '../datapath/drops';
+import { DropReporter, DropsState, DropsStatus } from '../flow/drops';
+import type { FlowEvent } from '../model/event';
+
+
+/** ctl drops on on a kernel that cannot run the probe. */
+export class DropsUnavailableError extends Error {}
+
+export interface DropEventsOptions {
+  attributor: Attributor;
+  sink: (events: FlowEvent[]) => Promise<void>;
+  reporterId: string;
+  reporterPublicKey: string;
+  windowMs: number;
+  maxKeys: number;
+  /** The attached interfaces' ifindexes, and the name of one. */
+  ifindexes: () => number[];
+  interfaceName: (ifindex: number) => string;
+  log: Logger;
+  /** Tests: another object file. */
+  objectPath?: string;
+}
+
+export class DropEvents {
+  private probe: DropProbe | null = null;
+  private unavailable = '';
+  private readonly reporter: DropReporter;
+  private on = false;
+
+  constructor(private readonly opts: DropEventsOptions) {
+    this.reporter = new DropReporter({
+      source: { drain: () => (this.probe ? this.probe.drain() : Promise.resolve([])) },
+      attributor: opts.attributor, sink: opts.sink, reporterId: opts.reporterId, reporterPublicKey: opts.reporterPublicKey,
+      reasonName: dropReasonName, interfaceName: opts.interfaceName, windowMs: opts.windowMs,
+      onError: (err) => opts.log.error({ err: (err as Error).message }, 'DROP events: reading the drop probe failed'),
+    });
+  }
+
+  /**
+   * Switch DROP events on or off, now. On: load the probe the first time (throws
+   * DropsUnavailableError naming the kernel's reason when it cannot run here), watch the attached
+   * interfaces, attach. Off: detach at once; drops recorded until then are still reported.
+   */
+  set(on: boolean): void {
+    if (!on) {
+      this.probe?.detach();
+      if (this.on) this.opts.log.info('DROP events off');
+      this.on = false;
+      return;
+    }
+    if (this.on) return;
+    const probe = this.load();
+    probe.watch(this.opts.ifindexes());
+    try {
+      probe.attach();
+    } catch (err) {
+      this.unavailable = firstLine(err);
+      throw new DropsUnavailableError(`DROP events are unavailable on this kernel: ${this.unavailable}`);
+    }
+    this.on = true;
+    this.reporter.start();
+    this.opts.log.info({ windowMs: this.opts.windowMs }, 'DROP events on');
+  }
+
+  /** The attached interfaces changed: the probe watches exactly them. */
+  refreshWatch(): void {
+    if (!this.probe) return;
+    try {
+      this.probe.watch(this.opts.ifindexes());
+    } catch (err) {
+      this.opts.log.error({ err: firstLine(err) }, 'DROP events: cannot update the watched interfaces');
+    }
+  }
+
+  get state(): DropsState {
+    return this.on ? 'on' : this.unavailable ? 'unavailable' : 'off';
+  }
+
+  status(): DropsStatus {
+    return {
+      state: this.state, reason: this.unavailable, windowMs: this.opts.windowMs, reporter: this.reporter.stats(),
+      probe: this.probe ? this.probe.stats() : null, reasons: this.probe ? this.probe.reasons() : [],
+    };
+  }
+
+  /** Detach, report what was recorded, close. */
+  async stop(): Promise<void> {
+    this.probe?.detach();
+    this.on = false;
+    await this.reporter.stop();
+    this.probe?.close();
+    this.probe = null;
+  }
+
+  private load(): DropProbe {
+    if (this.probe) return this.probe;
+    try {
+      this.probe = DropProbe.open({ maxKeys: this.opts.maxKeys, objectPath: this.opts.objectPath });
+    } catch (err) {
+      this.unavailable = firstLine(err);
+      throw new DropsUnavailableError(`DROP events are unavailable on this kernel (they need BTF and the skb:kfree_skb tracepoint with a drop reason, Linux >= 5.17): ${this.unavailable}`);
+    }
+    this.unavailable = '';
+    return this.probe;
+  }
+}
+
+function firstLine(err: unknown): string {
+  return ((err as Error).message ?? String(err)).split('\n')[0];
+}
