@@ -58,6 +58,7 @@ const USER_EMAILS = names(3, 'user', '@example.com');
 
 const TYPES: FlowEventType[] = ['START', 'UPDATE', 'END', 'DROP'];
 const REASONS: FlowEndReason[] = ['idle', 'tcp_fin', 'tcp_rst', 'forced', 'lack_of_resources'];
+const DROP_REASONS = ['NETFILTER_DROP', 'NO_SOCKET', 'IP_INNOROUTES', 'NOT_SPECIFIED', 'TCP_INVALID_SEQUENCE'];
 const ENDPOINT_TYPES: EndpointType[] = ['PEER', 'HOST_RESOURCE', 'SUBNET_RESOURCE', 'DOMAIN_RESOURCE', 'UNKNOWN'];
 
 /** Event i of the run named by seed. */
@@ -112,6 +113,8 @@ export function syntheticEvent(seed: string, i: number, baseTimeMs = 1_750_000_0
     tcpFlagsResponder: proto === 6 ? 0x12 : 0,
   };
   if (type === 'END') ev.endReason = REASONS[(i >> 2) % REASONS.length];
+  // DROP events carry the kernel's reason (most of them; a NetBird-style DROP has none).
+  if (type === 'DROP' && i % 7 !== 3) ev.dropReason = DROP_REASONS[(i >> 2) % DROP_REASONS.length];
   if (type === 'UPDATE' || type === 'END') {
     ev.windowStartMs = ts - 60_000;
     ev.windowEndMs = ts;

@@ -112,7 +112,7 @@ describe('collector JSON from message bytes', () => {
     const base = syntheticEvent('json', 7);
     const texts = ['', 'plain', 'quote " and \\ backslash', 'tab\tnl\ncr\rff\fbs\b', 'ctl \u0000\u0001\u001f del \u007f', 'ü é 中文 𝄞 emoji 🎉', '\u2028\u2029', '\ufeffbom', '\uffff'];
     for (const t of texts) {
-      const ev: FlowEvent = { ...base, policyName: t, ruleId: t, reporterId: t, interfaceName: t, user: { id: t, name: t, email: t }, destination: { ...base.destination, name: t, os: t, dnsLabel: t } };
+      const ev: FlowEvent = { ...base, policyName: t, ruleId: t, reporterId: t, interfaceName: t, dropReason: t, user: { id: t, name: t, email: t }, destination: { ...base.destination, name: t, os: t, dnsLabel: t } };
       expect(expectSameOutcome(writeFlowEvent(ev))).toBe('event');
     }
     // Invalid UTF-8: write a placeholder, then overwrite its bytes.

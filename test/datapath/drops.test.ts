@@ -1,0 +1,93 @@
+// The drop probe against the kernel: UDP to a closed port on a watched loopback is dropped with
+// NO_SOCKET and counted exactly; the same drop in another network namespace (whose loopback has
+// the same ifindex) is not; a full drop map counts what it could not hold; detach stops it; a
+// probe that cannot load says so and the daemon's switch reports "unavailable".
+import { execFileSync } from 'node:child_process';
+import { describe, expect, it } from 'vitest';
+import pino from 'pino';
+import { Attributor } from '../../src/attribution/attributor';
+import { DropProbe, dropReasonName } from '../../src/datapath/drops';
+import { DropEvents, DropsUnavailableError } from '../../src/daemon/drops';
+import { describePrivileged } from '../helpers/env';
+
+/** count UDP datagrams of size bytes to 127.0.0.1:port (closed) from inside ns (or here). */
+function sendClosed(count: number, size: number, firstPort: number, ports = 1, ns?: string): void {
+  const script = `const s=require('dgram').createSocket('udp4');let i=0;const t=setInterval(()=>{if(i===${count}){clearInterval(t);s.close();return}s.send(Buffer.alloc(${size}),${firstPort}+(i%${ports}),'127.0.0.1');i++},1)`;
+  if (ns) execFileSync('ip', ['netns', 'exec', ns, process.execPath, '-e', script]);
+  else execFileSync(process.execPath, ['-e', script]);
+}
+
+const settle = (): Promise<void> => new Promise((r) => setTimeout(r, 50));
+
+describePrivileged('the drop probe in the kernel', () => {
+  it('counts drops of the watched interface in this namespace only, exactly, with the kernel reason', async () => {
+    const ns = `wgfdrop${process.pid}`;
+    execFileSync('ip', ['netns', 'add', ns]);
+    const probe = DropProbe.open({ maxKeys: 64 });
+    try {
+      execFileSync('ip', ['netns', 'exec', ns, 'ip', 'link', 'set', 'lo', 'up']);
+      probe.watch([1]); // lo
+      probe.attach();
+      expect(probe.attached).toBe(true);
+      await probe.drain(); // whatever the machine dropped before
+      sendClosed(25, 100, 39999);
+      sendClosed(40, 100, 39999, 1, ns); // the same drop, another namespace: not ours
+      await settle();
+      const got = (await probe.drain()).filter((d) => d.dport === 39999);
+      expect(got).toHaveLength(1);
+      expect(got[0]).toMatchObject({ family: 4, proto: 17, packets: 25, bytes: 25 * 128, dir: 0, ifindex: 1 });
+      expect(dropReasonName(got[0].reason)).toBe('NO_SOCKET');
+      expect(Buffer.from(got[0].saddr).join('.')).toBe('127.0.0.1');
+      expect(got[0].lastNs).toBeGreaterThanOrEqual(got[0].firstNs);
+      const reasons = probe.reasons();
+      expect(reasons.find((r) => r.reason === 'NO_SOCKET')!.packets).toBeGreaterThanOrEqual(25);
+      // Drained: the next window starts empty.
+      expect((await probe.drain()).filter((d) => d.dport === 39999)).toEqual([]);
+      probe.detach();
+      sendClosed(5, 100, 39999);
+      await settle();
+      expect((await probe.drain()).filter((d) => d.dport === 39999)).toEqual([]);
+    } finally {
+      probe.close();
+      execFileSync('ip', ['netns', 'del', ns]);
+    }
+  });
+
+  it('a full drop map: what does not fit is counted, never lost silently', async () => {
+    const probe = DropProbe.open({ maxKeys: 4 });
+    try {
+      probe.watch([1]);
+      probe.attach();
+      await probe.drain();
+      const before = probe.stats().mapFull;
+      sendClosed(30, 50, 38000, 10); // 10 distinct keys, 3 datagrams each
+      await settle();
+      const got = (await probe.drain()).filter((d) => d.dport >= 38000 && d.dport < 38010);
+      expect(got.length).toBeLessThanOrEqual(4);
+      const held = got.reduce((a, d) => a + d.packets, 0);
+      expect(held + probe.stats().mapFull - before).toBe(30);
+    } finally {
+      probe.close();
+    }
+  });
+
+  it('an object that cannot be loaded: a clear error; the daemon switch says "unavailable" and keeps the reason', () => {
+    expect(() => DropProbe.open({ objectPath: '/nonexistent/wgflow_drops.bpf.o' })).toThrow(/cannot open BPF object/);
+    const d = new DropEvents({
+      attributor: new Attributor(), sink: async () => undefined, reporterId: 'r', reporterPublicKey: '', windowMs: 1000, maxKeys: 16,
+      ifindexes: () => [1], interfaceName: String, log: pino({ level: 'silent' }), objectPath: '/nonexistent/wgflow_drops.bpf.o',
+    });
+    expect(() => d.set(true)).toThrow(DropsUnavailableError);
+    expect(() => d.set(true)).toThrow(/DROP events are unavailable on this kernel .*Linux >= 5\.17.*cannot open BPF object/);
+    expect(d.state).toBe('unavailable');
+    expect(d.status()).toMatchObject({ state: 'unavailable', reason: expect.stringMatching(/cannot open BPF object/) });
+    d.set(false); // off stays possible
+    expect(d.state).toBe('unavailable');
+  });
+});
+
+describe('drop reason names', () => {
+  it('come from the running kernel and fall back to the number', () => {
+    expect(dropReasonName(999_999)).toBe('REASON_999999');
+  });
+});
