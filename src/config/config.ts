@@ -402,7 +402,7 @@ export interface LoadedConfig {
 export function planMemory(config: WgflowConfig, opts: { file?: string; env?: NodeJS.ProcessEnv; flags?: FlagValues; cgroup?: CgroupPaths } = {}): MemoryPlan {
   const settings = {
     maxFlows: config.datapath.max_flows, maxFlowsV6: config.datapath.max_flows_v6, ringBytes: config.datapath.ring_bytes,
-    maxInFlight: exportInFlight(config),
+    maxInFlight: exportInFlight(config), dropKeys: config.datapath.drop_keys,
   };
   const configured = config.memory_limit === undefined ? undefined : { bytes: config.memory_limit, source: `memory_limit${originOf('memory_limit', opts).replace(/^ \((.*)\)$/, ', $1')}` };
   const plan: MemoryPlan = { budget: memoryBudget(settings), limit: effectiveLimit(configured, cgroupMemoryLimit(opts.cgroup)) };

@@ -2,6 +2,7 @@
 // that bound it (the flow maps' sizes, the exporter's window), and checked against the limit it
 // runs under (memory_limit, or its control group's). A configuration that cannot fit is refused
 // with what would fit, instead of being killed by the kernel once the flows arrive.
+import { DEFAULT_DROP_KEYS, dropMapBytes } from '../datapath/drops';
 import { Check, ConfigError } from '../util/check';
 import { flowStateBytes } from '../flow/budget';
 import { kernelMapBytes, mapReadBytes } from '../datapath/datapath';
@@ -78,6 +79,8 @@ export interface BudgetSettings {
   ringBytes: number;
   /** collector.max_in_flight plus jetstream.max_in_flight of the outputs configured; undefined with neither. */
   maxInFlight?: number;
+  /** datapath.drop_keys (default DEFAULT_DROP_KEYS): the drop maps are budgeted even with drops off, since ctl can switch them on. */
+  dropKeys?: number;
 }
 
 export interface MemoryBudget {
@@ -95,7 +98,9 @@ export interface MemoryBudget {
   exportBytes: number;
   /** base + flow state + map read + export: what the daemon's resident memory stays within. */
   residentBytes: number;
-  /** The kernel's flow maps and ring buffer: not resident in the process, charged to its cgroup. */
+  /** The drop probe's maps (two of datapath.drop_keys entries and the per-reason counters), part of kernelBytes. */
+  dropMapBytes: number;
+  /** The kernel's flow maps, ring buffer and drop maps: not resident in the process, charged to its cgroup. */
   kernelBytes: number;
   /** resident + kernel: what must fit in the memory limit. */
   totalBytes: number;
@@ -107,7 +112,8 @@ export function memoryBudget(s: BudgetSettings): MemoryBudget {
   const mapRead = mapReadBytes(v4, v6);
   const exportBytes = s.maxInFlight === undefined ? 0 : s.maxInFlight * IN_FLIGHT_EVENT_BYTES + SPOOL_DEFAULTS.memoryBytes;
   const resident = DAEMON_BASE_BYTES + flowState + mapRead + exportBytes;
-  const kernel = kernelMapBytes(v4, v6, s.ringBytes);
+  const dropMaps = dropMapBytes(s.dropKeys ?? DEFAULT_DROP_KEYS);
+  const kernel = kernelMapBytes(v4, v6, s.ringBytes) + dropMaps;
   return {
     maxFlows: v4,
     maxFlowsV6: v6,
@@ -118,6 +124,7 @@ export function memoryBudget(s: BudgetSettings): MemoryBudget {
     baseBytes: DAEMON_BASE_BYTES,
     exportBytes,
     residentBytes: resident,
+    dropMapBytes: dropMaps,
     kernelBytes: kernel,
     totalBytes: resident + kernel,
   };

@@ -2,6 +2,7 @@
 // per setting, in the component that owns it). test/layout/config-docs.test.ts checks that the
 // file holds exactly this; `make docs` writes it.
 import { configLeaves, configSchema, RUN_FLAGS } from './config';
+import { DEFAULT_DROP_KEYS } from '../datapath/drops';
 import { DEFAULT_MAX_FLOWS, DEFAULT_RING_BYTES, READ_CHUNK_ENTRIES } from '../datapath/datapath';
 import { EXPORTER_DEFAULTS } from '../output/grpc/exporter';
 import { SPOOL_DEFAULTS } from '../output/spool';
@@ -47,7 +48,7 @@ export function memoryReference(): string {
     `| map read | the drain's buffers: it reads the flow maps ${count(READ_CHUNK_ENTRIES)} entries at a time (16 + 40 bytes an IPv4 entry, 40 + 40 an IPv6 one) | ${f(d.mapReadBytes)} | ${f(m.mapReadBytes)} |`,
     `| export | with a collector only: \`collector.max_in_flight\` x ${f(IN_FLIGHT_EVENT_BYTES)} (measured: 1.2-1.3 KiB of RSS per event in flight) + the spool's ${f(SPOOL_DEFAULTS.memoryBytes)} in-memory cap; ${f(dc.exportBytes)} at the default ${count(inFlight)} | 0 B (${f(dc.exportBytes)}) | 0 B (${f(mc.exportBytes)}) |`,
     `| **resident** | what the daemon's RSS stays within: the sum of the above (\`wgflow_memory_budget_resident_bytes\`) | ${f(d.residentBytes)} (${f(dc.residentBytes)}) | ${f(m.residentBytes)} (${f(mc.residentBytes)}) |`,
-    `| kernel maps | the flow maps (preallocated: each entry 48 bytes of header, key and value) and the ring buffer: not in the RSS, but charged to the daemon's memory cgroup | ${f(d.kernelBytes)} | ${f(m.kernelBytes)} |`,
+    `| kernel maps | the flow maps (preallocated: each entry 48 bytes of header, key and value), the ring buffer and the drop probe's maps (${f(d.dropMapBytes)} at \`datapath.drop_keys\` ${count(DEFAULT_DROP_KEYS)}, budgeted even with drops off: \`ctl drops on\` can load them): not in the RSS, but charged to the daemon's memory cgroup | ${f(d.kernelBytes)} | ${f(m.kernelBytes)} |`,
     `| **total** | resident + kernel maps (\`wgflow_memory_budget_bytes\`): what must fit in the limit | ${f(d.totalBytes)} (${f(dc.totalBytes)}) | ${f(m.totalBytes)} (${f(mc.totalBytes)}) |`,
   ];
   // The refusal at 1,000,000 flows in a unit limited to 256 MiB.

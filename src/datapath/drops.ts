@@ -12,10 +12,19 @@ export interface DropProbeOptions {
 }
 
 export const DEFAULT_DROP_KEYS = 16_384;
-/** Kernel memory of the drop maps: two hash maps of maxKeys (48 B header + 48 B key + 40 B value). */
+/** CPUs the per-CPU reason counters are budgeted for: a bound, so the budget (and its docs) do not depend on the machine. */
+const BUDGET_CPUS = 64;
+
+/**
+ * Kernel memory of the drop probe's maps as the kernel charges it (bpftool's bytes_memlock), an
+ * upper bound: two preallocated hash maps of maxKeys entries (48 B element header + 48 B key + 40 B
+ * value, a 16 B bucket per power-of-two slot), the per-CPU reason counters (4 KiB per CPU, up to
+ * 64 CPUs), and ~32 KiB for the small maps. Checked against bpftool in test/datapath/drops.test.ts.
+ */
 export function dropMapBytes(maxKeys: number): number {
+  const cpus = BUDGET_CPUS;
   const pow2 = 2 ** Math.ceil(Math.log2(Math.max(1, maxKeys)));
-  return 2 * (maxKeys * (48 + 48 + 40) + pow2 * 16 + 4096) + DROP_REASON_SLOTS * 16 * 64;
+  return 2 * (maxKeys * (48 + 48 + 40) + pow2 * 16 + 4096) + DROP_REASON_SLOTS * 16 * cpus + 4096 + 32 * 1024;
 }
 
 /** Drops of one reason since the probe was loaded. */

@@ -3,10 +3,11 @@
 // the same ifindex) is not; a full drop map counts what it could not hold; detach stops it; a
 // probe that cannot load says so and the daemon's switch reports "unavailable".
 import { execFileSync } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import pino from 'pino';
 import { Attributor } from '../../src/attribution/attributor';
-import { DropProbe, dropReasonName } from '../../src/datapath/drops';
+import { dropMapBytes, DropProbe, dropReasonName } from '../../src/datapath/drops';
 import { DropEvents, DropsUnavailableError } from '../../src/daemon/drops';
 import { describePrivileged } from '../helpers/env';
 
@@ -66,6 +67,32 @@ describePrivileged('the drop probe in the kernel', () => {
       expect(got.length).toBeLessThanOrEqual(4);
       const held = got.reduce((a, d) => a + d.packets, 0);
       expect(held + probe.stats().mapFull - before).toBe(30);
+    } finally {
+      probe.close();
+    }
+  });
+
+  it('the memory budget holds what the kernel charges for the drop maps (bpftool bytes_memlock)', () => {
+    const probe = DropProbe.open({ maxKeys: 16_384 });
+    try {
+      // What bpftool shows as bytes_memlock, read from this process's own map descriptors (other
+      // processes may hold drop maps of their own right now): the probe's six maps.
+      const maps = new Map<number, number>();
+      for (const fd of readdirSync('/proc/self/fdinfo')) {
+        let info = '';
+        try {
+          info = readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8');
+        } catch {
+          continue;
+        }
+        const id = /^map_id:\s+(\d+)/m.exec(info), memlock = /^memlock:\s+(\d+)/m.exec(info);
+        if (id && memlock) maps.set(Number(id[1]), Number(memlock[1]));
+      }
+      expect(maps.size).toBe(6);
+      const charged = [...maps.values()].reduce((a, n) => a + n, 0);
+      expect(dropMapBytes(16_384)).toBeGreaterThanOrEqual(charged);
+      // Slack: the per-CPU counters are budgeted for 64 CPUs (4 KiB each).
+      expect(dropMapBytes(16_384) - charged).toBeLessThan(64 * 1024 + 64 * 4096);
     } finally {
       probe.close();
     }

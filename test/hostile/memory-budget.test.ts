@@ -2,6 +2,7 @@
 // budget's arithmetic, the cgroup limit read from a fake /sys/fs/cgroup tree (v2, nested, hybrid
 // v1), and `wgflow run --check-config` refusing a configuration that does not fit, with the keys
 // to change and what would fit.
+import { DEFAULT_DROP_KEYS, dropMapBytes } from '../../src/datapath/drops';
 import { afterAll, describe, expect, it } from 'vitest';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -97,7 +98,10 @@ describe('the budget', () => {
     expect(mapReadBytes(10, 100_000)).toBe(10 * 16 + 65_536 * 40 + 65_536 * 40);
     expect(b.exportBytes).toBe(0);
     expect(b.residentBytes).toBe(DAEMON_BASE_BYTES + b.flowStateBytes + b.mapReadBytes);
-    expect(b.kernelBytes).toBe(kernelMapBytes(65_536, 65_536, 1 << 20));
+    // The drop maps count even with drops off (wgflow ctl drops on can load them at any time).
+    expect(b.dropMapBytes).toBe(dropMapBytes(DEFAULT_DROP_KEYS));
+    expect(b.kernelBytes).toBe(kernelMapBytes(65_536, 65_536, 1 << 20) + b.dropMapBytes);
+    expect(memoryBudget({ maxFlows: 65_536, ringBytes: 1 << 20, dropKeys: 1 }).dropMapBytes).toBeLessThan(b.dropMapBytes);
     expect(b.totalBytes).toBe(b.residentBytes + b.kernelBytes);
     // Per flow: the tracker's slot and its share of the index.
     expect(b.flowStateBytesPerFlowV4).toBe(Math.ceil(flowStateBytes(65_536, 0) / 65_536));
