@@ -12,7 +12,8 @@ const UUID_DASHES = [4, 6, 8, 10];
 const K = (text: string): Buffer => Buffer.from(text, 'latin1');
 const DIRECTIONS = ['', 'INGRESS', 'EGRESS'];
 /** `,"type":"TYPE_X","direction":"D","protocol":` for every type and direction. */
-const TYPE_DIRECTION = new Map<number, Buffer[]>(Object.entries(EVENT_TYPES).map(([n, t]) => [Number(n), DIRECTIONS.map((d) => K(`,"type":"TYPE_${t}","direction":"${d}","protocol":`))]));
+// Type 0 passes checkScanned only as a NetBird window aggregate (TYPE_UNKNOWN).
+const TYPE_DIRECTION = new Map<number, Buffer[]>([...Object.entries(EVENT_TYPES), ['0', 'UNKNOWN']].map(([n, t]) => [Number(n), DIRECTIONS.map((d) => K(`,"type":"TYPE_${t}","direction":"${d}","protocol":`))]));
 const ENDPOINT_TYPE_BYTES = new Map<number, Buffer>(Object.entries(ENDPOINT_TYPES).map(([n, t]) => [Number(n), K(`,"type":"${t}","dns_label":`)]));
 const UNKNOWN_TYPE_BYTES = K(',"type":"UNKNOWN","dns_label":');
 const END_REASON_BYTES = new Map<number, Buffer>(Object.entries(END_REASONS).map(([n, r]) => [Number(n), K(`,"wgflow_end_reason":"${r}"`)]));
@@ -45,6 +46,9 @@ const T = {
   flagsR: K(',"wgflow_tcp_flags_responder":'),
   windowStart: K(',"wgflow_window_start":"'),
   dropReason: K(',"wgflow_drop_reason":'),
+  numStarts: K(',"num_of_starts":'),
+  numEnds: K(',"num_of_ends":'),
+  numDrops: K(',"num_of_drops":'),
   dropMatched: K(',"wgflow_drop_policy":"matched"'),
   dropNone: K(',"wgflow_drop_policy":"none"'),
   windowEnd: K(',"wgflow_window_end":"'),
@@ -265,6 +269,14 @@ export function writeJsonLine(out: ByteBuffer, ev: ScannedEvent, receiveTimeMs: 
     out.bytes(T.windowEnd);
     time(out, ev.windowEndMs);
     out.byte(0x22);
+  }
+  if (ev.type === 0) {
+    out.bytes(T.numStarts);
+    out.uint(ev.numStarts);
+    out.bytes(T.numEnds);
+    out.uint(ev.numEnds);
+    out.bytes(T.numDrops);
+    out.uint(ev.numDrops);
   }
   out.byte(0x7d);
 }

@@ -20,6 +20,8 @@ import type { NatsConnection } from '@nats-io/nats-core';
 import type { Logger } from 'pino';
 import { JETSTREAM_DEFAULTS, StreamMissingError } from '../wire/jetstream';
 import { checkScanned, scanFlowEvent, ScannedEvent } from '../wire/reader';
+/** NetBird v0.75 clients send window aggregates (TYPE_UNKNOWN): stored as such (docs/export.md). */
+const AGGREGATES = { aggregates: true } as const;
 import type { ByteBuffer } from '../util/byte-buffer';
 import { JSONL_DEFAULTS, JsonlWriter, listEventFiles } from '../output/jsonl-writer';
 import { CommitGuard, rebuildSeenSet, SeenSet } from './dedup';
@@ -218,7 +220,7 @@ export class JetStreamConsumer {
     let error: string | null;
     try {
       scanFlowEvent(buf, ev);
-      error = ev.initiator ? 'an initiator (handshake) message, not an event' : checkScanned(ev);
+      error = ev.initiator ? 'an initiator (handshake) message, not an event' : checkScanned(ev, AGGREGATES);
     } catch (err) {
       error = `cannot parse a flow.FlowEvent: ${(err as Error).message}`;
     }

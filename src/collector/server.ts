@@ -13,6 +13,8 @@ import type { Logger } from 'pino';
 import { encodeAck, INITIATOR_ACK } from '../wire/codec';
 import { EVENTS_METHOD } from '../wire/proto';
 import { checkScanned, EVENT_TYPES, scanFlowEvent, ScannedEvent } from '../wire/reader';
+/** NetBird v0.75 clients send window aggregates (TYPE_UNKNOWN): stored as such (docs/export.md). */
+const AGGREGATES = { aggregates: true } as const;
 import { ByteBuffer } from '../util/byte-buffer';
 import { encodeGrpcMessage, frameMessage, GrpcStatus } from '../wire/grpc';
 import { writeJsonLine } from './event-json';
@@ -332,7 +334,7 @@ class EventStream {
     const r = this.scan(msg);
     if (r !== null) return r;
     const id = msg.subarray(ev.eventId.s, ev.eventId.e);
-    const error = checkScanned(ev);
+    const error = checkScanned(ev, AGGREGATES);
     let batch: number;
     if (error !== null) {
       // Acked anyway: one event we cannot represent must not block its sender forever.
@@ -369,7 +371,7 @@ class EventStream {
     // The message is a view of a buffer reused after this returns: keep a copy until the PubAck.
     const payload = Buffer.from(msg);
     const idStart = ev.eventId.s, idEnd = ev.eventId.e;
-    const error = checkScanned(ev);
+    const error = checkScanned(ev, AGGREGATES);
     if (error !== null) {
       // Acked anyway, as the writing collector does: it cannot be stored anywhere.
       this.c.counters.malformed++;

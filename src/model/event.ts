@@ -104,6 +104,14 @@ export interface FlowEvent {
   aggregate?: AggregateCounts;
 }
 
+/**
+ * The type an aggregate of these counts is given in FlowEvent.type (its wire and JSON type is
+ * TYPE_UNKNOWN): START when the group saw a start, else END, else DROP, else UPDATE.
+ */
+export function aggregateType(a: AggregateCounts): FlowEventType {
+  return a.starts > 0 ? 'START' : a.ends > 0 ? 'END' : a.drops > 0 ? 'DROP' : 'UPDATE';
+}
+
 /** How many events of each kind a window aggregate stands for (flow_fields 16-18). */
 export interface AggregateCounts {
   starts: number;

@@ -1,7 +1,7 @@
 // The JSON form of a FlowEvent: one object per line, NetBird's management-API field names (so SIEM
 // rules written for NetBird work), plus wgflow's extras under wgflow_* names. docs/events.md is the
 // schema. toJsonLine and fromJsonLine are exact inverses for every FlowEvent (tests check it).
-import type { EndpointType, FlowDirection, FlowEndpoint, FlowEndReason, FlowEvent, FlowEventType } from './event';
+import { aggregateType, type EndpointType, type FlowDirection, type FlowEndpoint, type FlowEndReason, type FlowEvent, type FlowEventType } from './event';
 
 export interface JsonGeoLocation {
   city_name: string;
@@ -24,7 +24,8 @@ export interface JsonEndpoint {
 export interface JsonFlowEvent {
   id: string;
   flow_id: string;
-  type: 'TYPE_START' | 'TYPE_UPDATE' | 'TYPE_END' | 'TYPE_DROP';
+  /** TYPE_UNKNOWN: a NetBird window aggregate (with num_of_starts, num_of_ends, num_of_drops). */
+  type: 'TYPE_START' | 'TYPE_UPDATE' | 'TYPE_END' | 'TYPE_DROP' | 'TYPE_UNKNOWN';
   direction: FlowDirection;
   protocol: number;
   icmp_type: number;
@@ -55,6 +56,10 @@ export interface JsonFlowEvent {
   wgflow_counters_enabled: boolean;
   wgflow_tcp_flags_initiator: number;
   wgflow_tcp_flags_responder: number;
+  /** NetBird window aggregates only: how many START, END and DROP events the group stands for. */
+  num_of_starts?: number;
+  num_of_ends?: number;
+  num_of_drops?: number;
 }
 
 // RFC 3339 with milliseconds, UTC (Date#toISOString). The collector formats two or more per event
@@ -104,7 +109,7 @@ export function toJsonObject(ev: FlowEvent, receiveTimeMs: number): JsonFlowEven
   const o: JsonFlowEvent = {
     id: ev.eventId,
     flow_id: ev.flowId,
-    type: `TYPE_${ev.type}`,
+    type: ev.aggregate ? 'TYPE_UNKNOWN' : `TYPE_${ev.type}`,
     direction: ev.direction,
     protocol: ev.protocol,
     icmp_type: ev.icmpType,
@@ -131,9 +136,14 @@ export function toJsonObject(ev: FlowEvent, receiveTimeMs: number): JsonFlowEven
   };
   if (ev.endReason !== undefined) o.wgflow_end_reason = ev.endReason;
   if (ev.dropReason !== undefined) o.wgflow_drop_reason = ev.dropReason;
-  if (ev.type === 'DROP') o.wgflow_drop_policy = ev.ruleId === '' ? 'none' : 'matched';
+  if (ev.type === 'DROP' && !ev.aggregate) o.wgflow_drop_policy = ev.ruleId === '' ? 'none' : 'matched';
   if (ev.windowStartMs !== undefined) o.wgflow_window_start = rfc3339(ev.windowStartMs);
   if (ev.windowEndMs !== undefined) o.wgflow_window_end = rfc3339(ev.windowEndMs);
+  if (ev.aggregate) {
+    o.num_of_starts = ev.aggregate.starts;
+    o.num_of_ends = ev.aggregate.ends;
+    o.num_of_drops = ev.aggregate.drops;
+  }
   return o;
 }
 
@@ -149,12 +159,13 @@ function endpointJson(e: FlowEndpoint): string {
  * always the first key: the collector's restart scan relies on it.
  */
 export function toJsonLine(ev: FlowEvent, receiveTimeMs: number): string {
-  let s = `{"id":${q(ev.eventId)},"flow_id":${q(ev.flowId)},"type":${q(`TYPE_${ev.type}`)},"direction":${q(ev.direction)},"protocol":${ev.protocol},"icmp_type":${ev.icmpType},"icmp_code":${ev.icmpCode},"policy_id":${q(ev.ruleId)},"policy_name":${q(ev.policyName)},"reporter_id":${q(ev.reporterId)},"timestamp":"${rfc3339(ev.timestampMs)}","receive_timestamp":"${rfc3339(receiveTimeMs)}","rx_bytes":${ev.rxBytes},"rx_packets":${ev.rxPackets},"tx_bytes":${ev.txBytes},"tx_packets":${ev.txPackets},"source":${endpointJson(ev.source)},"destination":${endpointJson(ev.destination)},"user_id":${q(ev.user.id)},"user_email":${q(ev.user.email)},"user_name":${q(ev.user.name)},"wgflow_reporter_public_key":${q(ev.reporterPublicKey)},"wgflow_interface":${q(ev.interfaceName)},"wgflow_counters_enabled":${ev.countersEnabled},"wgflow_tcp_flags_initiator":${ev.tcpFlagsInitiator},"wgflow_tcp_flags_responder":${ev.tcpFlagsResponder}`;
+  let s = `{"id":${q(ev.eventId)},"flow_id":${q(ev.flowId)},"type":${q(ev.aggregate ? 'TYPE_UNKNOWN' : `TYPE_${ev.type}`)},"direction":${q(ev.direction)},"protocol":${ev.protocol},"icmp_type":${ev.icmpType},"icmp_code":${ev.icmpCode},"policy_id":${q(ev.ruleId)},"policy_name":${q(ev.policyName)},"reporter_id":${q(ev.reporterId)},"timestamp":"${rfc3339(ev.timestampMs)}","receive_timestamp":"${rfc3339(receiveTimeMs)}","rx_bytes":${ev.rxBytes},"rx_packets":${ev.rxPackets},"tx_bytes":${ev.txBytes},"tx_packets":${ev.txPackets},"source":${endpointJson(ev.source)},"destination":${endpointJson(ev.destination)},"user_id":${q(ev.user.id)},"user_email":${q(ev.user.email)},"user_name":${q(ev.user.name)},"wgflow_reporter_public_key":${q(ev.reporterPublicKey)},"wgflow_interface":${q(ev.interfaceName)},"wgflow_counters_enabled":${ev.countersEnabled},"wgflow_tcp_flags_initiator":${ev.tcpFlagsInitiator},"wgflow_tcp_flags_responder":${ev.tcpFlagsResponder}`;
   if (ev.endReason !== undefined) s += `,"wgflow_end_reason":${q(ev.endReason)}`;
   if (ev.dropReason !== undefined) s += `,"wgflow_drop_reason":${q(ev.dropReason)}`;
-  if (ev.type === 'DROP') s += ev.ruleId === '' ? ',"wgflow_drop_policy":"none"' : ',"wgflow_drop_policy":"matched"';
+  if (ev.type === 'DROP' && !ev.aggregate) s += ev.ruleId === '' ? ',"wgflow_drop_policy":"none"' : ',"wgflow_drop_policy":"matched"';
   if (ev.windowStartMs !== undefined) s += `,"wgflow_window_start":"${rfc3339(ev.windowStartMs)}"`;
   if (ev.windowEndMs !== undefined) s += `,"wgflow_window_end":"${rfc3339(ev.windowEndMs)}"`;
+  if (ev.aggregate) s += `,"num_of_starts":${ev.aggregate.starts},"num_of_ends":${ev.aggregate.ends},"num_of_drops":${ev.aggregate.drops}`;
   return `${s}}`;
 }
 
@@ -217,7 +228,10 @@ export function fromJsonLine(line: string): ParsedJsonLine {
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new Error('not a JSON object');
   const o = parsed as Obj;
   const typeText = str(o, 'type', '');
-  const type = typeText.replace(/^TYPE_/, '') as FlowEventType;
+  const aggregate = typeText === 'TYPE_UNKNOWN'
+    ? { starts: num(o, 'num_of_starts', ''), ends: num(o, 'num_of_ends', ''), drops: num(o, 'num_of_drops', '') }
+    : undefined;
+  const type = aggregate ? aggregateType(aggregate) : typeText.replace(/^TYPE_/, '') as FlowEventType;
   if (!['START', 'UPDATE', 'END', 'DROP'].includes(type)) throw new Error(`type: unknown event type "${typeText}"`);
   const ev: FlowEvent = {
     eventId: str(o, 'id', ''),
@@ -246,6 +260,7 @@ export function fromJsonLine(line: string): ParsedJsonLine {
   };
   if (typeof o.wgflow_end_reason === 'string') ev.endReason = o.wgflow_end_reason as FlowEndReason;
   if (typeof o.wgflow_drop_reason === 'string') ev.dropReason = o.wgflow_drop_reason;
+  if (aggregate) ev.aggregate = aggregate;
   if (o.wgflow_window_start !== undefined) ev.windowStartMs = time(o, 'wgflow_window_start', '');
   if (o.wgflow_window_end !== undefined) ev.windowEndMs = time(o, 'wgflow_window_end', '');
   return { event: ev, receiveTimeMs: time(o, 'receive_timestamp', '') };

@@ -59,7 +59,8 @@ export function reporterToken(reporterId: string): string {
 }
 
 /** `<prefix>.<reporter token>.<type lowercase>`: wgflow.flows.peer-a.start. */
-export function subjectOf(prefix: string, reporterId: string, type: FlowEventType): string {
+/** The subject of an event: its type in lower case; a NetBird window aggregate (TYPE_UNKNOWN) has "aggregate". */
+export function subjectOf(prefix: string, reporterId: string, type: FlowEventType | 'AGGREGATE'): string {
   return `${prefix}.${reporterToken(reporterId)}.${type.toLowerCase()}`;
 }
 
@@ -102,7 +103,7 @@ export interface JetStreamMessage {
 
 /** The message for an event (encodes it; throws CodecError when it cannot be encoded). */
 export function messageOf(prefix: string, ev: FlowEvent): JetStreamMessage {
-  return { subject: subjectOf(prefix, ev.reporterId, ev.type), msgId: ev.eventId, payload: writeFlowEvent(ev) };
+  return { subject: subjectOf(prefix, ev.reporterId, ev.aggregate ? 'AGGREGATE' : ev.type), msgId: ev.eventId, payload: writeFlowEvent(ev) };
 }
 
 const scratch = new ScannedEvent();
@@ -113,7 +114,8 @@ const scratch = new ScannedEvent();
  */
 export function addressOf(prefix: string, payload: Buffer): { subject: string; msgId: string } {
   scanFlowEvent(payload, scratch);
-  const type = EVENT_TYPES[scratch.type];
+  // Type 0 with a window is a NetBird window aggregate (relayed from a NetBird v0.75 client).
+  const type = scratch.type === 0 && scratch.ws >= 0 && scratch.we >= 0 ? 'AGGREGATE' : EVENT_TYPES[scratch.type];
   const id = scratch.eventId;
   if (scratch.initiator || type === undefined || id.e - id.s !== 16) throw new Error('not a flow event with an event id and a type');
   const reporter = payload.toString('utf8', scratch.reporterId.s, scratch.reporterId.e);

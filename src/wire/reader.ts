@@ -6,7 +6,7 @@
 // Two steps, so the collector can go from message bytes to its JSON line without building a
 // FlowEvent: scanFlowEvent records where every field's bytes are (no strings, no copies) and
 // checks them; readFlowEvent builds the FlowEvent from that, collector/event-json.ts the JSON.
-import type { EndpointType, FlowEndpoint, FlowEndReason, FlowEvent, FlowEventType } from '../model/event';
+import { aggregateType, type EndpointType, type FlowEndpoint, type FlowEndReason, type FlowEvent, type FlowEventType } from '../model/event';
 import { bytesToIp, bytesToKey, bytesToUuid, CodecError } from './codec';
 
 export const EVENT_TYPES: Record<number, FlowEventType> = { 1: 'START', 2: 'END', 3: 'DROP', 100: 'UPDATE' };
@@ -375,17 +375,17 @@ export type ReadResult =
 const scratch = new ScannedEvent();
 
 /** Decodes one flow.FlowEvent. Throws CodecError only when the bytes are not protobuf at all. */
-export function readFlowEvent(buf: Buffer): ReadResult {
+export function readFlowEvent(buf: Buffer, opts?: { aggregates?: boolean }): ReadResult {
   const ev = scratch;
   scanFlowEvent(buf, ev);
   if (ev.initiator) return { kind: 'initiator' };
   const eventId = slice(buf, ev.eventId);
-  const error = checkScanned(ev);
+  const error = checkScanned(ev, opts);
   if (error !== null) return { kind: 'invalid', eventId, error };
   const event: FlowEvent = {
     eventId: bytesToUuid(eventId, ''),
     flowId: bytesToUuid(slice(buf, ev.flowId), ''),
-    type: EVENT_TYPES[ev.type],
+    type: ev.type === 0 ? aggregateType({ starts: ev.numStarts, ends: ev.numEnds, drops: ev.numDrops }) : EVENT_TYPES[ev.type],
     timestampMs: ev.timestampMs,
     reporterId: text(buf, ev.reporterId),
     reporterPublicKey: bytesToKey(slice(buf, ev.publicKey), ''),
@@ -412,5 +412,7 @@ export function readFlowEvent(buf: Buffer): ReadResult {
   if (ev.dropReason.e > ev.dropReason.s) event.dropReason = text(buf, ev.dropReason);
   if (ev.windowStartMs >= 0) event.windowStartMs = ev.windowStartMs;
   if (ev.windowEndMs >= 0) event.windowEndMs = ev.windowEndMs;
+  // Only an aggregate passes checkScanned with type 0 (and only when opts.aggregates allows it).
+  if (ev.type === 0) event.aggregate = { starts: ev.numStarts, ends: ev.numEnds, drops: ev.numDrops };
   return { kind: 'event', eventId, event };
 }

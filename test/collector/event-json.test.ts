@@ -97,6 +97,25 @@ describe('collector JSON from message bytes', () => {
     expect(nativeWrote - before).toBe(2000);
   });
 
+  it('a NetBird v0.75 window aggregate (TYPE_UNKNOWN, where the collector allows it): the JS route writes toJsonLine\'s bytes, the C++ path declines', () => {
+    for (let i = 0; i < 300; i++) {
+      const base = syntheticEvent('agg', i);
+      const ev: FlowEvent = { ...base, aggregate: { starts: i % 3, ends: i % 5, drops: i % 2 }, windowStartMs: base.timestampMs - 30_000, windowEndMs: base.timestampMs, endReason: undefined, dropReason: undefined };
+      const msg = writeFlowEvent(ev);
+      const ref = readFlowEvent(msg, { aggregates: true });
+      expect(ref.kind).toBe('event');
+      scanFlowEvent(msg, scanned);
+      expect(checkScanned(scanned)).toMatch(/type: 0 is not/); // not where aggregates are not allowed
+      expect(checkScanned(scanned, { aggregates: true })).toBeNull();
+      out.len = 0;
+      writeJsonLine(out, scanned, RECEIVED);
+      const line = Buffer.from(out.buf.subarray(0, out.len)).toString('utf8');
+      expect(line).toBe(toJsonLine((ref as { event: FlowEvent }).event, RECEIVED));
+      expect(JSON.parse(line)).toMatchObject({ type: 'TYPE_UNKNOWN', num_of_starts: i % 3, num_of_ends: i % 5, num_of_drops: i % 2 });
+      expect(nativeLine(msg)).toBeNull();
+    }
+  });
+
   it('writes times as Date#toISOString does, from 1970 to the year 9999 and past it', () => {
     const next = rng(1970);
     const times = [0, 999, 1000, 86_399_999, 86_400_000, 951_782_400_000, 951_868_800_000, 4_107_542_400_000, 253_402_300_799_999, 253_402_300_800_000, 8.64e15];

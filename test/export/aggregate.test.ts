@@ -19,7 +19,8 @@ import { validateRecord } from '../../src/output/spooled-sink';
 import { aggregateTraffic, plainTotals } from '../../testkit/aggregate-traffic';
 import { conn, icmpConn, TCP } from '../flow/builders';
 import { harness, sum } from '../flow/harness';
-import { cleanup, ensureBuilt, REPO, tmpDir } from './helpers';
+import { cleanup, ensureBuilt, REPO, startCollector, tmpDir } from './helpers';
+import { fromJsonLine, toJsonLine } from '../../src/model/json';
 
 const NETBIRD_PROTO = join(REPO, 'test', 'fixtures', 'netbird-proto', 'flow.proto');
 const def = protoLoader.loadSync(NETBIRD_PROTO, { keepCase: true, longs: Number, enums: String, defaults: true, oneofs: true });
@@ -216,7 +217,7 @@ describe('window aggregation (NetBird v0.75 semantics)', () => {
     expect(m.flow_fields!.rx_bytes).toBe(rec.rxBytes);
   });
 
-  it('a spooled aggregate is a valid spool record (read back after a restart); the collector still refuses it', () => {
+  it('a spooled aggregate is a valid spool record (read back after a restart); readers take it only where aggregates are allowed', () => {
     const rec = aggregateInMemory(events)[0];
     const bytes = writeFlowEvent(rec);
     const id = Buffer.from(rec.eventId.replace(/-/g, ''), 'hex');
@@ -225,6 +226,7 @@ describe('window aggregation (NetBird v0.75 semantics)', () => {
     scanFlowEvent(bytes, s);
     expect([s.numStarts, s.numEnds, s.numDrops]).toEqual([rec.aggregate!.starts, rec.aggregate!.ends, rec.aggregate!.drops]);
     expect(checkScanned(s)).toMatch(/flow_fields\.type: 0 is not/);
+    expect(checkScanned(s, { aggregates: true })).toBeNull();
   });
 
   it('flow tracker traffic: the aggregates add up to the plain profile\'s END totals and START count', () => {
@@ -274,6 +276,44 @@ describe('window aggregation (NetBird v0.75 semantics)', () => {
 
 describe('the aggregated stream against a receiver built from NetBird\'s proto', () => {
   beforeAll(() => ensureBuilt());
+
+  it('wgflow collect stores NetBird v0.75 aggregates as TYPE_UNKNOWN lines with num_of_*: their sums equal the events\' totals', async () => {
+    const events = aggregateTraffic('collect', 40);
+    const outDir = tmpDir('agg-collect-out');
+    const spoolDir = tmpDir('agg-collect-spool');
+    dirs.push(outDir, spoolDir);
+    const col = await startCollector(outDir);
+    closers.push(() => col.proc.kill('SIGKILL'));
+    const exp = new Exporter({ url: col.url, spool: { dir: spoolDir, fsync: 'never' }, logger: log });
+    closers.push(() => exp.stop({ deadlineMs: 0 }).then(() => undefined));
+    exp.start();
+    let now = events[0].timestampMs;
+    const agg = new WindowAggregator({ dir: join(spoolDir, 'aggregate'), windowMs: W, target: exp, logger: log, now: () => now, timer: false });
+    for (const ev of events) {
+      now = ev.timestampMs;
+      agg.emit([ev]);
+    }
+    now += 2 * W;
+    agg.tick();
+    await agg.close(0);
+    await exp.whenIdle();
+    expect(exp.stats()).toMatchObject({ acked: agg.stats().records, queued: 0 });
+    await col.proc.kill('SIGTERM');
+    const lines = readFileSync(join(outDir, 'events.jsonl'), 'utf8').trim().split('\n');
+    expect(lines).toHaveLength(agg.stats().records);
+    const got = lines.map((l) => fromJsonLine(l).event);
+    for (const [l, e] of lines.map((l, i) => [l, got[i]] as const)) {
+      expect(JSON.parse(l)).toMatchObject({ type: 'TYPE_UNKNOWN' });
+      expect(e.aggregate).toBeDefined();
+      // The collector's line is the model's own JSON form of the event it decodes.
+      expect(l).toBe(toJsonLine(e, fromJsonLine(l).receiveTimeMs));
+    }
+    const sums = got.reduce((s, e) => ({
+      starts: s.starts + e.aggregate!.starts, ends: s.ends + e.aggregate!.ends, drops: s.drops + e.aggregate!.drops,
+      rxBytes: s.rxBytes + e.rxBytes, txBytes: s.txBytes + e.txBytes, rxPackets: s.rxPackets + e.rxPackets, txPackets: s.txPackets + e.txPackets,
+    }), { starts: 0, ends: 0, drops: 0, rxBytes: 0, txBytes: 0, rxPackets: 0, txPackets: 0 });
+    expect(sums).toEqual(plainTotals(events));
+  });
 
   it('accepts it; its sums equal the plain profile\'s (received by the same kind of receiver)', async () => {
     const events = aggregateTraffic('wire', 50);
