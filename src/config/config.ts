@@ -403,6 +403,7 @@ export function planMemory(config: WgflowConfig, opts: { file?: string; env?: No
   const settings = {
     maxFlows: config.datapath.max_flows, maxFlowsV6: config.datapath.max_flows_v6, ringBytes: config.datapath.ring_bytes,
     maxInFlight: exportInFlight(config), dropKeys: config.datapath.drop_keys,
+    aggregateGroups: config.collector.url !== undefined && config.collector.profile === 'netbird-aggregated' ? config.collector.aggregate_max_groups : undefined,
   };
   const configured = config.memory_limit === undefined ? undefined : { bytes: config.memory_limit, source: `memory_limit${originOf('memory_limit', opts).replace(/^ \((.*)\)$/, ', $1')}` };
   const plan: MemoryPlan = { budget: memoryBudget(settings), limit: effectiveLimit(configured, cgroupMemoryLimit(opts.cgroup)) };

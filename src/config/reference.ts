@@ -7,7 +7,7 @@ import { DEFAULT_MAX_FLOWS, DEFAULT_RING_BYTES, READ_CHUNK_ENTRIES } from '../da
 import { EXPORTER_DEFAULTS } from '../output/grpc/exporter';
 import { SPOOL_DEFAULTS } from '../output/spool';
 import { ConfigError } from '../util/check';
-import { checkMemoryPlan, DAEMON_BASE_BYTES, formatBytes, IN_FLIGHT_EVENT_BYTES, memoryBudget } from './memory';
+import { AGGREGATE_GROUP_BYTES, checkMemoryPlan, DAEMON_BASE_BYTES, formatBytes, IN_FLIGHT_EVENT_BYTES, memoryBudget } from './memory';
 
 const BEGIN = '<!-- keys:begin (generated from src/config/config.ts by `make docs`; do not edit) -->';
 const END = '<!-- keys:end -->';
@@ -46,7 +46,7 @@ export function memoryReference(): string {
     `| base | fixed: code, the heap's own objects, garbage between collections (\`DAEMON_BASE_BYTES\`: idle RSS measured 67-79 MiB (peak 82), rounded up) | ${f(d.baseBytes)} | ${f(m.baseBytes)} |`,
     `| flow state | the flow tracker's state with both maps full (\`src/flow/budget.ts\`): ${d.flowStateBytesPerFlowV4} bytes per IPv4 flow, ${d.flowStateBytesPerFlowV6} per IPv6 flow at ${count(DEFAULT_MAX_FLOWS)} | ${f(d.flowStateBytes)} | ${f(m.flowStateBytes)} |`,
     `| map read | the drain's buffers: it reads the flow maps ${count(READ_CHUNK_ENTRIES)} entries at a time (16 + 40 bytes an IPv4 entry, 40 + 40 an IPv6 one) | ${f(d.mapReadBytes)} | ${f(m.mapReadBytes)} |`,
-    `| export | with a collector only: \`collector.max_in_flight\` x ${f(IN_FLIGHT_EVENT_BYTES)} (measured: 1.2-1.3 KiB of RSS per event in flight) + the spool's ${f(SPOOL_DEFAULTS.memoryBytes)} in-memory cap; ${f(dc.exportBytes)} at the default ${count(inFlight)} | 0 B (${f(dc.exportBytes)}) | 0 B (${f(mc.exportBytes)}) |`,
+    `| export | with a collector only: \`collector.max_in_flight\` x ${f(IN_FLIGHT_EVENT_BYTES)} (measured: 1.2-1.3 KiB of RSS per event in flight) + the spool's ${f(SPOOL_DEFAULTS.memoryBytes)} in-memory cap; ${f(dc.exportBytes)} at the default ${count(inFlight)}; with \`collector.profile: netbird-aggregated\` also \`collector.aggregate_max_groups\` x ${f(AGGREGATE_GROUP_BYTES)} (the open window's groups; measured 872 bytes of heap each) | 0 B (${f(dc.exportBytes)}) | 0 B (${f(mc.exportBytes)}) |`,
     `| **resident** | what the daemon's RSS stays within: the sum of the above (\`wgflow_memory_budget_resident_bytes\`) | ${f(d.residentBytes)} (${f(dc.residentBytes)}) | ${f(m.residentBytes)} (${f(mc.residentBytes)}) |`,
     `| kernel maps | the flow maps (preallocated: each entry 48 bytes of header, key and value), the ring buffer and the drop probe's maps (${f(d.dropMapBytes)} at \`datapath.drop_keys\` ${count(DEFAULT_DROP_KEYS)}, budgeted even with drops off: \`ctl drops on\` can load them): not in the RSS, but charged to the daemon's memory cgroup | ${f(d.kernelBytes)} | ${f(m.kernelBytes)} |`,
     `| **total** | resident + kernel maps (\`wgflow_memory_budget_bytes\`): what must fit in the limit | ${f(d.totalBytes)} (${f(dc.totalBytes)}) | ${f(m.totalBytes)} (${f(mc.totalBytes)}) |`,

@@ -10,7 +10,7 @@ import { dirname, join } from 'node:path';
 import { cgroupMemoryLimit } from '../../src/config/cgroup';
 import { loadConfig, resolveConfig } from '../../src/config/config';
 import {
-  BudgetSettings, checkMemoryPlan, DAEMON_BASE_BYTES, describePlan, effectiveLimit, formatBytes, IN_FLIGHT_EVENT_BYTES, maxFlowsThatFit, memoryBudget, parseByteSize,
+  BudgetSettings, checkMemoryPlan, DAEMON_BASE_BYTES, describePlan, effectiveLimit, formatBytes, AGGREGATE_GROUP_BYTES, IN_FLIGHT_EVENT_BYTES, maxFlowsThatFit, memoryBudget, parseByteSize,
 } from '../../src/config/memory';
 import { kernelMapBytes, mapReadBytes } from '../../src/datapath/datapath';
 import { flowStateBytes } from '../../src/flow/budget';
@@ -111,6 +111,9 @@ describe('the budget', () => {
     expect(withCollector.maxFlowsV6).toBe(1024);
     expect(withCollector.exportBytes).toBe(32_768 * IN_FLIGHT_EVENT_BYTES + SPOOL_DEFAULTS.memoryBytes);
     expect(withCollector.residentBytes).toBe(DAEMON_BASE_BYTES + flowStateBytes(65_536, 1024) + mapReadBytes(65_536, 1024) + withCollector.exportBytes);
+    // The aggregated profile's open window: its groups are part of the export buffers.
+    const aggregated = memoryBudget({ maxFlows: 65_536, maxFlowsV6: 1024, ringBytes: 1 << 20, maxInFlight: 32_768, aggregateGroups: 16_384 });
+    expect(aggregated.exportBytes - withCollector.exportBytes).toBe(16_384 * AGGREGATE_GROUP_BYTES);
   });
 
   it('kernel maps: preallocated elements (48-byte header, key, value) and a power-of-two bucket array', () => {
