@@ -56,7 +56,7 @@ clean:
 VM_TIMEOUT ?= 5400
 # vitest's 60 s per test is sized for the host; under TCG a test takes up to ~20x longer.
 VM_VITEST = --testTimeout=900000 --hookTimeout=900000
-VM_KERNEL_TESTS = test/datapath/wireguard.test.ts test/integration/daemon.test.ts test/integration/routed.test.ts test/integration/crash.test.ts test/flow/lifecycle.test.ts test/attribution/wireguard-source.test.ts test/integration/live-wireguard.test.ts
+VM_KERNEL_TESTS = test/datapath/wireguard.test.ts test/integration/daemon.test.ts test/integration/routed.test.ts test/integration/crash.test.ts test/flow/lifecycle.test.ts test/attribution/wireguard-source.test.ts test/integration/live-wireguard.test.ts test/integration/drops.test.ts test/datapath/drops.test.ts
 
 vm-image:
 	@bash vm/build-image.sh >/dev/null
