@@ -56,7 +56,7 @@ describePrivileged('bad inputs: exact messages and exit codes', () => {
     { name: 'config key of the wrong type', args: () => ['run', '--config', file('type.yaml', 'interfaces: wg0\n')], code: 2,
       err: /^wgflow run: configuration error: interfaces: expected a list, got "wg0" \(in .*type\.yaml\)\n$/ },
     { name: 'unknown config key', args: () => ['run', '--config', file('key.yaml', 'interfaces: [wg0]\ndatapath:\n  max_flow: 10\n')], code: 2,
-      err: /^wgflow run: configuration error: datapath\.max_flow: unknown key, did you mean "max_flows"\? \(known keys here: max_flows, max_flows_v6, ring_bytes, pin_dir, attach_mode, poll_timeout_ms, drain_interval_ms\) \(in .*key\.yaml\)\n$/ },
+      err: /^wgflow run: configuration error: datapath\.max_flow: unknown key, did you mean "max_flows"\? \(known keys here: max_flows, max_flows_v6, ring_bytes, pin_dir, attach_mode, poll_timeout_ms, drain_interval_ms, drop_keys\) \(in .*key\.yaml\)\n$/ },
     { name: 'relative spool path', args: () => ['run', '--config', file('rel.yaml', 'interfaces: [wg0]\nspool:\n  dir: spool\n')], code: 2,
       err: /^wgflow run: configuration error: spool\.dir: expected an absolute path, got "spool" \(in .*rel\.yaml\)\n$/ },
     { name: 'bad WireGuard public key', args: () => ['run', '--interface', 'wg0', '--public-key', 'not-a-key'], code: 2,
