@@ -247,6 +247,7 @@ async function main(): Promise<boolean> {
   const srv = spawnIn(r.router.ns, 'iperf3', ['-s', '-p', '5201', '--forceflush']);
   await waitForLine(srv, /Server listening/);
   const tunnel: Array<{ round: number; mode: string; mbps: number; matched: number }> = [];
+  const reasons0 = new Map(p.reasons().map((x) => [x.reason, x.packets]));
   for (let round = 0; round < ROUNDS; round++) {
     // Alternate which mode goes first so neither always gets the warmer (or quieter) slot.
     const order = round % 2 ? ['attached', 'detached'] : ['detached', 'attached'];
@@ -271,6 +272,12 @@ async function main(): Promise<boolean> {
   const pk1 = Testbed.counters(r.router.ns, r.router.ifname);
   setStats(false);
   const tunnelAcc = { runs: k1.runs - k0.runs, ns: k1.ns - k0.ns, packets: pk1.rxPackets + pk1.txPackets - pk0.rxPackets - pk0.txPackets };
+  // Why the watched interface dropped anything during plain TCP: the reasons of those drops.
+  const tunnelReasons: Record<string, number> = {};
+  for (const x of p.reasons()) {
+    const n = x.packets - (reasons0.get(x.reason) ?? 0);
+    if (n > 0) tunnelReasons[x.reason] = n;
+  }
   srv.kill('SIGKILL');
   setMode(null);
 
@@ -299,14 +306,14 @@ async function main(): Promise<boolean> {
   console.log('|---|---:|---:|---:|');
   console.log(`| detached | ${det.toFixed(0)} | 1.000 | - |`);
   console.log(`| attached, watching the tunnel | ${att.toFixed(0)} | ${f3(ratio)} | ${f3(Math.min(...ratios))}-${f3(Math.max(...ratios))} |`);
-  console.log(`drops of the watched interface during the attached runs: ${tunnelMatched}; kfree_skb runs in one attached run with bpf_stats on: ${int(tunnelAcc.runs)} for ${int(tunnelAcc.packets)} tunnel packets (${f1(tunnelAcc.ns / tunnelAcc.runs)} ns/run)`);
+  console.log(`drops of the watched interface during the attached runs: ${tunnelMatched} (${Object.entries(tunnelReasons).map(([k, v]) => `${k} ${v}`).join(', ')}); kfree_skb runs in one attached run with bpf_stats on: ${int(tunnelAcc.runs)} for ${int(tunnelAcc.packets)} tunnel packets (${f1(tunnelAcc.ns / tunnelAcc.runs)} ns/run)`);
   console.log(`target: TCP throughput with the drop probe attached >= ${TARGET}x detached: ${ratio >= TARGET ? 'met' : 'MISSED'} (${f3(ratio)})`);
 
   writeResult('drops', {
     wireguard: tb.impl, rounds: ROUNDS, seconds: SECONDS, wgRate: WG_RATE, tunnelSeconds: TUNNEL_SECONDS,
     foreign: { table: fs, samples: foreign, watchedOtherIfindex: otherIndex, floodIfindex: rcvIndex },
     wireguardDrops: { table: ws, samples: wg, probePackets: drained, nftPackets: nftWg },
-    tunnel: { accounting: tunnelAcc, detachedMbps: det, attachedMbps: att, ratio, ratioMin: Math.min(...ratios), ratioMax: Math.max(...ratios), matched: tunnelMatched, target: TARGET, met: ratio >= TARGET, runs: tunnel },
+    tunnel: { reasons: tunnelReasons, accounting: tunnelAcc, detachedMbps: det, attachedMbps: att, ratio, ratioMin: Math.min(...ratios), ratioMax: Math.max(...ratios), matched: tunnelMatched, target: TARGET, met: ratio >= TARGET, runs: tunnel },
   });
   return ok;
 
