@@ -14,7 +14,7 @@ deps:
 
 build: bpf native ts
 
-bpf: bpf/wgflow.bpf.o bpf/wgflow_drops.bpf.o bench/bpf/baseline.bpf.o
+bpf: bpf/wgflow.bpf.o bpf/wgflow_drops.bpf.o bench/bpf/baseline.bpf.o bench/bpf/drop_empty.bpf.o
 
 bpf/wgflow.bpf.o: bpf/wgflow.bpf.c bpf/wgflow.h
 	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
@@ -23,6 +23,9 @@ bpf/wgflow_drops.bpf.o: bpf/wgflow_drops.bpf.c bpf/wgflow.h
 	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
 
 bench/bpf/baseline.bpf.o: bench/bpf/baseline.bpf.c
+	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
+
+bench/bpf/drop_empty.bpf.o: bench/bpf/drop_empty.bpf.c bpf/wgflow.h
 	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
 
 native: $(ADDON)

@@ -7,7 +7,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 const root = new URL('..', import.meta.url).pathname;
-const parts = ['datapath', 'ring', 'lpm', 'flow', 'export', 'tunnel', 'churn', 'scale', 'latency', 'jetstream'];
+const parts = ['datapath', 'ring', 'lpm', 'flow', 'export', 'tunnel', 'churn', 'scale', 'latency', 'jetstream', 'drops'];
 const chosen = process.argv.slice(2).length ? process.argv.slice(2) : parts;
 const results = {};
 let failed = 0;
