@@ -1,0 +1,114 @@
+// JetStream publishing on our own connection: HPUB to the stream's subject with the Nats-Msg-Id
+// header and a reply subject <inbox>.<token>; the stream answers there with its PubAck
+// ({"stream":..,"seq":..[,"duplicate":true]} or {"error":{code,err_code,description}}), or the
+// server with a 503 status when nothing takes the subject. Any number in flight, matched by the
+// token; one subscription (<inbox>.*) for all of them. The caller keeps the tokens, times them
+// out and resends (the exporter: src/output/jetstream/exporter.ts).
+import { randomBytes } from 'node:crypto';
+import type { Connection } from './connection';
+import type { MsgView } from './parser';
+
+export type PubAckResult =
+  | { ok: true; duplicate: boolean }
+  | { ok: false; error: Error };
+
+const ACK_NEW: PubAckResult = { ok: true, duplicate: false };
+const ACK_DUPLICATE: PubAckResult = { ok: true, duplicate: true };
+
+const STREAM_PREFIX = Buffer.from('{"stream":"');
+const ERROR_KEY = Buffer.from('"error"');
+const DUPLICATE_TRUE = Buffer.from('"duplicate":true');
+
+/** A new inbox prefix: _INBOX.<22 random base64url characters>. */
+export function newInbox(): string {
+  return `_INBOX.${randomBytes(16).toString('base64url')}`;
+}
+
+/** The header block of a published event: 63 bytes for a UUID id. */
+function headerBlock(msgId: string): string {
+  return `NATS/1.0\r\nNats-Msg-Id: ${msgId}\r\n\r\n`;
+}
+
+/** The PubAck (or error) in a reply: no JSON.parse on the usual answer (profiled: ~1 µs each). */
+export function pubAckOf(m: MsgView): PubAckResult {
+  const b = m.buf, s = m.dataStart, e = m.dataEnd;
+  if (m.hasHeaders) {
+    const code = m.status;
+    if (code !== 0 && e === s) {
+      const h = m.headers();
+      return {
+        ok: false,
+        error: new Error(code === 503
+          ? 'no responders (503): JetStream is not enabled for this account, or no stream takes the subject'
+          : `status ${code} ${h.description}`),
+      };
+    }
+  }
+  if (e === s) return { ok: false, error: new Error('an empty PubAck') };
+  const body = b.subarray(s, e);
+  if (body.length > STREAM_PREFIX.length && body.compare(STREAM_PREFIX, 0, STREAM_PREFIX.length, 0, STREAM_PREFIX.length) === 0 && body.indexOf(ERROR_KEY) < 0) {
+    return body.indexOf(DUPLICATE_TRUE) >= 0 ? ACK_DUPLICATE : ACK_NEW;
+  }
+  let ack: { stream?: string; duplicate?: boolean; error?: { code?: number; err_code?: number; description?: string } };
+  try {
+    ack = JSON.parse(body.toString('utf8')) as typeof ack;
+  } catch {
+    return { ok: false, error: new Error('the PubAck is not JSON') };
+  }
+  if (ack.error || !ack.stream) {
+    return { ok: false, error: new Error(`the stream refused the message: ${ack.error?.description ?? 'no stream in the PubAck'} (code ${ack.error?.code ?? '?'}/${ack.error?.err_code ?? '?'})`) };
+  }
+  return ack.duplicate ? ACK_DUPLICATE : ACK_NEW;
+}
+
+export class JetStreamPublisher {
+  readonly inbox = newInbox();
+  private readonly inboxLen: number;
+  private sid = 0;
+
+  /** onAck: the answer to the publish with this token (once; none if it is lost). */
+  constructor(private readonly conn: Connection, private readonly onAck: (token: number, r: PubAckResult) => void) {
+    this.inboxLen = Buffer.byteLength(this.inbox);
+  }
+
+  start(): void {
+    if (this.sid !== 0) return;
+    this.sid = this.conn.subscribe(`${this.inbox}.*`, (m) => this.onReply(m));
+  }
+
+  stop(): void {
+    if (this.sid !== 0) this.conn.unsubscribe(this.sid);
+    this.sid = 0;
+  }
+
+  /**
+   * HPUB subject <inbox>.<token> with the Nats-Msg-Id header, written into the connection's next
+   * write (no per-message objects: the frame goes straight into the output buffer).
+   */
+  publish(subject: string, msgId: string, payload: Buffer, token: number): void {
+    const out = this.conn.out;
+    const hdr = headerBlock(msgId);
+    const hlen = hdr.length; // ASCII
+    out.ascii('HPUB ');
+    out.text(subject);
+    out.ascii(` ${this.inbox}.${token} ${hlen} ${hlen + payload.length}\r\n`);
+    out.ascii(hdr);
+    out.bytes(payload);
+    out.crlf();
+    this.conn.flushSoon();
+  }
+
+  private onReply(m: MsgView): void {
+    // The token is the subject's last token, read as digits from the bytes.
+    const b = m.buf;
+    let token = 0;
+    const s = m.subjectStart + this.inboxLen + 1;
+    if (s >= m.subjectEnd) return;
+    for (let i = s; i < m.subjectEnd; i++) {
+      const d = b[i] - 0x30;
+      if (d < 0 || d > 9) return;
+      token = token * 10 + d;
+    }
+    this.onAck(token, pubAckOf(m));
+  }
+}
