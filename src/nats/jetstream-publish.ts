@@ -15,9 +15,19 @@ export type PubAckResult =
 const ACK_NEW: PubAckResult = { ok: true, duplicate: false };
 const ACK_DUPLICATE: PubAckResult = { ok: true, duplicate: true };
 
+// nats-server 2.9 writes {"stream":"S", "seq":1,"duplicate": true} (spaces as shown).
 const STREAM_PREFIX = Buffer.from('{"stream":"');
 const ERROR_KEY = Buffer.from('"error"');
-const DUPLICATE_TRUE = Buffer.from('"duplicate":true');
+const DUPLICATE_KEY = Buffer.from('"duplicate"');
+
+/** `"duplicate": true` in any spacing (nats-server 2.9 writes a space after the colon). */
+function isDuplicate(body: Buffer): boolean {
+  let i = body.indexOf(DUPLICATE_KEY);
+  if (i < 0) return false;
+  i += DUPLICATE_KEY.length;
+  while (i < body.length && (body[i] === 0x20 || body[i] === 0x3a || body[i] === 0x09)) i++;
+  return body[i] === 0x74; // t(rue)
+}
 
 /** A new inbox prefix: _INBOX.<22 random base64url characters>. */
 export function newInbox(): string {
@@ -47,7 +57,7 @@ export function pubAckOf(m: MsgView): PubAckResult {
   if (e === s) return { ok: false, error: new Error('an empty PubAck') };
   const body = b.subarray(s, e);
   if (body.length > STREAM_PREFIX.length && body.compare(STREAM_PREFIX, 0, STREAM_PREFIX.length, 0, STREAM_PREFIX.length) === 0 && body.indexOf(ERROR_KEY) < 0) {
-    return body.indexOf(DUPLICATE_TRUE) >= 0 ? ACK_DUPLICATE : ACK_NEW;
+    return isDuplicate(body) ? ACK_DUPLICATE : ACK_NEW;
   }
   let ack: { stream?: string; duplicate?: boolean; error?: { code?: number; err_code?: number; description?: string } };
   try {
