@@ -49,21 +49,31 @@ export interface AckInfo {
  * Reads $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending> or the form with
  * domain and account hash ($JS.ACK.<domain>.<hash>.<stream>.<consumer>.<delivered>...<pending>.<random>).
  */
-export function ackInfoOf(buf: Buffer, start: number, end: number): AckInfo | null {
-  const dots: number[] = [];
-  for (let i = start; i < end; i++) if (buf[i] === 0x2e) dots.push(i);
-  const tokens = dots.length + 1;
+export function ackInfoOf(buf: Buffer, start: number, end: number, into?: AckInfo): AckInfo | null {
+  const dots = DOTS;
+  let n = 0;
+  for (let i = start; i < end && n < dots.length; i++) if (buf[i] === 0x2e) dots[n++] = i;
+  const tokens = n + 1;
   const at = (k: number): number => {
     const s = k === 0 ? start : dots[k - 1] + 1;
-    const e = k < dots.length ? dots[k] : end;
+    const e = k < n ? dots[k] : end;
     let v = 0;
     for (let i = s; i < e; i++) v = v * 10 + (buf[i] - 0x30);
     return v;
   };
-  if (tokens === 9) return { deliveryCount: at(4), streamSeq: at(5), pending: at(8) };
-  if (tokens >= 11) return { deliveryCount: at(6), streamSeq: at(7), pending: at(10) };
-  return null;
+  let d: number, q: number, p: number;
+  if (tokens === 9) [d, q, p] = [4, 5, 8];
+  else if (tokens >= 11 && tokens <= 12) [d, q, p] = [6, 7, 10];
+  else return null;
+  const out = into ?? { deliveryCount: 0, streamSeq: 0, pending: 0 };
+  out.deliveryCount = at(d);
+  out.streamSeq = at(q);
+  out.pending = at(p);
+  return out;
 }
+
+/** Dot positions of the subject being read (one at a time: no allocation per message). */
+const DOTS = new Int32Array(16);
 
 const ACK = Buffer.from(' 4\r\n+ACK\r\n');
 
