@@ -34,6 +34,11 @@ export function newInbox(): string {
   return `_INBOX.${randomBytes(16).toString('base64url')}`;
 }
 
+const HEADER_START = Buffer.from('NATS/1.0\r\nNats-Msg-Id: ');
+const HEADER_END = Buffer.from('\r\n\r\n');
+const RAW_ID_HEADER_LEN = HEADER_START.length + 36 + HEADER_END.length;
+const HEX = Buffer.from('0123456789abcdef');
+
 /** The header block of a published event: 63 bytes for a UUID id. */
 function headerBlock(msgId: string): string {
   return `NATS/1.0\r\nNats-Msg-Id: ${msgId}\r\n\r\n`;
@@ -103,6 +108,32 @@ export class JetStreamPublisher {
     out.text(subject);
     out.ascii(` ${this.inbox}.${token} ${hlen} ${hlen + payload.length}\r\n`);
     out.ascii(hdr);
+    out.bytes(payload);
+    out.crlf();
+    this.conn.flushSoon();
+  }
+
+  /**
+   * The same with the message id given as its 16 raw bytes (id[at, at+16)): written as UUID
+   * text straight into the frame.
+   */
+  publishRawId(subject: string, id: Buffer, at: number, payload: Buffer, token: number): void {
+    const out = this.conn.out;
+    out.ascii('HPUB ');
+    out.text(subject);
+    out.ascii(` ${this.inbox}.${token} ${RAW_ID_HEADER_LEN} ${RAW_ID_HEADER_LEN + payload.length}\r\n`);
+    out.bytes(HEADER_START);
+    out.ensure(36 + HEADER_END.length);
+    let o = out.len;
+    const b = out.buf;
+    for (let i = 0; i < 16; i++) {
+      if (i === 4 || i === 6 || i === 8 || i === 10) b[o++] = 0x2d; // '-'
+      const v = id[at + i];
+      b[o++] = HEX[v >> 4];
+      b[o++] = HEX[v & 15];
+    }
+    out.len = o;
+    out.bytes(HEADER_END);
     out.bytes(payload);
     out.crlf();
     this.conn.flushSoon();

@@ -17,13 +17,14 @@ import pino, { type Logger } from 'pino';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { createInbox, type Msg, type NatsConnection } from '@nats-io/nats-core';
 import {
-  addressOf, connectNats, describeNatsError, ensureStream, messageHeaders, natsErrorKind, streamSettings, streamSummary,
-  type NatsConnectOptions, type NatsErrorKind, type StreamSettings,
+  connectNats, describeNatsError, ensureStream, messageHeaders, natsErrorKind, streamSettings, streamSummary,
+  SubjectCache, type NatsConnectOptions, type NatsErrorKind, type StreamSettings,
 } from '../../wire/jetstream';
+import { bytesToUuid } from '../../wire/codec';
 import { Connection } from '../../nats/connection';
 import { JetStreamPublisher, type PubAckResult } from '../../nats/jetstream-publish';
 import { ownConnectionOptions } from '../../nats/options';
-import type { SpoolOptions, SpoolRecord } from '../spool';
+import { recordId, type SpoolOptions, type SpoolRecord } from '../spool';
 import { Backoff, DEFAULT_BACKOFF, SpooledSink, type BackoffOptions } from '../spooled-sink';
 
 /** The exporter's own defaults (jetstream.max_in_flight defaults to this). */
@@ -77,7 +78,8 @@ export interface JetStreamExporterStats {
 interface Pending {
   rec: SpoolRecord;
   subject: string;
-  msgId: string;
+  /** When it was last published (set by publish). */
+  sentAt: number;
 }
 
 export class JetStreamExporterStoppedError extends Error {
@@ -97,14 +99,15 @@ export class JetStreamExporter extends SpooledSink {
   /** Our own connection, when the configuration allows it (everything but creds_file). */
   private own: Connection | null = null;
   /** Writes one publish with reply <inbox>.<token> (our client's, or nats.js's). */
-  private send: ((subject: string, msgId: string, payload: Buffer, token: number) => void) | null = null;
+  private send: ((subject: string, rec: SpoolRecord, token: number) => void) | null = null;
+  private readonly subjects: SubjectCache;
   /**
    * Publishes go out with a reply subject <inbox>.<token> of their own; the PubAcks come back on
    * one subscription to <inbox>.* (no request object, promise and timer per event, as nats.js's
    * js.publish makes). waiting: by token, in publish order (the timeout sweep relies on it).
    */
   private inbox = '';
-  private readonly waiting = new Map<number, { p: Pending; sentAt: number }>();
+  private readonly waiting = new Map<number, Pending>();
   private nextToken = 1;
   private sweepTimer: NodeJS.Timeout | null = null;
   /** Connected and the stream checked: publishing. */
@@ -124,6 +127,7 @@ export class JetStreamExporter extends SpooledSink {
   constructor(private readonly opts: JetStreamExporterOptions) {
     super(opts.logger ?? pino({ name: 'wgflow-jetstream' }, pino.destination(2)), opts.spool, { stopped: () => new JetStreamExporterStoppedError(), receiver: 'JetStream', verb: 'published' });
     this.settings = streamSettings(opts.stream);
+    this.subjects = new SubjectCache(this.settings.subjectPrefix);
     this.maxInFlight = opts.maxInFlight ?? JETSTREAM_EXPORTER_DEFAULTS.maxInFlight;
     if (!(Number.isInteger(this.maxInFlight) && this.maxInFlight >= 1)) throw new Error(`jetstream.max_in_flight must be a positive integer, got ${opts.maxInFlight}`);
     this.publishTimeoutMs = opts.publishTimeoutMs ?? JETSTREAM_EXPORTER_DEFAULTS.publishTimeoutMs;
@@ -215,14 +219,14 @@ export class JetStreamExporter extends SpooledSink {
           nc = null;
           const pub = new JetStreamPublisher(own, (token, r) => this.onReply(token, r));
           pub.start();
-          this.send = (subject, msgId, payload, token) => pub.publish(subject, msgId, payload, token);
+          this.send = (subject, rec, token) => pub.publishRawId(subject, rec.buf, rec.idAt, rec.payload, token);
           this.watchOwn(own);
           closed = own.whenClosed();
         } else {
           const n = nc;
           this.inbox = createInbox();
           n.subscribe(`${this.inbox}.*`, { callback: (err, msg) => (err ? undefined : this.onNatsJsReply(msg)) });
-          this.send = (subject, msgId, payload, token) => n.publish(subject, payload, { reply: `${this.inbox}.${token}`, headers: messageHeaders(msgId) });
+          this.send = (subject, rec, token) => n.publish(subject, rec.payload, { reply: `${this.inbox}.${token}`, headers: messageHeaders(bytesToUuid(recordId(rec), 'event_id')) });
           this.watchStatus(n);
           // nats.js reconnects by itself; the connection closes for good only when it gives up
           // (e.g. credentials refused on reconnect) or when we close it.
@@ -339,7 +343,7 @@ export class JetStreamExporter extends SpooledSink {
         if (recs.length === 0) break;
         for (const rec of recs) {
           try {
-            this.retry.push({ rec, ...addressOf(this.settings.subjectPrefix, rec.payload) });
+            this.retry.push({ rec, subject: this.subjects.of(rec.payload), sentAt: 0 });
           } catch {
             // validateRecord passed it: cannot happen; never let one record stop the rest.
             this.spool.ack(rec.seq, rec.off);
@@ -351,12 +355,13 @@ export class JetStreamExporter extends SpooledSink {
     }
   }
 
-  private publish(send: (subject: string, msgId: string, payload: Buffer, token: number) => void, p: Pending): void {
+  private publish(send: (subject: string, rec: SpoolRecord, token: number) => void, p: Pending): void {
     const token = this.nextToken++;
-    this.waiting.set(token, { p, sentAt: Date.now() });
+    p.sentAt = Date.now();
+    this.waiting.set(token, p);
     this.counters.published++;
     try {
-      send(p.subject, p.msgId, p.rec.payload, token);
+      send(p.subject, p.rec, token);
     } catch (err) {
       this.waiting.delete(token); // closed or draining: retried on the next connection
       this.failed(p, err);
@@ -392,13 +397,13 @@ export class JetStreamExporter extends SpooledSink {
     if (!w) return; // timed out and retried meanwhile, or from an earlier connection
     this.waiting.delete(token);
     if (!r.ok) {
-      this.failed(w.p, r.error);
+      this.failed(w, r.error);
       return;
     }
     // After stop() the spool is closed: the event stays in it, the next start resends it and the
     // stream reports the duplicate.
     if (this.stopped) return;
-    const p = w.p;
+    const p = w;
     this.spool.ack(p.rec.seq, p.rec.off);
     this.counters.acked++;
     if (r.duplicate) this.counters.duplicates++;
@@ -415,13 +420,13 @@ export class JetStreamExporter extends SpooledSink {
     for (const [token, w] of this.waiting) {
       if (now - w.sentAt < this.publishTimeoutMs) break;
       this.waiting.delete(token);
-      this.failed(w.p, Object.assign(new Error(`no PubAck within ${this.publishTimeoutMs} ms (timeout)`), { name: 'TimeoutError' }));
+      this.failed(w, Object.assign(new Error(`no PubAck within ${this.publishTimeoutMs} ms (timeout)`), { name: 'TimeoutError' }));
     }
   }
 
   /** The connection is gone: everything waiting for a PubAck is published again on the next one. */
   private requeueWaiting(): void {
-    for (const w of this.waiting.values()) this.retry.push(w.p);
+    for (const w of this.waiting.values()) this.retry.push(w);
     this.waiting.clear();
   }
 
