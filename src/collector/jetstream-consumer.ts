@@ -311,7 +311,7 @@ export class JetStreamConsumer {
     this.acker = {
       ack: (h) => pull.ack(h as Buffer),
       nak: (h, delayMs) => pull.nak(h as Buffer, delayMs),
-      term: (h, reason) => pull.term(h as Buffer, reason),
+      term: (h) => pull.term(h as Buffer),
     };
     own.onStatus((s) => {
       if (s.type === 'disconnect') this.log.warn({ server: s.server, reason: s.reason }, 'disconnected from NATS; reconnecting');

@@ -140,9 +140,12 @@ export class PullConsumer {
     this.frame(reply, body);
   }
 
-  /** Never delivers it again. */
-  term(reply: Buffer, reason?: string): void {
-    this.frame(reply, reason ? `+TERM ${reason.replace(/[\r\n]/g, ' ')}` : '+TERM');
+  /**
+   * Never delivers it again. The reason is not sent: nats-server 2.9 takes only a bare +TERM (with
+   * "+TERM reason" the message stayed pending, measured on 2.9.10); the caller logs it.
+   */
+  term(reply: Buffer): void {
+    this.frame(reply, '+TERM');
   }
 
   private frame(reply: Buffer, body: string): void {
