@@ -20,13 +20,32 @@ const STREAM_PREFIX = Buffer.from('{"stream":"');
 const ERROR_KEY = Buffer.from('"error"');
 const DUPLICATE_KEY = Buffer.from('"duplicate"');
 
-/** `"duplicate": true` in any spacing (nats-server 2.9 writes a space after the colon). */
-function isDuplicate(body: Buffer): boolean {
-  let i = body.indexOf(DUPLICATE_KEY);
-  if (i < 0) return false;
-  i += DUPLICATE_KEY.length;
-  while (i < body.length && (body[i] === 0x20 || body[i] === 0x3a || body[i] === 0x09)) i++;
-  return body[i] === 0x74; // t(rue)
+/** Whether key's bytes are at b[i]. */
+function at(b: Buffer, i: number, e: number, key: Buffer): boolean {
+  if (i + key.length > e) return false;
+  for (let k = 0; k < key.length; k++) if (b[i + k] !== key[k]) return false;
+  return true;
+}
+
+/**
+ * The usual PubAck read in one pass over its ~40 bytes: it starts with {"stream":", has no
+ * "error" key; "duplicate": true in any spacing (nats-server 2.9 writes a space after the
+ * colon). Null: something else, left to JSON.parse.
+ */
+function scanPubAck(b: Buffer, s: number, e: number): PubAckResult | null {
+  if (!at(b, s, e, STREAM_PREFIX)) return null;
+  let duplicate = false;
+  for (let i = s + STREAM_PREFIX.length; i < e; i++) {
+    if (b[i] !== 0x22) continue; // '"'
+    if (at(b, i, e, ERROR_KEY)) return null;
+    if (at(b, i, e, DUPLICATE_KEY)) {
+      let j = i + DUPLICATE_KEY.length;
+      while (j < e && (b[j] === 0x20 || b[j] === 0x3a || b[j] === 0x09)) j++;
+      duplicate = b[j] === 0x74; // t(rue)
+      i = j;
+    }
+  }
+  return duplicate ? ACK_DUPLICATE : ACK_NEW;
 }
 
 /**
@@ -40,6 +59,7 @@ export function newInbox(): string {
 const HEADER_START = Buffer.from('NATS/1.0\r\nNats-Msg-Id: ');
 const HEADER_END = Buffer.from('\r\n\r\n');
 const RAW_ID_HEADER_LEN = HEADER_START.length + 36 + HEADER_END.length;
+const RAW_ID_HEADER_LEN_TEXT = Buffer.from(`${RAW_ID_HEADER_LEN} `);
 const HEX = Buffer.from('0123456789abcdef');
 
 /** The header block of a published event: 63 bytes for a UUID id. */
@@ -63,10 +83,9 @@ export function pubAckOf(m: MsgView): PubAckResult {
     }
   }
   if (e === s) return { ok: false, error: new Error('an empty PubAck') };
+  const fast = scanPubAck(b, s, e);
+  if (fast !== null) return fast;
   const body = b.subarray(s, e);
-  if (body.length > STREAM_PREFIX.length && body.compare(STREAM_PREFIX, 0, STREAM_PREFIX.length, 0, STREAM_PREFIX.length) === 0 && body.indexOf(ERROR_KEY) < 0) {
-    return isDuplicate(body) ? ACK_DUPLICATE : ACK_NEW;
-  }
   let ack: { stream?: string; duplicate?: boolean; error?: { code?: number; err_code?: number; description?: string } };
   try {
     ack = JSON.parse(body.toString('utf8')) as typeof ack;
@@ -82,11 +101,14 @@ export function pubAckOf(m: MsgView): PubAckResult {
 export class JetStreamPublisher {
   readonly inbox = newInbox();
   private readonly inboxLen: number;
+  /** " <inbox>." as bytes: the reply subject before its token. */
+  private readonly inboxBytes: Buffer;
   private sid = 0;
 
   /** onAck: the answer to the publish with this token (once; none if it is lost). */
   constructor(private readonly conn: Connection, private readonly onAck: (token: number, r: PubAckResult) => void) {
     this.inboxLen = Buffer.byteLength(this.inbox);
+    this.inboxBytes = Buffer.from(` ${this.inbox}.`);
   }
 
   start(): void {
@@ -124,7 +146,12 @@ export class JetStreamPublisher {
     const out = this.conn.out;
     out.ascii('HPUB ');
     out.text(subject);
-    out.ascii(` ${this.inbox}.${token} ${RAW_ID_HEADER_LEN} ${RAW_ID_HEADER_LEN + payload.length}\r\n`);
+    out.bytes(this.inboxBytes);
+    out.uint(token);
+    out.byte(0x20);
+    out.bytes(RAW_ID_HEADER_LEN_TEXT);
+    out.uint(RAW_ID_HEADER_LEN + payload.length);
+    out.crlf();
     out.bytes(HEADER_START);
     out.ensure(36 + HEADER_END.length);
     let o = out.len;

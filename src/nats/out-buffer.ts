@@ -37,9 +37,26 @@ export class OutBuffer {
     this.len += n;
   }
 
-  /** A decimal number. */
-  int(v: number): void {
-    this.ascii(String(v));
+  /** A non-negative integer in decimal, written digit by digit (no string made). */
+  uint(v: number): void {
+    if (!(v >= 0 && v <= Number.MAX_SAFE_INTEGER)) throw new RangeError(`not a non-negative integer: ${v}`);
+    let digits = 1;
+    for (let x = v; x >= 10; x = Math.floor(x / 10)) digits++;
+    this.ensure(digits);
+    const b = this.buf;
+    let at = this.len + digits;
+    this.len = at;
+    let x = Math.floor(v);
+    do {
+      b[--at] = 0x30 + (x % 10);
+      x = Math.floor(x / 10);
+    } while (x > 0);
+  }
+
+  /** One byte. */
+  byte(c: number): void {
+    this.ensure(1);
+    this.buf[this.len++] = c;
   }
 
   crlf(): void {

@@ -3,6 +3,8 @@
 import { describe, expect, it } from 'vitest';
 import { NatsProtocolError, Parser, parseHeaders, type MsgView, type ParserHandler } from '../../src/nats/parser';
 import { ackInfoOf } from '../../src/nats/jetstream-pull';
+import { pubAckOf, type PubAckResult } from '../../src/nats/jetstream-publish';
+import { OutBuffer } from '../../src/nats/out-buffer';
 
 type Frame = string;
 
@@ -119,5 +121,38 @@ describe('NATS parser', () => {
     expect(ackInfoOf(v2, 0, v2.length)).toEqual({ deliveryCount: 1, streamSeq: 7, pending: 0 });
     const notAck = Buffer.from('_INBOX.abc');
     expect(ackInfoOf(notAck, 0, notAck.length)).toBeNull();
+  });
+
+  it('reads PubAcks in every form the server writes', () => {
+    const results: PubAckResult[] = [];
+    const p = new Parser({ info() {}, ok() {}, err() {}, ping() {}, pong() {}, msg: (m) => results.push(pubAckOf(m)) });
+    const bodies = [
+      '{"stream":"S", "seq":1}',
+      '{"stream":"S","seq":2,"duplicate":true}',
+      '{"stream":"S", "seq":1,"duplicate": true}',
+      '{"stream":"S", "seq":1,"duplicate": false}',
+      '{"stream":"S","domain":"d","seq":3}',
+      '{"error":{"code":503,"err_code":10077,"description":"maximum messages exceeded"},"stream":"S","seq":0}',
+      '{"stream":"S","seq":0,"error":{"code":400,"err_code":10060,"description":"expected stream does not match"}}',
+      'not json',
+    ];
+    for (const b of bodies) p.push(Buffer.from(`MSG _INBOX.x.1 1 ${Buffer.byteLength(b)}\r\n${b}\r\n`));
+    p.push(Buffer.from('HMSG _INBOX.x.2 1 16 16\r\nNATS/1.0 503\r\n\r\n\r\n'));
+    const text = results.map((r) => (r.ok ? (r.duplicate ? 'dup' : 'new') : r.error.message));
+    expect(text.slice(0, 5)).toEqual(['new', 'dup', 'dup', 'new', 'new']);
+    expect(text[5]).toMatch(/refused the message: maximum messages exceeded \(code 503\/10077\)/);
+    expect(text[6]).toMatch(/refused the message: expected stream does not match/);
+    expect(text[7]).toMatch(/not JSON/);
+    expect(text[8]).toMatch(/no responders \(503\)/);
+  });
+
+  it('writes integers into the output buffer as decimal text', () => {
+    const o = new OutBuffer();
+    for (const v of [0, 7, 10, 99, 100, 4096, 123456789, Number.MAX_SAFE_INTEGER]) {
+      o.uint(v);
+      o.byte(0x20);
+    }
+    expect(o.buf.toString('latin1', 0, o.len)).toBe(`0 7 10 99 100 4096 123456789 ${Number.MAX_SAFE_INTEGER} `);
+    expect(() => o.uint(-1)).toThrow(RangeError);
   });
 });
