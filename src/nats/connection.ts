@@ -1,9 +1,10 @@
 // A NATS client connection of our own, for the JetStream hot paths (publishing from the spool,
-// pulling and acking in `wgflow consume`): nats.js costs ~10 µs of CPU per event on each side
-// (BENCHMARKS.md part 10), mostly objects, promises and one socket write per message.
+// pulling and acking in `wgflow consume`): with nats.js the publisher spent 10.8 µs of CPU per
+// event and the consumer 9.8 (BENCHMARKS.md part 10, nats.js baseline), much of it objects,
+// promises and GC per message.
 //
 // What it does: INFO, then TLS if either side asks for it, CONNECT (token or user/password; no
-// nkeys or JWT: those stay with nats.js, see src/nats/index.ts), PING/PONG as the handshake and
+// nkeys or JWT: those stay with nats.js, see src/nats/options.ts), PING/PONG as the handshake and
 // keepalive (a connection whose PONGs stop is stale and dropped), subscriptions (renewed after a
 // reconnect), outgoing frames gathered and written once per turn of the event loop, writing held
 // while the socket is backed up, and reconnecting through the server list (plus the servers the

@@ -16,6 +16,8 @@ import { JetStreamPublisher, type PubAckResult } from '../../src/nats/jetstream-
 import { ackInfoOf, PullConsumer, type PullStatus } from '../../src/nats/jetstream-pull';
 import { ownConnectionOptions } from '../../src/nats/options';
 import { JetStreamExporter } from '../../src/output/jetstream/exporter';
+import { JetStreamConsumer } from '../../src/collector/jetstream-consumer';
+import { collectedIds } from '../export/helpers';
 import { addressOf, connectNats, messageHeaders, messageOf, MSG_ID_HEADER, SubjectCache } from '../../src/wire/jetstream';
 import { writeFlowEvent } from '../../src/wire/writer';
 import { syntheticEvent } from '../../testkit/synthetic';
@@ -358,5 +360,53 @@ describe('JetStream pull over our client', () => {
     await jsm.consumers.delete('P', 'gone');
     await until('the pull ended', () => ended !== null);
     expect(String(ended)).toMatch(/deleted/);
+  });
+});
+
+describe('the nats.js paths (creds_file) still work', () => {
+  it('the exporter on nats.js publishes every event once; a resend is reported duplicate', async () => {
+    const nats = await server();
+    const evs = Array.from({ length: 2000 }, (_, i) => syntheticEvent('natsjs-exp', i));
+    const spool = tempDir();
+    const exp = exporter(nats.urls, spool, { client: 'nats.js' });
+    exp.emit(evs);
+    await until('all acked', () => exp.stats().acked === evs.length);
+    await exp.stop({ deadlineMs: 0 });
+    rmSync(spool, { recursive: true, force: true });
+    const again = exporter(nats.urls, tempDir(), { client: 'nats.js' });
+    again.emit(evs.slice(0, 100));
+    await until('the resend acked', () => again.stats().acked === 100);
+    expect(again.stats().duplicates).toBe(100);
+    await expectStreamHoldsOnce(nats.urls, evs.map((e) => e.eventId));
+  });
+
+  it('wgflow consume on nats.js and on our client write the same events, each acked', async () => {
+    const nats = await server();
+    const { nc, jsm } = await natsjs(nats.urls);
+    await jsm.streams.add({ name: 'WGFLOW', subjects: ['wgflow.flows.>'] });
+    const js = jetstream(nc);
+    const n = 1500;
+    for (let i = 0; i < n; i++) {
+      const m = messageOf('wgflow.flows', syntheticEvent('natsjs-con', i));
+      await js.publish(m.subject, m.payload, { headers: messageHeaders(m.msgId) });
+    }
+    const logger = pino({ level: 'silent' });
+    const outA = tempDir(), outB = tempDir();
+    const a = await JetStreamConsumer.start({ nc, stream: 'WGFLOW', durable: 'viaNatsJs', out: outA, logger });
+    const b = await JetStreamConsumer.start({ nc, connection: { servers: nats.urls }, stream: 'WGFLOW', durable: 'viaOwn', out: outB, logger });
+    try {
+      await until('both wrote and acked all', () => a.stats().written === n && a.stats().acked === n && b.stats().written === n && b.stats().acked === n);
+    } finally {
+      await a.close();
+      await b.close();
+    }
+    for (const d of ['viaNatsJs', 'viaOwn']) {
+      await until(`the server has ${d}'s acks`, async () => (await jsm.consumers.info('WGFLOW', d)).num_ack_pending === 0);
+    }
+    expect(a.stats()).toMatchObject({ duplicates: 0, malformed: 0, redeliveries: 0 });
+    expect(b.stats()).toMatchObject({ duplicates: 0, malformed: 0, redeliveries: 0 });
+    const idsA = collectedIds(outA), idsB = collectedIds(outB);
+    expect(idsA.size).toBe(n);
+    expect(new Set(idsB.keys())).toEqual(new Set(idsA.keys()));
   });
 });

@@ -50,6 +50,11 @@ export interface JetStreamExporterOptions {
   logger?: Logger;
   /** Publish-to-PubAck time of every acked event (attach a histogram here). */
   onPublishLatency?: (ms: number) => void;
+  /**
+   * Which NATS client publishes: 'auto' (default) our own (src/nats/) unless the connection needs
+   * nats.js (creds_file); 'nats.js' always nats.js (the fallback path, kept tested).
+   */
+  client?: 'auto' | 'nats.js';
 }
 
 export interface JetStreamExporterStats {
@@ -112,7 +117,7 @@ export class JetStreamExporter extends SpooledSink {
   private sweepTimer: NodeJS.Timeout | null = null;
   /** Connected and the stream checked: publishing. */
   private ready = false;
-  /** False while nats.js is reconnecting (ready stays: publishes wait or fail and are retried). */
+  /** False while the client is reconnecting (ready stays: publishes wait or fail and are retried). */
   private linkUp = false;
   /** A publish failed: wait for the retry timer before publishing again. */
   private paused = false;
@@ -202,7 +207,7 @@ export class JetStreamExporter extends SpooledSink {
         const jsm = await jetstreamManager(nc, { timeout: this.publishTimeoutMs });
         const { created, info } = await ensureStream(jsm, this.settings, { create: this.opts.createStream ?? true, servers: this.opts.connection.servers });
         if (this.stopped) break;
-        const ownOpts = ownConnectionOptions({ ...this.opts.connection, name });
+        const ownOpts = this.opts.client === 'nats.js' ? null : ownConnectionOptions({ ...this.opts.connection, name });
         let closed: Promise<Error | null | void>;
         if (ownOpts !== null) {
           // Frames not written at a disconnect are dropped: what waits for a PubAck is published
