@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { AckPolicy, jetstream, jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
+import { AckPolicy, DiscardPolicy, jetstream, jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/nats-core';
 import { Connection } from '../../src/nats/connection';
 import { JetStreamPublisher, type PubAckResult } from '../../src/nats/jetstream-publish';
@@ -130,7 +130,7 @@ describe('JetStream publish over our client', () => {
   it('a subject no stream takes: 503 no responders; a stream at its limit: the PubAck error, with its description', async () => {
     const nats = await server();
     const { jsm } = await natsjs(nats.urls);
-    await jsm.streams.add({ name: 'FULL', subjects: ['full.>'], max_msgs: 2, discard: 'new' as never });
+    await jsm.streams.add({ name: 'FULL', subjects: ['full.>'], max_msgs: 2, discard: DiscardPolicy.New });
     const c = await own(nats.urls);
     const r = await publishAll(c, [
       { subject: 'nostream.x', msgId: 'a', payload: Buffer.from('x') },
