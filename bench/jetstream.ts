@@ -5,7 +5,7 @@
 //
 // 1. Publish: acked events/s, exporter -> stream (R1, R3), against exporter -> collector.
 // 2. Consume: `wgflow consume` draining a stream that holds N events, against `collect` alone.
-// 3. End to end: exporter -> stream -> `wgflow consume` concurrently, from the first publish
+// 3. End to end: exporter -> stream -> `wgflow consume` concurrently, from the first publish (and the CPU of each process, and their share of the machine)
 //    until the consumer has written all N (target >= 100,000 events/s with R1).
 // 4. Lag recovery (R1): publishing at --rate events/s, the consumer stopped for --outage-s, then
 //    restarted: the backlog, the time until its lag is 0 and the catch-up rate; then publishing
@@ -17,7 +17,7 @@
 // Prints a table and writes bench/results/jetstream.json.
 import { ChildProcess, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import pino from 'pino';
@@ -98,7 +98,8 @@ async function publisher(): Promise<void> {
   const ms = Date.now() - t0;
   clearInterval(statsTimer);
   const s = await exp.stop();
-  out({ event: 'done', ok: s.acked >= count, t: Date.now(), ms, eventsPerSecond: Math.round((count * 1000) / ms), acked: s.acked, duplicates: s.duplicates, published: s.published });
+  const u = process.cpuUsage();
+  out({ event: 'done', ok: s.acked >= count, t: Date.now(), ms, eventsPerSecond: Math.round((count * 1000) / ms), acked: s.acked, duplicates: s.duplicates, published: s.published, cpuS: (u.user + u.system) / 1e6 });
 }
 
 // ---------- orchestration ----------
@@ -320,6 +321,12 @@ interface EndToEndRun {
   eventsPerSecond: number;
   /** The publisher's own acked rate while the consumer ran beside it. */
   publishEventsPerSecond: number;
+  /** CPU per event of each process over the run (the publisher from its start). */
+  publisherCpuUs: number;
+  consumerCpuUs: number;
+  natsCpuUs: number;
+  /** The CPU the three used over the run, as a share of all the machine's cores (1 = all of them). */
+  cpuShare: number;
 }
 
 /** Part 3: the consumer runs first; then N events are published; until all N are written. */
@@ -329,11 +336,20 @@ async function endToEndRun(c: NatsCluster, replicas: number, events: number, see
   const con = await startConsumer(c, dir, 'e2e');
   let p: Publisher | undefined;
   try {
+    const nats0 = natsCpu(c), con0 = cpuSeconds(con.child.pid);
     p = await startPublisher(c, replicas, events, seed);
     const { t, m } = await pollUntil(con, (x) => x.written >= events && x.acked >= events, 180_000);
+    const conCpu = cpuSeconds(con.child.pid) - con0, natsUsed = natsCpu(c) - nats0;
     const done = await p.lines.wait((o) => o.event === 'done', 60_000, 'the publisher to finish');
+    // Its own count (user + system since its start): it may have exited before /proc is read.
+    const pubCpu = Number(done.cpuS);
     if (m.written !== events || m.duplicates !== 0) throw new Error(`end to end wrote ${m.written} lines (${m.duplicates} duplicates) of ${events}`);
-    return { eventsPerSecond: eps(events, t - p.startT), publishEventsPerSecond: Number(done.eventsPerSecond) };
+    const wallS = Math.max(1, t - p.startT) / 1000;
+    return {
+      eventsPerSecond: eps(events, t - p.startT), publishEventsPerSecond: Number(done.eventsPerSecond),
+      publisherCpuUs: usPerEvent(pubCpu, events), consumerCpuUs: usPerEvent(conCpu, events), natsCpuUs: usPerEvent(natsUsed, events),
+      cpuShare: Math.round(((pubCpu + conCpu + natsUsed) / (wallS * cpus().length)) * 100) / 100,
+    };
   } finally {
     if (p) await endPublisher(p);
     await stopConsumer(con);
@@ -457,6 +473,8 @@ async function main(): Promise<boolean> {
     drainR1: med((x) => x.drainR1.eventsPerSecond), drainR1FromSpawn: med((x) => x.drainR1.eventsPerSecondFromSpawn), drainR1CpuUs: med((x) => x.drainR1.consumerCpuUs * 10) / 10, drainR1NatsCpuUs: med((x) => x.drainR1.natsCpuUs * 10) / 10,
     drainR3: med((x) => x.drainR3.eventsPerSecond), drainR3FromSpawn: med((x) => x.drainR3.eventsPerSecondFromSpawn), drainR3CpuUs: med((x) => x.drainR3.consumerCpuUs * 10) / 10, drainR3NatsCpuUs: med((x) => x.drainR3.natsCpuUs * 10) / 10,
     e2eR1: med((x) => x.e2eR1.eventsPerSecond), e2eR1Publish: med((x) => x.e2eR1.publishEventsPerSecond),
+    e2eR1PubCpuUs: med((x) => x.e2eR1.publisherCpuUs * 10) / 10, e2eR1ConCpuUs: med((x) => x.e2eR1.consumerCpuUs * 10) / 10, e2eR1NatsCpuUs: med((x) => x.e2eR1.natsCpuUs * 10) / 10,
+    e2eR1CpuShare: med((x) => x.e2eR1.cpuShare * 100) / 100,
     e2eR3: med((x) => x.e2eR3.eventsPerSecond), e2eR3Publish: med((x) => x.e2eR3.publishEventsPerSecond),
   };
   const met = m.e2eR1 >= 100_000;
@@ -482,6 +500,7 @@ async function main(): Promise<boolean> {
     ['2. consume R1: drain N from the stream', `${m.drainR1} ev/s (${m.drainR1FromSpawn} from spawn)  ${cpu(m.drainR1CpuUs, m.drainR1NatsCpuUs, 'consumer')}  ratio to collect alone ${ratio(m.drainR1, m.collectorAlone)}, to the gRPC path ${ratio(m.drainR1, m.grpc)}`],
     ['2. consume R3: drain N from the stream', `${m.drainR3} ev/s (${m.drainR3FromSpawn} from spawn)  ${cpu(m.drainR3CpuUs, m.drainR3NatsCpuUs, 'consumer')}  ratio to collect alone ${ratio(m.drainR3, m.collectorAlone)}`],
     ['3. end to end R1: exporter -> stream -> consume', `${m.e2eR1} ev/s (publisher acked ${m.e2eR1Publish} ev/s)  ratio to gRPC ${ratio(m.e2eR1, m.grpc)}`],
+    ['3. end to end R1: CPU per event', `publisher ${m.e2eR1PubCpuUs} µs + nats-server ${m.e2eR1NatsCpuUs} µs + consumer ${m.e2eR1ConCpuUs} µs = ${Math.round((m.e2eR1PubCpuUs + m.e2eR1NatsCpuUs + m.e2eR1ConCpuUs) * 10) / 10} µs; the three used ${Math.round(m.e2eR1CpuShare * 100)}% of the ${cpus().length} CPUs`],
     ['3. end to end R3', `${m.e2eR3} ev/s (publisher acked ${m.e2eR3Publish} ev/s)  ratio to gRPC ${ratio(m.e2eR3, m.grpc)}`],
     ['3. target >= 100,000 events/s end to end with R1', met ? 'met' : 'MISSED'],
   ];

@@ -123,7 +123,7 @@ export async function main(argv: string[]): Promise<number> {
       return 1;
     }
     try {
-      consumer = await JetStreamConsumer.start({ nc, servers: natsOpts.servers, stream, durable: f.durable, filter: f.filter, out: f.out, ackWaitMs, maxAckPending, batch, rotateBytes, maxFiles, dedupWindow, logger });
+      consumer = await JetStreamConsumer.start({ nc, connection: natsOpts, servers: natsOpts.servers, stream, durable: f.durable, filter: f.filter, out: f.out, ackWaitMs, maxAckPending, batch, rotateBytes, maxFiles, dedupWindow, logger });
     } catch (err) {
       await closeNats(nc);
       const msg = err instanceof ConsumerError || err instanceof WriterError || err instanceof StreamMissingError ? err.message : natsErrorMessage(err, natsOpts);

@@ -14,11 +14,19 @@
 //
 // Several processes with the same durable share the work: the server hands each message to one
 // pull request. Each process writes its own --out directory.
+//
+// Pulling and acking go over our own NATS client (src/nats/jetstream-pull.ts: no object or
+// promise per message, acks gathered into one write); nats.js makes and checks the durable and
+// reads the lag. With a creds_file (JWT and nkey) nats.js does all of it.
 import { AckPolicy, DeliverPolicy, jetstream, JetStreamApiError, jetstreamManager } from '@nats-io/jetstream';
 import type { Consumer, ConsumerConfig, ConsumerInfo, ConsumerMessages, JetStreamManager, JsMsg } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/nats-core';
 import type { Logger } from 'pino';
-import { JETSTREAM_DEFAULTS, StreamMissingError } from '../wire/jetstream';
+import { Connection } from '../nats/connection';
+import { ackInfoOf, PullConsumer, type AckInfo } from '../nats/jetstream-pull';
+import { ownConnectionOptions } from '../nats/options';
+import type { MsgView } from '../nats/parser';
+import { JETSTREAM_DEFAULTS, StreamMissingError, type NatsConnectOptions } from '../wire/jetstream';
 import { checkScanned, scanFlowEvent, ScannedEvent } from '../wire/reader';
 /** NetBird v0.75 clients send window aggregates (TYPE_UNKNOWN): stored as such (docs/export.md). */
 const AGGREGATES = { aggregates: true } as const;
@@ -54,6 +62,11 @@ export const CONSUMER_DEFAULTS = {
 export interface JetStreamConsumerOptions {
   /** A connected client (the caller owns it: connects, drains and closes it). */
   nc: NatsConnection;
+  /**
+   * The connection settings nc was made with: given, the messages are pulled and acked over a
+   * connection of our own client (closed by close()); absent, or with a creds_file, over nc.
+   */
+  connection?: NatsConnectOptions;
   /** The servers as given (for messages only). */
   servers?: string;
   stream: string;
@@ -113,6 +126,89 @@ const nanos = (ms: number): number => ms * 1_000_000;
 /** Scratch for the message being handled (each is handled to the end synchronously). */
 const scanned = new ScannedEvent();
 
+/** How a message is acked: its $JS.ACK reply subject (our client) or the nats.js message. */
+type AckHandle = Buffer | JsMsg;
+
+/** One delivered message, whichever client brought it (reused: valid during onMessage). */
+interface Delivery {
+  data: Buffer;
+  deliveryCount: number;
+  pending: number;
+  handle: AckHandle;
+  /** For log lines only. */
+  subject(): string;
+  seq(): number;
+}
+
+interface Acker {
+  ack(h: AckHandle): void;
+  nak(h: AckHandle, delayMs?: number): void;
+  term(h: AckHandle, reason: string): void;
+}
+
+const NATSJS_ACKER: Acker = {
+  ack: (h) => (h as JsMsg).ack(),
+  nak: (h, delayMs) => (h as JsMsg).nak(delayMs),
+  term: (h, reason) => (h as JsMsg).term(reason),
+};
+
+/** A nats.js message as a Delivery. */
+class NatsJsDelivery implements Delivery {
+  data: Buffer = Buffer.alloc(0);
+  deliveryCount = 0;
+  pending = 0;
+  handle: AckHandle = this.data;
+  private m: JsMsg | null = null;
+
+  set(m: JsMsg): this {
+    this.m = m;
+    const d = m.data;
+    this.data = Buffer.from(d.buffer, d.byteOffset, d.byteLength);
+    const info = m.info;
+    this.deliveryCount = info.deliveryCount;
+    this.pending = info.pending;
+    this.handle = m;
+    return this;
+  }
+
+  subject(): string {
+    return this.m?.subject ?? '';
+  }
+
+  seq(): number {
+    return this.m?.seq ?? 0;
+  }
+}
+
+/** A message of our client as a Delivery: the reply subject's bytes are the ack handle. */
+class OwnDelivery implements Delivery {
+  data: Buffer = Buffer.alloc(0);
+  deliveryCount = 0;
+  pending = 0;
+  handle: AckHandle = this.data;
+  private m: MsgView | null = null;
+  private readonly info: AckInfo = { deliveryCount: 0, streamSeq: 0, pending: 0 };
+
+  set(m: MsgView): this {
+    this.m = m;
+    this.data = m.buf.subarray(m.dataStart, m.dataEnd);
+    // A subarray of the chunk the parser never reuses: kept until the ack.
+    this.handle = m.buf.subarray(m.replyStart, m.replyEnd);
+    const info = ackInfoOf(m.buf, m.replyStart, m.replyEnd, this.info);
+    this.deliveryCount = info?.deliveryCount ?? 1;
+    this.pending = info?.pending ?? 0;
+    return this;
+  }
+
+  subject(): string {
+    return this.m?.subject ?? '';
+  }
+
+  seq(): number {
+    return this.info.streamSeq;
+  }
+}
+
 export class JetStreamConsumer {
   readonly writer: JsonlWriter;
   readonly seen: SeenSet;
@@ -120,8 +216,12 @@ export class JetStreamConsumer {
   private readonly log: Logger;
   private readonly counters: JetStreamConsumerStats = { consumed: 0, written: 0, duplicates: 0, redeliveries: 0, malformed: 0, acked: 0, commitFailures: 0, pending: 0 };
   /** Messages waiting for the commit of a batch, by batch id. */
-  private readonly waiting = new Map<number, JsMsg[]>();
+  private readonly waiting = new Map<number, AckHandle[]>();
   private messages: ConsumerMessages | null = null;
+  /** Our client's connection and pull (when used). */
+  private own: Connection | null = null;
+  private pull: PullConsumer | null = null;
+  private acker: Acker = NATSJS_ACKER;
   private consumer: Consumer | null = null;
   private stopping = false;
   private stopped: Promise<void> | null = null;
@@ -172,7 +272,13 @@ export class JetStreamConsumer {
     const js = jetstream(this.opts.nc);
     const consumer = await js.consumers.get(this.opts.stream, this.opts.durable);
     this.consumer = consumer;
-    const messages = await consumer.consume({ max_messages: batch, expires: CONSUMER_DEFAULTS.pullExpiresMs, callback: (m) => this.onMessage(m) });
+    const ownOpts = this.opts.connection ? ownConnectionOptions(this.opts.connection) : null;
+    if (ownOpts !== null) {
+      await this.runOwn(batch, await Connection.connect({ ...ownOpts, name: ownOpts.name ?? 'wgflow-consume' }));
+      return;
+    }
+    const delivery = new NatsJsDelivery();
+    const messages = await consumer.consume({ max_messages: batch, expires: CONSUMER_DEFAULTS.pullExpiresMs, callback: (m) => this.onMessage(delivery.set(m)) });
     this.messages = messages;
     void (async () => {
       for await (const s of messages.status()) {
@@ -187,18 +293,49 @@ export class JetStreamConsumer {
     });
   }
 
-  private onMessage(m: JsMsg): void {
+  /** Pulls and acks over our own connection (the caller made it; closed by close()). */
+  private async runOwn(batch: number, own: Connection): Promise<void> {
+    this.own = own;
+    const delivery = new OwnDelivery();
+    const pull = new PullConsumer(own, { stream: this.opts.stream, durable: this.opts.durable, batch, expiresMs: CONSUMER_DEFAULTS.pullExpiresMs },
+      (m) => this.onMessage(delivery.set(m)),
+      (s) => {
+        if (s.type === 'not_found') this.log.warn({ stream: this.opts.stream, durable: this.opts.durable, why: s.description }, 'stream or durable not found; retrying');
+        else if (s.type === 'heartbeats_missed') this.log.warn({ count: s.count }, 'missed heartbeats from the server; pulling again');
+        else if (s.type === 'exceeded_limits') this.log.warn({ code: s.code, description: s.description }, 'a pull exceeded a server limit');
+        else this.log.debug({ outstanding: s.outstanding }, 'a pull request expired unanswered; pulling again');
+      },
+      (err) => {
+        this.log.error({ durable: this.opts.durable, description: err.message }, 'the durable consumer was deleted; no more messages');
+        if (!this.stopping) this.endWith(err);
+      });
+    this.pull = pull;
+    this.acker = {
+      ack: (h) => pull.ack(h as Buffer),
+      nak: (h, delayMs) => pull.nak(h as Buffer, delayMs),
+      term: (h) => pull.term(h as Buffer),
+    };
+    own.onStatus((s) => {
+      if (s.type === 'disconnect') this.log.warn({ server: s.server, reason: s.reason }, 'disconnected from NATS; reconnecting');
+      else if (s.type === 'reconnect') this.log.info({ server: s.server }, 'reconnected to NATS');
+      else this.log.warn({ err: s.error.message }, 'NATS error');
+    });
+    void own.whenClosed().then((err) => {
+      if (!this.stopping) this.endWith(err ?? new Error('the connection to NATS closed'));
+    });
+    pull.start();
+  }
+
+  private onMessage(m: Delivery): void {
     if (this.stopping) {
-      m.nak(); // arrived while stopping: delivered again at once, to whoever pulls
+      this.acker.nak(m.handle); // arrived while stopping: delivered again at once, to whoever pulls
       return;
     }
     const c = this.counters;
     c.consumed++;
-    const info = m.info;
-    if (info.deliveryCount > 1) c.redeliveries++;
-    c.pending = info.pending;
-    const d = m.data;
-    const buf = Buffer.from(d.buffer, d.byteOffset, d.byteLength);
+    if (m.deliveryCount > 1) c.redeliveries++;
+    c.pending = m.pending;
+    const buf = m.data;
     const w = this.writer;
     if (this.native !== null) {
       const n = this.native.write(buf, 0, buf.length, w.lineBuffer, Date.now());
@@ -208,10 +345,10 @@ export class JetStreamConsumer {
           w.commitWritten(n);
           c.written++;
           this.guard(batch);
-          this.ackAfter(batch, m);
+          this.ackAfter(batch, m.handle);
         } else {
           c.duplicates++;
-          this.ackAfter(this.ackBatchOfDuplicate(), m);
+          this.ackAfter(this.ackBatchOfDuplicate(), m.handle);
         }
         return;
       }
@@ -226,14 +363,14 @@ export class JetStreamConsumer {
     }
     if (error !== null) {
       c.malformed++;
-      this.log.warn({ subject: m.subject, seq: m.seq, why: error }, 'terminated a message that is not a storable flow event');
-      m.term(error);
+      this.log.warn({ subject: m.subject(), seq: m.seq(), why: error }, 'terminated a message that is not a storable flow event');
+      this.acker.term(m.handle, error);
       return;
     }
     const id = buf.subarray(ev.eventId.s, ev.eventId.e);
     if (!this.seen.add(id, 0, w.batchId)) {
       c.duplicates++;
-      this.ackAfter(this.ackBatchOfDuplicate(), m);
+      this.ackAfter(this.ackBatchOfDuplicate(), m.handle);
       return;
     }
     let batch: number;
@@ -242,17 +379,17 @@ export class JetStreamConsumer {
     } catch (err) {
       this.seen.forgetNewest();
       c.malformed++;
-      this.log.warn({ subject: m.subject, seq: m.seq, err: (err as Error).message }, 'cannot write the event as JSON; terminated it');
-      m.term('cannot write as JSON');
+      this.log.warn({ subject: m.subject(), seq: m.seq(), err: (err as Error).message }, 'cannot write the event as JSON; terminated it');
+      this.acker.term(m.handle, 'cannot write as JSON');
       return;
     }
     c.written++;
     this.guard(batch);
-    this.ackAfter(batch, m);
+    this.ackAfter(batch, m.handle);
   }
 
   /** m is acked when batch is durable, nak'ed (delivered again) if its commit fails. */
-  private ackAfter(batch: number, m: JsMsg): void {
+  private ackAfter(batch: number, m: AckHandle): void {
     let list = this.waiting.get(batch);
     if (list === undefined) {
       list = [];
@@ -266,11 +403,12 @@ export class JetStreamConsumer {
     const list = this.waiting.get(batch);
     this.waiting.delete(batch);
     if (list === undefined) return;
+    const a = this.acker;
     if (err !== null) {
-      for (const m of list) m.nak(CONSUMER_DEFAULTS.retryDelayMs);
+      for (const m of list) a.nak(m, CONSUMER_DEFAULTS.retryDelayMs);
       return;
     }
-    for (const m of list) m.ack();
+    for (const m of list) a.ack(m);
     this.counters.acked += list.length;
   }
 
@@ -322,8 +460,12 @@ export class JetStreamConsumer {
     if (this.stopped !== null) return this.stopped;
     this.stopping = true;
     this.stopped = (async () => {
+      this.pull?.stop();
       await this.messages?.close();
       await this.writer.close();
+      // The acks of the last batch are in the connection's buffer: close() writes them and waits
+      // for the server's PONG (so they are processed) before closing.
+      await this.own?.close();
       this.endWith(null);
     })();
     return this.stopped;

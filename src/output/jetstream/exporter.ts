@@ -9,14 +9,22 @@
 // rest. When NATS is unreachable, refuses the credentials or the publish, or the stream does not
 // match, nothing leaves the spool: the exporter logs why (naming the key to fix) and retries with
 // backoff.
+//
+// The publishing itself goes over our own NATS client (src/nats/: HPUB frames written straight
+// into one buffer per turn of the event loop, PubAcks read without JSON.parse), nats.js only
+// checks or creates the stream. A creds_file (JWT and nkey) is left to nats.js end to end.
 import pino, { type Logger } from 'pino';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { createInbox, type Msg, type NatsConnection } from '@nats-io/nats-core';
 import {
-  addressOf, connectNats, describeNatsError, ensureStream, messageHeaders, natsErrorKind, streamSettings, streamSummary,
-  type NatsConnectOptions, type NatsErrorKind, type StreamSettings,
+  connectNats, describeNatsError, ensureStream, messageHeaders, natsErrorKind, streamSettings, streamSummary,
+  SubjectCache, type NatsConnectOptions, type NatsErrorKind, type StreamSettings,
 } from '../../wire/jetstream';
-import type { SpoolOptions, SpoolRecord } from '../spool';
+import { bytesToUuid } from '../../wire/codec';
+import { Connection } from '../../nats/connection';
+import { JetStreamPublisher, type PubAckResult } from '../../nats/jetstream-publish';
+import { ownConnectionOptions } from '../../nats/options';
+import { recordId, type SpoolOptions, type SpoolRecord } from '../spool';
 import { Backoff, DEFAULT_BACKOFF, SpooledSink, type BackoffOptions } from '../spooled-sink';
 
 /** The exporter's own defaults (jetstream.max_in_flight defaults to this). */
@@ -42,6 +50,11 @@ export interface JetStreamExporterOptions {
   logger?: Logger;
   /** Publish-to-PubAck time of every acked event (attach a histogram here). */
   onPublishLatency?: (ms: number) => void;
+  /**
+   * Which NATS client publishes: 'auto' (default) our own (src/nats/) unless the connection needs
+   * nats.js (creds_file); 'nats.js' always nats.js (the fallback path, kept tested).
+   */
+  client?: 'auto' | 'nats.js';
 }
 
 export interface JetStreamExporterStats {
@@ -70,7 +83,8 @@ export interface JetStreamExporterStats {
 interface Pending {
   rec: SpoolRecord;
   subject: string;
-  msgId: string;
+  /** When it was last published (set by publish). */
+  sentAt: number;
 }
 
 export class JetStreamExporterStoppedError extends Error {
@@ -87,18 +101,23 @@ export class JetStreamExporter extends SpooledSink {
   private readonly publishTimeoutMs: number;
   private readonly backoff: Backoff;
   private nc: NatsConnection | null = null;
+  /** Our own connection, when the configuration allows it (everything but creds_file). */
+  private own: Connection | null = null;
+  /** Writes one publish with reply <inbox>.<token> (our client's, or nats.js's). */
+  private send: ((subject: string, rec: SpoolRecord, token: number) => void) | null = null;
+  private readonly subjects: SubjectCache;
   /**
    * Publishes go out with a reply subject <inbox>.<token> of their own; the PubAcks come back on
    * one subscription to <inbox>.* (no request object, promise and timer per event, as nats.js's
    * js.publish makes). waiting: by token, in publish order (the timeout sweep relies on it).
    */
   private inbox = '';
-  private readonly waiting = new Map<number, { p: Pending; sentAt: number }>();
+  private readonly waiting = new Map<number, Pending>();
   private nextToken = 1;
   private sweepTimer: NodeJS.Timeout | null = null;
   /** Connected and the stream checked: publishing. */
   private ready = false;
-  /** False while nats.js is reconnecting (ready stays: publishes wait or fail and are retried). */
+  /** False while the client is reconnecting (ready stays: publishes wait or fail and are retried). */
   private linkUp = false;
   /** A publish failed: wait for the retry timer before publishing again. */
   private paused = false;
@@ -113,6 +132,7 @@ export class JetStreamExporter extends SpooledSink {
   constructor(private readonly opts: JetStreamExporterOptions) {
     super(opts.logger ?? pino({ name: 'wgflow-jetstream' }, pino.destination(2)), opts.spool, { stopped: () => new JetStreamExporterStoppedError(), receiver: 'JetStream', verb: 'published' });
     this.settings = streamSettings(opts.stream);
+    this.subjects = new SubjectCache(this.settings.subjectPrefix);
     this.maxInFlight = opts.maxInFlight ?? JETSTREAM_EXPORTER_DEFAULTS.maxInFlight;
     if (!(Number.isInteger(this.maxInFlight) && this.maxInFlight >= 1)) throw new Error(`jetstream.max_in_flight must be a positive integer, got ${opts.maxInFlight}`);
     this.publishTimeoutMs = opts.publishTimeoutMs ?? JETSTREAM_EXPORTER_DEFAULTS.publishTimeoutMs;
@@ -161,6 +181,10 @@ export class JetStreamExporter extends SpooledSink {
     const nc = this.nc;
     this.nc = null;
     if (nc) await nc.close().catch(() => undefined);
+    const own = this.own;
+    this.own = null;
+    this.send = null;
+    if (own) await own.close().catch(() => undefined);
     this.spool.close();
     this.log.info({ ...stats }, 'JetStream exporter stopped');
     return stats;
@@ -171,8 +195,10 @@ export class JetStreamExporter extends SpooledSink {
   private async session(): Promise<void> {
     while (!this.stopped) {
       let nc: NatsConnection | null = null;
+      let own: Connection | null = null;
       try {
-        nc = await connectNats({ ...this.opts.connection, name: this.opts.connection.name ?? 'wgflow-exporter' });
+        const name = this.opts.connection.name ?? 'wgflow-exporter';
+        nc = await connectNats({ ...this.opts.connection, name });
         if (this.stopped) {
           await nc.close().catch(() => undefined); // stop() ran while connecting: it did not see this one
           break;
@@ -181,25 +207,53 @@ export class JetStreamExporter extends SpooledSink {
         const jsm = await jetstreamManager(nc, { timeout: this.publishTimeoutMs });
         const { created, info } = await ensureStream(jsm, this.settings, { create: this.opts.createStream ?? true, servers: this.opts.connection.servers });
         if (this.stopped) break;
-        this.inbox = createInbox();
-        nc.subscribe(`${this.inbox}.*`, { callback: (err, msg) => (err ? undefined : this.onReply(msg)) });
+        const ownOpts = this.opts.client === 'nats.js' ? null : ownConnectionOptions({ ...this.opts.connection, name });
+        let closed: Promise<Error | null | void>;
+        if (ownOpts !== null) {
+          // Frames not written at a disconnect are dropped: what waits for a PubAck is published
+          // again after the reconnect anyway (requeueWaiting).
+          own = await Connection.connect({ ...ownOpts, keepPendingOnReconnect: false });
+          if (this.stopped) {
+            await own.close().catch(() => undefined); // stop() ran while connecting
+            break;
+          }
+          this.own = own;
+          // The stream is checked: nats.js has nothing more to do here.
+          this.nc = null;
+          await nc.close().catch(() => undefined);
+          nc = null;
+          const pub = new JetStreamPublisher(own, (token, r) => this.onReply(token, r));
+          pub.start();
+          this.send = (subject, rec, token) => pub.publishRawId(subject, rec.buf, rec.idAt, rec.payload, token);
+          this.watchOwn(own);
+          closed = own.whenClosed();
+        } else {
+          const n = nc;
+          this.inbox = createInbox();
+          n.subscribe(`${this.inbox}.*`, { callback: (err, msg) => (err ? undefined : this.onNatsJsReply(msg)) });
+          this.send = (subject, rec, token) => n.publish(subject, rec.payload, { reply: `${this.inbox}.${token}`, headers: messageHeaders(bytesToUuid(recordId(rec), 'event_id')) });
+          this.watchStatus(n);
+          // nats.js reconnects by itself; the connection closes for good only when it gives up
+          // (e.g. credentials refused on reconnect) or when we close it.
+          closed = n.closed();
+        }
         this.ready = true;
         this.linkUp = true;
         this.paused = false;
-        this.log.info({ servers: this.opts.connection.servers, created, spooled: this.spool.stats().records }, streamSummary(info));
-        this.watchStatus(nc);
+        this.log.info({ servers: this.opts.connection.servers, created, spooled: this.spool.stats().records, client: own ? 'wgflow' : 'nats.js' }, streamSummary(info));
         this.pump();
-        // nats.js reconnects by itself; the connection closes for good only when it gives up
-        // (e.g. credentials refused on reconnect) or when we close it.
-        const closedWith = await nc.closed();
+        const closedWith = await closed;
         if (this.stopped) break;
         this.ready = false;
         throw closedWith ?? new Error('connection to NATS closed');
       } catch (err) {
         this.ready = false;
+        this.send = null;
         this.requeueWaiting();
         if (nc && !nc.isClosed()) await nc.close().catch(() => undefined);
         if (this.nc === nc) this.nc = null;
+        if (own) await own.close().catch(() => undefined);
+        if (this.own === own) this.own = null;
         if (this.stopped) break;
         this.countError(err);
         const delay = this.backoff.next();
@@ -209,6 +263,30 @@ export class JetStreamExporter extends SpooledSink {
         await new Promise<void>((r) => (this.timer = setTimeout(r, delay)));
       }
     }
+  }
+
+  /** Our connection's disconnects, reconnects and -ERRs (e.g. a permissions violation). */
+  private watchOwn(own: Connection): void {
+    own.onStatus((s) => {
+      if (own !== this.own) return;
+      if (s.type === 'disconnect') {
+        this.linkUp = false;
+        this.errors.unreachable++;
+        // Nothing sent on the old socket is answered on the new one: publish it all again (a
+        // message the stream stored meanwhile comes back as a duplicate).
+        this.requeueWaiting();
+        this.log.warn({ server: s.server, reason: s.reason, spooled: this.spool.stats().records }, 'disconnected from NATS; reconnecting (the events stay in the spool)');
+      } else if (s.type === 'reconnect') {
+        this.linkUp = true;
+        this.log.info({ server: s.server }, 'reconnected to NATS');
+        this.schedulePump();
+      } else {
+        // A permissions violation for the subject: the publish gets no PubAck (the sweep retries
+        // it), the reason comes here.
+        this.countError(s.error);
+        this.logRare(`status-${natsErrorKind(s.error)}`, 'error', {}, `${this.describe(s.error)}; the events stay in the spool`);
+      }
+    });
   }
 
   private watchStatus(nc: NatsConnection): void {
@@ -255,8 +333,8 @@ export class JetStreamExporter extends SpooledSink {
 
   /** Publishes until maxInFlight is reached or nothing is left: retries first, then the spool. */
   private pump(): void {
-    const nc = this.nc;
-    if (!nc || !this.ready || this.paused) return;
+    const send = this.send;
+    if (send === null || !this.ready || this.paused || (this.own !== null && !this.linkUp)) return;
     while (this.waiting.size < this.maxInFlight) {
       let p: Pending | undefined;
       if (this.retryAt < this.retry.length) {
@@ -270,7 +348,7 @@ export class JetStreamExporter extends SpooledSink {
         if (recs.length === 0) break;
         for (const rec of recs) {
           try {
-            this.retry.push({ rec, ...addressOf(this.settings.subjectPrefix, rec.payload) });
+            this.retry.push({ rec, subject: this.subjects.of(rec.payload), sentAt: 0 });
           } catch {
             // validateRecord passed it: cannot happen; never let one record stop the rest.
             this.spool.ack(rec.seq, rec.off);
@@ -278,52 +356,62 @@ export class JetStreamExporter extends SpooledSink {
         }
         continue;
       }
-      this.publish(nc, p);
+      this.publish(send, p);
     }
   }
 
-  private publish(nc: NatsConnection, p: Pending): void {
+  private publish(send: (subject: string, rec: SpoolRecord, token: number) => void, p: Pending): void {
     const token = this.nextToken++;
-    this.waiting.set(token, { p, sentAt: Date.now() });
+    p.sentAt = Date.now();
+    this.waiting.set(token, p);
     this.counters.published++;
     try {
-      nc.publish(p.subject, p.rec.payload, { reply: `${this.inbox}.${token}`, headers: messageHeaders(p.msgId) });
+      send(p.subject, p.rec, token);
     } catch (err) {
       this.waiting.delete(token); // closed or draining: retried on the next connection
       this.failed(p, err);
     }
   }
 
-  /** A PubAck (or an error status) for one publish. */
-  private onReply(msg: Msg): void {
+  /** A PubAck through nats.js (the creds_file path), in our client's terms. */
+  private onNatsJsReply(msg: Msg): void {
     const token = Number(msg.subject.slice(this.inbox.length + 1));
-    const w = this.waiting.get(token);
-    if (!w) return; // timed out and retried meanwhile, or from an earlier connection
-    this.waiting.delete(token);
     const h = msg.headers;
     if ((h && h.hasError) || msg.data.length === 0) {
       const code = h?.code ?? 0;
-      this.failed(w.p, new Error(code === 503 ? 'no responders (503): JetStream is not enabled for this account, or no stream takes the subject' : `status ${code} ${h?.description ?? ''}`));
+      this.onReply(token, { ok: false, error: new Error(code === 503 ? 'no responders (503): JetStream is not enabled for this account, or no stream takes the subject' : `status ${code} ${h?.description ?? ''}`) });
       return;
     }
     let ack: { stream?: string; seq?: number; duplicate?: boolean; error?: { code?: number; err_code?: number; description?: string } };
     try {
       ack = JSON.parse(Buffer.from(msg.data.buffer, msg.data.byteOffset, msg.data.length).toString('utf8')) as typeof ack;
     } catch {
-      this.failed(w.p, new Error('the PubAck is not JSON'));
+      this.onReply(token, { ok: false, error: new Error('the PubAck is not JSON') });
       return;
     }
     if (ack.error || !ack.stream) {
-      this.failed(w.p, new Error(`the stream refused the message: ${ack.error?.description ?? 'no stream in the PubAck'} (code ${ack.error?.code ?? '?'}/${ack.error?.err_code ?? '?'})`));
+      this.onReply(token, { ok: false, error: new Error(`the stream refused the message: ${ack.error?.description ?? 'no stream in the PubAck'} (code ${ack.error?.code ?? '?'}/${ack.error?.err_code ?? '?'})`) });
+      return;
+    }
+    this.onReply(token, { ok: true, duplicate: ack.duplicate === true });
+  }
+
+  /** A PubAck (or an error) for one publish. */
+  private onReply(token: number, r: PubAckResult): void {
+    const w = this.waiting.get(token);
+    if (!w) return; // timed out and retried meanwhile, or from an earlier connection
+    this.waiting.delete(token);
+    if (!r.ok) {
+      this.failed(w, r.error);
       return;
     }
     // After stop() the spool is closed: the event stays in it, the next start resends it and the
     // stream reports the duplicate.
     if (this.stopped) return;
-    const p = w.p;
+    const p = w;
     this.spool.ack(p.rec.seq, p.rec.off);
     this.counters.acked++;
-    if (ack.duplicate) this.counters.duplicates++;
+    if (r.duplicate) this.counters.duplicates++;
     this.opts.onPublishLatency?.(Date.now() - w.sentAt);
     this.backoff.reset();
     this.settleIdle();
@@ -337,13 +425,13 @@ export class JetStreamExporter extends SpooledSink {
     for (const [token, w] of this.waiting) {
       if (now - w.sentAt < this.publishTimeoutMs) break;
       this.waiting.delete(token);
-      this.failed(w.p, Object.assign(new Error(`no PubAck within ${this.publishTimeoutMs} ms (timeout)`), { name: 'TimeoutError' }));
+      this.failed(w, Object.assign(new Error(`no PubAck within ${this.publishTimeoutMs} ms (timeout)`), { name: 'TimeoutError' }));
     }
   }
 
   /** The connection is gone: everything waiting for a PubAck is published again on the next one. */
   private requeueWaiting(): void {
-    for (const w of this.waiting.values()) this.retry.push(w.p);
+    for (const w of this.waiting.values()) this.retry.push(w);
     this.waiting.clear();
   }
 
