@@ -5,7 +5,8 @@
  *
  * A BTF tracepoint on skb:kfree_skb, which fires only for drops (consumed packets go through
  * consume_skb) and carries the reason (kernels >= 5.17). It runs for every drop of the machine,
- * so the first test is the cheapest one: is any interface of the packet a watched one? Only then
+ * so the first tests are the cheapest ones: is the packet's device in the watched namespace, and
+ * is any interface of the packet a watched one (compared in registers)? Only then
  * is the IP header read and the drop aggregated per (direction, addresses, ports, protocol) in
  * one of two hash maps; user space switches the probe to the other map at the end of a window
  * and drains the first (no drop counted while it is read is lost).
@@ -80,14 +81,6 @@ struct {
 	__uint(max_entries, 16384);
 } wgf_drops1 SEC(".maps");
 
-/* Watched interfaces: ifindex -> 1. Written by user space when interfaces come and go. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__type(key, __u32);
-	__type(value, __u32);
-	__uint(max_entries, 256);
-} wgf_drop_watch SEC(".maps");
-
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__type(key, __u32);
@@ -112,11 +105,15 @@ struct {
 #define IPPROTO_ICMPV6_ 58
 #define IPV6_EXT_MAX 4
 
-static __always_inline int watched(int ifindex)
+static __always_inline int watched(const struct wgf_drop_config *cfg, int ifindex)
 {
-	__u32 k = ifindex;
-
-	return ifindex > 0 && bpf_map_lookup_elem(&wgf_drop_watch, &k) != NULL;
+	if (ifindex <= 0)
+		return 0;
+#pragma unroll
+	for (int i = 0; i < WGF_DROP_WATCH_MAX; i++)
+		if (cfg->watch[i] == (__u32)ifindex)
+			return 1;
+	return 0;
 }
 
 static __always_inline struct wgf_drop_stats *drop_stats(void)
@@ -257,53 +254,60 @@ int wgflow_drop(unsigned long long *ctx)
 {
 	struct sk_buff *skb = (struct sk_buff *)ctx[0];
 	__u32 reason = (__u32)ctx[2];
-	struct net_device *dev, *ndev, *dst_dev = NULL;
+	struct net_device *dev;
 	struct wgf_drop_key k = {};
 	const struct wgf_drop_config *cfg;
 	struct wgf_drop_count *rc;
 	struct wgf_drop_stats *st;
 	unsigned long refdst;
-	__u32 zero = 0, slot, hdrlen = 0, segs, netns;
-	int iif, oif = 0, l3;
+	__u32 zero = 0, slot, hdrlen = 0, segs;
+	int iif, devidx, l3;
 	unsigned char *head;
 	unsigned long data;
 	__u64 bytes;
 	__u16 nh;
 
-	/* Cheapest test first: which interfaces does the packet belong to, and is one watched? */
-	iif = skb->skb_iif;
-	dev = skb->dev;
-	refdst = skb->_skb_refdst & ~1UL;
-	if (refdst) {
-		dst_dev = BPF_CORE_READ((struct dst_entry *)refdst, dev);
-		oif = BPF_CORE_READ(dst_dev, ifindex);
-	}
-	if (watched(iif)) {
-		k.dir = WGF_DIR_INGRESS;	/* came in through it */
-		k.ifindex = iif;
-	} else if (watched(oif)) {
-		k.dir = WGF_DIR_EGRESS;		/* routed out to it */
-		k.ifindex = oif;
-	} else if (dev && watched(dev->ifindex)) {
-		/*
-		 * On the interface itself, not (yet) received by the stack (skb_iif unset) and not
-		 * routed: a packet the interface was handing in (no route attached) or was sending.
-		 */
-		k.dir = refdst ? WGF_DIR_EGRESS : WGF_DIR_INGRESS;
-		k.ifindex = dev->ifindex;
-	} else {
-		return 0;
-	}
-	/* ifindexes are per network namespace: the device's namespace must be the watched one. */
-	ndev = dev ? dev : dst_dev;
-	if (!ndev)
-		return 0;
 	cfg = bpf_map_lookup_elem(&wgf_drop_config, &zero);
 	if (!cfg)
 		return 0;
-	netns = BPF_CORE_READ(ndev, nd_net.net, ns.inum);
-	if (netns != cfg->netns)
+	/*
+	 * Cheapest tests first (direct loads, compares in registers): the device's namespace, then
+	 * the input interface and the device. Only then the route's device, which takes two probe
+	 * reads. ifindexes are per network namespace: a drop of another namespace never matches.
+	 */
+	iif = skb->skb_iif;
+	dev = skb->dev;
+	devidx = 0;
+	if (dev) {
+		devidx = dev->ifindex;
+		if (dev->nd_net.net->ns.inum != cfg->netns)
+			return 0;
+	}
+	refdst = skb->_skb_refdst & ~1UL;
+	if (watched(cfg, iif)) {
+		k.dir = WGF_DIR_INGRESS;	/* came in through it */
+		k.ifindex = iif;
+	} else if (devidx != iif && watched(cfg, devidx)) {
+		/*
+		 * On the interface itself, not (yet) received by the stack (skb_iif unset): a packet
+		 * the interface was handing in (no route attached yet) or was sending (routed).
+		 */
+		k.dir = refdst ? WGF_DIR_EGRESS : WGF_DIR_INGRESS;
+		k.ifindex = devidx;
+	} else if (refdst) {
+		struct net_device *dst_dev = BPF_CORE_READ((struct dst_entry *)refdst, dev);
+		int oif = BPF_CORE_READ(dst_dev, ifindex);
+
+		if (!watched(cfg, oif))
+			return 0;
+		/* Without a device, the route's tells the namespace. */
+		if (!dev && BPF_CORE_READ(dst_dev, nd_net.net, ns.inum) != cfg->netns)
+			return 0;
+		k.dir = WGF_DIR_EGRESS;		/* routed out to it */
+		k.ifindex = oif;
+	} else {
 		return 0;
+	}
 
 	st = drop_stats();
 	if (st)

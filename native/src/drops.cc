@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -75,7 +76,6 @@ class DropProbe : public Napi::ObjectWrap<DropProbe> {
     }
     drops_fd_[0] = bpf_map__fd(m0);
     drops_fd_[1] = bpf_map__fd(m1);
-    watch_fd_ = bpf_map__fd(bpf_object__find_map_by_name(obj_, "wgf_drop_watch"));
     config_fd_ = bpf_map__fd(bpf_object__find_map_by_name(obj_, "wgf_drop_config"));
     reasons_fd_ = bpf_map__fd(bpf_object__find_map_by_name(obj_, "wgf_drop_reasons"));
     stats_fd_ = bpf_map__fd(bpf_object__find_map_by_name(obj_, "wgf_drop_stats"));
@@ -89,6 +89,7 @@ class DropProbe : public Napi::ObjectWrap<DropProbe> {
 
   int drops_fd(int i) const { return drops_fd_[i & 1]; }
   int config_fd() const { return config_fd_; }
+  std::mutex &config_mu() { return config_mu_; }
   void Ref2() { Ref(); }
   void Unref2() {
     draining_ = false;
@@ -137,29 +138,18 @@ class DropProbe : public Napi::ObjectWrap<DropProbe> {
       if (!(v >= 1 && v <= 0x7fffffff)) throw Napi::RangeError::New(env, "setWatch: an ifindex must be a positive integer");
       want.push_back(static_cast<__u32>(v));
     }
-    if (want.size() > 256) throw Napi::RangeError::New(env, "setWatch: at most 256 interfaces");
+    if (want.size() > WGF_DROP_WATCH_MAX)
+      throw Napi::RangeError::New(env, "setWatch: at most " + std::to_string(WGF_DROP_WATCH_MAX) + " interfaces");
+    // The config entry is written whole (the probe sees the old or the new one); the drain's
+    // switch of the active map rewrites it too, so both take the lock.
+    std::lock_guard<std::mutex> lock(config_mu_);
     __u32 zero = 0;
     struct wgf_drop_config cfg;
     if (bpf_map_lookup_elem(config_fd_, &zero, &cfg)) throw ErrnoError(env, errno, "cannot read the drop probe's config");
     cfg.netns = info[1].As<Napi::Number>().Uint32Value();
+    memset(cfg.watch, 0, sizeof(cfg.watch));
+    for (size_t i = 0; i < want.size(); i++) cfg.watch[i] = want[i];
     if (bpf_map_update_elem(config_fd_, &zero, &cfg, BPF_ANY)) throw ErrnoError(env, errno, "cannot write the drop probe's config");
-    // Remove what is no longer watched, then add the rest.
-    std::vector<__u32> have;
-    __u32 key, next;
-    __u32 *prev = nullptr;
-    while (bpf_map_get_next_key(watch_fd_, prev, &next) == 0) {
-      have.push_back(next);
-      key = next;
-      prev = &key;
-    }
-    for (__u32 k : have) {
-      bool keep = false;
-      for (__u32 w : want) keep = keep || w == k;
-      if (!keep) bpf_map_delete_elem(watch_fd_, &k);
-    }
-    __u32 one = 1;
-    for (__u32 w : want)
-      if (bpf_map_update_elem(watch_fd_, &w, &one, BPF_ANY)) throw ErrnoError(env, errno, "cannot write the drop probe's interface set");
     return env.Undefined();
   }
 
@@ -171,12 +161,16 @@ class DropProbe : public Napi::ObjectWrap<DropProbe> {
     }
     Napi::Promise Promise() { return deferred_.Promise(); }
     void Execute() override {
-      __u32 zero = 0;
-      struct wgf_drop_config cfg;
-      if (bpf_map_lookup_elem(p_->config_fd(), &zero, &cfg)) return Fail(errno, "cannot read the drop probe's config");
-      __u32 old = cfg.active & 1;
-      cfg.active = old ^ 1;
-      if (bpf_map_update_elem(p_->config_fd(), &zero, &cfg, BPF_ANY)) return Fail(errno, "cannot switch the drop maps");
+      __u32 old;
+      {
+        std::lock_guard<std::mutex> lock(p_->config_mu());
+        __u32 zero = 0;
+        struct wgf_drop_config cfg;
+        if (bpf_map_lookup_elem(p_->config_fd(), &zero, &cfg)) return Fail(errno, "cannot read the drop probe's config");
+        old = cfg.active & 1;
+        cfg.active = old ^ 1;
+        if (bpf_map_update_elem(p_->config_fd(), &zero, &cfg, BPF_ANY)) return Fail(errno, "cannot switch the drop maps");
+      }
       struct timespec ts = {0, kSwitchSettleNs};
       nanosleep(&ts, nullptr);
       int fd = p_->drops_fd(old);
@@ -292,17 +286,18 @@ class DropProbe : public Napi::ObjectWrap<DropProbe> {
     link_ = nullptr;
     if (obj_) bpf_object__close(obj_);
     obj_ = nullptr;
-    drops_fd_[0] = drops_fd_[1] = watch_fd_ = config_fd_ = reasons_fd_ = stats_fd_ = -1;
+    drops_fd_[0] = drops_fd_[1] = config_fd_ = reasons_fd_ = stats_fd_ = -1;
   }
 
   struct bpf_object *obj_ = nullptr;
   struct bpf_program *prog_ = nullptr;
   struct bpf_link *link_ = nullptr;
   int drops_fd_[2] = {-1, -1};
-  int watch_fd_ = -1, config_fd_ = -1, reasons_fd_ = -1, stats_fd_ = -1;
+  int config_fd_ = -1, reasons_fd_ = -1, stats_fd_ = -1;
   int ncpus_ = 0;
   bool draining_ = false;
   bool closing_ = false;
+  std::mutex config_mu_;
 };
 
 // dropReasonNames() -> { [value]: name } of the running kernel's enum skb_drop_reason (its BTF),
@@ -346,7 +341,7 @@ void register_drops(Napi::Env env, Napi::Object exports) {
   WGF_STRUCT(wgf_drop_count);
   WGF_FIELD(wgf_drop_count, packets); WGF_FIELD(wgf_drop_count, bytes);
   WGF_STRUCT(wgf_drop_config);
-  WGF_FIELD(wgf_drop_config, netns); WGF_FIELD(wgf_drop_config, active);
+  WGF_FIELD(wgf_drop_config, netns); WGF_FIELD(wgf_drop_config, active); WGF_FIELD(wgf_drop_config, watch);
   WGF_STRUCT(wgf_drop_stats);
   WGF_FIELD(wgf_drop_stats, matched); WGF_FIELD(wgf_drop_stats, map_full); WGF_FIELD(wgf_drop_stats, map_full_bytes);
   WGF_FIELD(wgf_drop_stats, unparsed);

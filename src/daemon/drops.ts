@@ -5,6 +5,7 @@ import type { Logger } from 'pino';
 import type { Attributor } from '../attribution/attributor';
 import { DropProbe, dropReasonName } from '../datapath/drops';
 import { DropReporter, DropsState, DropsStatus } from '../flow/drops';
+import { DROP_WATCH_MAX } from '../datapath/records';
 import type { FlowEvent } from '../model/event';
 
 
@@ -31,6 +32,7 @@ export class DropEvents {
   private unavailable = '';
   private readonly reporter: DropReporter;
   private on = false;
+  private warnedTooMany = false;
 
   constructor(private readonly opts: DropEventsOptions) {
     this.reporter = new DropReporter({
@@ -55,7 +57,7 @@ export class DropEvents {
     }
     if (this.on) return;
     const probe = this.load();
-    probe.watch(this.opts.ifindexes());
+    probe.watch(this.watchList());
     try {
       probe.attach();
     } catch (err) {
@@ -71,10 +73,20 @@ export class DropEvents {
   refreshWatch(): void {
     if (!this.probe) return;
     try {
-      this.probe.watch(this.opts.ifindexes());
+      this.probe.watch(this.watchList());
     } catch (err) {
       this.opts.log.error({ err: firstLine(err) }, 'DROP events: cannot update the watched interfaces');
     }
+  }
+
+  /** The attached interfaces, at most DROP_WATCH_MAX of them (the rest are named in a warning). */
+  private watchList(): number[] {
+    const all = this.opts.ifindexes();
+    if (all.length > DROP_WATCH_MAX && !this.warnedTooMany) {
+      this.warnedTooMany = true;
+      this.opts.log.warn({ interfaces: all.length, reported: DROP_WATCH_MAX }, `DROP events: the drop probe watches at most ${DROP_WATCH_MAX} interfaces; drops of the others (ifindexes ${all.slice(DROP_WATCH_MAX).join(', ')}) are not reported`);
+    }
+    return all.slice(0, DROP_WATCH_MAX);
   }
 
   get state(): DropsState {

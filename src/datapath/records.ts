@@ -16,7 +16,7 @@ export const LAYOUT = {
   wgf_drop_key: { size: 44, saddr: 0, daddr: 16, sport: 32, dport: 34, proto: 36, kind: 37, family: 38, dir: 39, ifindex: 40 },
   wgf_drop: { size: 40, first_ns: 0, last_ns: 8, packets: 16, bytes: 24, reason: 32, flags: 36 },
   wgf_drop_count: { size: 16, packets: 0, bytes: 8 },
-  wgf_drop_config: { size: 8, netns: 0, active: 4 },
+  wgf_drop_config: { size: 72, netns: 0, active: 4, watch: 8 },
   wgf_drop_stats: { size: 32, matched: 0, map_full: 8, map_full_bytes: 16, unparsed: 24 },
 } as const;
 
@@ -31,6 +31,8 @@ export const DROP_KEY_SIZE = DK.size;
 export const DROP_SIZE = DV.size;
 /** WGF_DROP_REASONS: slots of the per-reason counters (the last one also holds every higher reason). */
 export const DROP_REASON_SLOTS = 256;
+/** WGF_DROP_WATCH_MAX: interfaces the drop probe can watch at once. */
+export const DROP_WATCH_MAX = 16;
 /** WGF_DROP_F_MIXED: later drops of the window had another reason than the one reported. */
 export const DROP_FLAG_MIXED = 1 << 0;
 

@@ -104,7 +104,7 @@ export interface NativeDropProbe {
   attach(): void;
   detach(): void;
   isAttached(): boolean;
-  /** The watched interfaces of the namespace whose /proc/self/ns/net inode is netns. */
+  /** The watched interfaces (at most DROP_WATCH_MAX) of the namespace whose /proc/self/ns/net inode is netns. */
   setWatch(ifindexes: number[], netns: number): void;
   /** Switch the probe to its other map and read and empty the one it wrote. */
   drain(): Promise<{ count: number; keys: ArrayBuffer; values: ArrayBuffer }>;
