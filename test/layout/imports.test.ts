@@ -14,6 +14,7 @@ export const RANKS: Record<string, number> = {
   util: 0, // byte buffers, files, value checks, logging, the addon loader, the version
   net: 1, // IP addresses and interface names
   wire: 2, // the wire contract: protobuf, gRPC framing and statuses
+  nats: 3, // our NATS client for the JetStream hot paths (publish, pull consume)
   attribution: 3,
   datapath: 3,
   control: 3,
