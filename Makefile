@@ -19,13 +19,13 @@ bpf: bpf/wgflow.bpf.o bpf/wgflow_drops.bpf.o bench/bpf/baseline.bpf.o bench/bpf/
 bpf/wgflow.bpf.o: bpf/wgflow.bpf.c bpf/wgflow.h
 	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
 
-bpf/wgflow_drops.bpf.o: bpf/wgflow_drops.bpf.c bpf/wgflow.h
+bpf/wgflow_drops.bpf.o: bpf/wgflow_drops.bpf.c bpf/wgflow_drops_maps.h bpf/wgflow.h
 	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
 
 bench/bpf/baseline.bpf.o: bench/bpf/baseline.bpf.c
 	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
 
-bench/bpf/drop_empty.bpf.o: bench/bpf/drop_empty.bpf.c bpf/wgflow.h
+bench/bpf/drop_empty.bpf.o: bench/bpf/drop_empty.bpf.c bpf/wgflow_drops_maps.h bpf/wgflow.h
 	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
 
 native: $(ADDON)

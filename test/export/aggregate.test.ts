@@ -274,6 +274,27 @@ describe('window aggregation (NetBird v0.75 semantics)', () => {
   });
 });
 
+/**
+ * events through the aggregated profile to url: a window aggregator (clock driven by the events'
+ * times) in front of an exporter with its spool in spoolDir; resolves once every record is acked.
+ */
+async function sendAggregated(events: readonly FlowEvent[], url: string, spoolDir: string): Promise<{ exp: Exporter; agg: WindowAggregator }> {
+  const exp = new Exporter({ url, spool: { dir: spoolDir, fsync: 'never' }, logger: log });
+  closers.push(() => exp.stop({ deadlineMs: 0 }).then(() => undefined));
+  exp.start();
+  let now = events[0].timestampMs;
+  const agg = new WindowAggregator({ dir: join(spoolDir, 'aggregate'), windowMs: W, target: exp, logger: log, now: () => now, timer: false });
+  for (const ev of events) {
+    now = ev.timestampMs;
+    agg.emit([ev]);
+  }
+  now += 2 * W;
+  agg.tick();
+  await agg.close(0);
+  await exp.whenIdle();
+  return { exp, agg };
+}
+
 describe('the aggregated stream against a receiver built from NetBird\'s proto', () => {
   beforeAll(() => ensureBuilt());
 
@@ -284,19 +305,7 @@ describe('the aggregated stream against a receiver built from NetBird\'s proto',
     dirs.push(outDir, spoolDir);
     const col = await startCollector(outDir);
     closers.push(() => col.proc.kill('SIGKILL'));
-    const exp = new Exporter({ url: col.url, spool: { dir: spoolDir, fsync: 'never' }, logger: log });
-    closers.push(() => exp.stop({ deadlineMs: 0 }).then(() => undefined));
-    exp.start();
-    let now = events[0].timestampMs;
-    const agg = new WindowAggregator({ dir: join(spoolDir, 'aggregate'), windowMs: W, target: exp, logger: log, now: () => now, timer: false });
-    for (const ev of events) {
-      now = ev.timestampMs;
-      agg.emit([ev]);
-    }
-    now += 2 * W;
-    agg.tick();
-    await agg.close(0);
-    await exp.whenIdle();
+    const { exp, agg } = await sendAggregated(events, col.url, spoolDir);
     expect(exp.stats()).toMatchObject({ acked: agg.stats().records, queued: 0 });
     await col.proc.kill('SIGTERM');
     const lines = readFileSync(join(outDir, 'events.jsonl'), 'utf8').trim().split('\n');
@@ -330,19 +339,7 @@ describe('the aggregated stream against a receiver built from NetBird\'s proto',
     const aggRx = await netbirdReceiver();
     const aggDir = tmpDir('agg-wire');
     dirs.push(aggDir);
-    const exp = new Exporter({ url: `grpc://127.0.0.1:${aggRx.port}`, spool: { dir: aggDir, fsync: 'never' }, logger: log });
-    closers.push(() => exp.stop({ deadlineMs: 0 }).then(() => undefined));
-    exp.start();
-    let now = events[0].timestampMs;
-    const agg = new WindowAggregator({ dir: join(aggDir, 'aggregate'), windowMs: W, target: exp, logger: log, now: () => now, timer: false });
-    for (const ev of events) {
-      now = ev.timestampMs;
-      agg.emit([ev]);
-    }
-    now += 2 * W;
-    agg.tick();
-    await agg.close(0);
-    await exp.whenIdle();
+    const { agg } = await sendAggregated(events, `grpc://127.0.0.1:${aggRx.port}`, aggDir);
 
     const plainGot = [...plainRx.byId.values()];
     expect(plainGot.length).toBe(events.length);

@@ -33,50 +33,37 @@ export const ENTERPRISE_IES = [
 const FLOW_IES = ENTERPRISE_IES.filter((ie) => ie.id <= 6);
 const DROP_IES = ENTERPRISE_IES.filter((ie) => ie.id >= 3);
 
-function dataFields(v6: boolean): FieldSpec[] {
+/**
+ * A template's fields: the flow and drop templates differ only in their counters (octet/packet
+ * deltas or dropped ones), their status fields (flowEndReason and tcpControlBits, or
+ * forwardingStatus) and their enterprise strings. encodeRecord writes them in this order.
+ */
+function recordFields(v6: boolean, counters: readonly [number, number], status: FieldSpec[], ies: ReadonlyArray<{ id: number }>): FieldSpec[] {
   return [
     { id: v6 ? 27 : 8, length: v6 ? 16 : 4 }, // sourceIPv{4,6}Address
     { id: v6 ? 28 : 12, length: v6 ? 16 : 4 }, // destinationIPv{4,6}Address
     { id: 7, length: 2 }, // sourceTransportPort
     { id: 11, length: 2 }, // destinationTransportPort
     { id: 4, length: 1 }, // protocolIdentifier
-    { id: 1, length: 8 }, // octetDeltaCount
-    { id: 2, length: 8 }, // packetDeltaCount
+    { id: counters[0], length: 8 },
+    { id: counters[1], length: 8 },
     { id: 152, length: 8 }, // flowStartMilliseconds
     { id: 153, length: 8 }, // flowEndMilliseconds
     { id: 61, length: 1 }, // flowDirection
     { id: v6 ? 139 : 32, length: 2 }, // icmpTypeCodeIPv{4,6}
-    { id: 136, length: 1 }, // flowEndReason
-    { id: 6, length: 1 }, // tcpControlBits, one octet (pmacct reads 0 otherwise)
+    ...status,
     { id: 10, length: 4 }, // ingressInterface
     { id: 14, length: 4 }, // egressInterface
     { id: 148, length: 8 }, // flowId
     { id: 82, length: VARLEN }, // interfaceName
-    ...FLOW_IES.map((ie) => ({ id: ie.id, length: VARLEN, pen: WGFLOW_PEN })),
+    ...ies.map((ie) => ({ id: ie.id, length: VARLEN, pen: WGFLOW_PEN })),
   ];
 }
 
-function dropFields(v6: boolean): FieldSpec[] {
-  return [
-    { id: v6 ? 27 : 8, length: v6 ? 16 : 4 }, // sourceIPv{4,6}Address
-    { id: v6 ? 28 : 12, length: v6 ? 16 : 4 }, // destinationIPv{4,6}Address
-    { id: 7, length: 2 }, // sourceTransportPort
-    { id: 11, length: 2 }, // destinationTransportPort
-    { id: 4, length: 1 }, // protocolIdentifier
-    { id: 132, length: 8 }, // droppedOctetDeltaCount
-    { id: 133, length: 8 }, // droppedPacketDeltaCount
-    { id: 152, length: 8 }, // flowStartMilliseconds
-    { id: 153, length: 8 }, // flowEndMilliseconds
-    { id: 61, length: 1 }, // flowDirection
-    { id: v6 ? 139 : 32, length: 2 }, // icmpTypeCodeIPv{4,6}
-    { id: 89, length: 1 }, // forwardingStatus (RFC 7270), reduced-size: status and reason code
-    { id: 10, length: 4 }, // ingressInterface
-    { id: 14, length: 4 }, // egressInterface
-    { id: 148, length: 8 }, // flowId
-    { id: 82, length: VARLEN }, // interfaceName
-    ...DROP_IES.map((ie) => ({ id: ie.id, length: VARLEN, pen: WGFLOW_PEN })),
-  ];
-}
+// octetDeltaCount, packetDeltaCount; flowEndReason, tcpControlBits (one octet: pmacct reads 0 otherwise).
+const dataFields = (v6: boolean): FieldSpec[] => recordFields(v6, [1, 2], [{ id: 136, length: 1 }, { id: 6, length: 1 }], FLOW_IES);
+// droppedOctetDeltaCount, droppedPacketDeltaCount; forwardingStatus (RFC 7270), reduced-size: status and reason code.
+const dropFields = (v6: boolean): FieldSpec[] => recordFields(v6, [132, 133], [{ id: 89, length: 1 }], DROP_IES);
 
 /**
  * forwardingStatus (RFC 7270, IANA registry) of a kernel drop reason: "dropped" (0b10 in the top
@@ -238,10 +225,9 @@ export function ieTypeDataSet(): { set: Buffer; records: number } {
   return { set: b, records: ENTERPRISE_IES.length };
 }
 
-/** Encode one data record (without set header) for its template. */
+/** Encode one data record (without set header) for its template (templateOf). */
 export function encodeRecord(r: IpfixRecord): Buffer {
   const w = new Writer();
-  if (r.drop) return encodeDrop(w, r, r.drop);
   w.bytes(r.src);
   w.bytes(r.dst);
   w.u16(r.sport);
@@ -253,43 +239,20 @@ export function encodeRecord(r: IpfixRecord): Buffer {
   w.u64(r.endMs);
   w.u8(r.direction);
   w.u16(r.icmpTypeCode);
-  w.u8(r.endReason);
-  w.u8(r.tcpFlags);
+  if (r.drop) {
+    w.u8(r.drop.forwardingStatus);
+  } else {
+    w.u8(r.endReason);
+    w.u8(r.tcpFlags);
+  }
   w.u32(r.ingressIf);
   w.u32(r.egressIf);
   w.bytes(r.flowId);
   w.varlen(r.interfaceName);
-  w.varlen(r.resourceId);
-  w.varlen(r.resourceName);
-  w.varlen(r.policyId);
-  w.varlen(r.policyName);
-  w.varlen(r.sourceName);
-  w.varlen(r.destinationName);
-  return w.result();
-}
-
-function encodeDrop(w: Writer, r: IpfixRecord, drop: NonNullable<IpfixRecord['drop']>): Buffer {
-  w.bytes(r.src);
-  w.bytes(r.dst);
-  w.u16(r.sport);
-  w.u16(r.dport);
-  w.u8(r.proto);
-  w.u64(r.octets);
-  w.u64(r.packets);
-  w.u64(r.startMs);
-  w.u64(r.endMs);
-  w.u8(r.direction);
-  w.u16(r.icmpTypeCode);
-  w.u8(drop.forwardingStatus);
-  w.u32(r.ingressIf);
-  w.u32(r.egressIf);
-  w.bytes(r.flowId);
-  w.varlen(r.interfaceName);
-  w.varlen(r.policyId);
-  w.varlen(r.policyName);
-  w.varlen(r.sourceName);
-  w.varlen(r.destinationName);
-  w.varlen(drop.reason);
+  const strings = r.drop
+    ? [r.policyId, r.policyName, r.sourceName, r.destinationName, r.drop.reason]
+    : [r.resourceId, r.resourceName, r.policyId, r.policyName, r.sourceName, r.destinationName];
+  for (const t of strings) w.varlen(t);
   return w.result();
 }
 
