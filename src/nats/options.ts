@@ -3,7 +3,7 @@
 // TLS (CA, client certificate). A creds file (user JWT signed with an nkey) is not implemented
 // here: null, and the caller uses nats.js for that configuration.
 import { readFileSync } from 'node:fs';
-import { natsConnectionOptions, parseServers, type NatsConnectOptions } from '../wire/jetstream';
+import { NATS_CONNECT_DEFAULTS, natsConnectionOptions, parseServers, type NatsConnectOptions } from '../wire/jetstream';
 import type { NatsConnOptions } from './connection';
 
 function readFile(path: string, key: string): string {
@@ -24,10 +24,10 @@ export function ownConnectionOptions(o: NatsConnectOptions): NatsConnOptions | n
   const servers = parseServers(o.servers);
   const c: NatsConnOptions = {
     servers,
-    name: o.name ?? 'wgflow',
-    timeoutMs: o.timeoutMs ?? 5_000,
-    maxReconnectAttempts: o.maxReconnectAttempts ?? -1,
-    reconnectTimeWaitMs: o.reconnectTimeWaitMs ?? 1_000,
+    name: o.name ?? NATS_CONNECT_DEFAULTS.name,
+    timeoutMs: o.timeoutMs ?? NATS_CONNECT_DEFAULTS.timeoutMs,
+    maxReconnectAttempts: o.maxReconnectAttempts ?? NATS_CONNECT_DEFAULTS.maxReconnectAttempts,
+    reconnectTimeWaitMs: o.reconnectTimeWaitMs ?? NATS_CONNECT_DEFAULTS.reconnectTimeWaitMs,
   };
   if (o.token) c.token = o.token;
   if (o.user) {

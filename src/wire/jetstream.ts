@@ -222,6 +222,9 @@ export function messageHeaders(msgId: string): MsgHdrs {
 
 // ---------- connecting ----------
 
+/** The connection defaults of NatsConnectOptions, shared by the nats.js path and our client (src/nats/options.ts). */
+export const NATS_CONNECT_DEFAULTS = { name: 'wgflow', timeoutMs: 5_000, maxReconnectAttempts: -1, reconnectTimeWaitMs: 1_000 } as const;
+
 export interface NatsConnectOptions {
   /** "nats://h:p,h:p" (tls://h:p for TLS; a bare h:p is nats://). */
   servers: string;
@@ -278,10 +281,10 @@ export function natsConnectionOptions(o: NatsConnectOptions): ConnectionOptions 
   const servers = parseServers(o.servers);
   const co: ConnectionOptions = {
     servers,
-    name: o.name ?? 'wgflow',
-    timeout: o.timeoutMs ?? 5_000,
-    maxReconnectAttempts: o.maxReconnectAttempts ?? -1,
-    reconnectTimeWait: o.reconnectTimeWaitMs ?? 1_000,
+    name: o.name ?? NATS_CONNECT_DEFAULTS.name,
+    timeout: o.timeoutMs ?? NATS_CONNECT_DEFAULTS.timeoutMs,
+    maxReconnectAttempts: o.maxReconnectAttempts ?? NATS_CONNECT_DEFAULTS.maxReconnectAttempts,
+    reconnectTimeWait: o.reconnectTimeWaitMs ?? NATS_CONNECT_DEFAULTS.reconnectTimeWaitMs,
     waitOnFirstConnect: false,
     // Otherwise nats.js builds two Error objects (stack traces) per request, every publish:
     // measured at ~37% of the exporter's CPU.
