@@ -28,7 +28,11 @@ it('all three servers down for 30 s mid-stream: the spool holds the backlog, the
   const N = 40_000;
   const p = new Publisher({ urls: nats.urls, spool: join(dir, 'spool'), count: N, seed: 'outage', replicas: 3, rate: 1000, timeoutMs: 180_000 });
   try {
-    await p.until('the first 3,000 acks', (l) => (l.acked ?? 0) >= 3_000, 30_000);
+    // 3 s of events; the rest of the budget is for the fresh cluster placing the R3 stream. A
+    // failure names what the servers said, too.
+    await p.until('the first 3,000 acks', (l) => (l.acked ?? 0) >= 3_000, 60_000).catch((err: Error) => {
+      throw new Error(`${err.message}\n${nats.servers.map((s) => `--- ${s.name}:\n${s.output.slice(-1500)}`).join('\n')}`);
+    });
     await Promise.all(nats.servers.map((s) => s.kill()));
     const down = { enqueued: p.last.enqueued ?? 0, acked: p.last.acked ?? 0 };
     await new Promise((r) => setTimeout(r, OUTAGE_MS));
