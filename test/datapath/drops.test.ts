@@ -2,14 +2,16 @@
 // NO_SOCKET and counted exactly; the same drop in another network namespace (whose loopback has
 // the same ifindex) is not; a full drop map counts what it could not hold; detach stops it; a
 // probe that cannot load says so and the daemon's switch reports "unavailable".
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
+import { join } from 'node:path';
 import { readdirSync, readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import pino from 'pino';
 import { Attributor } from '../../src/attribution/attributor';
 import { dropMapBytes, DropProbe, dropReasonName } from '../../src/datapath/drops';
 import { DropEvents, DropsUnavailableError } from '../../src/daemon/drops';
-import { describePrivileged } from '../helpers/env';
+import { describePrivileged, REPO } from '../helpers/env';
+import { ensureBuilt } from '../export/helpers';
 
 /** count UDP datagrams of size bytes to 127.0.0.1:port (closed) from inside ns (or here). */
 function sendClosed(count: number, size: number, firstPort: number, ports = 1, ns?: string): void {
@@ -107,6 +109,39 @@ describePrivileged('the drop probe in the kernel', () => {
       probe.close();
     }
   });
+
+  it('kill -9 of the process that attached it leaves no drop probe in the kernel', async () => {
+    ensureBuilt();
+    // By id: a probe closed by an earlier test may still be on its way out (freed after an RCU
+    // grace period), so counting by name would race.
+    const ids = (): Set<number> => new Set((JSON.parse(execFileSync('bpftool', ['-j', 'prog', 'show'], { encoding: 'utf8' })) as Array<{ id: number; name?: string }>)
+      .filter((p) => p.name === 'wgflow_drop').map((p) => p.id));
+    const before = ids();
+    const mod = JSON.stringify(join(REPO, 'build', 'src', 'datapath', 'drops.js'));
+    const child = spawn(process.execPath, ['-e', `const p=require(${mod}).DropProbe.open({maxKeys:64});p.watch([1]);p.attach();console.log('attached');setInterval(()=>{},1000)`], { stdio: ['ignore', 'pipe', 'pipe'] });
+    try {
+      let out = '', err = '';
+      child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+      await new Promise<void>((resolve, reject) => {
+        child.stdout.on('data', (d: Buffer) => ((out += d.toString()).includes('attached') ? resolve() : undefined));
+        child.once('exit', (code) => reject(new Error(`the probe process exited (${code}) before attaching: ${err}`)));
+      });
+      const its = [...ids()].filter((id) => !before.has(id));
+      expect(its).toHaveLength(1);
+      child.kill('SIGKILL');
+      await new Promise((r) => child.once('exit', r));
+      // The program goes with its last reference (the link the process held), after an RCU grace
+      // period: wait for it.
+      let left = ids().has(its[0]);
+      for (let i = 0; i < 100 && left; i++) {
+        await new Promise((r) => setTimeout(r, 100));
+        left = ids().has(its[0]);
+      }
+      expect(left, `program ${its[0]} is still loaded after the process was killed`).toBe(false);
+    } finally {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    }
+  }, 120_000);
 
   it('an object that cannot be loaded: a clear error; the daemon switch says "unavailable" and keeps the reason', () => {
     expect(() => DropProbe.open({ objectPath: '/nonexistent/wgflow_drops.bpf.o' })).toThrow(/cannot open BPF object/);

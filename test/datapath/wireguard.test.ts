@@ -295,22 +295,26 @@ describePrivileged('datapath on a real WireGuard tunnel', () => {
   });
 
   it('a killed process leaves nothing attached (TCX); a clsact filter left behind is replaced by the next attach', async () => {
-    const count = (s: string, name: string) => (s.match(new RegExp(`name ${name}\\b`, 'g')) ?? []).length;
+    // By id: a program closed by an earlier test may still be on its way out (freed after an RCU
+    // grace period), so counting by name would race.
+    const ids = async (): Promise<Set<number>> => new Set((JSON.parse(await run(null, 'bpftool', ['-j', 'prog', 'show'])) as Array<{ id: number; name?: string }>)
+      .filter((p) => p.name === 'wgflow_ingress').map((p) => p.id));
     const mode = TCX ? 'tcx' : 'clsact';
+    const before = await ids();
     const p = await Probe.start(b.ns);
     await p.call('attach', { ifname: b.ifname, mode });
-    const progsWhile = await run(null, 'bpftool', ['prog', 'show']);
+    const its = [...(await ids())].filter((id) => !before.has(id));
+    expect(its).toHaveLength(1);
     p.child.kill('SIGKILL');
     await new Promise((r) => p.child.once('exit', r));
     if (TCX) {
-      // Freed asynchronously (RCU): wait for the program count to drop.
-      let progsAfter = '';
-      for (let i = 0; i < 50; i++) {
-        progsAfter = await run(null, 'bpftool', ['prog', 'show']);
-        if (count(progsAfter, 'wgflow_ingress') < count(progsWhile, 'wgflow_ingress')) break;
+      // Freed asynchronously (RCU): wait for it to go.
+      let left = (await ids()).has(its[0]);
+      for (let i = 0; i < 50 && left; i++) {
         await sleep(100);
+        left = (await ids()).has(its[0]);
       }
-      expect(count(progsAfter, 'wgflow_ingress')).toBe(count(progsWhile, 'wgflow_ingress') - 1);
+      expect(left, `program ${its[0]} is still loaded after the process was killed`).toBe(false);
     }
     // Whatever the mode, a new process can attach cleanly and its detach leaves no filter.
     const q = await Probe.start(b.ns);
