@@ -6,6 +6,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
+import { budget } from '../../testkit/slow';
 import { Attributor } from '../../src/attribution/attributor';
 import type { AttributionConfig } from '../../src/attribution/config';
 import { AttributionTables } from '../../src/attribution/tables';
@@ -347,7 +348,7 @@ describe('failures: one SourceError of the right kind, naming the endpoint, neve
     const e = await failure(fetchNetbird(opts(s, { timeoutMs: 300 })));
     expect(e.kind).toBe('timeout');
     expect(e.message).toBe('GET /api/routes: no complete answer within 300 ms');
-    expect(Date.now() - t0).toBeLessThan(2000);
+    expect(Date.now() - t0).toBeLessThan(budget(3000)); // the timeout fired, not the test's own
     // Headers, then a body that stops half-way: the timeout covers the body too.
     const s2 = await serve(account1(), on('/api/users', { stall: true, raw: '[{"id": "cq1user0stall00000000", "name": "x"}]' }));
     const e2 = await failure(fetchNetbird(opts(s2, { timeoutMs: 300 })));
