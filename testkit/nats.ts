@@ -171,16 +171,31 @@ export class NatsCluster {
     return this.servers.map((s) => s.url).join(',');
   }
 
-  /** Waits until every running server is ready and, in a cluster, a meta leader is elected. */
+  /**
+   * Waits until every running server is ready and, in a cluster, a meta leader is elected that
+   * has every other running server as a current peer: only then can an R3 stream be placed at
+   * once (a fresh cluster's healthz says ok before its peers have caught up).
+   */
   async waitReady(timeoutMs = 30_000): Promise<void> {
     for (const s of this.servers) if (s.running) await s.waitReady(timeoutMs);
     if (this.servers.length === 1) return;
     const until = Date.now() + budget(timeoutMs);
     while (Date.now() < until) {
-      if ((await this.metaLeader()) !== null) return;
+      if (await this.metaGroupCurrent()) return;
       await sleep(100);
     }
-    throw new Error(`no JetStream meta leader elected in time: ${this.servers.map((s) => s.output.slice(-1000)).join('\n---\n')}`);
+    throw new Error(`no JetStream meta leader with every running server current in time: ${this.servers.map((s) => s.output.slice(-1000)).join('\n---\n')}`);
+  }
+
+  /** A meta leader is elected, running, and reports every other running server as current. */
+  private async metaGroupCurrent(): Promise<boolean> {
+    const name = await this.metaLeader();
+    const leader = this.servers.find((s) => s.name === name && s.running);
+    if (!leader) return false;
+    const meta = (await leader.jsz())?.meta_cluster as { leader?: string; replicas?: Array<{ name: string; current?: boolean }> } | undefined;
+    if (meta?.leader !== leader.name) return false;
+    const current = new Set((meta.replicas ?? []).filter((r) => r.current).map((r) => r.name));
+    return this.servers.every((s) => s === leader || !s.running || current.has(s.name));
   }
 
   /** The name of the JetStream meta leader, as a running server reports it, or null. */
