@@ -4,7 +4,7 @@
 // cuts it), failover in a cluster. Servers are started and stopped by PID (testkit/nats.ts).
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer, connect as netConnect, type Server, type Socket } from 'node:net';
+import type { Server, Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
@@ -12,6 +12,7 @@ import { Connection, NatsServerError, type NatsConnOptions, type NatsStatus } fr
 import { connectNats, natsErrorKind } from '../../src/wire/jetstream';
 import { startNatsCluster, startNatsServer, type NatsCluster } from '../../testkit/nats';
 import { budget } from '../../testkit/slow';
+import { cuttingProxy } from './cutting-proxy';
 
 const clusters: NatsCluster[] = [];
 const conns: Connection[] = [];
@@ -191,54 +192,11 @@ describe('our NATS client: TLS', () => {
   });
 });
 
-/**
- * A TCP proxy to a server that cuts the first connection whose server-to-client bytes pass
- * `after`: at the first "MSG " from there on, 10 bytes into its control line (in the middle of
- * a frame), both sides are destroyed. Later connections pass untouched.
- */
-async function cuttingProxy(port: number, after: number): Promise<{ port: number; cuts: () => number }> {
-  let cuts = 0;
-  const s = createServer((client: Socket) => {
-    const up = netConnect({ host: '127.0.0.1', port });
-    let seen = 0;
-    let armed = cuts === 0;
-    client.on('data', (d) => up.write(d));
-    up.on('data', (d: Buffer) => {
-      if (armed && seen + d.length > after) {
-        const from = Math.max(0, after - seen);
-        const at = d.indexOf('MSG ', from);
-        if (at >= 0 && cuts === 0) {
-          armed = false;
-          cuts++;
-          client.write(d.subarray(0, at + 10), () => {
-            client.destroy();
-            up.destroy();
-          });
-          return;
-        }
-      }
-      seen += d.length;
-      client.write(d);
-    });
-    const end = (): void => {
-      client.destroy();
-      up.destroy();
-    };
-    client.on('error', end);
-    up.on('error', end);
-    client.on('close', end);
-    up.on('close', end);
-  });
-  servers.push(s);
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const a = s.address();
-  return { port: typeof a === 'object' && a ? a.port : 0, cuts: () => cuts };
-}
-
 describe('our NATS client: connections that break', () => {
   it('the socket closed in the middle of a frame: a disconnect, a reconnect, the subscription goes on', async () => {
     const nats = await server();
     const proxy = await cuttingProxy(nats.servers[0].port, 2000);
+    servers.push(proxy.server);
     const c = await connect({ servers: [`nats://127.0.0.1:${proxy.port}`] });
     const st = statuses(c);
     const got = collect(c, 'cut.>');

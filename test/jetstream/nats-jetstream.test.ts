@@ -4,7 +4,7 @@
 // through a server restart, PubAck timeouts (the server SIGSTOPped) and a connection cut in the
 // middle of a PubAck; pulls with ack, nak and term, a missing durable, a deleted one.
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer, connect as netConnect, type Server, type Socket } from 'node:net';
+import type { Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
@@ -18,6 +18,7 @@ import { ownConnectionOptions } from '../../src/nats/options';
 import { JetStreamExporter } from '../../src/output/jetstream/exporter';
 import { JetStreamConsumer } from '../../src/collector/jetstream-consumer';
 import { collectedIds } from '../export/helpers';
+import { cuttingProxy } from './cutting-proxy';
 import { addressOf, connectNats, messageHeaders, messageOf, MSG_ID_HEADER, SubjectCache } from '../../src/wire/jetstream';
 import { writeFlowEvent } from '../../src/wire/writer';
 import { syntheticEvent } from '../../testkit/synthetic';
@@ -228,46 +229,16 @@ describe('the exporter over our client, when things go wrong', () => {
 
   it('the connection cut in the middle of a PubAck (a proxy): reconnects, publishes the unacked again, each stored once', async () => {
     const nats = await server();
-    let cut = false;
     // Cuts the first connection that has passed 30,000 bytes to the client (our publishing
     // connection: nats.js's stream check gets less), 10 bytes into a MSG line.
-    const proxy = createServer((client: Socket) => {
-      const up = netConnect({ host: '127.0.0.1', port: nats.servers[0].port });
-      let seen = 0;
-      client.on('data', (d) => up.write(d));
-      up.on('data', (d: Buffer) => {
-        if (!cut && seen + d.length > 30_000) {
-          const at = d.indexOf('MSG ', Math.max(0, 30_000 - seen));
-          if (at >= 0) {
-            cut = true;
-            client.write(d.subarray(0, at + 10), () => {
-              client.destroy();
-              up.destroy();
-            });
-            return;
-          }
-        }
-        seen += d.length;
-        client.write(d);
-      });
-      const end = (): void => {
-        client.destroy();
-        up.destroy();
-      };
-      for (const s of [client, up]) {
-        s.on('error', end);
-        s.on('close', end);
-      }
-    });
-    servers.push(proxy);
-    await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', r));
-    const a = proxy.address();
-    const url = `nats://127.0.0.1:${typeof a === 'object' && a ? a.port : 0}`;
+    const proxy = await cuttingProxy(nats.servers[0].port, 30_000);
+    servers.push(proxy.server);
+    const url = `nats://127.0.0.1:${proxy.port}`;
     const evs = Array.from({ length: 5000 }, (_, i) => syntheticEvent('cut', i));
     const exp = exporter(url, tempDir());
     exp.emit(evs);
     await until('all acked', () => exp.stats().acked === evs.length && exp.stats().queued === 0 && exp.stats().inFlight === 0, 30_000);
-    expect(cut).toBe(true);
+    expect(proxy.cuts()).toBe(1);
     expect(exp.stats().errors.unreachable).toBeGreaterThan(0);
     await expectStreamHoldsOnce(nats.urls, evs.map((e) => e.eventId));
   });
