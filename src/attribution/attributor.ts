@@ -144,6 +144,12 @@ export class Attributor implements FlowAttributor {
     return tables;
   }
 
+  /** The last attributeParts call's addresses and domain resources (attributeDrop reads them). */
+  private lastS: AddrInfo | null = null;
+  private lastD: AddrInfo | null = null;
+  private lastSDom: ResourceInfo | null = null;
+  private lastDDom: ResourceInfo | null = null;
+
   private prepare(): void {
     const w = this.current.words;
     this.iSrc = new Uint32Array(w);
@@ -261,6 +267,11 @@ export class Attributor implements FlowAttributor {
       if (!sPeer && !sInfo.overlay) sDom = this.domainResource(t, srcRaw, now);
       if (!dPeer && !dInfo.overlay) dDom = this.domainResource(t, dstRaw, now);
     }
+    // For attributeDrop, which matches drop policies on the same addresses and domain resources.
+    this.lastS = sInfo;
+    this.lastD = dInfo;
+    this.lastSDom = sDom;
+    this.lastDDom = dDom;
     const sExit = sInfo.exitRoute && sDom === null;
     const dExit = dInfo.exitRoute && dDom === null;
     const exitNode = sExit || dExit;
@@ -296,8 +307,17 @@ export class Attributor implements FlowAttributor {
     this.attributeParts(f.direction === 'EGRESS' ? f : { ...f, direction: 'EGRESS' }, out);
     if (out.skip !== '') return;
     const t = this.current;
-    out.policy = t.policies.length === 0 ? null : t.firstDropPolicy(
-      t.addrInfo(normalizeRaw(f.srcRaw)), t.addrInfo(normalizeRaw(f.dstRaw)), f.proto, f.hasPorts, f.hasPorts ? f.dstPort : 0,
+    if (t.policies.length === 0) {
+      out.policy = null;
+      return;
+    }
+    // The addresses and domain resources attributeParts just found (a drop policy naming a DOMAIN
+    // resource matches the addresses it resolved to, as an accept policy does for flows).
+    const sInfo = this.lastS!, dInfo = this.lastD!, sDom = this.lastSDom, dDom = this.lastDDom;
+    out.policy = t.firstDropPolicy(
+      this.bits(this.iSrc, sInfo, sDom, true), this.bits(this.rDst, dInfo, dDom, false),
+      this.bits(this.rSrc, dInfo, dDom, true), this.bits(this.iDst, sInfo, sDom, false),
+      f.proto, f.hasPorts, f.hasPorts ? f.dstPort : 0,
     );
   }
 

@@ -685,17 +685,18 @@ export class AttributionTables {
   }
 
   /**
-   * The first enabled `action: drop` policy (list order) whose sources hold s and destinations
-   * hold d (or the reverse for bidirectional ones), whose protocol matches and whose ports hold
-   * dport: the policy a DROP event names. A plain walk: drops are reported once per key and
-   * window, and drop policies are few.
+   * The first enabled `action: drop` policy (list order) whose sources hold the packets' source
+   * (sSrc: its policy bits as a source) and whose destinations hold their destination (dDst), or
+   * the reverse for bidirectional ones (dSrc, sDst), whose protocol matches and whose ports hold
+   * dport: the policy a DROP event names. The bitsets are firstPolicy's (addresses and domain
+   * resources). A plain walk: drops are reported once per key and window, drop policies are few.
    */
-  firstDropPolicy(s: AddrInfo, d: AddrInfo, proto: number, hasPorts: boolean, dport: number): CompiledPolicy | null {
+  firstDropPolicy(sSrc: Uint32Array, dDst: Uint32Array, dSrc: Uint32Array, sDst: Uint32Array, proto: number, hasPorts: boolean, dport: number): CompiledPolicy | null {
     const has = (bits: Uint32Array, i: number): boolean => (bits[i >>> 5] & (1 << (i & 31))) !== 0;
     for (const p of this.policies) {
       if (!p.enabled || p.action !== 'drop' || !protocolMatches(p.protocols, proto) || !portsMatch(p, hasPorts, dport)) continue;
       const i = p.index;
-      if ((has(s.srcBits, i) && has(d.dstBits, i)) || (p.bidirectional && has(d.srcBits, i) && has(s.dstBits, i))) return p;
+      if ((has(sSrc, i) && has(dDst, i)) || (p.bidirectional && has(dSrc, i) && has(sDst, i))) return p;
     }
     return null;
   }

@@ -49,6 +49,7 @@ function formatStatus(s: StatusReport): string {
     const why = d.state === 'unavailable' ? ` (${d.reason})` : '';
     const seen = d.reasons.map((r) => `${r.reason} ${r.packets}`).join(', ');
     out.push(`DROP events:    ${d.state}${why}, window ${d.windowMs / 1000} s: ${d.reporter.events} events for ${d.reporter.packets} packets` +
+      (d.reporter.lostEvents ? `, ${d.reporter.lostEvents} refused by an output` : '') +
       (d.probe ? `; dropped on watched interfaces: ${seen || 'none'}${d.probe.mapFull ? `; drop map full ${d.probe.mapFull} packets` : ''}` : ''));
   }
   out.push(`drops:          ring buffer full ${s.drops.ringbufFull}, flow map full ${s.drops.mapFullPackets} packets, ` +

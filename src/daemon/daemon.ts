@@ -142,7 +142,7 @@ export class Daemon {
       attributor: this.attributor, sink: (events) => this.emit(events), reporterId: cfg.reporter_id, reporterPublicKey: cfg.reporter_public_key,
       windowMs: lc.drop_window_s * 1000, maxKeys: cfg.datapath.drop_keys,
       ifindexes: () => this.watcher.attachedIfindexes(),
-      interfaceName: (ifindex) => this.watcher.list().find((i) => i.ifindex === ifindex)?.name ?? `if${ifindex}`,
+      interfaceName: (ifindex) => this.watcher.list().find((i) => i.ifindex === ifindex)?.name,
       log: log.child({ part: 'drops' }),
     });
     this.drops = drops;

@@ -19,9 +19,9 @@ export interface DropEventsOptions {
   reporterPublicKey: string;
   windowMs: number;
   maxKeys: number;
-  /** The attached interfaces' ifindexes, and the name of one. */
+  /** The attached interfaces' ifindexes, and the name of one (undefined: not attached now). */
   ifindexes: () => number[];
-  interfaceName: (ifindex: number) => string;
+  interfaceName: (ifindex: number) => string | undefined;
   log: Logger;
   /** Tests: another object file. */
   objectPath?: string;
@@ -32,14 +32,22 @@ export class DropEvents {
   private unavailable = '';
   private readonly reporter: DropReporter;
   private on = false;
+  private stopped = false;
   private warnedTooMany = false;
+  /**
+   * The names of the interfaces watched so far, by ifindex: a window reported after its
+   * interface was detached (the last one at SIGTERM, after a reload that removed it) still
+   * names it.
+   */
+  private readonly names = new Map<number, string>();
 
   constructor(private readonly opts: DropEventsOptions) {
     this.reporter = new DropReporter({
       source: { drain: () => (this.probe ? this.probe.drain() : Promise.resolve([])) },
       attributor: opts.attributor, sink: opts.sink, reporterId: opts.reporterId, reporterPublicKey: opts.reporterPublicKey,
-      reasonName: dropReasonName, interfaceName: opts.interfaceName, windowMs: opts.windowMs,
-      onError: (err) => opts.log.error({ err: (err as Error).message }, 'DROP events: reading the drop probe failed'),
+      reasonName: dropReasonName, interfaceName: (ifindex) => this.interfaceName(ifindex), windowMs: opts.windowMs,
+      onError: (err, stage) => opts.log.error({ err: (err as Error).message, stage },
+        stage === 'sink' ? 'DROP events: an output refused a window\'s events (counted as lost)' : 'DROP events: reading the drop probe failed'),
     });
   }
 
@@ -56,14 +64,20 @@ export class DropEvents {
       return;
     }
     if (this.on) return;
+    if (this.stopped) throw new DropsUnavailableError('DROP events: the daemon is stopping');
     const probe = this.load();
-    probe.watch(this.watchList());
+    try {
+      probe.watch(this.watchList());
+    } catch (err) {
+      throw new DropsUnavailableError(`DROP events: cannot set the watched interfaces: ${firstLine(err)}`);
+    }
     try {
       probe.attach();
     } catch (err) {
       this.unavailable = firstLine(err);
       throw new DropsUnavailableError(`DROP events are unavailable on this kernel: ${this.unavailable}`);
     }
+    this.unavailable = '';
     this.on = true;
     this.reporter.start();
     this.opts.log.info({ windowMs: this.opts.windowMs }, 'DROP events on');
@@ -82,11 +96,23 @@ export class DropEvents {
   /** The attached interfaces, at most DROP_WATCH_MAX of them (the rest are named in a warning). */
   private watchList(): number[] {
     const all = this.opts.ifindexes();
+    for (const i of all) {
+      const name = this.opts.interfaceName(i);
+      if (name !== undefined) this.names.set(i, name);
+    }
     if (all.length > DROP_WATCH_MAX && !this.warnedTooMany) {
       this.warnedTooMany = true;
       this.opts.log.warn({ interfaces: all.length, reported: DROP_WATCH_MAX }, `DROP events: the drop probe watches at most ${DROP_WATCH_MAX} interfaces; drops of the others (ifindexes ${all.slice(DROP_WATCH_MAX).join(', ')}) are not reported`);
     }
     return all.slice(0, DROP_WATCH_MAX);
+  }
+
+  /**
+   * The interface's name as of the last change of the watched set (names are read then, not per
+   * event), else its name now, else "if<ifindex>".
+   */
+  private interfaceName(ifindex: number): string {
+    return this.names.get(ifindex) ?? this.opts.interfaceName(ifindex) ?? `if${ifindex}`;
   }
 
   get state(): DropsState {
@@ -102,6 +128,7 @@ export class DropEvents {
 
   /** Detach, report what was recorded, close. */
   async stop(): Promise<void> {
+    this.stopped = true; // ctl drops on from now on is refused: nothing would close its probe
     this.probe?.detach();
     this.on = false;
     await this.reporter.stop();

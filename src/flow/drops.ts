@@ -9,6 +9,7 @@ import { Clock, systemClock, WallConverter } from '../model/clock';
 import type { FlowEvent } from '../model/event';
 import { ipv4FromBytes, ipv6FromBytes } from '../net/ip';
 import { bootNamespace, eventUuid, readBootId, Uuid, uuidV5 } from './ids';
+import { EMIT_CHUNK } from './pipeline';
 
 /** Where the reporter reads drops from (the drop probe; tests give their own). */
 export interface DropSource {
@@ -30,7 +31,8 @@ export interface DropReporterOptions {
   windowMs?: number;
   clock?: Clock;
   bootId?: string;
-  onError?: (err: unknown) => void;
+  /** A window that could not be read ('drain') or whose events a sink refused ('sink'). */
+  onError?: (err: unknown, stage: 'drain' | 'sink') => void;
 }
 
 export const DROP_DEFAULTS = {
@@ -60,6 +62,8 @@ export interface DropReporterStats {
   filteredPackets: number;
   windows: number;
   errors: number;
+  /** DROP events an output refused (counted and logged, as the flow pipeline's eventsDropped). */
+  lostEvents: number;
 }
 
 export class DropReporter {
@@ -70,7 +74,7 @@ export class DropReporter {
   private readonly parts: AttributionParts = { source: UNKNOWN_ENDPOINT, destination: UNKNOWN_ENDPOINT, policy: null, user: { id: '', name: '', email: '' }, skip: '' };
   private timer?: NodeJS.Timeout;
   private running: Promise<void> = Promise.resolve();
-  private readonly s: DropReporterStats = { events: 0, packets: 0, bytes: 0, filteredPackets: 0, windows: 0, errors: 0 };
+  private readonly s: DropReporterStats = { events: 0, packets: 0, bytes: 0, filteredPackets: 0, windows: 0, errors: 0, lostEvents: 0 };
 
   constructor(opts: DropReporterOptions) {
     this.opts = { windowMs: DROP_DEFAULTS.windowMs, ...opts };
@@ -96,7 +100,7 @@ export class DropReporter {
   flush(): Promise<void> {
     this.running = this.running.then(() => this.window()).catch((err: unknown) => {
       this.s.errors++;
-      this.opts.onError?.(err);
+      this.opts.onError?.(err, 'drain');
     });
     return this.running;
   }
@@ -116,12 +120,23 @@ export class DropReporter {
       if (ev) events.push(ev);
       else this.s.filteredPackets += d.packets;
     }
-    if (events.length === 0) return;
-    await this.opts.sink(events);
-    for (const ev of events) {
-      this.s.events++;
-      this.s.packets += ev.rxPackets + ev.txPackets;
-      this.s.bytes += ev.rxBytes + ev.txBytes;
+    // In chunks, yielding between them, as the flow pipeline does: a window may hold up to
+    // datapath.drop_keys events.
+    for (let i = 0; i < events.length; i += EMIT_CHUNK) {
+      const chunk = events.length <= EMIT_CHUNK ? events : events.slice(i, i + EMIT_CHUNK);
+      try {
+        await this.opts.sink(chunk);
+        for (const ev of chunk) {
+          this.s.events++;
+          this.s.packets += ev.rxPackets + ev.txPackets;
+          this.s.bytes += ev.rxBytes + ev.txBytes;
+        }
+      } catch (err) {
+        this.s.errors++;
+        this.s.lostEvents += chunk.length;
+        this.opts.onError?.(err, 'sink');
+      }
+      if (i + EMIT_CHUNK < events.length) await new Promise<void>((resolve) => setImmediate(resolve));
     }
   }
 

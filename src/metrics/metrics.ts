@@ -210,6 +210,7 @@ export class Metrics implements EventSink {
 
     gauge('wgflow_drop_events_enabled', '1 while DROP events are on, 0 when off or unavailable on this kernel (see wgflow ctl status).', (s) => (s.drops ? (s.drops().state === 'on' ? 1 : 0) : undefined));
     mirror('wgflow_drop_events_total', 'DROP events made (at most one per drop key and window).', (s) => s.drops?.().reporter.events);
+    mirror('wgflow_drop_events_lost_total', 'DROP events an output refused (see logs), as wgflow_events_dropped_total for flows.', (s) => s.drops?.().reporter.lostEvents);
     mirror('wgflow_drop_events_filtered_packets_total', 'Dropped packets not reported: the DNS or include/exclude filters leave them out, as they do flows.', (s) => s.drops?.().reporter.filteredPackets);
     mirror('wgflow_drop_map_full_packets_total', 'Dropped packets of watched interfaces not aggregated because the drop map was full (datapath.drop_keys).', (s) => s.drops?.().probe?.mapFull);
     mirror('wgflow_drop_unparsed_total', 'Drops on watched interfaces whose IP header could not be read.', (s) => s.drops?.().probe?.unparsed);

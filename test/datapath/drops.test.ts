@@ -10,6 +10,7 @@ import pino from 'pino';
 import { Attributor } from '../../src/attribution/attributor';
 import { dropMapBytes, DropProbe, dropReasonName } from '../../src/datapath/drops';
 import { DropEvents, DropsUnavailableError } from '../../src/daemon/drops';
+import type { FlowEvent } from '../../src/model/event';
 import { describePrivileged, REPO } from '../helpers/env';
 import { ensureBuilt } from '../export/helpers';
 
@@ -142,6 +143,25 @@ describePrivileged('the drop probe in the kernel', () => {
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
     }
   }, 120_000);
+
+  it('the daemon switch: a window reported after its interface went (SIGTERM) still names it; on after stop is refused', async () => {
+    const got: FlowEvent[] = [];
+    let attached = true;
+    const d = new DropEvents({
+      attributor: new Attributor(), sink: async (evs) => void got.push(...evs), reporterId: 'r', reporterPublicKey: '', windowMs: 60_000, maxKeys: 64,
+      ifindexes: () => (attached ? [1] : []), interfaceName: (i) => (attached && i === 1 ? 'lo' : undefined), log: pino({ level: 'silent' }),
+    });
+    d.set(true);
+    sendClosed(6, 100, 39997);
+    await settle();
+    attached = false; // the daemon detaches its interfaces before the last window is reported
+    await d.stop();
+    const mine = got.filter((e) => e.destination.port === 39997);
+    expect(mine.reduce((a, e) => a + e.rxPackets, 0)).toBe(6);
+    for (const e of mine) expect(e.interfaceName).toBe('lo');
+    expect(() => d.set(true)).toThrow(/the daemon is stopping/);
+    expect(d.state).toBe('off');
+  });
 
   it('an object that cannot be loaded: a clear error; the daemon switch says "unavailable" and keeps the reason', () => {
     expect(() => DropProbe.open({ objectPath: '/nonexistent/wgflow_drops.bpf.o' })).toThrow(/cannot open BPF object/);

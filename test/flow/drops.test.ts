@@ -1,11 +1,12 @@
 // The DROP event reporter on hand-made drop aggregates: one event per aggregate and window,
 // attributed like flows, named after the first matching `action: drop` policy (or none), the
-// export filters applied, stable flow ids across windows, and nothing reported twice or lost
-// when the sink fails.
+// export filters applied, stable flow ids across windows; a window an output refuses is counted
+// as lost (as the flow pipeline counts refused events), never reported twice.
 import { describe, expect, it } from 'vitest';
 import { Attributor } from '../../src/attribution/attributor';
 import { DIR_EGRESS, DIR_INGRESS, DropEntry, FlowKind, LAYOUT } from '../../src/datapath/records';
 import { DropReporter } from '../../src/flow/drops';
+import { EMIT_CHUNK } from '../../src/flow/pipeline';
 import { ManualClock } from '../../src/model/clock';
 import type { FlowEvent } from '../../src/model/event';
 import { parseIp } from '../../src/net/ip';
@@ -117,8 +118,8 @@ describe('DropReporter', () => {
     expect(r.stats()).toMatchObject({ events: 0, filteredPackets: 8 });
   });
 
-  it('a failing sink: the error is reported, the reporter goes on with the next window', async () => {
-    const errors: unknown[] = [];
+  it('a failing sink: the error is reported with its stage, the events counted as lost, the reporter goes on with the next window', async () => {
+    const errors: Array<{ err: unknown; stage: string }> = [];
     let fail = true;
     const got: FlowEvent[] = [];
     const r = new DropReporter({
@@ -128,13 +129,49 @@ describe('DropReporter', () => {
         if (fail) throw new Error('disk full');
         got.push(...evs);
       },
-      onError: (e) => errors.push(e),
+      onError: (err, stage) => errors.push({ err, stage }),
     });
     await r.flush();
     fail = false;
     await r.flush();
     expect(errors).toHaveLength(1);
+    expect(errors[0].stage).toBe('sink');
     expect(got).toHaveLength(1);
-    expect(r.stats()).toMatchObject({ events: 1, errors: 1 });
+    expect(r.stats()).toMatchObject({ events: 1, errors: 1, lostEvents: 1 });
+  });
+
+  it('a window larger than one output batch goes out in chunks of EMIT_CHUNK; one refused chunk loses only itself', async () => {
+    const n = EMIT_CHUNK * 2 + 5;
+    const entries = Array.from({ length: n }, (_, i) => entry({ src: '100.64.0.3', dst: '10.1.0.5', sport: 10_000 + i, dport: 5432, proto: 6 }));
+    const sizes: number[] = [];
+    const r = reporter([entries], async (evs) => {
+      sizes.push(evs.length);
+      if (sizes.length === 2) throw new Error('disk full');
+    });
+    await r.flush();
+    expect(sizes).toEqual([EMIT_CHUNK, EMIT_CHUNK, 5]);
+    expect(r.stats()).toMatchObject({ events: EMIT_CHUNK + 5, lostEvents: EMIT_CHUNK, errors: 1 });
+  });
+
+  it('a drop policy naming a DOMAIN resource matches the addresses the name resolved to', async () => {
+    const got: FlowEvent[] = [];
+    const clock = new ManualClock(2_001_000_000_000);
+    const attributor = new Attributor({
+      ...attribution,
+      resources: [...attribution.resources, { id: 'r-docs', name: 'docs', type: 'DOMAIN' as const, domains: ['docs.example.com'] }],
+      policies: [
+        ...attribution.policies,
+        { id: 'pol-no-docs', name: 'no guests to docs', action: 'drop' as const, sources: [{ group: 'guests' }], destinations: [{ resource: 'r-docs' }] },
+      ],
+    }, { clock });
+    attributor.feedResolved('docs.example.com', ['93.184.216.34'], 300);
+    const r = new DropReporter({
+      source: { drain: async () => [entry({ src: '100.64.0.3', dst: '93.184.216.34', sport: 40000, dport: 443, proto: 6 }), entry({ src: '100.64.0.3', dst: '93.184.216.35', sport: 40000, dport: 443, proto: 6 })] },
+      attributor, sink: async (evs) => void got.push(...evs), reporterId: 'r', reasonName: String, interfaceName: String, clock,
+      bootId: '3f8c1d52-8f25-4a53-9a2e-6f0e6b1b2c4d',
+    });
+    await r.flush();
+    expect(got[0]).toMatchObject({ ruleId: 'pol-no-docs', destination: { id: 'r-docs', type: 'DOMAIN_RESOURCE' } });
+    expect(got[1]).toMatchObject({ ruleId: '', destination: { id: '' } }); // not resolved from the name
   });
 });
