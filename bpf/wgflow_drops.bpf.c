@@ -52,16 +52,28 @@ struct dst_entry {
 } __attribute__((preserve_access_index));
 
 struct skb_shared_info {
+	unsigned short gso_size;
 	unsigned short gso_segs;
 } __attribute__((preserve_access_index));
 
+struct sock_common {
+	possible_net_t skc_net;
+} __attribute__((preserve_access_index));
+
+struct sock {
+	struct sock_common __sk_common;
+} __attribute__((preserve_access_index));
+
+/* tail and end are offsets from head on 64-bit kernels (NET_SKBUFF_DATA_USES_OFFSET). */
 struct sk_buff {
 	struct net_device *dev;
+	struct sock *sk;
 	unsigned long _skb_refdst;
 	unsigned int len;
 	int skb_iif;
 	__be16 protocol;
 	__u16 network_header;
+	unsigned int tail;
 	unsigned int end;
 	unsigned char *head;
 	unsigned char *data;
@@ -71,6 +83,8 @@ struct sk_buff {
 
 #define IPPROTO_ICMPV6_ 58
 #define IPV6_EXT_MAX 4
+/* Ports are read only this deep into the packet (a longer IPv6 extension chain: none). */
+#define L4_OFF_MAX 1023
 
 static __always_inline int watched(const struct wgf_drop_config *cfg, int ifindex)
 {
@@ -112,16 +126,17 @@ static __always_inline void l4_ports(struct wgf_drop_key *k, const __u8 *h, int 
 }
 
 /*
- * Key and sizes of the packet whose IP header is at ip (kernel memory). Returns 0, or -1 when the
- * header cannot be read or is not IP.
+ * Key and sizes of the packet whose IP header is at ip (kernel memory), with avail bytes of it in
+ * the skb's linear data (nothing past the tail is read: a truncated packet's buffer holds stale
+ * bytes of earlier packets there). Returns 0, or -1 when the header cannot be read or is not IP.
  */
-static __always_inline int parse(struct wgf_drop_key *k, const __u8 *ip, __u32 *hdrlen)
+static __always_inline int parse(struct wgf_drop_key *k, const __u8 *ip, __u32 avail, __u32 *hdrlen)
 {
 	__u8 h[40];
 	__u8 l4[8] = {};
 	__u32 off;
 
-	if (bpf_probe_read_kernel(h, 20, ip))
+	if (avail < 20 || bpf_probe_read_kernel(h, 20, ip))
 		return -1;
 	if ((h[0] >> 4) == 4) {
 		off = (h[0] & 15) * 4;
@@ -139,7 +154,7 @@ static __always_inline int parse(struct wgf_drop_key *k, const __u8 *ip, __u32 *
 	} else if ((h[0] >> 4) == 6) {
 		__u8 nh;
 
-		if (bpf_probe_read_kernel(h, 40, ip))
+		if (avail < 40 || bpf_probe_read_kernel(h, 40, ip))
 			return -1;
 		k->family = 6;
 		__builtin_memcpy(k->saddr, &h[8], 16);
@@ -153,7 +168,7 @@ static __always_inline int parse(struct wgf_drop_key *k, const __u8 *ip, __u32 *
 			if (nh != IPPROTO_HOPOPTS && nh != IPPROTO_ROUTING && nh != IPPROTO_DSTOPTS &&
 			    nh != IPPROTO_FRAGMENT)
 				break;
-			if (bpf_probe_read_kernel(e, 4, ip + off))
+			if (off + 4 > avail || bpf_probe_read_kernel(e, 4, ip + off))
 				return -1;
 			if (nh == IPPROTO_FRAGMENT) {
 				if ((((__u16)e[2] << 8) | e[3]) & 0xfff8) {
@@ -178,8 +193,12 @@ static __always_inline int parse(struct wgf_drop_key *k, const __u8 *ip, __u32 *
 		k->kind = WGF_KIND_OTHER;
 		return 0;
 	}
-	/* A drop before the L4 header was pulled in (a truncated packet) keeps its addresses. */
-	if (bpf_probe_read_kernel(l4, sizeof(l4), ip + (off & 0x3ff)) == 0)
+	/*
+	 * A drop before the L4 header was pulled into the linear data (or a truncated packet) keeps
+	 * its addresses, with ports 0.
+	 */
+	if (off <= L4_OFF_MAX && off + sizeof(l4) <= avail &&
+	    bpf_probe_read_kernel(l4, sizeof(l4), ip + off) == 0)
 		l4_ports(k, l4, k->family == 6);
 	return 0;
 }
@@ -216,6 +235,23 @@ static __always_inline void aggregate(void *map, struct wgf_drop_key *k, __u64 s
 		__sync_fetch_and_or(&d->flags, WGF_DROP_F_MIXED);
 }
 
+/*
+ * For a packet without a device (the TCP layer clears skb->dev before it handles a segment):
+ * is it of the watched namespace? Its socket's namespace tells, else its route device's; with
+ * neither, it cannot be told, and skb_iif (an ifindex of some namespace) must not be trusted.
+ */
+static __always_inline int nodev_in_netns(struct sk_buff *skb, unsigned long refdst,
+					  const struct wgf_drop_config *cfg)
+{
+	struct sock *sk = BPF_CORE_READ(skb, sk);
+
+	if (sk)
+		return BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum) == cfg->netns;
+	if (refdst)
+		return BPF_CORE_READ((struct dst_entry *)refdst, dev, nd_net.net, ns.inum) == cfg->netns;
+	return 0;
+}
+
 SEC("tp_btf/kfree_skb")
 int wgflow_drop(unsigned long long *ctx)
 {
@@ -229,8 +265,11 @@ int wgflow_drop(unsigned long long *ctx)
 	unsigned long refdst;
 	__u32 zero = 0, slot, hdrlen = 0, segs;
 	int iif, devidx, l3;
+	struct skb_shared_info *shinfo;
 	unsigned char *head;
 	unsigned long data;
+	long long iplen;
+	__u32 tail, gso_size;
 	__u64 bytes;
 	__u16 nh;
 
@@ -252,6 +291,8 @@ int wgflow_drop(unsigned long long *ctx)
 	}
 	refdst = skb->_skb_refdst & ~1UL;
 	if (watched(cfg, iif)) {
+		if (!dev && !nodev_in_netns(skb, refdst, cfg))
+			return 0;
 		k.dir = WGF_DIR_INGRESS;	/* came in through it */
 		k.ifindex = iif;
 	} else if (devidx != iif && watched(cfg, devidx)) {
@@ -285,9 +326,11 @@ int wgflow_drop(unsigned long long *ctx)
 	head = (unsigned char *)BPF_CORE_READ(skb, head);
 	data = (unsigned long)BPF_CORE_READ(skb, data);
 	nh = skb->network_header;
-	if (nh == (__u16)~0U)
+	tail = BPF_CORE_READ(skb, tail);
+	/* Unset: ~0 on some paths, 0 (the buffer's start, never an IP header) on others. */
+	if (nh == (__u16)~0U || nh == 0 || tail <= nh)
 		goto unparsed;
-	if (parse(&k, head + nh, &hdrlen))
+	if (parse(&k, head + nh, tail - nh, &hdrlen))
 		goto unparsed;
 
 	/*
@@ -295,19 +338,37 @@ int wgflow_drop(unsigned long long *ctx)
 	 * in L4) or before it (a drop before the stack pulled the link header).
 	 */
 	l3 = (int)(data - (unsigned long)head) - (int)nh;
-	bytes = (__u64)(long long)((long long)skb->len + l3);
-	segs = BPF_CORE_READ((struct skb_shared_info *)(head + skb->end), gso_segs);
-	if (segs > 1) {
-		/* A GSO/GRO super-packet: count every segment and its headers, like the flow counters. */
+	iplen = (long long)skb->len + l3;
+	if (iplen < 20)
+		goto unparsed;	/* the header offset and the length disagree: nothing sane to count */
+	bytes = (__u64)iplen;
+	shinfo = (struct skb_shared_info *)(head + skb->end);
+	segs = BPF_CORE_READ(shinfo, gso_segs);
+	gso_size = BPF_CORE_READ(shinfo, gso_size);
+	if (segs > 1 || (segs == 0 && gso_size)) {
+		/*
+		 * A GSO/GRO super-packet: count every segment and its headers, like the flow counters.
+		 * A packet from an untrusted source (SKB_GSO_DODGY: a tap or packet socket with a vnet
+		 * header) has gso_segs 0 until it is segmented: derived from gso_size then.
+		 */
 		__u8 doff = 0;
 
-		if (k.proto == IPPROTO_TCP && k.kind == WGF_KIND_PORTS) {
-			bpf_probe_read_kernel(&doff, 1, head + nh + (hdrlen & 0x3ff) + 12);
+		if (k.proto == IPPROTO_TCP && k.kind == WGF_KIND_PORTS && hdrlen <= L4_OFF_MAX &&
+		    nh + hdrlen + 13 <= tail) {
+			bpf_probe_read_kernel(&doff, 1, head + nh + hdrlen + 12);
 			hdrlen += (doff >> 4) * 4;
 		} else if (k.proto == IPPROTO_UDP) {
 			hdrlen += 8;
 		}
-		bytes += (__u64)(segs - 1) * hdrlen;
+		if (segs == 0) {
+			__u64 payload = bytes > hdrlen ? bytes - hdrlen : 0;
+
+			segs = (payload + gso_size - 1) / gso_size;
+		}
+		if (segs > 1)
+			bytes += (__u64)(segs - 1) * hdrlen;
+		else
+			segs = 1;
 	} else {
 		segs = 1;
 	}

@@ -12,7 +12,6 @@
 #include <bpf/libbpf.h>
 #include <errno.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <mutex>
@@ -26,10 +25,6 @@ extern "C" {
 namespace {
 
 constexpr __u32 kDrainBatch = 1024;
-// After switching the probe to the other map, wait this long before reading the first: a probe
-// run that looked up the old index just before the switch finishes within microseconds (tracing
-// programs are not preempted), so nothing it adds is missed by the read.
-constexpr long kSwitchSettleNs = 5 * 1000 * 1000;
 
 class DropProbe : public Napi::ObjectWrap<DropProbe> {
  public:
@@ -84,10 +79,33 @@ class DropProbe : public Napi::ObjectWrap<DropProbe> {
       Destroy();
       throw ErrnoError(env, -ncpus_, "cannot count the possible CPUs");
     }
+    // The barrier of the map switch (Execute below): a one-entry map of maps, whose updates the
+    // kernel completes only after an RCU grace period (maybe_wait_bpf_programs).
+    barrier_inner_fd_ = bpf_map_create(BPF_MAP_TYPE_ARRAY, "wgf_drop_bar_in", 4, 4, 1, nullptr);
+    if (barrier_inner_fd_ >= 0) {
+      LIBBPF_OPTS(bpf_map_create_opts, mo, .inner_map_fd = static_cast<__u32>(barrier_inner_fd_));
+      barrier_fd_ = bpf_map_create(BPF_MAP_TYPE_ARRAY_OF_MAPS, "wgf_drop_barrier", 4, 4, 1, &mo);
+    }
+    if (barrier_fd_ < 0) {
+      int e = errno;
+      Destroy();
+      throw ErrnoError(env, e, "cannot create the drop probe's switch barrier map" + PrivilegeHint(e));
+    }
   }
   ~DropProbe() override { Destroy(); }
 
   int drops_fd(int i) const { return drops_fd_[i & 1]; }
+  /*
+   * Returns once every probe run that started before it has finished. Tracing programs run
+   * inside an RCU read-side section, and the kernel completes an update of a map of maps only
+   * after an RCU grace period, so that user space knows that no program still uses the old
+   * value. 0, or an errno.
+   */
+  int WaitForProbeRuns() {
+    __u32 zero = 0;
+    __u32 inner = static_cast<__u32>(barrier_inner_fd_);
+    return bpf_map_update_elem(barrier_fd_, &zero, &inner, BPF_ANY) ? errno : 0;
+  }
   int config_fd() const { return config_fd_; }
   std::mutex &config_mu() { return config_mu_; }
   void Ref2() { Ref(); }
@@ -135,13 +153,17 @@ class DropProbe : public Napi::ObjectWrap<DropProbe> {
     std::vector<__u32> want;
     for (uint32_t i = 0; i < arr.Length(); i++) {
       double v = arr.Get(i).As<Napi::Number>().DoubleValue();
-      if (!(v >= 1 && v <= 0x7fffffff)) throw Napi::RangeError::New(env, "setWatch: an ifindex must be a positive integer");
+      // The drop key holds a 16-bit ifindex, as the flow keys do (attach refuses larger ones).
+      if (!(v >= 1 && v <= 0xffff) || v != static_cast<double>(static_cast<uint32_t>(v)))
+        throw Napi::RangeError::New(env, "setWatch: an ifindex must be an integer from 1 to 65535");
       want.push_back(static_cast<__u32>(v));
     }
     if (want.size() > WGF_DROP_WATCH_MAX)
       throw Napi::RangeError::New(env, "setWatch: at most " + std::to_string(WGF_DROP_WATCH_MAX) + " interfaces");
-    // The config entry is written whole (the probe sees the old or the new one); the drain's
-    // switch of the active map rewrites it too, so both take the lock.
+    // An array map's update copies in place: a probe run during the write may test a drop
+    // against part of the old and part of the new watch list (only drops at that instant, only
+    // of interfaces being added or removed). The drain's switch of the active map rewrites the
+    // entry too, so both take the lock.
     std::lock_guard<std::mutex> lock(config_mu_);
     __u32 zero = 0;
     struct wgf_drop_config cfg;
@@ -171,8 +193,10 @@ class DropProbe : public Napi::ObjectWrap<DropProbe> {
         cfg.active = old ^ 1;
         if (bpf_map_update_elem(p_->config_fd(), &zero, &cfg, BPF_ANY)) return Fail(errno, "cannot switch the drop maps");
       }
-      struct timespec ts = {0, kSwitchSettleNs};
-      nanosleep(&ts, nullptr);
+      // A probe run that read the old index just before the switch may still be adding to the
+      // old map: wait for every such run to finish, then read it. Nothing is lost, nothing is
+      // read while it is still being written.
+      if (int e = p_->WaitForProbeRuns()) return Fail(e, "waiting for the drop probe's runs to finish failed");
       int fd = p_->drops_fd(old);
       __u32 token = 0;
       bool first = true;
@@ -287,6 +311,9 @@ class DropProbe : public Napi::ObjectWrap<DropProbe> {
     if (obj_) bpf_object__close(obj_);
     obj_ = nullptr;
     drops_fd_[0] = drops_fd_[1] = config_fd_ = reasons_fd_ = stats_fd_ = -1;
+    if (barrier_fd_ >= 0) close(barrier_fd_);
+    if (barrier_inner_fd_ >= 0) close(barrier_inner_fd_);
+    barrier_fd_ = barrier_inner_fd_ = -1;
   }
 
   struct bpf_object *obj_ = nullptr;
@@ -294,6 +321,7 @@ class DropProbe : public Napi::ObjectWrap<DropProbe> {
   struct bpf_link *link_ = nullptr;
   int drops_fd_[2] = {-1, -1};
   int config_fd_ = -1, reasons_fd_ = -1, stats_fd_ = -1;
+  int barrier_fd_ = -1, barrier_inner_fd_ = -1;
   int ncpus_ = 0;
   bool draining_ = false;
   bool closing_ = false;

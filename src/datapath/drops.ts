@@ -19,7 +19,8 @@ const BUDGET_CPUS = 64;
  * Kernel memory of the drop probe's maps as the kernel charges it (bpftool's bytes_memlock), an
  * upper bound: two preallocated hash maps of maxKeys entries (48 B element header + 48 B key + 40 B
  * value, a 16 B bucket per power-of-two slot), the per-CPU reason counters (4 KiB per CPU, up to
- * 64 CPUs), and ~32 KiB for the small maps. Checked against bpftool in test/datapath/drops.test.ts.
+ * 64 CPUs), and ~32 KiB for the small maps (the config, the statistics, the switch barrier's two
+ * one-entry maps). Checked against bpftool in test/datapath/drops.test.ts.
  */
 export function dropMapBytes(maxKeys: number): number {
   const cpus = BUDGET_CPUS;
