@@ -256,7 +256,7 @@ export class JetStreamConsumer {
     const batch = positiveInt(opts.batch ?? CONSUMER_DEFAULTS.batch, 'batch');
     if (batch > maxAckPending) throw new ConsumerError(`batch (${batch}) must not exceed max ack pending (${maxAckPending})`);
     const jsm = await jetstreamManager(opts.nc);
-    const info = await ensureDurable(jsm, opts, ackWaitMs, maxAckPending);
+    const info = await ensureDurable(jsm, opts, ackWaitMs, maxAckPending, batch);
     const c = new JetStreamConsumer(opts, info);
     try {
       await c.run(batch);
@@ -472,17 +472,29 @@ export class JetStreamConsumer {
   }
 }
 
+/** What our pulls ask for: a durable whose request limits refuse them is refused up front. */
+interface PullShape {
+  batch: number;
+  expiresMs: number;
+}
+
 /** What differs between the durable's settings and the ones asked for (empty: fine). */
-function differences(have: ConsumerConfig, want: Partial<ConsumerConfig>): string[] {
+function differences(have: ConsumerConfig, want: Partial<ConsumerConfig>, pull: PullShape): string[] {
   const out: string[] = [];
   if (have.ack_policy !== AckPolicy.Explicit) out.push(`ack policy is "${have.ack_policy}", not "explicit"`);
   if (have.deliver_subject) out.push(`it is a push consumer (deliver subject ${have.deliver_subject}), not a pull consumer`);
   if ((have.filter_subject ?? '') !== (want.filter_subject ?? '')) out.push(`its filter is "${have.filter_subject ?? ''}", not "${want.filter_subject ?? ''}" (--filter)`);
+  // The server refuses (409 Exceeded ...) every pull over these limits: nothing would arrive.
+  const maxBatch = have.max_batch ?? 0;
+  if (maxBatch > 0 && maxBatch < pull.batch) out.push(`its max_batch is ${maxBatch}, below the batch of ${pull.batch} (--batch ${maxBatch} or less)`);
+  const maxExpires = have.max_expires ?? 0;
+  if (maxExpires > 0 && maxExpires < nanos(pull.expiresMs)) out.push(`its max_expires is ${maxExpires / 1e6} ms, below the pull expiry of ${pull.expiresMs} ms`);
+  if ((have.max_bytes ?? 0) > 0) out.push(`its max_bytes is ${have.max_bytes} (a per-pull byte limit), not unset`);
   return out;
 }
 
 /** The stream must exist; the durable is created if missing, else checked (never changed). */
-async function ensureDurable(jsm: JetStreamManager, opts: JetStreamConsumerOptions, ackWaitMs: number, maxAckPending: number): Promise<ConsumerInfo> {
+async function ensureDurable(jsm: JetStreamManager, opts: JetStreamConsumerOptions, ackWaitMs: number, maxAckPending: number, batch: number): Promise<ConsumerInfo> {
   try {
     await jsm.streams.info(opts.stream);
   } catch (err) {
@@ -507,7 +519,7 @@ async function ensureDurable(jsm: JetStreamManager, opts: JetStreamConsumerOptio
       if (!(err instanceof JetStreamApiError && err.code === ERR_CONSUMER_NOT_FOUND)) throw err;
     }
     if (info !== null) {
-      const diff = differences(info.config, want);
+      const diff = differences(info.config, want, { batch, expiresMs: CONSUMER_DEFAULTS.pullExpiresMs });
       if (diff.length > 0) throw new ConsumerError(`durable "${opts.durable}" on stream "${opts.stream}" exists with other settings: ${diff.join('; ')}. Use another --durable, or delete it first`);
       if (info.config.ack_wait !== want.ack_wait || info.config.max_ack_pending !== want.max_ack_pending) {
         opts.logger.warn({ durable: opts.durable, ackWaitMs: (info.config.ack_wait ?? 0) / 1e6, maxAckPending: info.config.max_ack_pending }, 'the durable exists with another ack wait or max ack pending; using its settings');

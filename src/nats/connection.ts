@@ -166,6 +166,14 @@ export class Connection {
   /** One entry per PING sent and not yet answered: null for a keepalive, else the flush's resolver. */
   private pongs: Array<((err: Error | null) => void) | null> = [];
   private pingsOut = 0;
+  /** PINGs appended to `out` since it was last handed to the socket. */
+  private pingsInOut = 0;
+  /**
+   * PONGs still to come for PINGs kept in `out` across a reconnect: their waiters were already
+   * rejected at the disconnect, so these PONGs must not answer newer PINGs (a later flush would
+   * resolve before the server saw its frames).
+   */
+  private stalePongs = 0;
   private pingTimer: NodeJS.Timeout | null = null;
   private readonly listeners: Array<(s: NatsStatus) => void> = [];
   private closing = false;
@@ -288,6 +296,7 @@ export class Connection {
     const link = this.link;
     if (link === null || this.blocked || this.out.len === 0) return;
     const b = this.out.take();
+    this.pingsInOut = 0;
     // The kernel takes less than we give when the server reads slowly: stop gathering writes in
     // the socket's own queue, wait for 'drain' (our OutBuffer holds the rest meanwhile).
     if (!link.socket.write(b, () => this.out.giveBack(b))) this.blocked = true;
@@ -304,6 +313,7 @@ export class Connection {
         else resolve();
       });
       this.out.ascii('PING\r\n');
+      this.pingsInOut++;
       this.writeOut();
     });
   }
@@ -352,6 +362,10 @@ export class Connection {
 
   onPong(): void {
     this.pingsOut = 0;
+    if (this.stalePongs > 0) {
+      this.stalePongs--;
+      return;
+    }
     const f = this.pongs.shift();
     if (f) f(null);
   }
@@ -481,6 +495,7 @@ export class Connection {
     this.pingsOut++;
     this.pongs.push(null);
     this.out.ascii('PING\r\n');
+    this.pingsInOut++;
     this.writeOut();
   }
 
@@ -501,7 +516,13 @@ export class Connection {
       this.finish(null);
       return;
     }
-    if (!this.o.keepPendingOnReconnect) this.out.clear();
+    if (!this.o.keepPendingOnReconnect) {
+      this.out.clear();
+      this.pingsInOut = 0;
+    }
+    // The PINGs still in `out` go to the next server, which answers them first (what this link
+    // was sent is lost with it, PONGs included).
+    this.stalePongs = this.pingsInOut;
     this.emit({ type: 'disconnect', server: link.entry.url, reason: link.lastError?.message ?? 'connection closed' });
     void this.reconnect(link.entry);
   }

@@ -3,12 +3,14 @@
 // reply subject (and subscription) of its own, so that every delivery is counted against its
 // request. Status messages on a request's subject: 100 idle heartbeat, 404 no messages, 408
 // request expired, 409 (consumer deleted, limits exceeded, leadership change), 503 no responders
-// (no such stream or consumer, or no leader yet). Acks are PUBs of +ACK to each message's
+// (no such stream or consumer, or no leader yet). Times are monotonic (performance.now()): a
+// wall-clock step must not expire requests or fake silence. Acks are PUBs of +ACK to each message's
 // $JS.ACK reply subject, gathered into the connection's next write with everything else.
 //
 // Requests are renewed as they fill: at most two batches are asked for at a time. A request the
 // server lost (its server killed, a leader change) is noticed by two missed heartbeats or by its
 // expiry, and asked again.
+import { performance } from 'node:perf_hooks';
 import type { Connection } from './connection';
 import { newInbox } from './jetstream-publish';
 import type { MsgView } from './parser';
@@ -22,7 +24,10 @@ export interface PullOptions {
   expiresMs: number;
   /** The server's heartbeats on an idle request (default expiresMs / 2). */
   heartbeatMs?: number;
-  /** Delay before asking again after a 503 (no stream or consumer, no leader). Default 1 s. */
+  /**
+   * Delay before asking again after a 503 (no stream or consumer, no leader) or a 409 limit
+   * refusal (Exceeded MaxRequestBatch ...). Default 1 s.
+   */
   retryMs?: number;
 }
 
@@ -82,10 +87,15 @@ export class PullConsumer {
   private readonly requests = new Map<number, Request>();
   private nextId = 1;
   private outstanding = 0;
-  private lastActivity = Date.now();
+  private lastActivity = performance.now();
   private timer: NodeJS.Timeout | null = null;
   private retryTimer: NodeJS.Timeout | null = null;
   private stopped = false;
+  /**
+   * The refusal last reported (code and description): a refusal repeated on every retry is told
+   * once, until a message arrives or another refusal comes.
+   */
+  private lastRefusal: string | null = null;
   private readonly heartbeatMs: number;
   private readonly api: string;
 
@@ -104,7 +114,7 @@ export class PullConsumer {
       if (s.type === 'reconnect') {
         // Requests routed through the old server may be gone with it; the timers find out. Ask now
         // for what is missing meanwhile.
-        this.lastActivity = Date.now();
+        this.lastActivity = performance.now();
         this.topUp();
       }
     });
@@ -173,7 +183,7 @@ export class PullConsumer {
     const id = this.nextId++;
     const subject = `${this.inbox}.${id}`;
     const sid = this.conn.subscribe(subject, (m) => this.onDelivery(id, m));
-    this.requests.set(id, { sid, remaining: n, expiresAt: Date.now() + this.o.expiresMs });
+    this.requests.set(id, { sid, remaining: n, expiresAt: performance.now() + this.o.expiresMs });
     this.outstanding += n;
     const req = `{"batch":${n},"expires":${this.o.expiresMs * 1_000_000},"idle_heartbeat":${this.heartbeatMs * 1_000_000}}`;
     this.conn.publish(this.api, req, subject);
@@ -188,7 +198,7 @@ export class PullConsumer {
   }
 
   private onDelivery(id: number, m: MsgView): void {
-    this.lastActivity = Date.now();
+    this.lastActivity = performance.now();
     const r = this.requests.get(id);
     if (r === undefined) return;
     if (m.hasHeaders && m.dataEnd === m.dataStart) {
@@ -198,6 +208,7 @@ export class PullConsumer {
         return;
       }
     }
+    this.lastRefusal = null;
     r.remaining--;
     this.outstanding--;
     if (r.remaining <= 0) this.end(id);
@@ -219,12 +230,19 @@ export class PullConsumer {
       this.onStatus({ type: 'not_found', description: `no responders: stream ${this.o.stream} or durable ${this.o.durable} not found, or no leader yet` });
       this.retryLater();
       return;
+    } else if (code === 409 && /leadership change/i.test(description)) {
+      // the request went with the old leader; the new one takes the next at once
     } else {
-      this.onStatus({ type: 'exceeded_limits', code, description });
-      if (code !== 409) {
-        this.retryLater();
-        return;
+      // A limit of the durable (Exceeded MaxRequestBatch / MaxRequestExpires / MaxRequestMaxBytes,
+      // MaxWaiting) or another refusal: the same request is refused again at once, so wait
+      // (asking at once looped ~10,000 times a second) and tell it once, not on every retry.
+      const key = `${code} ${description}`;
+      if (key !== this.lastRefusal) {
+        this.lastRefusal = key;
+        this.onStatus({ type: 'exceeded_limits', code, description });
       }
+      this.retryLater();
+      return;
     }
     this.topUp();
   }
@@ -240,7 +258,7 @@ export class PullConsumer {
   /** Requests past their expiry (with a heartbeat of grace), and silence longer than two heartbeats. */
   private check(): void {
     if (this.stopped || this.requests.size === 0) return;
-    const now = Date.now();
+    const now = performance.now();
     if (now - this.lastActivity > 2 * this.heartbeatMs) {
       this.onStatus({ type: 'heartbeats_missed', count: 2 });
       for (const id of [...this.requests.keys()]) this.end(id);

@@ -1,10 +1,11 @@
 // Our NATS client (src/nats/connection.ts) against real nats-server processes: every failure
 // nats.js handled for us is now ours. Credentials refused (-ERR), permissions violations, TLS and
 // mTLS, a slow consumer cut off by the server, a socket closed in the middle of a frame (a proxy
-// cuts it), failover in a cluster. Servers are started and stopped by PID (testkit/nats.ts).
+// cuts it), failover in a cluster, a PING kept across a reconnect (a fake server: its PONG must
+// not answer a newer flush()). Servers are started and stopped by PID (testkit/nats.ts).
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import type { Server, Socket } from 'node:net';
+import { createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
@@ -253,6 +254,52 @@ describe('our NATS client: connections that break', () => {
     await sleep(200); // the subscription's interest reaches the other servers
     pub.publish('fo', 'moved');
     await until('the message came through the new server', () => got.includes('moved'));
+  });
+
+  it('a PING still in the out buffer at a disconnect: its PONG on the next link does not answer a newer flush()', async () => {
+    // A fake server (deterministic where a real one is not): link 1 answers the handshake, then
+    // stops reading, so the client's writes back up and a flush()'s PING stays in its out buffer
+    // until the link is dropped. Link 2 answers the handshake PING and the stale PING at once,
+    // and any later PING only after 400 ms.
+    let links = 0;
+    const fake = createServer((s: Socket) => {
+      const n = ++links;
+      s.on('error', () => undefined);
+      s.write('INFO {"server_id":"fake","max_payload":67108864,"headers":true}\r\n');
+      let pings = 0;
+      s.on('data', (d) => {
+        const k = d.toString('latin1').split('PING\r\n').length - 1;
+        for (let i = 0; i < k; i++) {
+          pings++;
+          if (n === 1) {
+            if (pings === 1) {
+              s.write('PONG\r\n');
+              s.pause();
+            }
+          } else if (pings <= 2) s.write('PONG\r\n');
+          else setTimeout(() => s.write('PONG\r\n'), 400);
+        }
+      });
+      if (n === 1) setTimeout(() => s.destroy(), 800);
+    });
+    servers.push(fake);
+    await new Promise<void>((r) => fake.listen(0, '127.0.0.1', r));
+    const port = (fake.address() as { port: number }).port;
+    const c = await connect({ servers: [`nats://127.0.0.1:${port}`], reconnectTimeWaitMs: 50, timeoutMs: 2000 });
+    c.publish('x', Buffer.alloc(32 * 1024 * 1024)); // more than the socket takes: writing blocks
+    await sleep(50);
+    const first = c.flush(10_000).then(() => 'resolved', (e: Error) => e.message);
+    const after: { ms: Promise<number> | null } = { ms: null };
+    c.onStatus((s) => {
+      if (s.type !== 'reconnect') return;
+      const t0 = Date.now();
+      after.ms = c.flush(3000).then(() => Date.now() - t0);
+    });
+    expect(await first).toMatch(/disconnected/);
+    await until('reconnected', () => after.ms !== null);
+    // Answered by its own PONG (sent 400 ms late), not by the stale one that came at once.
+    expect(await after.ms).toBeGreaterThanOrEqual(350);
+    expect(links).toBe(2);
   });
 
   it('a stopped server (SIGSTOP): keepalive PINGs go unanswered, the connection is dropped as stale and comes back after SIGCONT', async () => {

@@ -2,7 +2,9 @@
 // real nats-server processes, compared with nats.js where both can do the same: the same
 // messages end up in the stream, PubAck errors (no stream, a stream's limit), the exporter
 // through a server restart, PubAck timeouts (the server SIGSTOPped) and a connection cut in the
-// middle of a PubAck; pulls with ack, nak and term, a missing durable, a deleted one.
+// middle of a PubAck; pulls with ack, nak and term, a missing durable, a deleted one, a durable
+// whose request limits refuse every pull (409 Exceeded ...: retried after a delay, told once;
+// `wgflow consume` refuses such a durable up front).
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import type { Server } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -331,6 +333,51 @@ describe('JetStream pull over our client', () => {
     await jsm.consumers.delete('P', 'gone');
     await until('the pull ended', () => ended !== null);
     expect(String(ended)).toMatch(/deleted/);
+  });
+});
+
+describe('a durable whose request limits refuse our pulls (409 Exceeded ...)', () => {
+  it('the pull waits between refused requests and reports the refusal once, not in a loop', async () => {
+    const nats = await server();
+    const { nc, jsm } = await natsjs(nats.urls);
+    await jsm.streams.add({ name: 'P', subjects: ['p.>'] });
+    await jsm.consumers.add('P', { durable_name: 'd', ack_policy: AckPolicy.Explicit, max_batch: 10 });
+    // Every pull request the server gets (a core subscriber sees the API requests too).
+    let requests = 0;
+    nc.subscribe('$JS.API.CONSUMER.MSG.NEXT.P.d', { callback: () => { requests++; } });
+    await nc.flush();
+    const c = await own(nats.urls);
+    const st: PullStatus[] = [];
+    const pull = new PullConsumer(c, { stream: 'P', durable: 'd', batch: 100, expiresMs: 5000, retryMs: 500 }, () => undefined, (s) => st.push(s), () => undefined);
+    pull.start();
+    await sleep(2000);
+    pull.stop();
+    await nc.flush();
+    // Before the fix: ~10,000 refused requests and statuses a second.
+    expect(st.length).toBeLessThan(20);
+    expect(st.filter((s) => s.type === 'exceeded_limits')).toHaveLength(1);
+    expect(st[0]).toMatchObject({ type: 'exceeded_limits', code: 409 });
+    expect(st[0].type === 'exceeded_limits' && st[0].description).toMatch(/Exceeded MaxRequestBatch/i);
+    expect(requests).toBeGreaterThanOrEqual(2); // it does ask again
+    expect(requests).toBeLessThan(20);
+  });
+
+  it('wgflow consume refuses an existing durable with max_batch below its batch, max_expires below its pull expiry, or max_bytes, naming the setting', async () => {
+    const nats = await server();
+    const { nc, jsm } = await natsjs(nats.urls);
+    await jsm.streams.add({ name: 'WGFLOW', subjects: ['wgflow.flows.>'] });
+    await jsm.consumers.add('WGFLOW', { durable_name: 'smallbatch', ack_policy: AckPolicy.Explicit, max_batch: 10 });
+    await jsm.consumers.add('WGFLOW', { durable_name: 'shortexp', ack_policy: AckPolicy.Explicit, max_expires: 1e9 });
+    await jsm.consumers.add('WGFLOW', { durable_name: 'bytes', ack_policy: AckPolicy.Explicit, max_bytes: 1024 * 1024 });
+    const logger = pino({ level: 'silent' });
+    const start = (durable: string, batch?: number): Promise<JetStreamConsumer> =>
+      JetStreamConsumer.start({ nc, connection: { servers: nats.urls }, stream: 'WGFLOW', durable, batch, out: tempDir(), logger });
+    await expect(start('smallbatch')).rejects.toThrow(/durable "smallbatch" on stream "WGFLOW" exists with other settings: its max_batch is 10, below the batch of 1000 \(--batch 10 or less\)\. Use another --durable, or delete it first/);
+    await expect(start('shortexp')).rejects.toThrow(/durable "shortexp" .*its max_expires is 1000 ms, below the pull expiry of 5000 ms/);
+    await expect(start('bytes')).rejects.toThrow(/durable "bytes" .*its max_bytes is 1048576/);
+    // Within the limit: accepted.
+    const ok = await start('smallbatch', 10);
+    await ok.close();
   });
 });
 

@@ -13,6 +13,7 @@
 // The publishing itself goes over our own NATS client (src/nats/: HPUB frames written straight
 // into one buffer per turn of the event loop, PubAcks read without JSON.parse), nats.js only
 // checks or creates the stream. A creds_file (JWT and nkey) is left to nats.js end to end.
+import { performance } from 'node:perf_hooks';
 import pino, { type Logger } from 'pino';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { createInbox, type Msg, type NatsConnection } from '@nats-io/nats-core';
@@ -83,7 +84,10 @@ export interface JetStreamExporterStats {
 interface Pending {
   rec: SpoolRecord;
   subject: string;
-  /** When it was last published (set by publish). */
+  /**
+   * When it was last published (set by publish), on the monotonic clock: a wall-clock step must
+   * not time out every publish at once, nor keep one waiting for ever.
+   */
   sentAt: number;
 }
 
@@ -362,7 +366,7 @@ export class JetStreamExporter extends SpooledSink {
 
   private publish(send: (subject: string, rec: SpoolRecord, token: number) => void, p: Pending): void {
     const token = this.nextToken++;
-    p.sentAt = Date.now();
+    p.sentAt = performance.now();
     this.waiting.set(token, p);
     this.counters.published++;
     try {
@@ -412,7 +416,7 @@ export class JetStreamExporter extends SpooledSink {
     this.spool.ack(p.rec.seq, p.rec.off);
     this.counters.acked++;
     if (r.duplicate) this.counters.duplicates++;
-    this.opts.onPublishLatency?.(Date.now() - w.sentAt);
+    this.opts.onPublishLatency?.(performance.now() - w.sentAt);
     this.backoff.reset();
     this.settleIdle();
     this.schedulePump();
@@ -421,7 +425,7 @@ export class JetStreamExporter extends SpooledSink {
   /** Publishes without a PubAck for publishTimeoutMs are retried (the oldest come first in waiting). */
   private sweep(): void {
     if (this.waiting.size === 0) return;
-    const now = Date.now();
+    const now = performance.now();
     for (const [token, w] of this.waiting) {
       if (now - w.sentAt < this.publishTimeoutMs) break;
       this.waiting.delete(token);
