@@ -326,7 +326,7 @@ int wgflow_drop(unsigned long long *ctx)
 	head = (unsigned char *)BPF_CORE_READ(skb, head);
 	data = (unsigned long)BPF_CORE_READ(skb, data);
 	nh = skb->network_header;
-	tail = BPF_CORE_READ(skb, tail);
+	tail = skb->tail;
 	/* Unset: ~0 on some paths, 0 (the buffer's start, never an IP header) on others. */
 	if (nh == (__u16)~0U || nh == 0 || tail <= nh)
 		goto unparsed;
@@ -344,8 +344,8 @@ int wgflow_drop(unsigned long long *ctx)
 	bytes = (__u64)iplen;
 	shinfo = (struct skb_shared_info *)(head + skb->end);
 	segs = BPF_CORE_READ(shinfo, gso_segs);
-	gso_size = BPF_CORE_READ(shinfo, gso_size);
-	if (segs > 1 || (segs == 0 && gso_size)) {
+	gso_size = segs == 0 ? BPF_CORE_READ(shinfo, gso_size) : 0;	/* read only where needed */
+	if (segs > 1 || gso_size) {
 		/*
 		 * A GSO/GRO super-packet: count every segment and its headers, like the flow counters.
 		 * A packet from an untrusted source (SKB_GSO_DODGY: a tap or packet socket with a vnet
