@@ -93,6 +93,9 @@ function entryOf(url: string): ServerEntry {
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
+/** A failing reconnect is reported at its first failure, then at most this often. */
+export const RECONNECT_REPORT_MS = 30_000;
+
 /** One socket's life: the handshake, then frames for the connection. */
 class Link implements ParserHandler {
   readonly parser = new Parser(this);
@@ -531,6 +534,7 @@ export class Connection {
     const tries = new Map<ServerEntry, number>();
     let authFailures = 0;
     let last: Error | null = null;
+    let reportedAt: number | null = null;
     while (!this.closing) {
       const at = this.servers.indexOf(from);
       const order = [...this.servers.slice(at + 1), ...this.servers.slice(0, at + 1)];
@@ -568,6 +572,13 @@ export class Connection {
           if (err instanceof NatsServerError && err.isAuth && ++authFailures >= 2) {
             this.finish(err);
             return;
+          }
+          // Retried forever by default: say why now and then (the first failure, then at most
+          // every RECONNECT_REPORT_MS), not once a second, and not never.
+          const now = performance.now();
+          if (reportedAt === null || now - reportedAt >= RECONNECT_REPORT_MS) {
+            reportedAt = now;
+            this.emit({ type: 'error', error: new Error(`reconnecting to ${s.url} failed: ${last.message}`, { cause: err }) });
           }
         }
       }

@@ -108,6 +108,23 @@ describe('our NATS client: credentials and permissions', () => {
     expect(got).toEqual(['yes']);
   });
 
+  it('a server down for a while: the failing reconnects are reported (the first at once, then rarely), then the reconnect', async () => {
+    const nats = await server();
+    const c = await connect({ servers: [nats.urls] });
+    const st = statuses(c);
+    await nats.servers[0].kill();
+    await until('disconnected', () => st.some((s) => s.type === 'disconnect'));
+    // Attempts every 200 ms for 1.5 s: reported once (then at most every RECONNECT_REPORT_MS).
+    await until('a failed reconnect reported', () => st.some((s) => s.type === 'error'));
+    await sleep(1500);
+    const errors = st.filter((s) => s.type === 'error');
+    expect(errors).toHaveLength(1);
+    expect(errors[0].type === 'error' && errors[0].error.message).toMatch(new RegExp(`reconnecting to ${nats.urls} failed: `));
+    expect(natsErrorKind(errors[0].type === 'error' ? errors[0].error : null)).toBe('unreachable');
+    nats.servers[0].start();
+    await until('reconnected', () => st.some((s) => s.type === 'reconnect'));
+  });
+
   it('unreachable servers: the connect fails, classified unreachable', async () => {
     const port = await (await import('../../testkit/nats')).freePort();
     const err = await Connection.connect({ servers: [`nats://127.0.0.1:${port}`], timeoutMs: 2000 }).then(() => null, (e: Error) => e);
