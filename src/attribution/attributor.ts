@@ -144,12 +144,6 @@ export class Attributor implements FlowAttributor {
     return tables;
   }
 
-  /** The last attributeParts call's addresses and domain resources (attributeDrop reads them). */
-  private lastS: AddrInfo | null = null;
-  private lastD: AddrInfo | null = null;
-  private lastSDom: ResourceInfo | null = null;
-  private lastDDom: ResourceInfo | null = null;
-
   private prepare(): void {
     const w = this.current.words;
     this.iSrc = new Uint32Array(w);
@@ -241,6 +235,21 @@ export class Attributor implements FlowAttributor {
    * the endpoints the tables' shared ones. The flow engine keeps these parts as indexes.
    */
   attributeParts(f: FlowTuple, out: AttributionParts): void {
+    this.attributeInto(f, out, false);
+  }
+
+  /**
+   * A DROP event's attribution: the endpoints, user and export filters as for a flow from the
+   * packets' source to their destination, and as policy the first `action: drop` policy that
+   * matches (null: none did), domain resources included. Either direction: a routing peer's
+   * policies name both.
+   */
+  attributeDrop(f: FlowTuple, out: AttributionParts): void {
+    this.attributeInto(f, out, true);
+  }
+
+  /** attributeParts (drop: false) or attributeDrop (drop: true): they differ in the policy only. */
+  private attributeInto(f: FlowTuple, out: AttributionParts, drop: boolean): void {
     const t = this.current;
     const srcRaw = normalizeRaw(f.srcRaw);
     const dstRaw = normalizeRaw(f.dstRaw);
@@ -267,18 +276,19 @@ export class Attributor implements FlowAttributor {
       if (!sPeer && !sInfo.overlay) sDom = this.domainResource(t, srcRaw, now);
       if (!dPeer && !dInfo.overlay) dDom = this.domainResource(t, dstRaw, now);
     }
-    // For attributeDrop, which matches drop policies on the same addresses and domain resources.
-    this.lastS = sInfo;
-    this.lastD = dInfo;
-    this.lastSDom = sDom;
-    this.lastDDom = dDom;
     const sExit = sInfo.exitRoute && sDom === null;
     const dExit = dInfo.exitRoute && dDom === null;
     const exitNode = sExit || dExit;
     if (exitNode && !t.exitNodeCollection) return skip(out, 'exit_node');
 
     let policy: CompiledPolicy | null = null;
-    if (f.direction === 'INGRESS' && t.policies.length > 0) {
+    if (drop && t.policies.length > 0) {
+      policy = t.firstDropPolicy(
+        this.bits(this.iSrc, sInfo, sDom, true), this.bits(this.rDst, dInfo, dDom, false),
+        this.bits(this.rSrc, dInfo, dDom, true), this.bits(this.iDst, sInfo, sDom, false),
+        f.proto, hasPorts, dport,
+      );
+    } else if (!drop && f.direction === 'INGRESS' && t.policies.length > 0) {
       policy = sDom === null && dDom === null
         ? t.firstPolicyOf(sInfo, dInfo, f.proto, hasPorts, dport)
         : t.firstPolicy(
@@ -295,30 +305,6 @@ export class Attributor implements FlowAttributor {
     out.user = sPeer ? sPeer.user : EMPTY_USER;
     out.skip = '';
     out.exitNode = exitNode;
-  }
-
-  /**
-   * A DROP event's attribution: the endpoints, user and export filters as for a flow from the
-   * packets' source to their destination, and as policy the first `action: drop` policy that
-   * matches (null: none did). Either direction: a routing peer's policies name both.
-   */
-  attributeDrop(f: FlowTuple, out: AttributionParts): void {
-    // EGRESS: attributeParts then skips the accept-policy match this does not want.
-    this.attributeParts(f.direction === 'EGRESS' ? f : { ...f, direction: 'EGRESS' }, out);
-    if (out.skip !== '') return;
-    const t = this.current;
-    if (t.policies.length === 0) {
-      out.policy = null;
-      return;
-    }
-    // The addresses and domain resources attributeParts just found (a drop policy naming a DOMAIN
-    // resource matches the addresses it resolved to, as an accept policy does for flows).
-    const sInfo = this.lastS!, dInfo = this.lastD!, sDom = this.lastSDom, dDom = this.lastDDom;
-    out.policy = t.firstDropPolicy(
-      this.bits(this.iSrc, sInfo, sDom, true), this.bits(this.rDst, dInfo, dDom, false),
-      this.bits(this.rSrc, dInfo, dDom, true), this.bits(this.iDst, sInfo, sDom, false),
-      f.proto, f.hasPorts, f.hasPorts ? f.dstPort : 0,
-    );
   }
 
   /** The policy bitset of one endpoint and side: the address's (prefixes and peer) | domain resource. */

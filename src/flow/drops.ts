@@ -9,7 +9,7 @@ import { Clock, systemClock, WallConverter } from '../model/clock';
 import type { FlowEvent } from '../model/event';
 import { ipv4FromBytes, ipv6FromBytes } from '../net/ip';
 import { bootNamespace, eventUuid, readBootId, Uuid, uuidV5 } from './ids';
-import { EMIT_CHUNK } from './pipeline';
+import { emitInChunks } from './pipeline';
 
 /** Where the reporter reads drops from (the drop probe; tests give their own). */
 export interface DropSource {
@@ -120,24 +120,18 @@ export class DropReporter {
       if (ev) events.push(ev);
       else this.s.filteredPackets += d.packets;
     }
-    // In chunks, yielding between them, as the flow pipeline does: a window may hold up to
-    // datapath.drop_keys events.
-    for (let i = 0; i < events.length; i += EMIT_CHUNK) {
-      const chunk = events.length <= EMIT_CHUNK ? events : events.slice(i, i + EMIT_CHUNK);
-      try {
-        await this.opts.sink(chunk);
-        for (const ev of chunk) {
-          this.s.events++;
-          this.s.packets += ev.rxPackets + ev.txPackets;
-          this.s.bytes += ev.rxBytes + ev.txBytes;
-        }
-      } catch (err) {
-        this.s.errors++;
-        this.s.lostEvents += chunk.length;
-        this.opts.onError?.(err, 'sink');
+    // A window may hold up to datapath.drop_keys events: in chunks, as the flow pipeline's.
+    await emitInChunks(events, this.opts.sink, (chunk) => {
+      for (const ev of chunk) {
+        this.s.events++;
+        this.s.packets += ev.rxPackets + ev.txPackets;
+        this.s.bytes += ev.rxBytes + ev.txBytes;
       }
-      if (i + EMIT_CHUNK < events.length) await new Promise<void>((resolve) => setImmediate(resolve));
-    }
+    }, (chunk, err) => {
+      this.s.errors++;
+      this.s.lostEvents += chunk.length;
+      this.opts.onError?.(err, 'sink');
+    });
   }
 
   /** The DROP event of one aggregate, or null when the export filters leave it out. */

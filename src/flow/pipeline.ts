@@ -37,8 +37,30 @@ export interface RecordSource extends FlowSource {
 export type EventSink = (events: FlowEvent[]) => void | Promise<void>;
 
 
-/** Events per sink call (see emit). */
+/** Events per sink call (see emitInChunks). */
 export const EMIT_CHUNK = 2048;
+
+/**
+ * Hands events to the sink in chunks of EMIT_CHUNK, yielding to the event loop between them: a
+ * burst (a million flows after a ring overflow, a full drop map) then streams through the sink's
+ * own backpressure instead of building every output line at once, and the control socket and
+ * metrics keep answering meanwhile. Each chunk goes to sunk or, when the sink refused it (not
+ * retried), to refused.
+ */
+export async function emitInChunks(
+  events: FlowEvent[], sink: EventSink, sunk: (chunk: FlowEvent[]) => void, refused: (chunk: FlowEvent[], err: unknown) => void,
+): Promise<void> {
+  for (let i = 0; i < events.length; i += EMIT_CHUNK) {
+    const chunk = events.length <= EMIT_CHUNK ? events : events.slice(i, i + EMIT_CHUNK);
+    try {
+      await sink(chunk);
+      sunk(chunk);
+    } catch (err) {
+      refused(chunk, err);
+    }
+    if (i + EMIT_CHUNK < events.length) await new Promise<void>((resolve) => setImmediate(resolve));
+  }
+}
 /** Drain entries decoded and handed to the tracker at a time (their events go to the sink once EMIT_CHUNK are ready). */
 export const DRAIN_SLICE = 4096;
 
@@ -249,25 +271,14 @@ export class FlowPipeline {
     if (events.length > 0) await this.emit(events);
   }
 
-  /**
-   * Hands events to the sink in chunks of EMIT_CHUNK, yielding to the event loop between them: a
-   * drain that finds a burst of flows (a million after a ring overflow) then streams its STARTs
-   * through the sink's own backpressure instead of building every output line at once, and the
-   * control socket and metrics keep answering meanwhile.
-   */
-  private async emit(events: FlowEvent[]): Promise<void> {
-    for (let i = 0; i < events.length; i += EMIT_CHUNK) {
-      const chunk = events.length <= EMIT_CHUNK ? events : events.slice(i, i + EMIT_CHUNK);
-      try {
-        await this.sink(chunk);
-        this.s.eventsSunk += chunk.length;
-      } catch (err) {
-        this.s.errors.sink++;
-        this.s.eventsDropped += chunk.length;
-        this.onError(err, 'sink');
-      }
-      if (i + EMIT_CHUNK < events.length) await new Promise<void>((resolve) => setImmediate(resolve));
-    }
+  private emit(events: FlowEvent[]): Promise<void> {
+    return emitInChunks(events, this.sink, (chunk) => {
+      this.s.eventsSunk += chunk.length;
+    }, (chunk, err) => {
+      this.s.errors.sink++;
+      this.s.eventsDropped += chunk.length;
+      this.onError(err, 'sink');
+    });
   }
 
   stats(): PipelineStats {
